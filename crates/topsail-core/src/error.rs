@@ -1,0 +1,105 @@
+/*!
+The one error type of the engine. Every variant maps to a fixed HTTP status
+and body in `topsail-blueprints`; only [`Error::Store`] is a server fault.
+*/
+
+/// A Waterline usage-error code (the `code` of a 400 body, spec 3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UsageCode {
+    /// Create: a missing, mistyped or invalid value.
+    InvalidNewRecord,
+    /// Update: a mistyped or invalid value to set.
+    InvalidValuesToSet,
+    /// `where`, `limit`, `skip`, `sort`, `select`, `omit`, or an id of the
+    /// wrong type.
+    InvalidCriteria,
+    /// `populate` names something that is not an association.
+    InvalidPopulates,
+    /// `replace` / `add` / `remove` ids of the wrong type.
+    InvalidAssociatedIds,
+    /// The request body or query string could not be parsed at all.
+    InvalidRequest,
+}
+
+impl UsageCode {
+    /// The stable code string sent to clients.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageCode::InvalidNewRecord => "E_INVALID_NEW_RECORD",
+            UsageCode::InvalidValuesToSet => "E_INVALID_VALUES_TO_SET",
+            UsageCode::InvalidCriteria => "E_INVALID_CRITERIA",
+            UsageCode::InvalidPopulates => "E_INVALID_POPULATES",
+            UsageCode::InvalidAssociatedIds => "E_INVALID_ASSOCIATED_IDS",
+            UsageCode::InvalidRequest => "E_INVALID_REQUEST",
+        }
+    }
+}
+
+/// A failure reported by a [`Store`](crate::store::Store).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A unique index was violated; `columns` names its columns where the
+    /// database said so.
+    #[error("unique constraint violated on {columns:?}")]
+    Unique {
+        /// The violated columns (or the index name, when only that is known).
+        columns: Vec<String>,
+    },
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// An error from a topsail operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request was malformed: answered 400 `{code, details, message}`.
+    #[error("{}: {details}", code.as_str())]
+    Usage {
+        /// The Waterline code.
+        code: UsageCode,
+        /// What was wrong, in words.
+        details: String,
+    },
+    /// A uniqueness constraint would be violated: answered 400 `E_UNIQUE`.
+    #[error("would violate uniqueness constraint on `{model}` ({attrs:?})")]
+    Unique {
+        /// The model identity.
+        model: &'static str,
+        /// The attributes involved.
+        attrs: Vec<String>,
+    },
+    /// The record does not exist: answered 404.
+    #[error("not found")]
+    NotFound,
+    /// The store failed: answered 500 and logged.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl Error {
+    /// A usage error with `code` and `details`.
+    pub fn usage(code: UsageCode, details: impl Into<String>) -> Self {
+        Error::Usage {
+            code,
+            details: details.into(),
+        }
+    }
+
+    /// An `E_INVALID_CRITERIA` error.
+    pub fn criteria(details: impl Into<String>) -> Self {
+        Error::usage(UsageCode::InvalidCriteria, details)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+/// A `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,34 @@
+//! The core of [topsail](https://docs.rs/topsail): model metadata, the
+//! Waterline criteria language, the blueprint action engine and the pub-sub
+//! plan of every action.
+//!
+//! This crate knows nothing of HTTP, SQL drivers or sockets: the store and
+//! the publisher are traits ([`store::Store`], [`pubsub::Publisher`]) that
+//! `topsail-sql` and the realtime layer implement. Apps use it through the
+//! `topsail` facade.
+
+pub mod criteria;
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod pubsub;
+pub mod query;
+pub mod record;
+pub mod registry;
+pub mod store;
+mod typed;
+pub mod value;
+
+#[cfg(test)]
+mod testing;
+
+pub use criteria::{Criteria, Populate};
+pub use engine::{Engine, EngineConfig};
+pub use error::{Error, Result, StoreError, UsageCode};
+pub use model::ModelDef;
+pub use pubsub::{Actor, Effect, Publisher};
+pub use record::{Pk, Record};
+pub use registry::{Registry, RegistryError};
+pub use typed::{DecodeError, Lifecycle, Link, Model};
+#[doc(hidden)]
+pub use typed::{decode_field, encode_field};
