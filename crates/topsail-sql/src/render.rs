@@ -1,0 +1,392 @@
+/*!
+Renders the core query AST to SQL text with `$N` placeholders (SQLite honours
+their numbering too, so one renderer serves both dialects).
+
+Every value goes into [`Built::binds`]; the text holds only identifiers from
+model metadata (quoted) and fixed keywords.
+*/
+
+use std::fmt::Write;
+
+use topsail_core::query::{CmpOp, ColRef, Delete, Dir, Filter, Insert, Select, Update};
+use topsail_core::store::Dialect;
+use topsail_core::value::SqlValue;
+
+/// SQL text and the values bound to its placeholders, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Built {
+    /// The statement.
+    pub sql: String,
+    /// The parameter values (`$1` is `binds[0]`).
+    pub binds: Vec<SqlValue>,
+}
+
+/// Quotes an identifier. Identifiers come from model metadata; a quote in
+/// one is doubled all the same, so no name can end the quoting.
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+struct Renderer {
+    dialect: Dialect,
+    sql: String,
+    binds: Vec<SqlValue>,
+    /// Qualify main-table columns with `"t"` (selects) or not (update/delete).
+    qualify: bool,
+}
+
+impl Renderer {
+    fn new(dialect: Dialect, qualify: bool) -> Self {
+        Renderer { dialect, sql: String::with_capacity(128), binds: Vec::new(), qualify }
+    }
+
+    fn bind(&mut self, v: SqlValue) {
+        self.binds.push(v);
+        let _ = write!(self.sql, "${}", self.binds.len());
+    }
+
+    fn col(&mut self, c: &ColRef) {
+        match c {
+            ColRef::Main(name) if self.qualify => {
+                self.sql.push_str("\"t\".");
+                self.sql.push_str(&quote(name));
+            }
+            ColRef::Main(name) => self.sql.push_str(&quote(name)),
+            ColRef::Join(name) => {
+                self.sql.push_str("\"j\".");
+                self.sql.push_str(&quote(name));
+            }
+        }
+    }
+
+    fn filter(&mut self, f: &Filter) {
+        match f {
+            Filter::True => self.sql.push_str("1=1"),
+            Filter::False => self.sql.push_str("1=0"),
+            Filter::And(parts) | Filter::Or(parts) if parts.is_empty() => {
+                self.sql.push_str(if matches!(f, Filter::And(_)) { "1=1" } else { "1=0" })
+            }
+            Filter::And(parts) | Filter::Or(parts) => {
+                let sep = if matches!(f, Filter::And(_)) { " AND " } else { " OR " };
+                self.sql.push('(');
+                for (i, p) in parts.iter().enumerate() {
+                    if i > 0 {
+                        self.sql.push_str(sep);
+                    }
+                    self.filter(p);
+                }
+                self.sql.push(')');
+            }
+            Filter::Cmp { col, op, value } => {
+                self.col(col);
+                self.sql.push_str(match op {
+                    CmpOp::Eq => " = ",
+                    CmpOp::Ne => " <> ",
+                    CmpOp::Lt => " < ",
+                    CmpOp::Le => " <= ",
+                    CmpOp::Gt => " > ",
+                    CmpOp::Ge => " >= ",
+                });
+                self.bind(value.clone());
+            }
+            Filter::In { col, values, negated } => {
+                self.col(col);
+                self.sql.push_str(if *negated { " NOT IN (" } else { " IN (" });
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        self.sql.push_str(", ");
+                    }
+                    self.bind(v.clone());
+                }
+                self.sql.push(')');
+            }
+            Filter::Null { col, negated } => {
+                self.col(col);
+                self.sql.push_str(if *negated { " IS NOT NULL" } else { " IS NULL" });
+            }
+            Filter::Like { col, pattern } => {
+                // Case-insensitive on both dialects, as Sails' SQL adapters
+                // are: ILIKE on PostgreSQL; SQLite's LIKE folds ASCII only.
+                self.col(col);
+                self.sql.push_str(match self.dialect {
+                    Dialect::Postgres => " ILIKE ",
+                    Dialect::Sqlite => " LIKE ",
+                });
+                self.bind(SqlValue::Text(pattern.clone()));
+                self.sql.push_str(" ESCAPE '\\'");
+            }
+        }
+    }
+
+    fn order(&mut self, order: &[(topsail_core::query::Ident, Dir)], prefix: &str) {
+        for (i, (c, d)) in order.iter().enumerate() {
+            self.sql.push_str(if i == 0 { " ORDER BY " } else { ", " });
+            self.sql.push_str(prefix);
+            self.sql.push_str(&quote(c));
+            self.sql.push_str(if *d == Dir::Asc { " ASC" } else { " DESC" });
+        }
+    }
+
+    fn finish(self) -> Built {
+        Built { sql: self.sql, binds: self.binds }
+    }
+}
+
+fn limit_value(n: u64) -> SqlValue {
+    SqlValue::Int(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// Renders a select. Output columns are `c0..cN` in the order of
+/// `q.columns`.
+pub fn select(q: &Select, dialect: Dialect) -> Built {
+    let mut r = Renderer::new(dialect, true);
+    let partitioned = q.partition.is_some();
+    if partitioned {
+        r.sql.push_str("SELECT ");
+        for i in 0..q.columns.len() {
+            if i > 0 {
+                r.sql.push_str(", ");
+            }
+            let _ = write!(r.sql, "\"c{i}\"");
+        }
+        r.sql.push_str(" FROM (");
+    }
+    r.sql.push_str("SELECT ");
+    for (i, (c, _)) in q.columns.iter().enumerate() {
+        if i > 0 {
+            r.sql.push_str(", ");
+        }
+        r.col(c);
+        let _ = write!(r.sql, " AS \"c{i}\"");
+    }
+    if let Some(p) = &q.partition {
+        r.sql.push_str(", ROW_NUMBER() OVER (PARTITION BY ");
+        r.col(p);
+        // The window's order is the populate's sort order.
+        let order = q.order.clone();
+        let mut first = true;
+        for (c, d) in &order {
+            r.sql.push_str(if first { " ORDER BY " } else { ", " });
+            first = false;
+            r.sql.push_str("\"t\".");
+            r.sql.push_str(&quote(c));
+            r.sql.push_str(if *d == Dir::Asc { " ASC" } else { " DESC" });
+        }
+        r.sql.push_str(") AS \"__rn\"");
+        // Keep the sort keys for the outer ORDER BY.
+        for (i, (c, _)) in order.iter().enumerate() {
+            let _ = write!(r.sql, ", \"t\".{} AS \"o{i}\"", quote(c));
+        }
+    }
+    let _ = write!(r.sql, " FROM {} AS \"t\"", quote(&q.table));
+    if let Some(j) = &q.join {
+        let _ = write!(
+            r.sql,
+            " JOIN {} AS \"j\" ON \"j\".{} = \"t\".{}",
+            quote(&j.table),
+            quote(&j.child_column),
+            quote(&j.target_pk)
+        );
+    }
+    if q.filter != Filter::True {
+        r.sql.push_str(" WHERE ");
+        r.filter(&q.filter);
+    }
+    if partitioned {
+        r.sql.push_str(") AS \"s\" WHERE \"__rn\" > ");
+        r.bind(limit_value(q.offset));
+        if let Some(limit) = q.limit {
+            r.sql.push_str(" AND \"__rn\" <= ");
+            r.bind(limit_value(q.offset.saturating_add(limit)));
+        }
+        for (i, (_, d)) in q.order.iter().enumerate() {
+            r.sql.push_str(if i == 0 { " ORDER BY " } else { ", " });
+            let _ = write!(r.sql, "\"o{i}\"{}", if *d == Dir::Asc { " ASC" } else { " DESC" });
+        }
+        return r.finish();
+    }
+    r.order(&q.order, "\"t\".");
+    match (q.limit, q.offset) {
+        (Some(l), off) => {
+            r.sql.push_str(" LIMIT ");
+            r.bind(limit_value(l));
+            if off > 0 {
+                r.sql.push_str(" OFFSET ");
+                r.bind(limit_value(off));
+            }
+        }
+        (None, 0) => {}
+        (None, off) => {
+            // SQLite needs a LIMIT before OFFSET; -1 means none.
+            if dialect == Dialect::Sqlite {
+                r.sql.push_str(" LIMIT -1");
+            }
+            r.sql.push_str(" OFFSET ");
+            r.bind(limit_value(off));
+        }
+    }
+    if q.lock && dialect == Dialect::Postgres && q.join.is_none() {
+        r.sql.push_str(" FOR UPDATE OF \"t\"");
+    }
+    r.finish()
+}
+
+/// Renders `SELECT COUNT(*)` over `q.table` and `q.filter`.
+pub fn count(q: &Select, dialect: Dialect) -> Built {
+    let mut r = Renderer::new(dialect, true);
+    let _ = write!(r.sql, "SELECT COUNT(*) FROM {} AS \"t\"", quote(&q.table));
+    if q.filter != Filter::True {
+        r.sql.push_str(" WHERE ");
+        r.filter(&q.filter);
+    }
+    r.finish()
+}
+
+/// Renders an insert.
+pub fn insert(q: &Insert, dialect: Dialect) -> Built {
+    let mut r = Renderer::new(dialect, false);
+    let _ = write!(r.sql, "INSERT INTO {}", quote(&q.table));
+    if q.values.is_empty() {
+        r.sql.push_str(" DEFAULT VALUES");
+    } else {
+        r.sql.push_str(" (");
+        for (i, (c, _)) in q.values.iter().enumerate() {
+            if i > 0 {
+                r.sql.push_str(", ");
+            }
+            r.sql.push_str(&quote(c));
+        }
+        r.sql.push_str(") VALUES (");
+        for (i, (_, v)) in q.values.iter().enumerate() {
+            if i > 0 {
+                r.sql.push_str(", ");
+            }
+            r.bind(v.clone());
+        }
+        r.sql.push(')');
+    }
+    if q.ignore_conflict {
+        r.sql.push_str(" ON CONFLICT DO NOTHING");
+    }
+    if let Some((c, _)) = &q.returning {
+        r.sql.push_str(" RETURNING ");
+        r.sql.push_str(&quote(c));
+    }
+    r.finish()
+}
+
+/// Renders an update.
+pub fn update(q: &Update, dialect: Dialect) -> Built {
+    let mut r = Renderer::new(dialect, false);
+    let _ = write!(r.sql, "UPDATE {} SET ", quote(&q.table));
+    for (i, (c, v)) in q.set.iter().enumerate() {
+        if i > 0 {
+            r.sql.push_str(", ");
+        }
+        r.sql.push_str(&quote(c));
+        r.sql.push_str(" = ");
+        r.bind(v.clone());
+    }
+    r.sql.push_str(" WHERE ");
+    r.filter(&q.filter);
+    r.finish()
+}
+
+/// Renders a delete.
+pub fn delete(q: &Delete, dialect: Dialect) -> Built {
+    let mut r = Renderer::new(dialect, false);
+    let _ = write!(r.sql, "DELETE FROM {} WHERE ", quote(&q.table));
+    r.filter(&q.filter);
+    r.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topsail_core::model::AttrType;
+    use topsail_core::query::Join;
+
+    fn main(c: &'static str) -> ColRef {
+        ColRef::Main(c.into())
+    }
+
+    #[test]
+    fn values_are_bound_never_inlined() {
+        let mut q = Select::new("user".into(), vec![(main("id"), AttrType::Integer), (main("name"), AttrType::String)]);
+        let evil = "x'); DROP TABLE \"user\"; --";
+        q.filter = Filter::Or(vec![
+            Filter::eq("name".into(), SqlValue::Text(evil.into())),
+            Filter::Like { col: main("name"), pattern: format!("%{evil}%") },
+        ]);
+        q.order = vec![("name".into(), Dir::Desc)];
+        q.limit = Some(30);
+        let b = select(&q, Dialect::Postgres);
+        assert!(!b.sql.contains("DROP"), "{}", b.sql);
+        assert_eq!(
+            b.sql,
+            "SELECT \"t\".\"id\" AS \"c0\", \"t\".\"name\" AS \"c1\" FROM \"user\" AS \"t\" WHERE (\"t\".\"name\" = $1 OR \"t\".\"name\" ILIKE $2 ESCAPE '\\') ORDER BY \"t\".\"name\" DESC LIMIT $3"
+        );
+        assert_eq!(b.binds.len(), 3);
+        assert_eq!(b.binds[0], SqlValue::Text(evil.into()));
+        assert!(select(&q, Dialect::Sqlite).sql.contains(" LIKE $2 ESCAPE"));
+    }
+
+    #[test]
+    fn identifiers_cannot_escape_their_quotes() {
+        assert_eq!(quote("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn offset_without_limit_is_valid_on_sqlite() {
+        let mut q = Select::new("pet".into(), vec![(main("id"), AttrType::Integer)]);
+        q.offset = 5;
+        assert_eq!(select(&q, Dialect::Sqlite).sql, "SELECT \"t\".\"id\" AS \"c0\" FROM \"pet\" AS \"t\" LIMIT -1 OFFSET $1");
+        assert_eq!(select(&q, Dialect::Postgres).sql, "SELECT \"t\".\"id\" AS \"c0\" FROM \"pet\" AS \"t\" OFFSET $1");
+    }
+
+    #[test]
+    fn a_per_parent_limit_uses_a_window() {
+        let mut q = Select::new(
+            "tag".into(),
+            vec![(main("id"), AttrType::Integer), (ColRef::Join("pet_tags".into()), AttrType::Integer)],
+        );
+        q.join = Some(Join { table: "pet_tags__tag_pets".into(), child_column: "tag_pets".into(), target_pk: "id".into() });
+        q.filter = Filter::In { col: ColRef::Join("pet_tags".into()), values: vec![SqlValue::Int(1), SqlValue::Int(2)], negated: false };
+        q.order = vec![("id".into(), Dir::Asc)];
+        q.limit = Some(30);
+        q.partition = Some(ColRef::Join("pet_tags".into()));
+        let b = select(&q, Dialect::Sqlite);
+        assert_eq!(
+            b.sql,
+            "SELECT \"c0\", \"c1\" FROM (SELECT \"t\".\"id\" AS \"c0\", \"j\".\"pet_tags\" AS \"c1\", ROW_NUMBER() OVER (PARTITION BY \"j\".\"pet_tags\" ORDER BY \"t\".\"id\" ASC) AS \"__rn\", \"t\".\"id\" AS \"o0\" FROM \"tag\" AS \"t\" JOIN \"pet_tags__tag_pets\" AS \"j\" ON \"j\".\"tag_pets\" = \"t\".\"id\" WHERE \"j\".\"pet_tags\" IN ($1, $2)) AS \"s\" WHERE \"__rn\" > $3 AND \"__rn\" <= $4 ORDER BY \"o0\" ASC"
+        );
+        assert_eq!(b.binds[2..], [SqlValue::Int(0), SqlValue::Int(30)]);
+    }
+
+    #[test]
+    fn writes_render_with_binds() {
+        let ins = Insert {
+            table: "pet".into(),
+            values: vec![("name".into(), SqlValue::Text("Rex".into())), ("owner".into(), SqlValue::Null(AttrType::Integer))],
+            returning: Some(("id".into(), AttrType::Integer)),
+            ignore_conflict: false,
+        };
+        assert_eq!(insert(&ins, Dialect::Postgres).sql, "INSERT INTO \"pet\" (\"name\", \"owner\") VALUES ($1, $2) RETURNING \"id\"");
+        let upd = Update {
+            table: "pet".into(),
+            set: vec![("name".into(), SqlValue::Text("Max".into()))],
+            filter: Filter::eq("id".into(), SqlValue::Int(3)),
+        };
+        assert_eq!(update(&upd, Dialect::Sqlite).sql, "UPDATE \"pet\" SET \"name\" = $1 WHERE \"id\" = $2");
+        let del = Delete { table: "pet".into(), filter: Filter::Null { col: main("owner"), negated: true } };
+        assert_eq!(delete(&del, Dialect::Sqlite).sql, "DELETE FROM \"pet\" WHERE \"owner\" IS NOT NULL");
+    }
+
+    #[test]
+    fn locked_reads_lock_on_postgres_only() {
+        let mut q = Select::new("pet".into(), vec![(main("id"), AttrType::Integer)]);
+        q.lock = true;
+        assert!(select(&q, Dialect::Postgres).sql.ends_with(" FOR UPDATE OF \"t\""));
+        assert!(!select(&q, Dialect::Sqlite).sql.contains("FOR UPDATE"));
+    }
+}

@@ -1,0 +1,301 @@
+/*!
+[`SqlStore`]: one runtime-chosen handle over a SQLite or PostgreSQL pool.
+
+An enum over the two concrete pools (not `sqlx::Any`, which cannot decode
+SQLite booleans or PostgreSQL JSONB); one macro writes each operation once
+for both dialects.
+*/
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{AssertSqlSafe, Postgres, Row as _, Sqlite, Transaction};
+use topsail_core::model::AttrType;
+use topsail_core::query::{Delete, Insert, Select, Update};
+use topsail_core::store::{Conn, Dialect, Row, Store, Tx};
+use topsail_core::value::{SqlValue, number_json};
+use topsail_core::StoreError;
+
+use crate::render::{self, Built};
+
+/// A `DATABASE_URL` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The scheme is neither `sqlite:` nor `postgres:`/`postgresql:`.
+    #[error("unsupported database URL `{0}`: expected `sqlite://<file>`, `sqlite::memory:` or `postgres://...`")]
+    UnsupportedUrl(String),
+    /// The URL could not be parsed.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(#[source] sqlx::Error),
+    /// The database could not be reached.
+    #[error("cannot connect to the database: {0}")]
+    Unreachable(#[source] sqlx::Error),
+}
+
+/// A SQLite or PostgreSQL database.
+#[derive(Debug, Clone)]
+pub enum SqlStore {
+    /// SQLite.
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+impl SqlStore {
+    /// Connects from a URL: `sqlite://zoo.sqlite` (created if missing),
+    /// `sqlite::memory:`, or `postgres://user@host/db`.
+    pub async fn connect(url: &str) -> Result<SqlStore, ConnectError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).map_err(ConnectError::InvalidUrl)?;
+            return Self::connect_postgres(opts).await;
+        }
+        if url.starts_with("sqlite:") {
+            let memory = matches!(url, "sqlite::memory:" | "sqlite://:memory:" | "sqlite:memory:");
+            let opts = if memory {
+                SqliteConnectOptions::from_str("sqlite::memory:")
+            } else {
+                SqliteConnectOptions::from_str(url).map(|o| o.create_if_missing(true).journal_mode(SqliteJournalMode::Wal))
+            }
+            .map_err(ConnectError::InvalidUrl)?;
+            return Self::connect_sqlite(opts, memory).await;
+        }
+        Err(ConnectError::UnsupportedUrl(url.to_owned()))
+    }
+
+    /// Connects to SQLite with explicit options. An in-memory database lives
+    /// in one connection, kept open for the life of the pool.
+    pub async fn connect_sqlite(opts: SqliteConnectOptions, in_memory: bool) -> Result<SqlStore, ConnectError> {
+        let opts = opts.busy_timeout(Duration::from_secs(10));
+        let pool = if in_memory {
+            SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(8)
+        };
+        let pool = pool.connect_with(opts).await.map_err(ConnectError::Unreachable)?;
+        Ok(SqlStore::Sqlite(pool))
+    }
+
+    /// Connects to PostgreSQL with explicit options.
+    pub async fn connect_postgres(opts: PgConnectOptions) -> Result<SqlStore, ConnectError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(ConnectError::Unreachable)?;
+        Ok(SqlStore::Postgres(pool))
+    }
+
+    /// Runs SQL text with no parameters (DDL, migrations).
+    pub async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
+        let sql = AssertSqlSafe(sql.to_owned());
+        match self {
+            SqlStore::Sqlite(p) => sqlx::raw_sql(sql).execute(p).await.map(|_| ()),
+            SqlStore::Postgres(p) => sqlx::raw_sql(sql).execute(p).await.map(|_| ()),
+        }
+        .map_err(store_error)
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        match self {
+            SqlStore::Sqlite(p) => p.close().await,
+            SqlStore::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// Maps a sqlx error, recognising unique violations.
+pub(crate) fn store_error(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e
+        && db.kind() == sqlx::error::ErrorKind::UniqueViolation
+    {
+        let columns = match db.constraint() {
+            // PostgreSQL names the index: `<table>_<column>_key`.
+            Some(c) => vec![c.to_owned()],
+            // SQLite says `UNIQUE constraint failed: user.email, user.name`.
+            None => db
+                .message()
+                .rsplit(": ")
+                .next()
+                .unwrap_or_default()
+                .split(", ")
+                .map(|c| c.rsplit('.').next().unwrap_or(c).to_owned())
+                .collect(),
+        };
+        return StoreError::Unique { columns };
+    }
+    StoreError::Database(Box::new(e))
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, <Sqlite as sqlx::Database>::Arguments>;
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, <Postgres as sqlx::Database>::Arguments>;
+
+fn bind_sqlite(q: SqliteQuery<'_>, v: SqlValue) -> SqliteQuery<'_> {
+    match v {
+        SqlValue::Null(AttrType::Integer) => q.bind(None::<i64>),
+        SqlValue::Null(AttrType::Number) => q.bind(None::<f64>),
+        SqlValue::Null(AttrType::Boolean) => q.bind(None::<bool>),
+        SqlValue::Null(_) | SqlValue::Json(Value::Null) => q.bind(None::<String>),
+        SqlValue::Int(i) => q.bind(i),
+        SqlValue::Float(f) => q.bind(f),
+        SqlValue::Text(s) => q.bind(s),
+        SqlValue::Bool(b) => q.bind(b),
+        SqlValue::Json(v) => q.bind(v.to_string()),
+    }
+}
+
+fn bind_pg(q: PgQuery<'_>, v: SqlValue) -> PgQuery<'_> {
+    match v {
+        // PostgreSQL rejects untyped NULLs: type them from the column.
+        SqlValue::Null(AttrType::Integer) => q.bind(None::<i64>),
+        SqlValue::Null(AttrType::Number) => q.bind(None::<f64>),
+        SqlValue::Null(AttrType::Boolean) => q.bind(None::<bool>),
+        SqlValue::Null(AttrType::String) => q.bind(None::<String>),
+        SqlValue::Null(AttrType::Json) | SqlValue::Json(Value::Null) => q.bind(None::<sqlx::types::Json<Value>>),
+        SqlValue::Int(i) => q.bind(i),
+        SqlValue::Float(f) => q.bind(f),
+        SqlValue::Text(s) => q.bind(s),
+        SqlValue::Bool(b) => q.bind(b),
+        SqlValue::Json(v) => q.bind(sqlx::types::Json(v)),
+    }
+}
+
+fn decode_sqlite(row: &SqliteRow, i: usize, ty: AttrType) -> Result<Value, sqlx::Error> {
+    // Unchecked: SQLite converts between storage classes itself, and the
+    // declared type does not survive a subquery.
+    Ok(match ty {
+        AttrType::Integer => row.try_get_unchecked::<Option<i64>, _>(i)?.map(Value::from),
+        AttrType::Number => row.try_get_unchecked::<Option<f64>, _>(i)?.map(number_json),
+        AttrType::Boolean => row.try_get_unchecked::<Option<bool>, _>(i)?.map(Value::from),
+        AttrType::String => row.try_get_unchecked::<Option<String>, _>(i)?.map(Value::from),
+        AttrType::Json => row
+            .try_get_unchecked::<Option<String>, _>(i)?
+            .map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s))),
+    }
+    .unwrap_or(Value::Null))
+}
+
+fn decode_pg(row: &PgRow, i: usize, ty: AttrType) -> Result<Value, sqlx::Error> {
+    Ok(match ty {
+        AttrType::Integer => row.try_get::<Option<i64>, _>(i)?.map(Value::from),
+        AttrType::Number => row.try_get::<Option<f64>, _>(i)?.map(number_json),
+        AttrType::Boolean => row.try_get::<Option<bool>, _>(i)?.map(Value::from),
+        AttrType::String => row.try_get::<Option<String>, _>(i)?.map(Value::from),
+        AttrType::Json => row.try_get::<Option<sqlx::types::Json<Value>>, _>(i)?.map(|j| j.0),
+    }
+    .unwrap_or(Value::Null))
+}
+
+/// A pooled SQLite connection.
+pub(crate) struct SqliteConn(PoolConnection<Sqlite>);
+/// A SQLite transaction.
+pub(crate) struct SqliteTx(Transaction<'static, Sqlite>);
+/// A pooled PostgreSQL connection.
+pub(crate) struct PgConn(PoolConnection<Postgres>);
+/// A PostgreSQL transaction.
+pub(crate) struct PgTx(Transaction<'static, Postgres>);
+
+/// Implements [`Conn`] for a wrapper whose `.0` derefs to a connection.
+macro_rules! impl_conn {
+    ($ty:ty, $db:ty, $dialect:expr, $bind:ident, $decode:ident) => {
+        impl $ty {
+            fn prepare(b: Built) -> sqlx::query::Query<'static, $db, <$db as sqlx::Database>::Arguments> {
+                let mut q = sqlx::query(AssertSqlSafe(b.sql));
+                for v in b.binds {
+                    q = $bind(q, v);
+                }
+                q
+            }
+        }
+
+        #[async_trait]
+        impl Conn for $ty {
+            async fn fetch(&mut self, q: &Select) -> Result<Vec<Row>, StoreError> {
+                let rows = Self::prepare(render::select(q, $dialect)).fetch_all(&mut *self.0).await.map_err(store_error)?;
+                rows.iter()
+                    .map(|row| q.columns.iter().enumerate().map(|(i, (_, ty))| $decode(row, i, *ty)).collect::<Result<Row, _>>())
+                    .collect::<Result<Vec<Row>, _>>()
+                    .map_err(store_error)
+            }
+
+            async fn insert(&mut self, q: &Insert) -> Result<Option<Value>, StoreError> {
+                let query = Self::prepare(render::insert(q, $dialect));
+                match &q.returning {
+                    Some((_, ty)) => {
+                        let row = query.fetch_optional(&mut *self.0).await.map_err(store_error)?;
+                        row.map(|r| $decode(&r, 0, *ty)).transpose().map_err(store_error)
+                    }
+                    None => query.execute(&mut *self.0).await.map(|_| None).map_err(store_error),
+                }
+            }
+
+            async fn update(&mut self, q: &Update) -> Result<u64, StoreError> {
+                let r = Self::prepare(render::update(q, $dialect)).execute(&mut *self.0).await.map_err(store_error)?;
+                Ok(r.rows_affected())
+            }
+
+            async fn delete(&mut self, q: &Delete) -> Result<u64, StoreError> {
+                let r = Self::prepare(render::delete(q, $dialect)).execute(&mut *self.0).await.map_err(store_error)?;
+                Ok(r.rows_affected())
+            }
+
+            async fn count(&mut self, q: &Select) -> Result<u64, StoreError> {
+                let row = Self::prepare(render::count(q, $dialect)).fetch_one(&mut *self.0).await.map_err(store_error)?;
+                let n: i64 = row.try_get(0).map_err(store_error)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+        }
+    };
+}
+
+impl_conn!(SqliteConn, Sqlite, Dialect::Sqlite, bind_sqlite, decode_sqlite);
+impl_conn!(SqliteTx, Sqlite, Dialect::Sqlite, bind_sqlite, decode_sqlite);
+impl_conn!(PgConn, Postgres, Dialect::Postgres, bind_pg, decode_pg);
+impl_conn!(PgTx, Postgres, Dialect::Postgres, bind_pg, decode_pg);
+
+#[async_trait]
+impl Tx for SqliteTx {
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.0.commit().await.map_err(store_error)
+    }
+}
+
+#[async_trait]
+impl Tx for PgTx {
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.0.commit().await.map_err(store_error)
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn dialect(&self) -> Dialect {
+        match self {
+            SqlStore::Sqlite(_) => Dialect::Sqlite,
+            SqlStore::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    async fn conn(&self) -> Result<Box<dyn Conn>, StoreError> {
+        Ok(match self {
+            SqlStore::Sqlite(p) => Box::new(SqliteConn(p.acquire().await.map_err(store_error)?)),
+            SqlStore::Postgres(p) => Box::new(PgConn(p.acquire().await.map_err(store_error)?)),
+        })
+    }
+
+    async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
+        Ok(match self {
+            // IMMEDIATE takes the write lock up front: two deferred
+            // transactions that both read and then write would deadlock.
+            SqlStore::Sqlite(p) => Box::new(SqliteTx(p.begin_with("BEGIN IMMEDIATE").await.map_err(store_error)?)),
+            SqlStore::Postgres(p) => Box::new(PgTx(p.begin().await.map_err(store_error)?)),
+        })
+    }
+}
