@@ -161,6 +161,18 @@ impl Criteria {
         Ok(c)
     }
 
+    /// Reads only `select`, `omit` and `populate` from request parameters
+    /// (what `findOne`, `create` and the other single-record actions honour).
+    pub fn projection_from_params(params: &Map<String, Value>) -> Result<Self> {
+        let mut c = Criteria::new();
+        c.select = name_list(params.get("select"), "select")?;
+        if c.select.is_none() {
+            c.omit = name_list(params.get("omit"), "omit")?;
+        }
+        c.populate = populate_param(params.get("populate"))?;
+        Ok(c)
+    }
+
     /// Checks the criteria against `model` and turns them into a [`Query`].
     pub fn normalize(&self, model: &'static ModelDef) -> Result<Query> {
         let filter = match &self.where_ {

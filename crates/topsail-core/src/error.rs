@@ -78,6 +78,10 @@ pub enum Error {
     /// The store failed: answered 500 and logged.
     #[error(transparent)]
     Store(StoreError),
+    /// A record did not fit the model struct (a schema out of step with
+    /// the code): answered 500 and logged.
+    #[error(transparent)]
+    Decode(#[from] crate::typed::DecodeError),
 }
 
 impl Error {

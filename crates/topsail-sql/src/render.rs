@@ -37,7 +37,12 @@ struct Renderer {
 
 impl Renderer {
     fn new(dialect: Dialect, qualify: bool) -> Self {
-        Renderer { dialect, sql: String::with_capacity(128), binds: Vec::new(), qualify }
+        Renderer {
+            dialect,
+            sql: String::with_capacity(128),
+            binds: Vec::new(),
+            qualify,
+        }
     }
 
     fn bind(&mut self, v: SqlValue) {
@@ -64,10 +69,18 @@ impl Renderer {
             Filter::True => self.sql.push_str("1=1"),
             Filter::False => self.sql.push_str("1=0"),
             Filter::And(parts) | Filter::Or(parts) if parts.is_empty() => {
-                self.sql.push_str(if matches!(f, Filter::And(_)) { "1=1" } else { "1=0" })
+                self.sql.push_str(if matches!(f, Filter::And(_)) {
+                    "1=1"
+                } else {
+                    "1=0"
+                })
             }
             Filter::And(parts) | Filter::Or(parts) => {
-                let sep = if matches!(f, Filter::And(_)) { " AND " } else { " OR " };
+                let sep = if matches!(f, Filter::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
                 self.sql.push('(');
                 for (i, p) in parts.iter().enumerate() {
                     if i > 0 {
@@ -89,9 +102,14 @@ impl Renderer {
                 });
                 self.bind(value.clone());
             }
-            Filter::In { col, values, negated } => {
+            Filter::In {
+                col,
+                values,
+                negated,
+            } => {
                 self.col(col);
-                self.sql.push_str(if *negated { " NOT IN (" } else { " IN (" });
+                self.sql
+                    .push_str(if *negated { " NOT IN (" } else { " IN (" });
                 for (i, v) in values.iter().enumerate() {
                     if i > 0 {
                         self.sql.push_str(", ");
@@ -102,7 +120,8 @@ impl Renderer {
             }
             Filter::Null { col, negated } => {
                 self.col(col);
-                self.sql.push_str(if *negated { " IS NOT NULL" } else { " IS NULL" });
+                self.sql
+                    .push_str(if *negated { " IS NOT NULL" } else { " IS NULL" });
             }
             Filter::Like { col, pattern } => {
                 // Case-insensitive on both dialects, as Sails' SQL adapters
@@ -123,12 +142,16 @@ impl Renderer {
             self.sql.push_str(if i == 0 { " ORDER BY " } else { ", " });
             self.sql.push_str(prefix);
             self.sql.push_str(&quote(c));
-            self.sql.push_str(if *d == Dir::Asc { " ASC" } else { " DESC" });
+            self.sql
+                .push_str(if *d == Dir::Asc { " ASC" } else { " DESC" });
         }
     }
 
     fn finish(self) -> Built {
-        Built { sql: self.sql, binds: self.binds }
+        Built {
+            sql: self.sql,
+            binds: self.binds,
+        }
     }
 }
 
@@ -170,7 +193,8 @@ pub fn select(q: &Select, dialect: Dialect) -> Built {
             first = false;
             r.sql.push_str("\"t\".");
             r.sql.push_str(&quote(c));
-            r.sql.push_str(if *d == Dir::Asc { " ASC" } else { " DESC" });
+            r.sql
+                .push_str(if *d == Dir::Asc { " ASC" } else { " DESC" });
         }
         r.sql.push_str(") AS \"__rn\"");
         // Keep the sort keys for the outer ORDER BY.
@@ -201,7 +225,11 @@ pub fn select(q: &Select, dialect: Dialect) -> Built {
         }
         for (i, (_, d)) in q.order.iter().enumerate() {
             r.sql.push_str(if i == 0 { " ORDER BY " } else { ", " });
-            let _ = write!(r.sql, "\"o{i}\"{}", if *d == Dir::Asc { " ASC" } else { " DESC" });
+            let _ = write!(
+                r.sql,
+                "\"o{i}\"{}",
+                if *d == Dir::Asc { " ASC" } else { " DESC" }
+            );
         }
         return r.finish();
     }
@@ -312,11 +340,20 @@ mod tests {
 
     #[test]
     fn values_are_bound_never_inlined() {
-        let mut q = Select::new("user".into(), vec![(main("id"), AttrType::Integer), (main("name"), AttrType::String)]);
+        let mut q = Select::new(
+            "user".into(),
+            vec![
+                (main("id"), AttrType::Integer),
+                (main("name"), AttrType::String),
+            ],
+        );
         let evil = "x'); DROP TABLE \"user\"; --";
         q.filter = Filter::Or(vec![
             Filter::eq("name".into(), SqlValue::Text(evil.into())),
-            Filter::Like { col: main("name"), pattern: format!("%{evil}%") },
+            Filter::Like {
+                col: main("name"),
+                pattern: format!("%{evil}%"),
+            },
         ]);
         q.order = vec![("name".into(), Dir::Desc)];
         q.limit = Some(30);
@@ -340,18 +377,35 @@ mod tests {
     fn offset_without_limit_is_valid_on_sqlite() {
         let mut q = Select::new("pet".into(), vec![(main("id"), AttrType::Integer)]);
         q.offset = 5;
-        assert_eq!(select(&q, Dialect::Sqlite).sql, "SELECT \"t\".\"id\" AS \"c0\" FROM \"pet\" AS \"t\" LIMIT -1 OFFSET $1");
-        assert_eq!(select(&q, Dialect::Postgres).sql, "SELECT \"t\".\"id\" AS \"c0\" FROM \"pet\" AS \"t\" OFFSET $1");
+        assert_eq!(
+            select(&q, Dialect::Sqlite).sql,
+            "SELECT \"t\".\"id\" AS \"c0\" FROM \"pet\" AS \"t\" LIMIT -1 OFFSET $1"
+        );
+        assert_eq!(
+            select(&q, Dialect::Postgres).sql,
+            "SELECT \"t\".\"id\" AS \"c0\" FROM \"pet\" AS \"t\" OFFSET $1"
+        );
     }
 
     #[test]
     fn a_per_parent_limit_uses_a_window() {
         let mut q = Select::new(
             "tag".into(),
-            vec![(main("id"), AttrType::Integer), (ColRef::Join("pet_tags".into()), AttrType::Integer)],
+            vec![
+                (main("id"), AttrType::Integer),
+                (ColRef::Join("pet_tags".into()), AttrType::Integer),
+            ],
         );
-        q.join = Some(Join { table: "pet_tags__tag_pets".into(), child_column: "tag_pets".into(), target_pk: "id".into() });
-        q.filter = Filter::In { col: ColRef::Join("pet_tags".into()), values: vec![SqlValue::Int(1), SqlValue::Int(2)], negated: false };
+        q.join = Some(Join {
+            table: "pet_tags__tag_pets".into(),
+            child_column: "tag_pets".into(),
+            target_pk: "id".into(),
+        });
+        q.filter = Filter::In {
+            col: ColRef::Join("pet_tags".into()),
+            values: vec![SqlValue::Int(1), SqlValue::Int(2)],
+            negated: false,
+        };
         q.order = vec![("id".into(), Dir::Asc)];
         q.limit = Some(30);
         q.partition = Some(ColRef::Join("pet_tags".into()));
@@ -367,26 +421,48 @@ mod tests {
     fn writes_render_with_binds() {
         let ins = Insert {
             table: "pet".into(),
-            values: vec![("name".into(), SqlValue::Text("Rex".into())), ("owner".into(), SqlValue::Null(AttrType::Integer))],
+            values: vec![
+                ("name".into(), SqlValue::Text("Rex".into())),
+                ("owner".into(), SqlValue::Null(AttrType::Integer)),
+            ],
             returning: Some(("id".into(), AttrType::Integer)),
             ignore_conflict: false,
         };
-        assert_eq!(insert(&ins, Dialect::Postgres).sql, "INSERT INTO \"pet\" (\"name\", \"owner\") VALUES ($1, $2) RETURNING \"id\"");
+        assert_eq!(
+            insert(&ins, Dialect::Postgres).sql,
+            "INSERT INTO \"pet\" (\"name\", \"owner\") VALUES ($1, $2) RETURNING \"id\""
+        );
         let upd = Update {
             table: "pet".into(),
             set: vec![("name".into(), SqlValue::Text("Max".into()))],
             filter: Filter::eq("id".into(), SqlValue::Int(3)),
         };
-        assert_eq!(update(&upd, Dialect::Sqlite).sql, "UPDATE \"pet\" SET \"name\" = $1 WHERE \"id\" = $2");
-        let del = Delete { table: "pet".into(), filter: Filter::Null { col: main("owner"), negated: true } };
-        assert_eq!(delete(&del, Dialect::Sqlite).sql, "DELETE FROM \"pet\" WHERE \"owner\" IS NOT NULL");
+        assert_eq!(
+            update(&upd, Dialect::Sqlite).sql,
+            "UPDATE \"pet\" SET \"name\" = $1 WHERE \"id\" = $2"
+        );
+        let del = Delete {
+            table: "pet".into(),
+            filter: Filter::Null {
+                col: main("owner"),
+                negated: true,
+            },
+        };
+        assert_eq!(
+            delete(&del, Dialect::Sqlite).sql,
+            "DELETE FROM \"pet\" WHERE \"owner\" IS NOT NULL"
+        );
     }
 
     #[test]
     fn locked_reads_lock_on_postgres_only() {
         let mut q = Select::new("pet".into(), vec![(main("id"), AttrType::Integer)]);
         q.lock = true;
-        assert!(select(&q, Dialect::Postgres).sql.ends_with(" FOR UPDATE OF \"t\""));
+        assert!(
+            select(&q, Dialect::Postgres)
+                .sql
+                .ends_with(" FOR UPDATE OF \"t\"")
+        );
         assert!(!select(&q, Dialect::Sqlite).sql.contains("FOR UPDATE"));
     }
 }

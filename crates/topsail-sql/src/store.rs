@@ -13,13 +13,15 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
 use sqlx::{AssertSqlSafe, Postgres, Row as _, Sqlite, Transaction};
+use topsail_core::StoreError;
 use topsail_core::model::AttrType;
 use topsail_core::query::{Delete, Insert, Select, Update};
 use topsail_core::store::{Conn, Dialect, Row, Store, Tx};
 use topsail_core::value::{SqlValue, number_json};
-use topsail_core::StoreError;
 
 use crate::render::{self, Built};
 
@@ -28,7 +30,9 @@ use crate::render::{self, Built};
 #[non_exhaustive]
 pub enum ConnectError {
     /// The scheme is neither `sqlite:` nor `postgres:`/`postgresql:`.
-    #[error("unsupported database URL `{0}`: expected `sqlite://<file>`, `sqlite::memory:` or `postgres://...`")]
+    #[error(
+        "unsupported database URL `{0}`: expected `sqlite://<file>`, `sqlite::memory:` or `postgres://...`"
+    )]
     UnsupportedUrl(String),
     /// The URL could not be parsed.
     #[error("invalid database URL: {0}")]
@@ -56,11 +60,17 @@ impl SqlStore {
             return Self::connect_postgres(opts).await;
         }
         if url.starts_with("sqlite:") {
-            let memory = matches!(url, "sqlite::memory:" | "sqlite://:memory:" | "sqlite:memory:");
+            let memory = matches!(
+                url,
+                "sqlite::memory:" | "sqlite://:memory:" | "sqlite:memory:"
+            );
             let opts = if memory {
                 SqliteConnectOptions::from_str("sqlite::memory:")
             } else {
-                SqliteConnectOptions::from_str(url).map(|o| o.create_if_missing(true).journal_mode(SqliteJournalMode::Wal))
+                SqliteConnectOptions::from_str(url).map(|o| {
+                    o.create_if_missing(true)
+                        .journal_mode(SqliteJournalMode::Wal)
+                })
             }
             .map_err(ConnectError::InvalidUrl)?;
             return Self::connect_sqlite(opts, memory).await;
@@ -70,14 +80,24 @@ impl SqlStore {
 
     /// Connects to SQLite with explicit options. An in-memory database lives
     /// in one connection, kept open for the life of the pool.
-    pub async fn connect_sqlite(opts: SqliteConnectOptions, in_memory: bool) -> Result<SqlStore, ConnectError> {
+    pub async fn connect_sqlite(
+        opts: SqliteConnectOptions,
+        in_memory: bool,
+    ) -> Result<SqlStore, ConnectError> {
         let opts = opts.busy_timeout(Duration::from_secs(10));
         let pool = if in_memory {
-            SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
         } else {
             SqlitePoolOptions::new().max_connections(8)
         };
-        let pool = pool.connect_with(opts).await.map_err(ConnectError::Unreachable)?;
+        let pool = pool
+            .connect_with(opts)
+            .await
+            .map_err(ConnectError::Unreachable)?;
         Ok(SqlStore::Sqlite(pool))
     }
 
@@ -158,7 +178,9 @@ fn bind_pg(q: PgQuery<'_>, v: SqlValue) -> PgQuery<'_> {
         SqlValue::Null(AttrType::Number) => q.bind(None::<f64>),
         SqlValue::Null(AttrType::Boolean) => q.bind(None::<bool>),
         SqlValue::Null(AttrType::String) => q.bind(None::<String>),
-        SqlValue::Null(AttrType::Json) | SqlValue::Json(Value::Null) => q.bind(None::<sqlx::types::Json<Value>>),
+        SqlValue::Null(AttrType::Json) | SqlValue::Json(Value::Null) => {
+            q.bind(None::<sqlx::types::Json<Value>>)
+        }
         SqlValue::Int(i) => q.bind(i),
         SqlValue::Float(f) => q.bind(f),
         SqlValue::Text(s) => q.bind(s),
@@ -173,8 +195,12 @@ fn decode_sqlite(row: &SqliteRow, i: usize, ty: AttrType) -> Result<Value, sqlx:
     Ok(match ty {
         AttrType::Integer => row.try_get_unchecked::<Option<i64>, _>(i)?.map(Value::from),
         AttrType::Number => row.try_get_unchecked::<Option<f64>, _>(i)?.map(number_json),
-        AttrType::Boolean => row.try_get_unchecked::<Option<bool>, _>(i)?.map(Value::from),
-        AttrType::String => row.try_get_unchecked::<Option<String>, _>(i)?.map(Value::from),
+        AttrType::Boolean => row
+            .try_get_unchecked::<Option<bool>, _>(i)?
+            .map(Value::from),
+        AttrType::String => row
+            .try_get_unchecked::<Option<String>, _>(i)?
+            .map(Value::from),
         AttrType::Json => row
             .try_get_unchecked::<Option<String>, _>(i)?
             .map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s))),
@@ -188,7 +214,9 @@ fn decode_pg(row: &PgRow, i: usize, ty: AttrType) -> Result<Value, sqlx::Error> 
         AttrType::Number => row.try_get::<Option<f64>, _>(i)?.map(number_json),
         AttrType::Boolean => row.try_get::<Option<bool>, _>(i)?.map(Value::from),
         AttrType::String => row.try_get::<Option<String>, _>(i)?.map(Value::from),
-        AttrType::Json => row.try_get::<Option<sqlx::types::Json<Value>>, _>(i)?.map(|j| j.0),
+        AttrType::Json => row
+            .try_get::<Option<sqlx::types::Json<Value>>, _>(i)?
+            .map(|j| j.0),
     }
     .unwrap_or(Value::Null))
 }
@@ -206,7 +234,9 @@ pub(crate) struct PgTx(Transaction<'static, Postgres>);
 macro_rules! impl_conn {
     ($ty:ty, $db:ty, $dialect:expr, $bind:ident, $decode:ident) => {
         impl $ty {
-            fn prepare(b: Built) -> sqlx::query::Query<'static, $db, <$db as sqlx::Database>::Arguments> {
+            fn prepare(
+                b: Built,
+            ) -> sqlx::query::Query<'static, $db, <$db as sqlx::Database>::Arguments> {
                 let mut q = sqlx::query(AssertSqlSafe(b.sql));
                 for v in b.binds {
                     q = $bind(q, v);
@@ -218,9 +248,18 @@ macro_rules! impl_conn {
         #[async_trait]
         impl Conn for $ty {
             async fn fetch(&mut self, q: &Select) -> Result<Vec<Row>, StoreError> {
-                let rows = Self::prepare(render::select(q, $dialect)).fetch_all(&mut *self.0).await.map_err(store_error)?;
+                let rows = Self::prepare(render::select(q, $dialect))
+                    .fetch_all(&mut *self.0)
+                    .await
+                    .map_err(store_error)?;
                 rows.iter()
-                    .map(|row| q.columns.iter().enumerate().map(|(i, (_, ty))| $decode(row, i, *ty)).collect::<Result<Row, _>>())
+                    .map(|row| {
+                        q.columns
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (_, ty))| $decode(row, i, *ty))
+                            .collect::<Result<Row, _>>()
+                    })
                     .collect::<Result<Vec<Row>, _>>()
                     .map_err(store_error)
             }
@@ -229,25 +268,43 @@ macro_rules! impl_conn {
                 let query = Self::prepare(render::insert(q, $dialect));
                 match &q.returning {
                     Some((_, ty)) => {
-                        let row = query.fetch_optional(&mut *self.0).await.map_err(store_error)?;
-                        row.map(|r| $decode(&r, 0, *ty)).transpose().map_err(store_error)
+                        let row = query
+                            .fetch_optional(&mut *self.0)
+                            .await
+                            .map_err(store_error)?;
+                        row.map(|r| $decode(&r, 0, *ty))
+                            .transpose()
+                            .map_err(store_error)
                     }
-                    None => query.execute(&mut *self.0).await.map(|_| None).map_err(store_error),
+                    None => query
+                        .execute(&mut *self.0)
+                        .await
+                        .map(|_| None)
+                        .map_err(store_error),
                 }
             }
 
             async fn update(&mut self, q: &Update) -> Result<u64, StoreError> {
-                let r = Self::prepare(render::update(q, $dialect)).execute(&mut *self.0).await.map_err(store_error)?;
+                let r = Self::prepare(render::update(q, $dialect))
+                    .execute(&mut *self.0)
+                    .await
+                    .map_err(store_error)?;
                 Ok(r.rows_affected())
             }
 
             async fn delete(&mut self, q: &Delete) -> Result<u64, StoreError> {
-                let r = Self::prepare(render::delete(q, $dialect)).execute(&mut *self.0).await.map_err(store_error)?;
+                let r = Self::prepare(render::delete(q, $dialect))
+                    .execute(&mut *self.0)
+                    .await
+                    .map_err(store_error)?;
                 Ok(r.rows_affected())
             }
 
             async fn count(&mut self, q: &Select) -> Result<u64, StoreError> {
-                let row = Self::prepare(render::count(q, $dialect)).fetch_one(&mut *self.0).await.map_err(store_error)?;
+                let row = Self::prepare(render::count(q, $dialect))
+                    .fetch_one(&mut *self.0)
+                    .await
+                    .map_err(store_error)?;
                 let n: i64 = row.try_get(0).map_err(store_error)?;
                 Ok(u64::try_from(n).unwrap_or(0))
             }
@@ -255,8 +312,20 @@ macro_rules! impl_conn {
     };
 }
 
-impl_conn!(SqliteConn, Sqlite, Dialect::Sqlite, bind_sqlite, decode_sqlite);
-impl_conn!(SqliteTx, Sqlite, Dialect::Sqlite, bind_sqlite, decode_sqlite);
+impl_conn!(
+    SqliteConn,
+    Sqlite,
+    Dialect::Sqlite,
+    bind_sqlite,
+    decode_sqlite
+);
+impl_conn!(
+    SqliteTx,
+    Sqlite,
+    Dialect::Sqlite,
+    bind_sqlite,
+    decode_sqlite
+);
 impl_conn!(PgConn, Postgres, Dialect::Postgres, bind_pg, decode_pg);
 impl_conn!(PgTx, Postgres, Dialect::Postgres, bind_pg, decode_pg);
 
@@ -294,7 +363,9 @@ impl Store for SqlStore {
         Ok(match self {
             // IMMEDIATE takes the write lock up front: two deferred
             // transactions that both read and then write would deadlock.
-            SqlStore::Sqlite(p) => Box::new(SqliteTx(p.begin_with("BEGIN IMMEDIATE").await.map_err(store_error)?)),
+            SqlStore::Sqlite(p) => Box::new(SqliteTx(
+                p.begin_with("BEGIN IMMEDIATE").await.map_err(store_error)?,
+            )),
             SqlStore::Postgres(p) => Box::new(PgTx(p.begin().await.map_err(store_error)?)),
         })
     }

@@ -1,1 +1,37 @@
-//! stub
+#![doc = include_str!("../README.md")]
+
+mod app;
+mod typed;
+
+pub use app::{Builder, StartError, Topsail};
+pub use typed::Models;
+
+pub use topsail_blueprints::{BlueprintAction, Blueprints, Policy};
+pub use topsail_core::criteria::{Criteria, Populate};
+pub use topsail_core::pubsub::{
+    Actor, Effect, NoPublisher, Publisher, RecordingPublisher, class_room, record_room,
+};
+pub use topsail_core::{
+    DecodeError, Engine, EngineConfig, Error, Lifecycle, Link, Model, ModelDef, Pk, Record,
+    Registry, RegistryError, Result, UsageCode,
+};
+pub use topsail_macros::Model;
+pub use topsail_sql::{
+    ConnectError, MigrateError, Migration, SqlStore, create_schema, ddl, migrate,
+};
+
+/// The lower layers, for apps that need them.
+pub mod core {
+    pub use topsail_core::*;
+}
+
+/// What `#[derive(Model)]` expands to. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use std::sync::LazyLock;
+    pub use topsail_core::model::{
+        AssocDef, AssocKind, AttrDef, AttrType, AutoTimestamp, Hooks, Literal, ModelDef, PkKind,
+        Rule,
+    };
+    pub use topsail_core::{DecodeError, Lifecycle, Model, Record, decode_field, encode_field};
+}

@@ -1,0 +1,186 @@
+//! Wiring: a store from a URL, the schema, the engine and the blueprints.
+
+use std::sync::Arc;
+
+use topsail_blueprints::Blueprints;
+use topsail_core::pubsub::{NoPublisher, Publisher};
+use topsail_core::{Engine, EngineConfig, Model, Registry, RegistryError};
+use topsail_sql::{ConnectError, MigrateError, Migration, SqlStore};
+
+use crate::typed::Models;
+
+/// Why an app could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The models do not hang together.
+    #[error("invalid models: {0}")]
+    Models(#[from] RegistryError),
+    /// The database could not be reached or the URL is wrong.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The schema could not be set up.
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    /// No database was given.
+    #[error("no database: call `Builder::database_url` or `Builder::store`")]
+    NoDatabase,
+}
+
+/// How the schema is set up at start.
+#[derive(Debug, Clone)]
+enum Schema {
+    /// Leave it alone.
+    Existing,
+    /// Create missing tables from model metadata.
+    FromModels,
+    /// Apply these migrations per dialect (`sqlite`, `postgres`).
+    Migrations {
+        sqlite: Vec<Migration>,
+        postgres: Vec<Migration>,
+    },
+}
+
+/// Builds a [`Topsail`].
+pub struct Builder {
+    registry: Registry,
+    url: Option<String>,
+    store: Option<SqlStore>,
+    publisher: Arc<dyn Publisher>,
+    config: EngineConfig,
+    schema: Schema,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("registry", &self.registry)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// Registers model `M`.
+    pub fn model<M: Model>(mut self) -> Self {
+        self.registry = self.registry.model::<M>();
+        self
+    }
+
+    /// Connects to this database (`sqlite://app.sqlite`, `sqlite::memory:`,
+    /// `postgres://...`).
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Uses this store.
+    pub fn store(mut self, store: SqlStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Publishes pub-sub effects through `publisher` (the realtime layer).
+    pub fn publisher(mut self, publisher: Arc<dyn Publisher>) -> Self {
+        self.publisher = publisher;
+        self
+    }
+
+    /// Engine settings (`auto_watch`, `mirror`).
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Creates missing tables from the models at start (prototypes, tests).
+    pub fn create_schema(mut self) -> Self {
+        self.schema = Schema::FromModels;
+        self
+    }
+
+    /// Applies these migrations at start, per dialect.
+    pub fn migrations(mut self, sqlite: &[Migration], postgres: &[Migration]) -> Self {
+        self.schema = Schema::Migrations {
+            sqlite: sqlite.to_vec(),
+            postgres: postgres.to_vec(),
+        };
+        self
+    }
+
+    /// Connects, sets up the schema and returns the app handle.
+    pub async fn build(self) -> Result<Topsail, StartError> {
+        self.registry.validate()?;
+        let store = match (self.store, self.url) {
+            (Some(s), _) => s,
+            (None, Some(url)) => SqlStore::connect(&url).await?,
+            (None, None) => return Err(StartError::NoDatabase),
+        };
+        match &self.schema {
+            Schema::Existing => {}
+            Schema::FromModels => topsail_sql::create_schema(&store, &self.registry)
+                .await
+                .map_err(MigrateError::from)?,
+            Schema::Migrations { sqlite, postgres } => {
+                let list = match store {
+                    SqlStore::Sqlite(_) => sqlite,
+                    SqlStore::Postgres(_) => postgres,
+                };
+                topsail_sql::migrate(&store, list).await?;
+            }
+        }
+        let engine = Engine::new(Arc::new(store.clone()), self.publisher, self.config);
+        Ok(Topsail {
+            engine,
+            registry: self.registry,
+            store,
+        })
+    }
+}
+
+/// A running topsail app: the models, the store and the engine.
+#[derive(Debug, Clone)]
+pub struct Topsail {
+    engine: Engine,
+    registry: Registry,
+    store: SqlStore,
+}
+
+impl Topsail {
+    /// Starts building an app.
+    pub fn builder() -> Builder {
+        Builder {
+            registry: Registry::new(),
+            url: None,
+            store: None,
+            publisher: Arc::new(NoPublisher),
+            config: EngineConfig::default(),
+            schema: Schema::Existing,
+        }
+    }
+
+    /// The typed actions of model `M`.
+    pub fn model<M: Model>(&self) -> Models<'_, M> {
+        Models::new(&self.engine)
+    }
+
+    /// The engine (dynamic, JSON-level actions).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The registered models.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The store.
+    pub fn store(&self) -> &SqlStore {
+        &self.store
+    }
+
+    /// Blueprints for every registered model; configure, then call
+    /// `.router()` or `.mount(app_routes)`.
+    pub fn blueprints(&self) -> Blueprints {
+        Blueprints::new(self.engine.clone(), self.registry.clone())
+    }
+}

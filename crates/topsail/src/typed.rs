@@ -1,0 +1,145 @@
+//! The typed API for app code: the same actions the blueprints run, with
+//! the same validation, transactions and pub-sub, returning model structs.
+
+use std::marker::PhantomData;
+
+use serde_json::Value;
+use topsail_core::{Actor, Criteria, Engine, Error, Model, Pk, Populate, Result};
+
+/// The actions of model `M`, from [`Topsail::model`](crate::Topsail::model).
+///
+/// By default the actor is the server itself: nobody is subscribed or
+/// omitted. Pass a socket's [`Actor`] with [`Models::actor`] to act on its
+/// behalf, as a blueprint action would.
+#[derive(Debug)]
+pub struct Models<'a, M> {
+    engine: &'a Engine,
+    actor: Actor,
+    _model: PhantomData<fn() -> M>,
+}
+
+fn decode<M: Model>(r: topsail_core::Record) -> Result<M> {
+    M::from_record(r).map_err(Error::from)
+}
+
+impl<'a, M: Model> Models<'a, M> {
+    pub(crate) fn new(engine: &'a Engine) -> Self {
+        Models {
+            engine,
+            actor: Actor::Server,
+            _model: PhantomData,
+        }
+    }
+
+    /// Acts on behalf of `actor` (a socket is subscribed by reads and left
+    /// out of the messages its changes cause).
+    pub fn actor(mut self, actor: Actor) -> Self {
+        self.actor = actor;
+        self
+    }
+
+    /// Records matching `criteria`.
+    pub async fn find(&self, criteria: &Criteria) -> Result<Vec<M>> {
+        self.engine
+            .find(M::def(), criteria, &self.actor)
+            .await?
+            .into_iter()
+            .map(decode)
+            .collect()
+    }
+
+    /// The record with primary key `id`, if it exists (fully populated).
+    pub async fn find_one(&self, id: impl Into<Pk>) -> Result<Option<M>> {
+        match self
+            .engine
+            .find_one(
+                M::def(),
+                &id.into().to_json(),
+                &Criteria::new(),
+                &self.actor,
+            )
+            .await
+        {
+            Ok(r) => decode(r).map(Some),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How many records match `criteria`'s `where`.
+    pub async fn count(&self, criteria: &Criteria) -> Result<u64> {
+        self.engine.count(M::def(), criteria).await
+    }
+
+    /// Creates a record from `values` (a JSON object, as a client would
+    /// send it).
+    pub async fn create(&self, values: Value) -> Result<M> {
+        decode(
+            self.engine
+                .create(M::def(), &values, &Populate::All, &self.actor)
+                .await?,
+        )
+    }
+
+    /// Sets `values` on record `id`; `Error::NotFound` if it does not exist.
+    pub async fn update(&self, id: impl Into<Pk>, values: Value) -> Result<M> {
+        decode(
+            self.engine
+                .update(M::def(), &id.into().to_json(), &values, &self.actor)
+                .await?,
+        )
+    }
+
+    /// Destroys record `id`, returning it as it was.
+    pub async fn destroy(&self, id: impl Into<Pk>) -> Result<M> {
+        decode(
+            self.engine
+                .destroy(M::def(), &id.into().to_json(), &self.actor)
+                .await?,
+        )
+    }
+
+    /// Adds `child` to collection `alias` of record `id`.
+    pub async fn add(&self, id: impl Into<Pk>, alias: &str, child: impl Into<Pk>) -> Result<M> {
+        decode(
+            self.engine
+                .add(
+                    M::def(),
+                    &id.into().to_json(),
+                    alias,
+                    &child.into().to_json(),
+                    &self.actor,
+                )
+                .await?,
+        )
+    }
+
+    /// Removes `child` from collection `alias` of record `id`.
+    pub async fn remove(&self, id: impl Into<Pk>, alias: &str, child: impl Into<Pk>) -> Result<M> {
+        decode(
+            self.engine
+                .remove(
+                    M::def(),
+                    &id.into().to_json(),
+                    alias,
+                    &child.into().to_json(),
+                    &self.actor,
+                )
+                .await?,
+        )
+    }
+
+    /// Makes `children` the whole of collection `alias` of record `id`.
+    pub async fn replace<I, K>(&self, id: impl Into<Pk>, alias: &str, children: I) -> Result<M>
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<Pk>,
+    {
+        let ids = Value::Array(children.into_iter().map(|k| k.into().to_json()).collect());
+        decode(
+            self.engine
+                .replace(M::def(), &id.into().to_json(), alias, &ids, &self.actor)
+                .await?,
+        )
+    }
+}
