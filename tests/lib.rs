@@ -1,1 +1,211 @@
-//! Test helpers
+//! Helpers for the integration tests: a fresh database per test (in-memory
+//! SQLite, or a fresh PostgreSQL schema), the zoo app over it with a
+//! recording publisher, and a client that drives the router in process.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use topsail::{Actor, RecordingPublisher, SqlStore, Topsail};
+use tower::ServiceExt;
+
+/// The PostgreSQL server the tests use: `TOPSAIL_TEST_PG`, else the local
+/// server with trust auth.
+pub fn pg_url() -> String {
+    std::env::var("TOPSAIL_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// In-memory SQLite.
+    Sqlite,
+    /// A fresh schema on PostgreSQL.
+    Postgres,
+}
+
+/// A fresh, empty store. PostgreSQL that cannot be reached fails the test
+/// loudly: these tests never skip.
+/// Returns the store and, for PostgreSQL, the schema to drop afterwards.
+pub async fn fresh_store(db: Db) -> (SqlStore, Option<String>) {
+    match db {
+        Db::Sqlite => (SqlStore::connect("sqlite::memory:").await.expect("in-memory SQLite"), None),
+        Db::Postgres => {
+            let admin = SqlStore::connect(&pg_url()).await.unwrap_or_else(|e| {
+                panic!("PostgreSQL is required for these tests and is not reachable at {}: {e}", pg_url())
+            });
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let schema = format!("topsail_test_{}_{n}", std::process::id());
+            admin.execute_script(&format!("CREATE SCHEMA \"{schema}\"")).await.expect("create test schema");
+            admin.close().await;
+            let opts = PgConnectOptions::from_str(&pg_url()).expect("pg url").options([("search_path", schema.as_str())]);
+            (SqlStore::connect_postgres(opts).await.expect("connect to the test schema"), Some(schema))
+        }
+    }
+}
+
+/// The zoo over a fresh database.
+pub struct Zoo {
+    /// The app handle (typed API).
+    pub app: Topsail,
+    /// The blueprint router.
+    pub router: Router,
+    /// Every effect the app published.
+    pub published: RecordingPublisher,
+    /// Which database.
+    pub db: Db,
+    /// The PostgreSQL schema to drop when the test is done.
+    pub schema: Option<String>,
+}
+
+/// A response: status and body (JSON when it parses, else a string).
+#[derive(Debug, Clone)]
+pub struct Res {
+    /// Status.
+    pub status: StatusCode,
+    /// Body.
+    pub body: Value,
+}
+
+impl Res {
+    /// The `code` of an error body.
+    pub fn code(&self) -> &str {
+        self.body.get("code").and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+/// Builds the zoo over a fresh database with a recording publisher.
+pub async fn zoo(db: Db) -> Zoo {
+    zoo_with(db, |b| b).await
+}
+
+/// Builds the zoo, letting the test adjust the blueprints.
+pub async fn zoo_with(db: Db, f: impl FnOnce(topsail::Blueprints) -> topsail::Blueprints) -> Zoo {
+    let published = RecordingPublisher::new();
+    let (store, schema) = fresh_store(db).await;
+    let app = example_zoo::builder()
+        .store(store)
+        .publisher(Arc::new(published.clone()))
+        .build()
+        .await
+        .expect("zoo starts");
+    let router = f(app.blueprints()).router();
+    Zoo { app, router, published, db, schema }
+}
+
+/// Drops a test's PostgreSQL schema.
+pub async fn drop_schema(schema: Option<String>) {
+    if let Some(s) = schema {
+        if let Ok(admin) = SqlStore::connect(&pg_url()).await {
+            let _ = admin.execute_script(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE")).await;
+            admin.close().await;
+        }
+    }
+}
+
+impl Zoo {
+    /// Sends a request through the router as `actor`.
+    pub async fn send_as(&self, actor: Option<Actor>, method: Method, uri: &str, body: Option<Value>) -> Res {
+        let mut req = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let mut req = req.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).expect("request");
+        if let Some(a) = actor {
+            req.extensions_mut().insert(a);
+        }
+        let res = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Res { status, body }
+    }
+
+    /// Sends a request over "HTTP" (no socket actor).
+    pub async fn send(&self, method: Method, uri: &str, body: Option<Value>) -> Res {
+        self.send_as(None, method, uri, body).await
+    }
+
+    /// GET, expecting 200.
+    pub async fn get(&self, uri: &str) -> Value {
+        let r = self.send(Method::GET, uri, None).await;
+        assert_eq!(r.status, StatusCode::OK, "GET {uri}: {:?}", r.body);
+        r.body
+    }
+
+    /// POST JSON, expecting 200.
+    pub async fn post(&self, uri: &str, body: Value) -> Value {
+        let r = self.send(Method::POST, uri, Some(body)).await;
+        assert_eq!(r.status, StatusCode::OK, "POST {uri}: {:?}", r.body);
+        r.body
+    }
+
+    /// Creates a user, returning its id.
+    pub async fn user(&self, name: &str) -> i64 {
+        let email = format!("{}@example.com", name.to_lowercase());
+        self.post("/user", serde_json::json!({"name": name, "email": email}))
+            .await
+            .get("id")
+            .and_then(Value::as_i64)
+            .expect("user id")
+    }
+
+    /// Creates a pet, returning its id.
+    pub async fn pet(&self, name: &str, extra: Value) -> i64 {
+        let mut body = serde_json::json!({"name": name});
+        if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
+            b.extend(e);
+        }
+        self.post("/pet", body).await.get("id").and_then(Value::as_i64).expect("pet id")
+    }
+
+    /// Creates a tag, returning its id.
+    pub async fn tag(&self, label: &str) -> i64 {
+        self.post("/tag", serde_json::json!({"label": label})).await.get("id").and_then(Value::as_i64).expect("tag id")
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Runs a test body on SQLite and on PostgreSQL, as two tests.
+#[macro_export]
+macro_rules! both {
+    ($(#[$m:meta])* async fn $name:ident($z:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn run($z: $crate::Zoo) $body
+            #[tokio::test]
+            async fn sqlite() {
+                run($crate::zoo($crate::Db::Sqlite).await).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                let z = $crate::zoo($crate::Db::Postgres).await;
+                let schema = z.schema.clone();
+                let store = z.app.store().clone();
+                run(z).await;
+                store.close().await;
+                $crate::drop_schema(schema).await;
+            }
+        }
+    };
+}

@@ -1,1 +1,20 @@
+//! The integration suite: one binary, one module per area. Every test that
+//! touches a database runs twice, on in-memory SQLite and on a fresh
+//! PostgreSQL schema (the `both!` macro); PostgreSQL must be reachable.
 
+// The record actions, routes and record rules of spec 1 and 3.
+mod crud;
+// The criteria language of spec 2.2 and 2.4.
+mod criteria;
+// Associations: populate, add, remove, replace, and what destroy unlinks.
+mod associations;
+// Client mistakes: every one a 4xx with a stable code, never a 500.
+mod errors;
+// The pub-sub plan of every action (spec 4.3-4.6), recorded.
+mod pubsub;
+// App code: the typed API and lifecycle callbacks.
+mod typed;
+// Concurrent writers and rolled-back changes.
+mod concurrency;
+// The schema: generated DDL, migration files, the migrator.
+mod schema;

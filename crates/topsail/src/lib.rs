@@ -16,6 +16,8 @@ pub use topsail_core::{
     Registry, RegistryError, Result, UsageCode,
 };
 pub use topsail_macros::Model;
+/// Re-exported for implementing [`Publisher`] and the store traits.
+pub use async_trait::async_trait;
 pub use topsail_sql::{
     ConnectError, MigrateError, Migration, SqlStore, create_schema, ddl, migrate,
 };

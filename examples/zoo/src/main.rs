@@ -1,1 +1,81 @@
-fn main() {}
+//! The zoo server. Configured from the environment: `PORT` (1337), `HOST`
+//! (127.0.0.1), `DATABASE_URL` (`sqlite://zoo.sqlite`), `RUST_LOG`.
+//! `zoo --print-schema sqlite|postgres` prints the DDL of the models.
+
+use std::process::ExitCode;
+
+use axum::serve::ListenerExt;
+use topsail::core::store::Dialect;
+use tracing_subscriber::EnvFilter;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))).init();
+
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--print-schema") {
+        let dialect = match args.get(1).map(String::as_str) {
+            Some("postgres") => Dialect::Postgres,
+            Some("sqlite") | None => Dialect::Sqlite,
+            Some(other) => {
+                eprintln!("zoo: unknown dialect `{other}`, expected `sqlite` or `postgres`");
+                return ExitCode::from(2);
+            }
+        };
+        print!("{}", topsail::ddl(&example_zoo::registry(), dialect));
+        return ExitCode::SUCCESS;
+    }
+
+    let host = env_or("HOST", "127.0.0.1");
+    let port = env_or("PORT", "1337");
+    let database_url = env_or("DATABASE_URL", example_zoo::DEFAULT_DATABASE_URL);
+
+    let (_app, router) = match example_zoo::app(&database_url).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("zoo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(format!("{host}:{port}")).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("zoo: cannot listen on {host}:{port}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Without TCP_NODELAY a small write after another waits ~40 ms (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let database = database_url.split('@').next_back().unwrap_or(&database_url);
+    tracing::info!(url = %format!("http://{host}:{port}"), database, "zoo listening");
+    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await {
+        eprintln!("zoo: server error: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,120 @@
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use topsail_tests::both;
+
+fn ids(v: &Value) -> Vec<i64> {
+    v.as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect()
+}
+
+both! {
+    async fn populate_action_for_collections_and_to_one(z) {
+        let u = z.user("Ann").await;
+        let a = z.pet("Rex", json!({"owner": u})).await;
+        let b = z.pet("Ace", json!({"owner": u})).await;
+        let stray = z.pet("Stray", json!({})).await;
+        assert_eq!(ids(&z.get(&format!("/user/{u}/pets")).await), [a, b]);
+        assert_eq!(ids(&z.get(&format!("/user/{u}/pets?sort=name%20ASC")).await), [b, a]);
+        assert_eq!(ids(&z.get(&format!("/user/{u}/pets?name=Rex")).await), [a], "loose params filter the children");
+        assert_eq!(z.get(&format!("/pet/{a}/owner")).await["name"], "Ann");
+        let r = z.send(Method::GET, &format!("/pet/{stray}/owner"), None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "a null to-one is 404");
+        assert_eq!(z.send(Method::GET, "/user/999/pets", None).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(z.send(Method::GET, &format!("/user/{u}/bogus"), None).await.status, StatusCode::NOT_FOUND);
+    }
+}
+
+both! {
+    async fn add_remove_one_to_many(z) {
+        let ann = z.user("Ann").await;
+        let bob = z.user("Bob").await;
+        let p = z.pet("Rex", json!({"owner": ann})).await;
+        let r = z.send(Method::PUT, &format!("/user/{bob}/pets/{p}"), None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(ids(&r.body["pets"]), [p], "add returns the parent, populated");
+        assert_eq!(z.get(&format!("/pet/{p}")).await["owner"]["id"], bob, "the child was taken from Ann");
+        assert_eq!(z.get(&format!("/user/{ann}")).await["pets"], json!([]));
+        let again = z.send(Method::PUT, &format!("/user/{bob}/pets/{p}"), None).await;
+        assert_eq!((again.status, ids(&again.body["pets"])), (StatusCode::OK, vec![p]), "adding twice is fine");
+        // Removing from the wrong parent changes nothing.
+        assert_eq!(z.send(Method::DELETE, &format!("/user/{ann}/pets/{p}"), None).await.status, StatusCode::OK);
+        assert_eq!(z.get(&format!("/pet/{p}")).await["owner"]["id"], bob);
+        let r = z.send(Method::DELETE, &format!("/user/{bob}/pets/{p}"), None).await;
+        assert_eq!(r.body["pets"], json!([]));
+        assert_eq!(z.get(&format!("/pet/{p}")).await["owner"], Value::Null);
+        for uri in [format!("/user/999/pets/{p}"), format!("/user/{bob}/pets/999")] {
+            assert_eq!(z.send(Method::PUT, &uri, None).await.status, StatusCode::NOT_FOUND, "{uri}");
+            assert_eq!(z.send(Method::DELETE, &uri, None).await.status, StatusCode::NOT_FOUND, "{uri}");
+        }
+    }
+}
+
+both! {
+    async fn add_remove_many_to_many_from_both_sides(z) {
+        let p = z.pet("Rex", json!({})).await;
+        let t = z.tag("good").await;
+        let r = z.send(Method::PUT, &format!("/pet/{p}/tags/{t}"), None).await;
+        assert_eq!(ids(&r.body["tags"]), [t]);
+        assert_eq!(ids(&z.get(&format!("/tag/{t}")).await["pets"]), [p], "visible from the other side");
+        z.send(Method::PUT, &format!("/tag/{t}/pets/{p}"), None).await;
+        assert_eq!(ids(&z.get(&format!("/pet/{p}")).await["tags"]), [t], "no duplicate join rows");
+        let r = z.send(Method::DELETE, &format!("/tag/{t}/pets/{p}"), None).await;
+        assert_eq!(r.body["pets"], json!([]));
+        assert_eq!(z.get(&format!("/pet/{p}")).await["tags"], json!([]));
+    }
+}
+
+both! {
+    async fn replace_sets_the_whole_collection(z) {
+        let ann = z.user("Ann").await;
+        let bob = z.user("Bob").await;
+        let a = z.pet("A", json!({"owner": ann})).await;
+        let b = z.pet("B", json!({"owner": bob})).await;
+        let c = z.pet("C", json!({})).await;
+        let r = z.send(Method::PUT, &format!("/user/{ann}/pets"), Some(json!([b, c, 999]))).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(ids(&r.body["pets"]), [b, c], "unknown ids are ignored");
+        assert_eq!(z.get(&format!("/pet/{a}")).await["owner"], Value::Null);
+        assert_eq!(z.get(&format!("/user/{bob}")).await["pets"], json!([]));
+        let t1 = z.tag("t1").await;
+        let t2 = z.tag("t2").await;
+        z.send(Method::PUT, &format!("/pet/{a}/tags"), Some(json!([t1, t2]))).await;
+        let r = z.send(Method::PUT, &format!("/pet/{a}/tags"), Some(json!([t2]))).await;
+        assert_eq!(ids(&r.body["tags"]), [t2]);
+        let r = z.send(Method::PUT, &format!("/pet/{a}/tags?tags={}", topsail_tests::enc("[]")), None).await;
+        assert_eq!(r.body["tags"], json!([]), "ids from the query string");
+        assert_eq!(z.send(Method::PUT, &format!("/user/999/pets"), Some(json!([a]))).await.status, StatusCode::NOT_FOUND);
+    }
+}
+
+both! {
+    async fn create_and_update_with_collections(z) {
+        let ann = z.user("Ann").await;
+        let p1 = z.pet("A", json!({"owner": ann})).await;
+        let t = z.tag("t").await;
+        let u = z.post("/user", json!({"name": "Bob", "email": "bob@example.com", "pets": [p1]})).await;
+        assert_eq!(ids(&u["pets"]), [p1], "create links the children");
+        assert_eq!(z.get(&format!("/user/{ann}")).await["pets"], json!([]), "and takes them from their old parent");
+        let p = z.post("/pet", json!({"name": "B", "tags": [t], "owner": ann})).await;
+        assert_eq!(ids(&p["tags"]), [t]);
+        let bob = u["id"].as_i64().unwrap();
+        let r = z.send(Method::PATCH, &format!("/user/{bob}"), Some(json!({"pets": []}))).await;
+        assert_eq!(r.body["pets"], json!([]), "a collection in an update replaces it");
+    }
+}
+
+both! {
+    async fn destroy_unlinks_children_and_join_rows(z) {
+        let ann = z.user("Ann").await;
+        let p = z.pet("Rex", json!({"owner": ann})).await;
+        let t = z.tag("t").await;
+        z.send(Method::PUT, &format!("/pet/{p}/tags/{t}"), None).await;
+        let r = z.send(Method::DELETE, &format!("/user/{ann}"), None).await;
+        assert_eq!(ids(&r.body["pets"]), [p], "the destroyed record comes back populated");
+        assert_eq!(z.get(&format!("/pet/{p}")).await["owner"], Value::Null, "children of a destroyed parent are unlinked");
+        z.send(Method::DELETE, &format!("/tag/{t}"), None).await;
+        assert_eq!(z.get(&format!("/pet/{p}")).await["tags"], json!([]));
+        // A new tag reusing nothing of the old one's join rows.
+        let t2 = z.tag("t2").await;
+        assert_eq!(z.get(&format!("/tag/{t2}")).await["pets"], json!([]));
+    }
+}

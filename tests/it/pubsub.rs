@@ -1,0 +1,281 @@
+//! The effects every action hands the publisher, checked against spec 4:
+//! rooms, payloads, order, who is subscribed, who is left out.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use http::Method;
+use serde_json::{Value, json};
+use topsail::{Actor, Effect};
+use topsail_tests::{Zoo, both};
+
+fn broadcasts(effects: &[Effect]) -> Vec<(String, &'static str, Value)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Broadcast { room, event, payload, .. } => Some((room.clone(), *event, payload.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn joined(effects: &[Effect], socket: &str) -> BTreeSet<String> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Join { socket: s, rooms } if &**s == socket => Some(rooms.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn omits(effects: &[Effect]) -> BTreeSet<Option<String>> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Broadcast { omit, .. } => Some(omit.as_ref().map(|s| s.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn socket(id: &str) -> Option<Actor> {
+    Some(Actor::Socket(Arc::from(id)))
+}
+
+/// The `(event, payload-without-timestamps)` of each broadcast, for
+/// comparing sequences.
+fn shapes(effects: &[Effect]) -> Vec<(String, &'static str, Value)> {
+    broadcasts(effects)
+        .into_iter()
+        .map(|(room, event, mut p)| {
+            for key in ["data", "previous"] {
+                if let Some(Value::Object(o)) = p.get_mut(key) {
+                    o.remove("createdAt");
+                    o.remove("updatedAt");
+                }
+            }
+            (room, event, p)
+        })
+        .collect()
+}
+
+async fn settle(z: &Zoo) {
+    z.published.take();
+}
+
+both! {
+    async fn create_publishes_reverse_messages_then_created(z) {
+        let u = z.user("Ann").await;
+        let t = z.tag("good").await;
+        settle(&z).await;
+        let pet = z.post("/pet", json!({"name": "Rex", "owner": u, "tags": [t]})).await;
+        let p = pet["id"].as_i64().unwrap();
+        let effects = z.published.take();
+        assert_eq!(
+            effects.iter().find(|e| matches!(e, Effect::AddMembers { .. })),
+            Some(&Effect::AddMembers { source: "sails_model_create_pet".into(), dest: format!("sails_model_pet_{p}:pet") }),
+            "_introduce: watchers get the new record"
+        );
+        let b = broadcasts(&effects);
+        assert_eq!(b.len(), 3, "{b:?}");
+        assert_eq!(b[0], (format!("sails_model_tag_{t}:tag"), "tag", json!({"id": t, "verb": "addedTo", "attribute": "pets", "addedId": p})));
+        assert_eq!(b[1], (format!("sails_model_user_{u}:user"), "user", json!({"id": u, "verb": "addedTo", "attribute": "pets", "addedId": p})));
+        assert_eq!(b[2], ("sails_model_create_pet".to_owned(), "pet", json!({"verb": "created", "data": pet, "id": p})), "created carries the populated record");
+        assert_eq!(omits(&effects), BTreeSet::from([None]), "an HTTP change reaches every subscriber");
+    }
+}
+
+both! {
+    async fn create_that_takes_children_tells_the_old_parent(z) {
+        let ann = z.user("Ann").await;
+        let p = z.pet("Rex", json!({"owner": ann})).await;
+        settle(&z).await;
+        let bob = z.post("/user", json!({"name": "Bob", "email": "bob@example.com", "pets": [p]})).await["id"].as_i64().unwrap();
+        let s = shapes(&z.published.take());
+        assert_eq!(s.iter().map(|(_, e, p)| (*e, p["verb"].as_str().unwrap().to_owned())).collect::<Vec<_>>(), [("pet", "updated".into()), ("user", "created".into()), ("user", "removedFrom".into())]);
+        assert_eq!(s[0], (format!("sails_model_pet_{p}:pet"), "pet", json!({"verb": "updated", "data": {"owner": bob}, "id": p})));
+        assert_eq!(s[2], (format!("sails_model_user_{ann}:user"), "user", json!({"id": ann, "verb": "removedFrom", "attribute": "pets", "removedId": p})));
+    }
+}
+
+both! {
+    async fn update_of_a_to_one_moves_between_parents(z) {
+        let ann = z.user("Ann").await;
+        let bob = z.user("Bob").await;
+        let p = z.pet("Rex", json!({"owner": ann})).await;
+        settle(&z).await;
+        z.send(Method::PATCH, &format!("/pet/{p}"), Some(json!({"owner": bob.to_string(), "name": "Max"}))).await;
+        let effects = z.published.take();
+        let b = broadcasts(&effects);
+        assert_eq!(b.len(), 3, "{b:?}");
+        assert_eq!(b[0].2, json!({"id": ann, "verb": "removedFrom", "attribute": "pets", "removedId": p}));
+        assert_eq!(b[1].2, json!({"id": bob, "verb": "addedTo", "attribute": "pets", "addedId": p}));
+        let (room, event, upd) = &b[2];
+        assert_eq!((room.as_str(), *event), (format!("sails_model_pet_{p}:pet").as_str(), "pet"));
+        let data = upd["data"].as_object().unwrap();
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["owner", "name", "id", "updatedAt"], "client keys, then pk, then updatedAt");
+        assert_eq!((&data["owner"], &data["name"], &data["id"]), (&json!(bob), &json!("Max"), &json!(p)), "values coerced");
+        assert_eq!(upd["previous"]["owner"]["id"], ann, "previous is the populated record before");
+        assert_eq!(upd["previous"]["name"], "Rex");
+    }
+}
+
+both! {
+    async fn update_with_a_collection_sends_only_updated(z) {
+        let u = z.user("Ann").await;
+        z.pet("Rex", json!({"owner": u})).await;
+        settle(&z).await;
+        z.send(Method::PATCH, &format!("/user/{u}"), Some(json!({"pets": []}))).await;
+        let b = broadcasts(&z.published.take());
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!(b[0].2["verb"], "updated");
+        assert_eq!(b[0].2["data"].get("pets"), None, "collections are not in updated.data");
+    }
+}
+
+both! {
+    async fn destroy_publishes_destroyed_then_retires_then_reverse(z) {
+        let u = z.user("Ann").await;
+        let p = z.pet("Rex", json!({"owner": u})).await;
+        let t = z.tag("good").await;
+        z.send(Method::PUT, &format!("/pet/{p}/tags/{t}"), None).await;
+        settle(&z).await;
+        z.send(Method::DELETE, &format!("/pet/{p}"), None).await;
+        let effects = z.published.take();
+        let room = format!("sails_model_pet_{p}:pet");
+        let b = broadcasts(&effects);
+        assert_eq!(b[0].0, room);
+        assert_eq!((b[0].2["verb"].as_str(), &b[0].2["id"]), (Some("destroyed"), &json!(p)));
+        assert_eq!(b[0].2["previous"]["tags"][0]["id"], t);
+        let retire = effects.iter().position(|e| matches!(e, Effect::RemoveMembers { dest, .. } if *dest == room)).expect("_retire");
+        let destroyed = effects.iter().position(|e| matches!(e, Effect::Broadcast { payload, .. } if payload["verb"] == "destroyed")).unwrap();
+        assert!(destroyed < retire, "destroyed goes out before the watchers leave");
+        assert_eq!(b[1], (format!("sails_model_user_{u}:user"), "user", json!({"id": u, "verb": "removedFrom", "attribute": "pets", "removedId": p})));
+        assert_eq!(b[2], (format!("sails_model_tag_{t}:tag"), "tag", json!({"id": t, "verb": "removedFrom", "attribute": "pets", "removedId": p})));
+        assert_eq!(b.len(), 3);
+
+        let p2 = z.pet("Ace", json!({"owner": u})).await;
+        settle(&z).await;
+        z.send(Method::DELETE, &format!("/user/{u}"), None).await;
+        let b = broadcasts(&z.published.take());
+        assert_eq!(b[0].2["verb"], "destroyed");
+        assert_eq!(b[1], (format!("sails_model_pet_{p2}:pet"), "pet", json!({"verb": "updated", "data": {"owner": null}, "id": p2})));
+    }
+}
+
+both! {
+    async fn add_remove_replace_fan_out(z) {
+        let ann = z.user("Ann").await;
+        let bob = z.user("Bob").await;
+        let p = z.pet("Rex", json!({"owner": ann})).await;
+        let t = z.tag("good").await;
+        settle(&z).await;
+        z.send(Method::PUT, &format!("/user/{bob}/pets/{p}"), None).await;
+        let b = broadcasts(&z.published.take());
+        assert_eq!(b.iter().map(|x| x.2.clone()).collect::<Vec<_>>(), [
+            json!({"id": bob, "verb": "addedTo", "attribute": "pets", "addedId": p}),
+            json!({"verb": "updated", "data": {"owner": bob}, "id": p}),
+            json!({"id": ann, "verb": "removedFrom", "attribute": "pets", "removedId": p}),
+        ]);
+        z.send(Method::PUT, &format!("/pet/{p}/tags/{t}"), None).await;
+        let b = broadcasts(&z.published.take());
+        assert_eq!(b.iter().map(|x| (x.0.clone(), x.2.clone())).collect::<Vec<_>>(), [
+            (format!("sails_model_pet_{p}:pet"), json!({"id": p, "verb": "addedTo", "attribute": "tags", "addedId": t})),
+            (format!("sails_model_tag_{t}:tag"), json!({"id": t, "verb": "addedTo", "attribute": "pets", "addedId": p})),
+        ]);
+        z.send(Method::DELETE, &format!("/user/{bob}/pets/{p}"), None).await;
+        let b = broadcasts(&z.published.take());
+        assert_eq!(b.iter().map(|x| x.2.clone()).collect::<Vec<_>>(), [
+            json!({"id": bob, "verb": "removedFrom", "attribute": "pets", "removedId": p}),
+            json!({"verb": "updated", "data": {"owner": null}, "id": p}),
+        ]);
+        let t2 = z.tag("t2").await;
+        settle(&z).await;
+        z.send(Method::PUT, &format!("/pet/{p}/tags"), Some(json!([t2]))).await;
+        let b = broadcasts(&z.published.take());
+        assert_eq!(b.iter().map(|x| x.2.clone()).collect::<Vec<_>>(), [
+            json!({"id": p, "verb": "addedTo", "attribute": "tags", "addedId": t2}),
+            json!({"id": t2, "verb": "addedTo", "attribute": "pets", "addedId": p}),
+            json!({"id": p, "verb": "removedFrom", "attribute": "tags", "removedId": t}),
+            json!({"id": t, "verb": "removedFrom", "attribute": "pets", "removedId": p}),
+        ]);
+    }
+}
+
+both! {
+    async fn socket_reads_subscribe_and_watch(z) {
+        let u = z.user("Ann").await;
+        let p = z.pet("Rex", json!({"owner": u})).await;
+        let t = z.tag("good").await;
+        z.send(Method::PUT, &format!("/pet/{p}/tags/{t}"), None).await;
+        settle(&z).await;
+        z.send_as(socket("A"), Method::GET, "/pet", None).await;
+        let rooms = joined(&z.published.take(), "A");
+        let expect: BTreeSet<String> = [
+            format!("sails_model_pet_{p}:pet"),
+            "sails_model_create_pet".into(),
+            "sails_model_create_user".into(),
+            "sails_model_create_tag".into(),
+            format!("sails_model_user_{u}:user"),
+            format!("sails_model_tag_{t}:tag"),
+        ]
+        .into();
+        assert_eq!(rooms, expect);
+        z.send_as(socket("B"), Method::GET, "/tag?label=none", None).await;
+        assert_eq!(joined(&z.published.take(), "B"), BTreeSet::from(["sails_model_create_tag".to_owned()]), "an empty find still watches");
+        z.send_as(socket("C"), Method::GET, &format!("/user/{u}"), None).await;
+        let rooms = joined(&z.published.take(), "C");
+        assert!(rooms.contains(&format!("sails_model_user_{u}:user")) && rooms.contains(&format!("sails_model_pet_{p}:pet")));
+        assert!(rooms.contains("sails_model_create_pet") && !rooms.contains("sails_model_create_user"), "findOne watches associated models, not its own");
+        z.send(Method::GET, "/pet", None).await;
+        assert!(z.published.take().is_empty(), "HTTP reads subscribe nobody");
+    }
+}
+
+both! {
+    async fn the_requesting_socket_is_left_out_of_everything_it_causes(z) {
+        let u = z.user("Ann").await;
+        let t = z.tag("good").await;
+        settle(&z).await;
+        let p = z.send_as(socket("A"), Method::POST, "/pet", Some(json!({"name": "Rex", "owner": u, "tags": [t]}))).await.body["id"].as_i64().unwrap();
+        let effects = z.published.take();
+        assert_eq!(omits(&effects), BTreeSet::from([Some("A".to_owned())]), "primary and reverse messages omit the requester");
+        assert_eq!(joined(&effects, "A"), BTreeSet::from([format!("sails_model_pet_{p}:pet")]), "create subscribes the requester, not to the class room");
+        z.send_as(socket("A"), Method::PATCH, &format!("/pet/{p}"), Some(json!({"name": "Max"}))).await;
+        assert_eq!(omits(&z.published.take()), BTreeSet::from([Some("A".to_owned())]));
+        z.send_as(socket("A"), Method::DELETE, &format!("/pet/{p}"), None).await;
+        let effects = z.published.take();
+        assert_eq!(effects[0], Effect::Leave { socket: "A".into(), rooms: vec![format!("sails_model_pet_{p}:pet")] }, "destroy unsubscribes first");
+        assert_eq!(omits(&effects), BTreeSet::from([Some("A".to_owned())]));
+    }
+}
+
+both! {
+    async fn a_failed_change_publishes_nothing(z) {
+        z.user("Ann").await;
+        settle(&z).await;
+        let r = z.send_as(socket("A"), Method::POST, "/user", Some(json!({"name": "X", "email": "ann@example.com"}))).await;
+        assert_eq!(r.code(), "E_UNIQUE");
+        let r = z.send_as(socket("A"), Method::POST, "/user", Some(json!({"name": "X"}))).await;
+        assert_eq!(r.code(), "E_INVALID_NEW_RECORD");
+        assert_eq!(z.send_as(socket("A"), Method::DELETE, "/user/999", None).await.status, http::StatusCode::NOT_FOUND);
+        assert!(z.published.take().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn mirror_sends_the_requester_its_own_messages() {
+    let published = topsail::RecordingPublisher::new();
+    let (store, _) = topsail_tests::fresh_store(topsail_tests::Db::Sqlite).await;
+    let app = example_zoo::builder()
+        .store(store)
+        .publisher(Arc::new(published.clone()))
+        .config(topsail::EngineConfig { mirror: true, ..Default::default() })
+        .build()
+        .await
+        .unwrap();
+    app.model::<example_zoo::User>().actor(Actor::Socket("A".into())).create(json!({"name": "A", "email": "a@example.com"})).await.unwrap();
+    assert_eq!(omits(&published.take()), BTreeSet::from([None]));
+}
