@@ -17,7 +17,8 @@ use tower::ServiceExt;
 /// The PostgreSQL server the tests use: `TOPSAIL_TEST_PG`, else the local
 /// server with trust auth.
 pub fn pg_url() -> String {
-    std::env::var("TOPSAIL_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("TOPSAIL_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// Which database a test runs on.
@@ -34,18 +35,36 @@ pub enum Db {
 /// Returns the store and, for PostgreSQL, the schema to drop afterwards.
 pub async fn fresh_store(db: Db) -> (SqlStore, Option<String>) {
     match db {
-        Db::Sqlite => (SqlStore::connect("sqlite::memory:").await.expect("in-memory SQLite"), None),
+        Db::Sqlite => (
+            SqlStore::connect("sqlite::memory:")
+                .await
+                .expect("in-memory SQLite"),
+            None,
+        ),
         Db::Postgres => {
             let admin = SqlStore::connect(&pg_url()).await.unwrap_or_else(|e| {
-                panic!("PostgreSQL is required for these tests and is not reachable at {}: {e}", pg_url())
+                panic!(
+                    "PostgreSQL is required for these tests and is not reachable at {}: {e}",
+                    pg_url()
+                )
             });
             static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let schema = format!("topsail_test_{}_{n}", std::process::id());
-            admin.execute_script(&format!("CREATE SCHEMA \"{schema}\"")).await.expect("create test schema");
+            admin
+                .execute_script(&format!("CREATE SCHEMA \"{schema}\""))
+                .await
+                .expect("create test schema");
             admin.close().await;
-            let opts = PgConnectOptions::from_str(&pg_url()).expect("pg url").options([("search_path", schema.as_str())]);
-            (SqlStore::connect_postgres(opts).await.expect("connect to the test schema"), Some(schema))
+            let opts = PgConnectOptions::from_str(&pg_url())
+                .expect("pg url")
+                .options([("search_path", schema.as_str())]);
+            (
+                SqlStore::connect_postgres(opts)
+                    .await
+                    .expect("connect to the test schema"),
+                Some(schema),
+            )
         }
     }
 }
@@ -96,27 +115,46 @@ pub async fn zoo_with(db: Db, f: impl FnOnce(topsail::Blueprints) -> topsail::Bl
         .await
         .expect("zoo starts");
     let router = f(app.blueprints()).router();
-    Zoo { app, router, published, db, schema }
+    Zoo {
+        app,
+        router,
+        published,
+        db,
+        schema,
+    }
 }
 
 /// Drops a test's PostgreSQL schema.
 pub async fn drop_schema(schema: Option<String>) {
-    if let Some(s) = schema {
-        if let Ok(admin) = SqlStore::connect(&pg_url()).await {
-            let _ = admin.execute_script(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE")).await;
-            admin.close().await;
-        }
+    if let Some(s) = schema
+        && let Ok(admin) = SqlStore::connect(&pg_url()).await
+    {
+        let _ = admin
+            .execute_script(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"))
+            .await;
+        admin.close().await;
     }
 }
 
 impl Zoo {
     /// Sends a request through the router as `actor`.
-    pub async fn send_as(&self, actor: Option<Actor>, method: Method, uri: &str, body: Option<Value>) -> Res {
+    pub async fn send_as(
+        &self,
+        actor: Option<Actor>,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> Res {
         let mut req = Request::builder().method(method).uri(uri);
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
-        let mut req = req.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).expect("request");
+        let mut req = req
+            .body(
+                body.map(|b| Body::from(b.to_string()))
+                    .unwrap_or_else(Body::empty),
+            )
+            .expect("request");
         if let Some(a) = actor {
             req.extensions_mut().insert(a);
         }
@@ -163,12 +201,20 @@ impl Zoo {
         if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
             b.extend(e);
         }
-        self.post("/pet", body).await.get("id").and_then(Value::as_i64).expect("pet id")
+        self.post("/pet", body)
+            .await
+            .get("id")
+            .and_then(Value::as_i64)
+            .expect("pet id")
     }
 
     /// Creates a tag, returning its id.
     pub async fn tag(&self, label: &str) -> i64 {
-        self.post("/tag", serde_json::json!({"label": label})).await.get("id").and_then(Value::as_i64).expect("tag id")
+        self.post("/tag", serde_json::json!({"label": label}))
+            .await
+            .get("id")
+            .and_then(Value::as_i64)
+            .expect("tag id")
     }
 }
 

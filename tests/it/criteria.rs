@@ -3,17 +3,33 @@ use serde_json::{Value, json};
 use topsail_tests::{Zoo, both, enc};
 
 async fn seed(z: &Zoo) {
-    for (name, email, age) in [("Alice", "alice@example.com", 30), ("Bob", "bob@example.com", 25), ("Carol", "carol@example.com", 41), ("dave", "dave@example.com", 50)] {
-        z.post("/user", json!({"name": name, "email": email, "age": age})).await;
+    for (name, email, age) in [
+        ("Alice", "alice@example.com", 30),
+        ("Bob", "bob@example.com", 25),
+        ("Carol", "carol@example.com", 41),
+        ("dave", "dave@example.com", 50),
+    ] {
+        z.post("/user", json!({"name": name, "email": email, "age": age}))
+            .await;
     }
 }
 
 fn names(v: &Value) -> Vec<String> {
-    v.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 async fn find(z: &Zoo, where_: Value) -> Vec<String> {
-    names(&z.get(&format!("/user?where={}&sort=name%20ASC", enc(&where_.to_string()))).await)
+    names(
+        &z.get(&format!(
+            "/user?where={}&sort=name%20ASC",
+            enc(&where_.to_string())
+        ))
+        .await,
+    )
 }
 
 both! {
@@ -173,20 +189,36 @@ struct CountingConn {
 
 #[topsail::async_trait]
 impl topsail::core::store::Conn for CountingConn {
-    async fn fetch(&mut self, q: &topsail::core::query::Select) -> Result<Vec<topsail::core::store::Row>, topsail::core::StoreError> {
-        self.selects.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    async fn fetch(
+        &mut self,
+        q: &topsail::core::query::Select,
+    ) -> Result<Vec<topsail::core::store::Row>, topsail::core::StoreError> {
+        self.selects
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.fetch(q).await
     }
-    async fn insert(&mut self, q: &topsail::core::query::Insert) -> Result<Option<Value>, topsail::core::StoreError> {
+    async fn insert(
+        &mut self,
+        q: &topsail::core::query::Insert,
+    ) -> Result<Option<Value>, topsail::core::StoreError> {
         self.inner.insert(q).await
     }
-    async fn update(&mut self, q: &topsail::core::query::Update) -> Result<u64, topsail::core::StoreError> {
+    async fn update(
+        &mut self,
+        q: &topsail::core::query::Update,
+    ) -> Result<u64, topsail::core::StoreError> {
         self.inner.update(q).await
     }
-    async fn delete(&mut self, q: &topsail::core::query::Delete) -> Result<u64, topsail::core::StoreError> {
+    async fn delete(
+        &mut self,
+        q: &topsail::core::query::Delete,
+    ) -> Result<u64, topsail::core::StoreError> {
         self.inner.delete(q).await
     }
-    async fn count(&mut self, q: &topsail::core::query::Select) -> Result<u64, topsail::core::StoreError> {
+    async fn count(
+        &mut self,
+        q: &topsail::core::query::Select,
+    ) -> Result<u64, topsail::core::StoreError> {
         self.inner.count(q).await
     }
 }
@@ -197,7 +229,10 @@ impl topsail::core::store::Store for Counting {
         self.inner.dialect()
     }
     async fn conn(&self) -> Result<Box<dyn topsail::core::store::Conn>, topsail::core::StoreError> {
-        Ok(Box::new(CountingConn { inner: self.inner.conn().await?, selects: self.selects.clone() }))
+        Ok(Box::new(CountingConn {
+            inner: self.inner.conn().await?,
+            selects: self.selects.clone(),
+        }))
     }
     async fn begin(&self) -> Result<Box<dyn topsail::core::store::Tx>, topsail::core::StoreError> {
         self.inner.begin().await
@@ -212,13 +247,35 @@ async fn populate_runs_one_query_per_association_not_per_row() {
         let u = z.user(&format!("U{i}")).await;
         let p = z.pet(&format!("P{i}"), json!({"owner": u})).await;
         let t = z.tag(&format!("T{i}")).await;
-        z.send(Method::PUT, &format!("/pet/{p}/tags/{t}"), None).await;
+        z.send(Method::PUT, &format!("/pet/{p}/tags/{t}"), None)
+            .await;
     }
     let selects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let store = Counting { inner: z.app.store().clone(), selects: selects.clone() };
-    let engine = topsail::Engine::new(std::sync::Arc::new(store), std::sync::Arc::new(topsail::NoPublisher), Default::default());
-    let pets = engine.find(<example_zoo::Pet as topsail::Model>::def(), &topsail::Criteria::new(), &topsail::Actor::Server).await.unwrap();
+    let store = Counting {
+        inner: z.app.store().clone(),
+        selects: selects.clone(),
+    };
+    let engine = topsail::Engine::new(
+        std::sync::Arc::new(store),
+        std::sync::Arc::new(topsail::NoPublisher),
+        Default::default(),
+    );
+    let pets = engine
+        .find(
+            <example_zoo::Pet as topsail::Model>::def(),
+            &topsail::Criteria::new(),
+            &topsail::Actor::Server,
+        )
+        .await
+        .unwrap();
     assert_eq!(pets.len(), 20);
-    assert!(pets.iter().all(|p| p["owner"].is_object() && p["tags"].as_array().unwrap().len() == 1));
-    assert_eq!(selects.load(Ordering::SeqCst), 3, "pets, then owners, then tags: one query each");
+    assert!(
+        pets.iter()
+            .all(|p| p["owner"].is_object() && p["tags"].as_array().unwrap().len() == 1)
+    );
+    assert_eq!(
+        selects.load(Ordering::SeqCst),
+        3,
+        "pets, then owners, then tags: one query each"
+    );
 }

@@ -117,17 +117,47 @@ both! {
 
 #[tokio::test]
 async fn prefix_rest_prefix_pluralize_and_switches() {
-    let z = topsail_tests::zoo_with(topsail_tests::Db::Sqlite, |b| b.prefix("api").rest_prefix("/v1").pluralize(true)).await;
-    let u = z.post("/api/v1/users", json!({"name": "Ann", "email": "ann@example.com"})).await;
-    assert_eq!(z.get(&format!("/api/v1/users/{}", u["id"])).await["name"], "Ann");
-    assert_eq!(z.get("/api/users/find").await.as_array().unwrap().len(), 1, "shortcuts use prefix, not restPrefix");
-    assert_eq!(z.send(Method::GET, "/user", None).await.status, StatusCode::NOT_FOUND);
+    let z = topsail_tests::zoo_with(topsail_tests::Db::Sqlite, |b| {
+        b.prefix("api").rest_prefix("/v1").pluralize(true)
+    })
+    .await;
+    let u = z
+        .post(
+            "/api/v1/users",
+            json!({"name": "Ann", "email": "ann@example.com"}),
+        )
+        .await;
+    assert_eq!(
+        z.get(&format!("/api/v1/users/{}", u["id"])).await["name"],
+        "Ann"
+    );
+    assert_eq!(
+        z.get("/api/users/find").await.as_array().unwrap().len(),
+        1,
+        "shortcuts use prefix, not restPrefix"
+    );
+    assert_eq!(
+        z.send(Method::GET, "/user", None).await.status,
+        StatusCode::NOT_FOUND
+    );
 
     let z = topsail_tests::zoo_with(topsail_tests::Db::Sqlite, |b| b.shortcuts(false)).await;
-    assert_eq!(z.send(Method::GET, "/user/find", None).await.status, StatusCode::BAD_REQUEST, "now findOne(`find`)");
-    assert_eq!(z.send(Method::GET, "/user/create?name=x", None).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        z.send(Method::GET, "/user/find", None).await.status,
+        StatusCode::BAD_REQUEST,
+        "now findOne(`find`)"
+    );
+    assert_eq!(
+        z.send(Method::GET, "/user/create?name=x", None)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
     let z = topsail_tests::zoo_with(topsail_tests::Db::Sqlite, |b| b.rest(false)).await;
-    assert_eq!(z.send(Method::POST, "/user", Some(json!({}))).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        z.send(Method::POST, "/user", Some(json!({}))).await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(z.get("/user/find").await, json!([]));
 }
 
@@ -145,16 +175,35 @@ async fn app_routes_win_over_blueprints() {
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
-        let req = req.body(axum::body::Body::from(body.map(|b| b.to_string()).unwrap_or_default())).unwrap();
+        let req = req
+            .body(axum::body::Body::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            ))
+            .unwrap();
         async move {
             let res = app.oneshot(req).await.unwrap();
             let status = res.status();
-            let bytes = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+            let bytes = http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
             (status, String::from_utf8_lossy(&bytes).into_owned())
         }
     };
-    assert_eq!(call(Method::GET, "/user", None).await, (StatusCode::OK, "custom".to_owned()));
-    let (s, body) = call(Method::POST, "/user", Some(json!({"name": "Bob", "email": "bob@example.com"}))).await;
-    assert_eq!(s, StatusCode::OK, "other methods on an app path fall through to blueprints: {body}");
+    assert_eq!(
+        call(Method::GET, "/user", None).await,
+        (StatusCode::OK, "custom".to_owned())
+    );
+    let (s, body) = call(
+        Method::POST,
+        "/user",
+        Some(json!({"name": "Bob", "email": "bob@example.com"})),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "other methods on an app path fall through to blueprints: {body}"
+    );
     assert_eq!(call(Method::GET, "/user/1", None).await.0, StatusCode::OK);
 }

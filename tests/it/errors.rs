@@ -2,12 +2,29 @@ use http::{Method, StatusCode};
 use serde_json::json;
 use topsail_tests::{Zoo, both, enc};
 
-async fn expect(z: &Zoo, method: Method, uri: &str, body: Option<serde_json::Value>, status: StatusCode, code: &str) {
+async fn expect(
+    z: &Zoo,
+    method: Method,
+    uri: &str,
+    body: Option<serde_json::Value>,
+    status: StatusCode,
+    code: &str,
+) {
     let r = z.send(method.clone(), uri, body).await;
-    assert_eq!((r.status, r.code()), (status, code), "{method} {uri}: {:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (status, code),
+        "{method} {uri}: {:?}",
+        r.body
+    );
     if status == StatusCode::BAD_REQUEST && code != "E_UNIQUE" {
         let msg = r.body["message"].as_str().unwrap_or_default();
-        assert!(msg.starts_with(&format!("The server could not fulfill this request (`{method} ")), "{msg}");
+        assert!(
+            msg.starts_with(&format!(
+                "The server could not fulfill this request (`{method} "
+            )),
+            "{msg}"
+        );
         assert!(r.body["details"].is_string());
     }
 }
@@ -159,6 +176,15 @@ both! {
 #[tokio::test]
 async fn the_body_limit_is_configurable() {
     let z = topsail_tests::zoo_with(topsail_tests::Db::Sqlite, |b| b.body_limit(64)).await;
-    let r = z.send(Method::POST, "/user", Some(json!({"name": "x".repeat(100), "email": "a@example.com"}))).await;
-    assert_eq!((r.status, r.code()), (StatusCode::PAYLOAD_TOO_LARGE, "E_PAYLOAD_TOO_LARGE"));
+    let r = z
+        .send(
+            Method::POST,
+            "/user",
+            Some(json!({"name": "x".repeat(100), "email": "a@example.com"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "E_PAYLOAD_TOO_LARGE")
+    );
 }

@@ -2,6 +2,9 @@
 //! touches a database runs twice, on in-memory SQLite and on a fresh
 //! PostgreSQL schema (the `both!` macro); PostgreSQL must be reachable.
 
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 // The record actions, routes and record rules of spec 1 and 3.
 mod crud;
 // The criteria language of spec 2.2 and 2.4.

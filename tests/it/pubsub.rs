@@ -13,7 +13,12 @@ fn broadcasts(effects: &[Effect]) -> Vec<(String, &'static str, Value)> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Broadcast { room, event, payload, .. } => Some((room.clone(), *event, payload.clone())),
+            Effect::Broadcast {
+                room,
+                event,
+                payload,
+                ..
+            } => Some((room.clone(), *event, payload.clone())),
             _ => None,
         })
         .collect()
@@ -272,10 +277,17 @@ async fn mirror_sends_the_requester_its_own_messages() {
     let app = example_zoo::builder()
         .store(store)
         .publisher(Arc::new(published.clone()))
-        .config(topsail::EngineConfig { mirror: true, ..Default::default() })
+        .config(topsail::EngineConfig {
+            mirror: true,
+            ..Default::default()
+        })
         .build()
         .await
         .unwrap();
-    app.model::<example_zoo::User>().actor(Actor::Socket("A".into())).create(json!({"name": "A", "email": "a@example.com"})).await.unwrap();
+    app.model::<example_zoo::User>()
+        .actor(Actor::Socket("A".into()))
+        .create(json!({"name": "A", "email": "a@example.com"}))
+        .await
+        .unwrap();
     assert_eq!(omits(&published.take()), BTreeSet::from([None]));
 }

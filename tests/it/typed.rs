@@ -72,16 +72,32 @@ impl Lifecycle for Note {
         Ok(())
     }
     fn before_destroy(record: &Record) -> Result<(), String> {
-        if record.get("state") == Some(&json!("locked")) { Err("this note is locked".into()) } else { Ok(()) }
+        if record.get("state") == Some(&json!("locked")) {
+            Err("this note is locked".into())
+        } else {
+            Ok(())
+        }
     }
 }
 
 #[tokio::test]
 async fn lifecycle_callbacks_rules_and_strict_mode() {
-    let app = Topsail::builder().model::<Note>().database_url("sqlite::memory:").create_schema().build().await.unwrap();
+    let app = Topsail::builder()
+        .model::<Note>()
+        .database_url("sqlite::memory:")
+        .create_schema()
+        .build()
+        .await
+        .unwrap();
     let notes = app.model::<Note>();
-    let n = notes.create(json!({"title": "  hello  ", "meta": {"a": [1, 2]}})).await.unwrap();
-    assert_eq!((n.title.as_str(), n.state.as_str(), n.stars), ("hello", "draft", 0));
+    let n = notes
+        .create(json!({"title": "  hello  ", "meta": {"a": [1, 2]}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (n.title.as_str(), n.state.as_str(), n.stars),
+        ("hello", "draft", 0)
+    );
     assert_eq!(n.meta, json!({"a": [1, 2]}));
     assert_eq!(n.summary, None);
     let code = |r: Result<Note, Error>| match r {
@@ -90,14 +106,32 @@ async fn lifecycle_callbacks_rules_and_strict_mode() {
     };
     assert!(code(notes.create(json!({"title": "admin"})).await).contains("reserved"));
     assert!(code(notes.create(json!({"title": ""})).await).starts_with("E_INVALID_NEW_RECORD"));
-    assert!(code(notes.create(json!({"title": "a", "state": "bogus"})).await).contains("whitelist"));
+    assert!(
+        code(notes.create(json!({"title": "a", "state": "bogus"})).await).contains("whitelist")
+    );
     assert!(code(notes.create(json!({"title": "a", "stars": 11})).await).contains("maximum"));
-    assert!(code(notes.create(json!({"title": "a", "slug": "Not OK"})).await).contains("regular expression"));
-    assert!(code(notes.create(json!({"title": "a", "bogus": 1})).await).contains("not a recognized attribute"), "strict mode");
-    let n = notes.update(n.id, json!({"state": "published"})).await.unwrap();
+    assert!(
+        code(notes.create(json!({"title": "a", "slug": "Not OK"})).await)
+            .contains("regular expression")
+    );
+    assert!(
+        code(notes.create(json!({"title": "a", "bogus": 1})).await)
+            .contains("not a recognized attribute"),
+        "strict mode"
+    );
+    let n = notes
+        .update(n.id, json!({"state": "published"}))
+        .await
+        .unwrap();
     assert_eq!(n.stars, 1, "before_update may change values");
-    let n = notes.update(n.id, json!({"state": "locked", "summary": "s"})).await.unwrap();
+    let n = notes
+        .update(n.id, json!({"state": "locked", "summary": "s"}))
+        .await
+        .unwrap();
     assert_eq!(n.summary.as_deref(), Some("s"));
     assert!(code(notes.destroy(n.id).await).contains("locked"));
-    assert!(notes.find_one(n.id).await.unwrap().is_some(), "a rejected destroy keeps the record");
+    assert!(
+        notes.find_one(n.id).await.unwrap().is_some(),
+        "a rejected destroy keeps the record"
+    );
 }

@@ -323,6 +323,40 @@ fn expr_value(cx: &Ctxt, meta: &ParseNestedMeta<'_>, key: &str, form: &str) -> O
     }
 }
 
+/// A value that names Rust code. A string is refused with a `help:` line,
+/// but its contents are still used, so one mistake gives one error.
+fn path_value(
+    cx: &Ctxt,
+    meta: &ParseNestedMeta<'_>,
+    key: &str,
+    example: &str,
+) -> Option<syn::Path> {
+    let e = expr_value(cx, meta, key, example)?;
+    match e {
+        syn::Expr::Path(p) => Some(p.path),
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(s),
+            ..
+        }) => {
+            cx.error(
+                &s,
+                format!(
+                    "`{key}` takes a path, not a string\nhelp: write `{key} = {}`",
+                    s.value()
+                ),
+            );
+            syn::parse_str::<syn::Path>(&s.value()).ok()
+        }
+        other => {
+            cx.error(
+                &other,
+                format!("`{key}` takes a path\nhelp: write `{key} = {example}`"),
+            );
+            None
+        }
+    }
+}
+
 pub(crate) fn parse(cx: &Ctxt, input: &syn::DeriveInput) -> Option<Container> {
     let mut c = Container {
         ident: input.ident.clone(),
@@ -515,15 +549,23 @@ fn parse_field_meta(cx: &Ctxt, fa: &mut FieldAst, meta: &ParseNestedMeta<'_>) {
             }
             Err(_) => cx.error(&meta.path, "`is_in` takes a list\nhelp: write `is_in = [\"a\", \"b\"]`"),
         },
-        "model" | "collection" => match meta.value().and_then(|v| v.parse::<syn::Path>()) {
-            Ok(p) if key == "model" => fa.model.set(cx, span, p),
-            Ok(p) => fa.collection.set(cx, span, p),
-            Err(_) => cx.error(&meta.path, format!("`{key}` takes the path of a model type\nhelp: write `{key} = User`")),
-        },
-        "via" => match meta.value().and_then(|v| v.parse::<syn::Ident>()) {
-            Ok(i) => fa.via.set(cx, span, i),
-            Err(_) => cx.error(&meta.path, "`via` takes the name of a field of the associated model\nhelp: write `via = owner`"),
-        },
+        "model" | "collection" => {
+            if let Some(p) = path_value(cx, meta, &key, "User") {
+                if key == "model" {
+                    fa.model.set(cx, span, p);
+                } else {
+                    fa.collection.set(cx, span, p);
+                }
+            }
+        }
+        "via" => {
+            if let Some(p) = path_value(cx, meta, "via", "owner") {
+                match p.get_ident() {
+                    Some(i) => fa.via.set(cx, span, i.clone()),
+                    None => cx.error(&p, "`via` takes the name of a field of the associated model\nhelp: write `via = owner`"),
+                }
+            }
+        }
         _ => {
             unknown(cx, meta, "field ", FIELD_KEYS);
             skip_value(meta);

@@ -6,6 +6,8 @@ mod typed;
 pub use app::{Builder, StartError, Topsail};
 pub use typed::Models;
 
+/// Re-exported for implementing [`Publisher`] and the store traits.
+pub use async_trait::async_trait;
 pub use topsail_blueprints::{BlueprintAction, Blueprints, Policy};
 pub use topsail_core::criteria::{Criteria, Populate};
 pub use topsail_core::pubsub::{
@@ -16,8 +18,6 @@ pub use topsail_core::{
     Registry, RegistryError, Result, UsageCode,
 };
 pub use topsail_macros::Model;
-/// Re-exported for implementing [`Publisher`] and the store traits.
-pub use async_trait::async_trait;
 pub use topsail_sql::{
     ConnectError, MigrateError, Migration, SqlStore, create_schema, ddl, migrate,
 };

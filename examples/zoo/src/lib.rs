@@ -80,16 +80,25 @@ pub struct Tag {
 
 /// The zoo's models.
 pub fn registry() -> Registry {
-    Registry::new().model::<User>().model::<Pet>().model::<Tag>()
+    Registry::new()
+        .model::<User>()
+        .model::<Pet>()
+        .model::<Tag>()
 }
 
 /// The SQLite migrations (`migrations/sqlite`).
-pub const SQLITE_MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "zoo", sql: include_str!("../../../migrations/sqlite/0001_zoo.sql") }];
+pub const SQLITE_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "zoo",
+    sql: include_str!("../../../migrations/sqlite/0001_zoo.sql"),
+}];
 
 /// The PostgreSQL migrations (`migrations/postgres`).
-pub const POSTGRES_MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "zoo", sql: include_str!("../../../migrations/postgres/0001_zoo.sql") }];
+pub const POSTGRES_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "zoo",
+    sql: include_str!("../../../migrations/postgres/0001_zoo.sql"),
+}];
 
 /// The default database: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://zoo.sqlite";

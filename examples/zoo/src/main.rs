@@ -9,7 +9,10 @@ use topsail::core::store::Dialect;
 use tracing_subscriber::EnvFilter;
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 async fn shutdown_signal() {
@@ -33,7 +36,11 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
 
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--print-schema") {
@@ -73,7 +80,10 @@ async fn main() -> ExitCode {
     });
     let database = database_url.split('@').next_back().unwrap_or(&database_url);
     tracing::info!(url = %format!("http://{host}:{port}"), database, "zoo listening");
-    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await {
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+    {
         eprintln!("zoo: server error: {e}");
         return ExitCode::FAILURE;
     }
