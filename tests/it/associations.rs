@@ -23,7 +23,10 @@ both! {
         let r = z.send(Method::GET, &format!("/pet/{stray}/owner"), None).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "a null to-one is 404");
         assert_eq!(z.send(Method::GET, "/user/999/pets", None).await.status, StatusCode::NOT_FOUND);
-        assert_eq!(z.send(Method::GET, &format!("/user/{u}/bogus"), None).await.status, StatusCode::NOT_FOUND);
+        let r = z.send(Method::GET, &format!("/user/{u}/bogus"), None).await;
+        assert_eq!((r.status, r.body), (StatusCode::NOT_FOUND, json!("Not Found")), "an unknown alias matches no route");
+        let r = z.send(Method::PATCH, "/user", Some(json!({}))).await;
+        assert_eq!((r.status, r.body), (StatusCode::NOT_FOUND, json!("Not Found")), "nor does an unbound method");
     }
 }
 
