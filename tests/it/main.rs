@@ -11,6 +11,8 @@ mod crud;
 mod criteria;
 // Associations: populate, add, remove, replace, and what destroy unlinks.
 mod associations;
+// Policies: axum middleware keyed like Sails policies.
+mod policies;
 // Client mistakes: every one a 4xx with a stable code, never a 500.
 mod errors;
 // The pub-sub plan of every action (spec 4.3-4.6), recorded.

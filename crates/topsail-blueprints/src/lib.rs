@@ -453,7 +453,9 @@ impl Blueprints {
         }
         // Unmatched paths and methods answer as Sails' `res.notFound()` does.
         let not_found = || async { response::text(StatusCode::NOT_FOUND, "Not Found") };
-        let router = router.fallback(not_found).method_not_allowed_fallback(not_found);
+        let router = router
+            .fallback(not_found)
+            .method_not_allowed_fallback(not_found);
         let service = normalize::Normalize {
             inner: router,
             statics: Arc::new(statics),
