@@ -17,6 +17,8 @@ mod policies;
 mod errors;
 // The pub-sub plan of every action (spec 4.3-4.6), recorded.
 mod pubsub;
+// String and client-chosen keys, via-less collections.
+mod keys;
 // App code: the typed API and lifecycle callbacks.
 mod typed;
 // Concurrent writers and rolled-back changes.

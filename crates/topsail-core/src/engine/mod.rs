@@ -80,7 +80,9 @@ fn unique(model: &'static ModelDef, e: StoreError) -> Error {
                         .attrs
                         .iter()
                         .find(|a| {
-                            a.column == c || format!("{}_{}_key", model.table, a.column) == *c
+                            a.column == c
+                                || format!("{}_{}_key", model.table, a.column) == *c
+                                || (a.name == model.pk && format!("{}_pkey", model.table) == *c)
                         })
                         .map(|a| a.name.to_owned())
                         .unwrap_or_else(|| c.clone())
