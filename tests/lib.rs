@@ -136,6 +136,36 @@ pub async fn drop_schema(schema: Option<String>) {
     }
 }
 
+/// Sends a request through `router` as `actor` (none: an HTTP client),
+/// with a JSON body when one is given.
+pub async fn call(
+    router: &Router,
+    actor: Option<Actor>,
+    method: Method,
+    uri: &str,
+    body: Option<Value>,
+) -> Res {
+    let mut req = Request::builder().method(method).uri(uri);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let mut req = req
+        .body(
+            body.map(|b| Body::from(b.to_string()))
+                .unwrap_or_else(Body::empty),
+        )
+        .expect("request");
+    if let Some(a) = actor {
+        req.extensions_mut().insert(a);
+    }
+    let res = router.clone().oneshot(req).await.expect("infallible");
+    let status = res.status();
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Res { status, body }
+}
+
 impl Zoo {
     /// Sends a request through the router as `actor`.
     pub async fn send_as(
@@ -145,25 +175,7 @@ impl Zoo {
         uri: &str,
         body: Option<Value>,
     ) -> Res {
-        let mut req = Request::builder().method(method).uri(uri);
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let mut req = req
-            .body(
-                body.map(|b| Body::from(b.to_string()))
-                    .unwrap_or_else(Body::empty),
-            )
-            .expect("request");
-        if let Some(a) = actor {
-            req.extensions_mut().insert(a);
-        }
-        let res = self.router.clone().oneshot(req).await.expect("infallible");
-        let status = res.status();
-        let bytes = res.into_body().collect().await.expect("body").to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Res { status, body }
+        call(&self.router, actor, method, uri, body).await
     }
 
     /// Sends a request over "HTTP" (no socket actor).

@@ -164,35 +164,21 @@ async fn prefix_rest_prefix_pluralize_and_switches() {
 #[tokio::test]
 async fn app_routes_win_over_blueprints() {
     use axum::routing::get;
-    use tower::ServiceExt;
     let z = topsail_tests::zoo(topsail_tests::Db::Sqlite).await;
     z.user("Ann").await;
     let app: axum::Router = axum::Router::new().route("/user", get(|| async { "custom" }));
     let app = z.app.blueprints().mount(app);
     let call = |m: Method, uri: &str, body: Option<Value>| {
         let app = app.clone();
-        let mut req = http::Request::builder().method(m).uri(uri);
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let req = req
-            .body(axum::body::Body::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            ))
-            .unwrap();
+        let uri = uri.to_owned();
         async move {
-            let res = app.oneshot(req).await.unwrap();
-            let status = res.status();
-            let bytes = http_body_util::BodyExt::collect(res.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            (status, String::from_utf8_lossy(&bytes).into_owned())
+            let r = topsail_tests::call(&app, None, m, &uri, body).await;
+            (r.status, r.body)
         }
     };
     assert_eq!(
         call(Method::GET, "/user", None).await,
-        (StatusCode::OK, "custom".to_owned())
+        (StatusCode::OK, json!("custom"))
     );
     let (s, body) = call(
         Method::POST,

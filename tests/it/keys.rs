@@ -45,26 +45,10 @@ async fn run(db: Db) {
     let router = app.blueprints().router();
     let send = |m: Method, uri: &str, body: Option<Value>| {
         let router = router.clone();
-        let mut req = http::Request::builder().method(m).uri(uri);
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let req = req
-            .body(axum::body::Body::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            ))
-            .unwrap();
+        let uri = uri.to_owned();
         async move {
-            let res = tower::ServiceExt::oneshot(router, req).await.unwrap();
-            let status = res.status();
-            let bytes = http_body_util::BodyExt::collect(res.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            (
-                status,
-                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
-            )
+            let r = topsail_tests::call(&router, None, m, &uri, body).await;
+            (r.status, r.body)
         }
     };
     let (s, ann) = send(

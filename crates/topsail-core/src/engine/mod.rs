@@ -222,19 +222,35 @@ impl Engine {
         }
         .normalize(model)?;
         q.filter = Query::by_pk(model, &id, Vec::new()).filter;
+        let record = self.load_one(model, &q).await?;
+        self.subscribe_one(model, &id, &record, actor).await;
+        Ok(record)
+    }
+
+    /// Loads the one record `q` selects; 404 if there is none.
+    async fn load_one(&self, model: &'static ModelDef, q: &Query) -> Result<Record> {
         let mut conn = self.store.conn().await?;
-        let record = load(conn.as_mut(), model, &q, false)
+        load(conn.as_mut(), model, q, false)
             .await?
             .pop()
-            .ok_or(Error::NotFound)?;
-        drop(conn);
+            .ok_or(Error::NotFound)
+    }
+
+    /// A socket reading one record is subscribed to it and, deeply, to what
+    /// it populated (`findOne` and `populate`).
+    async fn subscribe_one(
+        &self,
+        model: &'static ModelDef,
+        id: &Pk,
+        record: &Record,
+        actor: &Actor,
+    ) {
         if actor.is_socket() {
             let mut plan = self.plan(actor);
-            plan.subscribe(model, [&id]);
-            self.subscribe_deep(&mut plan, model, &record);
+            plan.subscribe(model, [id]);
+            self.subscribe_deep(&mut plan, model, record);
             self.publish(plan).await;
         }
-        Ok(record)
     }
 
     /// `populate`: the records (collection) or record (to-one) associated
@@ -271,22 +287,12 @@ impl Engine {
             filter: Query::by_pk(model, &parent, Vec::new()).filter,
             ..q
         };
-        let mut conn = self.store.conn().await?;
-        let record = load(conn.as_mut(), model, &q, false)
-            .await?
-            .pop()
-            .ok_or(Error::NotFound)?;
-        drop(conn);
+        let record = self.load_one(model, &q).await?;
         let value = record.get(alias).cloned().unwrap_or(Value::Null);
         if value.is_null() {
             return Err(Error::NotFound);
         }
-        if actor.is_socket() {
-            let mut plan = self.plan(actor);
-            plan.subscribe(model, [&parent]);
-            self.subscribe_deep(&mut plan, model, &record);
-            self.publish(plan).await;
-        }
+        self.subscribe_one(model, &parent, &record, actor).await;
         Ok(value)
     }
 
