@@ -30,17 +30,58 @@ pub enum Db {
     Postgres,
 }
 
-/// A fresh, empty store. PostgreSQL that cannot be reached fails the test
-/// loudly: these tests never skip.
-/// Returns the store and, for PostgreSQL, the schema to drop afterwards.
-pub async fn fresh_store(db: Db) -> (SqlStore, Option<String>) {
+/// What to remove when a test is done.
+#[derive(Debug, Clone)]
+pub enum Cleanup {
+    /// A SQLite file (and its WAL files).
+    File(std::path::PathBuf),
+    /// A PostgreSQL schema.
+    Schema(String),
+}
+
+impl Cleanup {
+    /// Removes the test database.
+    pub async fn run(self) {
+        match self {
+            Cleanup::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            Cleanup::Schema(s) => {
+                if let Ok(admin) = SqlStore::connect(&pg_url()).await {
+                    let _ = admin
+                        .execute_script(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"))
+                        .await;
+                    admin.close().await;
+                }
+            }
+        }
+    }
+}
+
+fn unique_name() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("topsail_test_{}_{n}", std::process::id())
+}
+
+/// A fresh, empty store: a SQLite file in the temp directory (a real pool
+/// of connections, as an app has), or a new PostgreSQL schema. PostgreSQL
+/// that cannot be reached fails the test loudly: these tests never skip.
+pub async fn fresh_store(db: Db) -> (SqlStore, Cleanup) {
+    let name = unique_name();
     match db {
-        Db::Sqlite => (
-            SqlStore::connect("sqlite::memory:")
-                .await
-                .expect("in-memory SQLite"),
-            None,
-        ),
+        Db::Sqlite => {
+            let path = std::env::temp_dir().join(format!("{name}.sqlite"));
+            let url = format!("sqlite://{}", path.display());
+            (
+                SqlStore::connect(&url).await.expect("SQLite file"),
+                Cleanup::File(path),
+            )
+        }
         Db::Postgres => {
             let admin = SqlStore::connect(&pg_url()).await.unwrap_or_else(|e| {
                 panic!(
@@ -48,22 +89,19 @@ pub async fn fresh_store(db: Db) -> (SqlStore, Option<String>) {
                     pg_url()
                 )
             });
-            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let schema = format!("topsail_test_{}_{n}", std::process::id());
             admin
-                .execute_script(&format!("CREATE SCHEMA \"{schema}\""))
+                .execute_script(&format!("CREATE SCHEMA \"{name}\""))
                 .await
                 .expect("create test schema");
             admin.close().await;
             let opts = PgConnectOptions::from_str(&pg_url())
                 .expect("pg url")
-                .options([("search_path", schema.as_str())]);
+                .options([("search_path", name.as_str())]);
             (
                 SqlStore::connect_postgres(opts)
                     .await
                     .expect("connect to the test schema"),
-                Some(schema),
+                Cleanup::Schema(name),
             )
         }
     }
@@ -79,8 +117,8 @@ pub struct Zoo {
     pub published: RecordingPublisher,
     /// Which database.
     pub db: Db,
-    /// The PostgreSQL schema to drop when the test is done.
-    pub schema: Option<String>,
+    /// What to remove when the test is done.
+    pub cleanup: Cleanup,
 }
 
 /// A response: status and body (JSON when it parses, else a string).
@@ -107,7 +145,7 @@ pub async fn zoo(db: Db) -> Zoo {
 /// Builds the zoo, letting the test adjust the blueprints.
 pub async fn zoo_with(db: Db, f: impl FnOnce(topsail::Blueprints) -> topsail::Blueprints) -> Zoo {
     let published = RecordingPublisher::new();
-    let (store, schema) = fresh_store(db).await;
+    let (store, cleanup) = fresh_store(db).await;
     let app = example_zoo::builder()
         .store(store)
         .publisher(Arc::new(published.clone()))
@@ -120,19 +158,7 @@ pub async fn zoo_with(db: Db, f: impl FnOnce(topsail::Blueprints) -> topsail::Bl
         router,
         published,
         db,
-        schema,
-    }
-}
-
-/// Drops a test's PostgreSQL schema.
-pub async fn drop_schema(schema: Option<String>) {
-    if let Some(s) = schema
-        && let Ok(admin) = SqlStore::connect(&pg_url()).await
-    {
-        let _ = admin
-            .execute_script(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"))
-            .await;
-        admin.close().await;
+        cleanup,
     }
 }
 
@@ -243,6 +269,33 @@ pub fn enc(s: &str) -> String {
     out
 }
 
+impl Drop for Zoo {
+    // SQLite files go even when a test builds its zoo by hand or panics.
+    fn drop(&mut self) {
+        if let Cleanup::File(path) = &self.cleanup {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// Runs `test` on a fresh zoo over `db`, then removes the database.
+pub async fn run_on<F, Fut>(db: Db, test: F)
+where
+    F: FnOnce(Zoo) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let z = zoo(db).await;
+    let cleanup = z.cleanup.clone();
+    let store = z.app.store().clone();
+    test(z).await;
+    store.close().await;
+    cleanup.run().await;
+}
+
 /// Runs a test body on SQLite and on PostgreSQL, as two tests.
 #[macro_export]
 macro_rules! both {
@@ -253,16 +306,11 @@ macro_rules! both {
             async fn run($z: $crate::Zoo) $body
             #[tokio::test]
             async fn sqlite() {
-                run($crate::zoo($crate::Db::Sqlite).await).await
+                $crate::run_on($crate::Db::Sqlite, run).await
             }
             #[tokio::test]
             async fn postgres() {
-                let z = $crate::zoo($crate::Db::Postgres).await;
-                let schema = z.schema.clone();
-                let store = z.app.store().clone();
-                run(z).await;
-                store.close().await;
-                $crate::drop_schema(schema).await;
+                $crate::run_on($crate::Db::Postgres, run).await
             }
         }
     };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use topsail::{Link, Model, RecordingPublisher, Topsail};
-use topsail_tests::{Db, drop_schema, fresh_store};
+use topsail_tests::{Db, fresh_store};
 
 /// Keyed by a string the client chooses, with a via-less self-collection.
 #[derive(Model, Debug)]
@@ -32,7 +32,7 @@ struct Thing {
 
 async fn run(db: Db) {
     let published = RecordingPublisher::new();
-    let (store, schema) = fresh_store(db).await;
+    let (store, cleanup) = fresh_store(db).await;
     let app = Topsail::builder()
         .model::<Person>()
         .model::<Thing>()
@@ -165,7 +165,7 @@ async fn run(db: Db) {
         "its things are unlinked"
     );
     store.close().await;
-    drop_schema(schema).await;
+    cleanup.run().await;
 }
 
 #[tokio::test]

@@ -273,9 +273,9 @@ both! {
 #[tokio::test]
 async fn mirror_sends_the_requester_its_own_messages() {
     let published = topsail::RecordingPublisher::new();
-    let (store, _) = topsail_tests::fresh_store(topsail_tests::Db::Sqlite).await;
+    let (store, cleanup) = topsail_tests::fresh_store(topsail_tests::Db::Sqlite).await;
     let app = example_zoo::builder()
-        .store(store)
+        .store(store.clone())
         .publisher(Arc::new(published.clone()))
         .config(topsail::EngineConfig {
             mirror: true,
@@ -290,4 +290,6 @@ async fn mirror_sends_the_requester_its_own_messages() {
         .await
         .unwrap();
     assert_eq!(omits(&published.take()), BTreeSet::from([None]));
+    store.close().await;
+    cleanup.run().await;
 }

@@ -50,25 +50,23 @@ async fn migrator_on(store: topsail::SqlStore) {
 
 #[tokio::test]
 async fn the_migrator_applies_once_and_notices_edits_sqlite() {
-    migrator_on(
-        topsail_tests::fresh_store(topsail_tests::Db::Sqlite)
-            .await
-            .0,
-    )
-    .await;
+    let (store, cleanup) = topsail_tests::fresh_store(topsail_tests::Db::Sqlite).await;
+    migrator_on(store.clone()).await;
+    store.close().await;
+    cleanup.run().await;
 }
 
 #[tokio::test]
 async fn the_migrator_applies_once_and_notices_edits_postgres() {
-    let (store, schema) = topsail_tests::fresh_store(topsail_tests::Db::Postgres).await;
+    let (store, cleanup) = topsail_tests::fresh_store(topsail_tests::Db::Postgres).await;
     migrator_on(store.clone()).await;
     store.close().await;
-    topsail_tests::drop_schema(schema).await;
+    cleanup.run().await;
 }
 
 #[tokio::test]
 async fn concurrent_starts_migrate_once_postgres() {
-    let (store, schema) = topsail_tests::fresh_store(topsail_tests::Db::Postgres).await;
+    let (store, cleanup) = topsail_tests::fresh_store(topsail_tests::Db::Postgres).await;
     let runs = (0..4).map(|_| {
         let s = store.clone();
         tokio::spawn(async move {
@@ -83,5 +81,5 @@ async fn concurrent_starts_migrate_once_postgres() {
     }
     assert_eq!(applied, vec![1]);
     store.close().await;
-    topsail_tests::drop_schema(schema).await;
+    cleanup.run().await;
 }
