@@ -5,6 +5,7 @@ use std::sync::Arc;
 use topsail_blueprints::Blueprints;
 use topsail_core::pubsub::{NoPublisher, Publisher};
 use topsail_core::{Engine, EngineConfig, Model, Registry, RegistryError};
+use topsail_socket::{Realtime, RealtimeConfig, Sockets};
 use topsail_sql::{ConnectError, MigrateError, Migration, SqlStore};
 
 use crate::typed::Models;
@@ -49,6 +50,7 @@ pub struct Builder {
     publisher: Arc<dyn Publisher>,
     config: EngineConfig,
     schema: Schema,
+    realtime: Option<RealtimeConfig>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -83,6 +85,13 @@ impl Builder {
     /// Publishes pub-sub effects through `publisher` (the realtime layer).
     pub fn publisher(mut self, publisher: Arc<dyn Publisher>) -> Self {
         self.publisher = publisher;
+        self
+    }
+
+    /// Serves sails.io.js sockets (virtual requests and pub-sub) in this
+    /// process; [`Topsail::serve`] mounts them.
+    pub fn realtime(mut self, config: RealtimeConfig) -> Self {
+        self.realtime = Some(config);
         self
     }
 
@@ -128,11 +137,17 @@ impl Builder {
                 topsail_sql::migrate(&store, list).await?;
             }
         }
-        let engine = Engine::new(Arc::new(store.clone()), self.publisher, self.config);
+        let realtime = self.realtime.as_ref().map(Realtime::local);
+        let publisher: Arc<dyn Publisher> = match &realtime {
+            Some(rt) => Arc::new(rt.publisher()),
+            None => self.publisher,
+        };
+        let engine = Engine::new(Arc::new(store.clone()), publisher, self.config);
         Ok(Topsail {
             engine,
             registry: self.registry,
             store,
+            realtime,
         })
     }
 }
@@ -143,6 +158,7 @@ pub struct Topsail {
     engine: Engine,
     registry: Registry,
     store: SqlStore,
+    realtime: Option<Realtime>,
 }
 
 impl Topsail {
@@ -155,6 +171,7 @@ impl Topsail {
             publisher: Arc::new(NoPublisher),
             config: EngineConfig::default(),
             schema: Schema::Existing,
+            realtime: None,
         }
     }
 
@@ -176,6 +193,21 @@ impl Topsail {
     /// The store.
     pub fn store(&self) -> &SqlStore {
         &self.store
+    }
+
+    /// The sockets API, when realtime is on.
+    pub fn sockets(&self) -> Option<&Sockets> {
+        self.realtime.as_ref().map(Realtime::sockets)
+    }
+
+    /// The router to serve: `routes` (the app's routes with the blueprints
+    /// mounted), and, when realtime is on, the socket.io endpoint whose
+    /// virtual requests run through those same `routes`. Call it once.
+    pub fn serve(&self, routes: axum::Router) -> axum::Router {
+        match &self.realtime {
+            Some(rt) => rt.serve(routes),
+            None => routes,
+        }
     }
 
     /// Blueprints for every registered model; configure, then call

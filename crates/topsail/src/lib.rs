@@ -18,6 +18,7 @@ pub use topsail_core::{
     Registry, RegistryError, Result, UsageCode,
 };
 pub use topsail_macros::Model;
+pub use topsail_socket::{RealtimeConfig, SocketRequest, Sockets, SocketsError};
 pub use topsail_sql::{
     ConnectError, MigrateError, Migration, SqlStore, create_schema, ddl, migrate,
 };

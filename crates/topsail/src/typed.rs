@@ -4,6 +4,7 @@
 use std::marker::PhantomData;
 
 use serde_json::Value;
+use topsail_core::pubsub::{Effect, class_room, record_room};
 use topsail_core::{Actor, Criteria, Engine, Error, Model, Pk, Populate, Result};
 
 /// The actions of model `M`, from [`Topsail::model`](crate::Topsail::model).
@@ -141,5 +142,86 @@ impl<'a, M: Model> Models<'a, M> {
                 .replace(M::def(), &id.into().to_json(), alias, &ids, &self.actor)
                 .await?,
         )
+    }
+
+    /// The room of record `id`: `sails_model_<identity>_<id>:<identity>`.
+    pub fn room_name(&self, id: impl Into<Pk>) -> String {
+        record_room(M::def(), &id.into())
+    }
+
+    /// Subscribes `socket` to records `ids` (Sails' `Model.subscribe`).
+    pub async fn subscribe<I: IntoIterator<Item = K>, K: Into<Pk>>(&self, socket: &str, ids: I) {
+        let rooms = ids
+            .into_iter()
+            .map(|k| record_room(M::def(), &k.into()))
+            .collect();
+        self.engine
+            .publisher()
+            .publish(vec![Effect::Join {
+                socket: socket.into(),
+                rooms,
+            }])
+            .await;
+    }
+
+    /// Unsubscribes `socket` from records `ids`.
+    pub async fn unsubscribe<I: IntoIterator<Item = K>, K: Into<Pk>>(&self, socket: &str, ids: I) {
+        let rooms = ids
+            .into_iter()
+            .map(|k| record_room(M::def(), &k.into()))
+            .collect();
+        self.engine
+            .publisher()
+            .publish(vec![Effect::Leave {
+                socket: socket.into(),
+                rooms,
+            }])
+            .await;
+    }
+
+    /// `socket` watches this model: it hears of new records (Sails'
+    /// private `_watch`).
+    pub async fn watch(&self, socket: &str) {
+        let rooms = vec![class_room(M::def())];
+        self.engine
+            .publisher()
+            .publish(vec![Effect::Join {
+                socket: socket.into(),
+                rooms,
+            }])
+            .await;
+    }
+
+    /// `socket` stops watching this model (Sails has no `unwatch`).
+    pub async fn unwatch(&self, socket: &str) {
+        let rooms = vec![class_room(M::def())];
+        self.engine
+            .publisher()
+            .publish(vec![Effect::Leave {
+                socket: socket.into(),
+                rooms,
+            }])
+            .await;
+    }
+
+    /// Sends `data`, as it is, to the subscribers of records `ids`, as an
+    /// event named after the model, leaving out `omit` (Sails'
+    /// `Model.publish`).
+    pub async fn publish<I: IntoIterator<Item = K>, K: Into<Pk>>(
+        &self,
+        ids: I,
+        data: Value,
+        omit: Option<&str>,
+    ) {
+        let effects = ids
+            .into_iter()
+            .map(|k| Effect::Broadcast {
+                room: record_room(M::def(), &k.into()),
+                event: M::def().event(),
+                payload: data.clone(),
+                omit: omit.map(Into::into),
+            })
+            .collect();
+        self.engine.publisher().publish(effects).await;
     }
 }

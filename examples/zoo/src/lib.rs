@@ -9,7 +9,12 @@
 //! cargo run -p example-zoo -- --print-schema postgres
 //! ```
 
-use topsail::{Link, Migration, Model, Registry, Topsail};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use topsail::{Link, Migration, Model, RealtimeConfig, Registry, SocketRequest, Topsail};
 
 /// A person who owns pets.
 #[derive(Model, Debug, Clone)]
@@ -113,9 +118,226 @@ pub fn builder() -> topsail::Builder {
 }
 
 /// Connects to `database_url`, applies the migrations, and returns the app
-/// and its HTTP router (blueprints with REST and shortcut routes on).
+/// and the router to serve: the zoo's own routes, the blueprints (REST and
+/// shortcut routes on) and the sails.io.js socket endpoint.
 pub async fn app(database_url: &str) -> Result<(Topsail, axum::Router), topsail::StartError> {
-    let ts = builder().database_url(database_url).build().await?;
-    let router = ts.blueprints().router();
+    let ts = builder()
+        .realtime(RealtimeConfig::default())
+        .database_url(database_url)
+        .build()
+        .await?;
+    let router = ts.serve(ts.blueprints().mount(routes(&ts)));
     Ok((ts, router))
+}
+
+type Reply = (StatusCode, Json<Value>);
+
+fn done() -> Reply {
+    (StatusCode::OK, Json(json!({"ok": true})))
+}
+
+fn failed(e: impl std::fmt::Display) -> Reply {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": e.to_string()})),
+    )
+}
+
+fn only_sockets() -> Reply {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": "send this over a socket"})),
+    )
+}
+
+/// The zoo's own routes: the sockets API and the model-level pub-sub API,
+/// as an app would expose them (and as the end-to-end tests drive them).
+pub fn routes(app: &Topsail) -> axum::Router {
+    axum::Router::new()
+        .route("/whoami", get(whoami))
+        .route("/rooms/{room}/join", post(join))
+        .route("/rooms/{room}/leave", post(leave))
+        .route("/rooms/{room}/broadcast", post(broadcast))
+        .route("/rooms/{room}/leave-all", post(leave_all))
+        .route("/rooms/{source}/add-members-to/{dest}", post(add_members))
+        .route(
+            "/rooms/{source}/remove-members-from/{dest}",
+            post(remove_members),
+        )
+        .route("/sockets/{id}/join/{room}", post(join_by_id))
+        .route("/sockets/{id}/leave/{room}", post(leave_by_id))
+        .route("/sockets/{id}/rooms", get(rooms_of))
+        .route("/blast", post(blast))
+        .route("/pets/{id}/subscribe", post(subscribe_pet))
+        .route("/pets/{id}/unsubscribe", post(unsubscribe_pet))
+        .route("/pets/watch", post(watch_pets))
+        .route("/pets/unwatch", post(unwatch_pets))
+        .route("/pets/{id}/publish", post(publish_pet))
+        .with_state(app.clone())
+}
+
+async fn whoami(socket: Option<SocketRequest>) -> Json<Value> {
+    Json(json!({"isSocket": socket.is_some(), "id": socket.as_ref().map(SocketRequest::id)}))
+}
+
+async fn join(socket: Option<SocketRequest>, Path(room): Path<String>) -> Reply {
+    match socket {
+        Some(s) => s.join(room).await.map_or_else(failed, |()| done()),
+        None => only_sockets(),
+    }
+}
+
+async fn leave(socket: Option<SocketRequest>, Path(room): Path<String>) -> Reply {
+    match socket {
+        Some(s) => s.leave(room).await.map_or_else(failed, |()| done()),
+        None => only_sockets(),
+    }
+}
+
+/// `{event?, data}`; the requesting socket is left out, as in
+/// `sails.sockets.broadcast(room, event, data, req)`.
+async fn broadcast(
+    State(app): State<Topsail>,
+    socket: Option<SocketRequest>,
+    Path(room): Path<String>,
+    Json(body): Json<Value>,
+) -> Reply {
+    let Some(sockets) = app.sockets() else {
+        return failed("realtime is off");
+    };
+    let event = body.get("event").and_then(Value::as_str);
+    let omit = socket.as_ref().map(SocketRequest::id);
+    sockets
+        .broadcast(&[room.as_str()], event, &body["data"], omit)
+        .await
+        .map_or_else(failed, |()| done())
+}
+
+async fn blast(
+    State(app): State<Topsail>,
+    socket: Option<SocketRequest>,
+    Json(body): Json<Value>,
+) -> Reply {
+    let Some(sockets) = app.sockets() else {
+        return failed("realtime is off");
+    };
+    let event = body.get("event").and_then(Value::as_str);
+    let omit = socket.as_ref().map(SocketRequest::id);
+    sockets
+        .blast(event, &body["data"], omit)
+        .await
+        .map_or_else(failed, |()| done())
+}
+
+async fn leave_all(State(app): State<Topsail>, Path(room): Path<String>) -> Reply {
+    let Some(sockets) = app.sockets() else {
+        return failed("realtime is off");
+    };
+    sockets
+        .leave_all(&room)
+        .await
+        .map_or_else(failed, |()| done())
+}
+
+async fn add_members(
+    State(app): State<Topsail>,
+    Path((source, dest)): Path<(String, String)>,
+) -> Reply {
+    let Some(sockets) = app.sockets() else {
+        return failed("realtime is off");
+    };
+    sockets
+        .add_room_members_to_rooms(&source, &[dest.as_str()])
+        .await
+        .map_or_else(failed, |()| done())
+}
+
+async fn remove_members(
+    State(app): State<Topsail>,
+    Path((source, dest)): Path<(String, String)>,
+) -> Reply {
+    let Some(sockets) = app.sockets() else {
+        return failed("realtime is off");
+    };
+    sockets
+        .remove_room_members_from_rooms(&source, &[dest.as_str()])
+        .await
+        .map_or_else(failed, |()| done())
+}
+
+async fn join_by_id(State(app): State<Topsail>, Path((id, room)): Path<(String, String)>) -> Reply {
+    let Some(sockets) = app.sockets() else {
+        return failed("realtime is off");
+    };
+    sockets
+        .join(&id, room)
+        .await
+        .map_or_else(failed, |()| done())
+}
+
+async fn leave_by_id(
+    State(app): State<Topsail>,
+    Path((id, room)): Path<(String, String)>,
+) -> Reply {
+    let Some(sockets) = app.sockets() else {
+        return failed("realtime is off");
+    };
+    sockets
+        .leave(&id, room)
+        .await
+        .map_or_else(failed, |()| done())
+}
+
+async fn rooms_of(State(app): State<Topsail>, Path(id): Path<String>) -> Reply {
+    let Some(sockets) = app.sockets() else {
+        return failed("realtime is off");
+    };
+    match sockets.rooms_of(&id).await {
+        Ok(mut rooms) => {
+            rooms.sort();
+            (StatusCode::OK, Json(json!(rooms)))
+        }
+        Err(e) => failed(e),
+    }
+}
+
+async fn subscribe_pet(
+    State(app): State<Topsail>,
+    socket: SocketRequest,
+    Path(id): Path<i64>,
+) -> Reply {
+    app.model::<Pet>().subscribe(socket.id(), [id]).await;
+    done()
+}
+
+async fn unsubscribe_pet(
+    State(app): State<Topsail>,
+    socket: SocketRequest,
+    Path(id): Path<i64>,
+) -> Reply {
+    app.model::<Pet>().unsubscribe(socket.id(), [id]).await;
+    done()
+}
+
+async fn watch_pets(State(app): State<Topsail>, socket: SocketRequest) -> Reply {
+    app.model::<Pet>().watch(socket.id()).await;
+    done()
+}
+
+async fn unwatch_pets(State(app): State<Topsail>, socket: SocketRequest) -> Reply {
+    app.model::<Pet>().unwatch(socket.id()).await;
+    done()
+}
+
+/// `Pet.publish([id], data, req)`.
+async fn publish_pet(
+    State(app): State<Topsail>,
+    socket: Option<SocketRequest>,
+    Path(id): Path<i64>,
+    Json(data): Json<Value>,
+) -> Reply {
+    app.model::<Pet>()
+        .publish([id], data, socket.as_ref().map(SocketRequest::id))
+        .await;
+    done()
 }

@@ -1,0 +1,369 @@
+/*!
+sails.io.js virtual requests (spec 6): a socket event named after an HTTP
+verb carries `{method, url, data, headers}`; it becomes an `http::Request`
+dispatched through the app's own Router (same routes, same policies), and
+the response goes back as the JWR ack `{body, headers, statusCode}`.
+
+Anything malformed is answered with Sails' parse-error object (or the
+`sails:parseError` event when the client asked for no ack); nothing a client
+sends can panic the task or leave a callback unanswered.
+*/
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::body::Body;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, header};
+use http_body_util::BodyExt;
+use serde_json::{Map, Value, json};
+use topsail_core::Actor;
+use tower::ServiceExt;
+
+use crate::extract::SocketContext;
+use crate::sockets::Sockets;
+
+/// The verbs sails.io.js emits as events.
+pub(crate) const VERBS: [&str; 7] = ["get", "post", "put", "patch", "delete", "head", "options"];
+
+/// The largest response body forwarded in an ack.
+const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
+/// What the bridge knows about a socket from its handshake.
+pub(crate) struct Handshake {
+    /// The socket id (also its own room).
+    pub(crate) sid: Arc<str>,
+    /// The SDK version check: `Err` holds the parse-error details.
+    pub(crate) sdk: Result<(), String>,
+    /// The handshake `cookie` header, which message headers cannot override.
+    pub(crate) cookie: Option<HeaderValue>,
+    /// The handshake `origin` header, likewise.
+    pub(crate) origin: Option<HeaderValue>,
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|p| {
+        p.split_once('=')
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    })
+}
+
+/// Checks `__sails_io_sdk_version` (headers first, then the query): it must
+/// be `major.minor.patch` at least 0.11.0. Missing counts as 0.9.0.
+pub(crate) fn check_sdk(headers: &HeaderMap, query: Option<&str>) -> Result<(), String> {
+    const NAME: &str = "__sails_io_sdk_version";
+    let raw = headers
+        .get(NAME)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| query.and_then(|q| query_param(q, NAME)))
+        .unwrap_or("0.9.0");
+    let core = raw.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<Option<u64>> = core.split('.').map(|p| p.parse().ok()).collect();
+    match parts.as_slice() {
+        [Some(major), Some(minor), Some(_patch)] => {
+            if (*major, *minor) >= (0, 11) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "This socket's SDK version (`{raw}`) is too old: sails.io.js 0.11.0 or newer is required (send `__sails_io_sdk_version`)"
+                ))
+            }
+        }
+        _ => Err(format!(
+            "This socket's SDK version (`{raw}`) is not a valid version (expected major.minor.patch)"
+        )),
+    }
+}
+
+/// Sails' parse-error object (without a stack).
+pub(crate) fn parse_error(details: impl Into<String>) -> Value {
+    json!({
+        "code": "SAILS:HOOK:SOCKETS:PARSE_VIRTUAL_REQ",
+        "name": "Error (SAILS:HOOK:SOCKETS:PARSE_VIRTUAL_REQ):",
+        "status": 400,
+        "message": "Failed to parse incoming socket.io request.",
+        "details": details.into(),
+    })
+}
+
+/// Percent-encodes the characters a URI may not hold, so a client's raw
+/// `/user?where={"name":"Bob"}` still parses (its parameters decode back).
+fn sanitize_url(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for c in url.chars() {
+        let ok = c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c);
+        if ok {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// A parsed virtual request.
+struct Virtual {
+    method: Method,
+    uri: http::Uri,
+    body: Option<Value>,
+    headers: HeaderMap,
+}
+
+fn parse_virtual(verb: &str, hs: &Handshake, payload: Value) -> Result<Virtual, String> {
+    let Value::Object(msg) = payload else {
+        return Err(format!(
+            "The request must be a dictionary like {{url, data, headers}}, got {payload}"
+        ));
+    };
+    let url = match msg.get("url") {
+        Some(Value::String(u)) if !u.is_empty() => u,
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err("No url provided in request".into());
+        }
+        Some(other) => return Err(format!("The url must be a string, got {other}")),
+    };
+    let path_and_query = if url.starts_with('/') {
+        url.clone()
+    } else {
+        format!("/{url}")
+    };
+    let uri: http::Uri = sanitize_url(&path_and_query)
+        .parse()
+        .map_err(|e| format!("The url `{url}` could not be parsed: {e}"))?;
+    // HEAD runs as GET: Sails' virtual responses keep their body (spec 6.5).
+    let method = match verb {
+        "head" => Method::GET,
+        other => {
+            Method::from_bytes(other.to_ascii_uppercase().as_bytes()).map_err(|e| e.to_string())?
+        }
+    };
+    // `req.body` is `data` when it is an array, else params merged with data.
+    let body = match (msg.get("params"), msg.get("data")) {
+        (_, Some(Value::Array(a))) => Some(Value::Array(a.clone())),
+        (p, d) => {
+            let mut merged = Map::new();
+            for v in [p, d].into_iter().flatten() {
+                match v {
+                    Value::Object(o) => merged.extend(o.clone()),
+                    Value::Null => {}
+                    other => {
+                        return Err(format!(
+                            "`data` must be a dictionary or an array, got {other}"
+                        ));
+                    }
+                }
+            }
+            (!merged.is_empty()).then_some(Value::Object(merged))
+        }
+    };
+    let mut headers = HeaderMap::new();
+    if let Some(Value::Object(h)) = msg.get("headers") {
+        for (name, value) in h {
+            let lower = name.to_ascii_lowercase();
+            // The socket's own cookie and origin win, whatever the case.
+            if matches!(
+                lower.as_str(),
+                "cookie" | "origin" | "content-length" | "transfer-encoding" | "host"
+            ) {
+                continue;
+            }
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Null => continue,
+                other => other.to_string(),
+            };
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(lower.as_bytes()),
+                HeaderValue::from_str(&text),
+            ) {
+                headers.insert(n, v);
+            }
+        }
+    }
+    if let Some(c) = &hs.cookie {
+        headers.insert(header::COOKIE, c.clone());
+    }
+    if let Some(o) = &hs.origin {
+        headers.insert(header::ORIGIN, o.clone());
+    }
+    Ok(Virtual {
+        method,
+        uri,
+        body,
+        headers,
+    })
+}
+
+/// Runs one virtual request and returns the ack payload.
+pub(crate) async fn dispatch(
+    verb: &str,
+    hs: &Handshake,
+    payload: Value,
+    router: &OnceLock<Router>,
+    sockets: &Sockets,
+) -> Value {
+    if let Err(details) = &hs.sdk {
+        return parse_error(details.clone());
+    }
+    let v = match parse_virtual(verb, hs, payload) {
+        Ok(v) => v,
+        Err(details) => return parse_error(details),
+    };
+    let Some(router) = router.get() else {
+        return json!({"body": "Service Unavailable", "headers": {}, "statusCode": 503});
+    };
+    let started = std::time::Instant::now();
+    let path = v.uri.path().to_owned();
+    let mut req = Request::builder().method(v.method.clone()).uri(v.uri);
+    if let Some(h) = req.headers_mut() {
+        *h = v.headers;
+        if v.body.is_some() {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    let body = v
+        .body
+        .map(|b| Body::from(b.to_string()))
+        .unwrap_or_else(Body::empty);
+    let mut req = match req.body(body) {
+        Ok(r) => r,
+        Err(e) => return parse_error(format!("The request could not be built: {e}")),
+    };
+    req.extensions_mut().insert(Actor::Socket(hs.sid.clone()));
+    req.extensions_mut().insert(SocketContext {
+        id: hs.sid.clone(),
+        sockets: sockets.clone(),
+    });
+    let res = match router.clone().oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let status = res.status();
+    let (parts, body) = res.into_parts();
+    let bytes = match http_body_util::Limited::new(body, MAX_RESPONSE)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            tracing::error!(error = %e, path, "could not read a virtual response");
+            return json!({"body": "Internal Server Error", "headers": {}, "statusCode": 500});
+        }
+    };
+    tracing::info!(
+        transport = "socket",
+        method = %v.method,
+        path,
+        status = status.as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.contains("+json"));
+    // Headers the handler set; the framework's own and cookies stay out.
+    let mut headers = Map::new();
+    for (name, value) in &parts.headers {
+        if matches!(
+            name.as_str(),
+            "content-type" | "content-length" | "set-cookie"
+        ) {
+            continue;
+        }
+        if let Ok(text) = value.to_str() {
+            headers.insert(name.as_str().to_owned(), Value::from(text));
+        }
+    }
+    let mut jwr = Map::new();
+    if !bytes.is_empty() {
+        let body = if is_json {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        } else {
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        jwr.insert("body".into(), body);
+    }
+    jwr.insert("headers".into(), Value::Object(headers));
+    jwr.insert("statusCode".into(), Value::from(status.as_u16()));
+    Value::Object(jwr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hs() -> Handshake {
+        Handshake {
+            sid: Arc::from("S"),
+            sdk: Ok(()),
+            cookie: Some(HeaderValue::from_static("sails.sid=abc")),
+            origin: None,
+        }
+    }
+
+    #[test]
+    fn sdk_versions() {
+        let h = HeaderMap::new();
+        assert!(check_sdk(&h, Some("__sails_io_sdk_version=1.2.1&EIO=3")).is_ok());
+        assert!(check_sdk(&h, Some("__sails_io_sdk_version=0.11.0")).is_ok());
+        assert!(check_sdk(&h, Some("__sails_io_sdk_version=0.10.9")).is_err());
+        assert!(check_sdk(&h, None).is_err(), "missing means 0.9.0");
+        assert!(
+            check_sdk(&h, Some("__sails_io_sdk_version=abc")).is_err(),
+            "invalid is a parse error, not a crash"
+        );
+        let mut h = HeaderMap::new();
+        h.insert("__sails_io_sdk_version", HeaderValue::from_static("1.0.0"));
+        assert!(
+            check_sdk(&h, Some("__sails_io_sdk_version=0.1.0")).is_ok(),
+            "headers first"
+        );
+    }
+
+    #[test]
+    fn malformed_payloads_are_parse_errors() {
+        for p in [
+            json!(null),
+            json!("x"),
+            json!({}),
+            json!({"url": 5}),
+            json!({"url": ""}),
+            json!({"url": "/a", "data": 5}),
+        ] {
+            assert!(parse_virtual("get", &hs(), p.clone()).is_err(), "{p}");
+        }
+    }
+
+    #[test]
+    fn data_becomes_the_body_and_the_handshake_cookie_wins() {
+        let v = parse_virtual(
+            "get",
+            &hs(),
+            json!({"url": "/user?where={\"name\":\"Bob\"}", "data": {"a": 1}, "params": {"b": 2}, "headers": {"Cookie": "x=1", "X-Foo": "bar"}}),
+        )
+        .unwrap();
+        assert_eq!(v.method, Method::GET);
+        assert_eq!(v.body, Some(json!({"b": 2, "a": 1})));
+        assert_eq!(v.headers.get("cookie").unwrap(), "sails.sid=abc");
+        assert_eq!(v.headers.get("x-foo").unwrap(), "bar");
+        assert_eq!(v.uri.query(), Some("where=%7B%22name%22:%22Bob%22%7D"));
+        let v =
+            parse_virtual("put", &hs(), json!({"url": "/user/1/pets", "data": [1, 2]})).unwrap();
+        assert_eq!(v.body, Some(json!([1, 2])));
+        assert_eq!(
+            parse_virtual("head", &hs(), json!({"url": "/user"}))
+                .unwrap()
+                .method,
+            Method::GET
+        );
+    }
+}

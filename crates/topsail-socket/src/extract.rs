@@ -1,0 +1,94 @@
+/*!
+Sails' `req.isSocket` / `req.socket` for app routes: `Option<SocketRequest>`
+is `Some` only for virtual requests from a socket.
+*/
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use topsail_core::Actor;
+
+use crate::sockets::{Sockets, SocketsError};
+
+/// Put in the request extensions by the bridge.
+#[derive(Clone, Debug)]
+pub(crate) struct SocketContext {
+    pub(crate) id: Arc<str>,
+    pub(crate) sockets: Sockets,
+}
+
+/// The socket a request came from.
+///
+/// ```
+/// use topsail_socket::SocketRequest;
+///
+/// async fn join_lobby(socket: Option<SocketRequest>) -> &'static str {
+///     match socket {
+///         Some(s) if s.join("lobby").await.is_ok() => "joined",
+///         Some(_) => "could not join",
+///         None => "only sockets can join",
+///     }
+/// }
+/// # let _: axum::Router = axum::Router::new().route("/lobby", axum::routing::post(join_lobby));
+/// ```
+#[derive(Clone, Debug)]
+pub struct SocketRequest {
+    ctx: SocketContext,
+}
+
+impl SocketRequest {
+    /// The socket id.
+    pub fn id(&self) -> &str {
+        &self.ctx.id
+    }
+
+    /// The actor to pass to engine calls made for this socket.
+    pub fn actor(&self) -> Actor {
+        Actor::Socket(self.ctx.id.clone())
+    }
+
+    /// The sockets API.
+    pub fn sockets(&self) -> &Sockets {
+        &self.ctx.sockets
+    }
+
+    /// This socket joins `room`.
+    pub async fn join(&self, room: impl Into<String>) -> Result<(), SocketsError> {
+        self.ctx.sockets.join(&self.ctx.id, room).await
+    }
+
+    /// This socket leaves `room`.
+    pub async fn leave(&self, room: impl Into<String>) -> Result<(), SocketsError> {
+        self.ctx.sockets.leave(&self.ctx.id, room).await
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SocketRequest {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<SocketContext>()
+            .cloned()
+            .map(|ctx| SocketRequest { ctx })
+            .ok_or((
+                StatusCode::BAD_REQUEST,
+                "This route only answers socket requests",
+            ))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for SocketRequest {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<SocketContext>()
+            .cloned()
+            .map(|ctx| SocketRequest { ctx }))
+    }
+}

@@ -1,0 +1,243 @@
+//! The realtime layer of [topsail](https://docs.rs/topsail), wire-compatible
+//! with the stock `sails.io.js` client (socket.io-client 2.x, Engine.IO 3;
+//! EIO4 clients connect too):
+//!
+//! - virtual requests: `io.socket.get('/pet')` runs through the app's own
+//!   axum Router (same routes, same policies) and is answered with the JWR
+//!   ack (`bridge`);
+//! - resourceful pub-sub: the engine's [`Effect`](topsail_core::Effect)s
+//!   become room joins and broadcasts, in order ([`Sockets::publisher`]);
+//! - the sockets API ([`Sockets`]) and the [`SocketRequest`] extractor.
+
+mod bridge;
+mod extract;
+mod sockets;
+
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::FromMessageParts;
+use socketioxide::socket::Socket;
+use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
+
+pub use extract::SocketRequest;
+pub use sockets::{DEFAULT_EVENT, SocketPublisher, Sockets, SocketsError};
+
+/// Socket server settings.
+#[derive(Debug, Clone)]
+pub struct RealtimeConfig {
+    /// Accept only the websocket transport, as Sails does by default (no
+    /// sticky sessions needed behind a load balancer). `false` also allows
+    /// long polling.
+    pub websocket_only: bool,
+    /// The largest message a client may send, in bytes.
+    pub max_payload: u64,
+    /// Engine.IO ping interval (Sails: 25 s).
+    pub ping_interval: Duration,
+    /// Engine.IO ping timeout (Sails: 60 s).
+    pub ping_timeout: Duration,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            websocket_only: true,
+            max_payload: 1024 * 1024,
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+fn configure<A: Adapter>(b: SocketIoBuilder<A>, cfg: &RealtimeConfig) -> SocketIoBuilder<A> {
+    let b = b
+        .ping_interval(cfg.ping_interval)
+        .ping_timeout(cfg.ping_timeout)
+        .max_payload(cfg.max_payload);
+    if cfg.websocket_only {
+        b.transports([TransportType::Websocket])
+    } else {
+        b
+    }
+}
+
+/// Whether the client asked for an ack (sails.io.js always does; a raw
+/// client may not, and then parse errors go out as `sails:parseError`).
+struct AckRequested(bool);
+
+impl<A: Adapter> FromMessageParts<A> for AckRequested {
+    type Error = Infallible;
+    fn from_message_parts(
+        _: &Arc<Socket<A>>,
+        _: &mut socketioxide::handler::Value,
+        ack: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        Ok(AckRequested(ack.is_some()))
+    }
+}
+
+/// The connect handler for the root namespace, generic over the adapter
+/// (`ns` itself can only be called on a concrete adapter).
+fn connect_handler<A: Adapter>(
+    router: Arc<OnceLock<Router>>,
+    sockets: Sockets,
+) -> impl Fn(SocketRef<A>) -> std::future::Ready<()> + Clone + Send + Sync + 'static {
+    move |socket: SocketRef<A>| {
+        on_connect(socket, router.clone(), sockets.clone());
+        std::future::ready(())
+    }
+}
+
+fn on_connect<A: Adapter>(socket: SocketRef<A>, router: Arc<OnceLock<Router>>, sockets: Sockets) {
+    let parts = socket.req_parts();
+    let sid: Arc<str> = Arc::from(socket.id.to_string());
+    let hs = Arc::new(bridge::Handshake {
+        sid: sid.clone(),
+        sdk: bridge::check_sdk(&parts.headers, parts.uri.query()),
+        cookie: parts.headers.get(header::COOKIE).cloned(),
+        origin: parts.headers.get(header::ORIGIN).cloned(),
+    });
+    // Every socket sits in a room named after its id: that is how a socket
+    // on another node is addressed (join by id, sender exclusion).
+    socket.join(sid.to_string());
+    tracing::info!(sid = %sid, "socket connected");
+    for verb in bridge::VERBS {
+        let (hs, router, sockets) = (hs.clone(), router.clone(), sockets.clone());
+        socket.on(
+            verb,
+            move |s: SocketRef<A>,
+                  TryData(payload): TryData<Value>,
+                  ack: AckSender<A>,
+                  AckRequested(wants_ack): AckRequested| {
+                let (hs, router, sockets) = (hs.clone(), router.clone(), sockets.clone());
+                async move {
+                    let reply = match payload {
+                        Ok(p) => bridge::dispatch(verb, &hs, p, &router, &sockets).await,
+                        Err(e) => {
+                            bridge::parse_error(format!("The request could not be decoded: {e}"))
+                        }
+                    };
+                    let is_parse_error = reply.get("code").is_some();
+                    if wants_ack {
+                        if let Err(e) = ack.send(&reply) {
+                            tracing::debug!(error = %e, "could not send an ack (socket gone?)");
+                        }
+                    } else if is_parse_error {
+                        let _ = s.emit("sails:parseError", &reply);
+                    }
+                }
+            },
+        );
+    }
+    socket.on_disconnect(move |s: SocketRef<A>| async move {
+        tracing::info!(sid = %s.id, "socket disconnected");
+    });
+}
+
+/// `GET /__getcookie` (spec 6.1): lets a cross-origin page connect with the
+/// stock client, which loads it as a script before it connects.
+async fn get_cookie(headers: HeaderMap) -> Response {
+    let mut res = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/javascript")],
+        "_sailsIoJSConnect();",
+    )
+        .into_response();
+    let has_cookie = headers
+        .get(header::COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .is_some_and(|c| c.contains("sails.sid="));
+    if !has_cookie {
+        // An opaque per-browser id; topsail keeps no session behind it.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        let cookie = format!("sails.sid={:016x}; Path=/; HttpOnly", h.finish());
+        if let Ok(v) = cookie.parse() {
+            res.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    res
+}
+
+/// A socket.io server wired to a topsail app.
+#[derive(Clone)]
+pub struct Realtime {
+    sockets: Sockets,
+    publisher: SocketPublisher,
+    router: Arc<OnceLock<Router>>,
+    layer: Arc<dyn Fn(Router) -> Router + Send + Sync>,
+}
+
+impl std::fmt::Debug for Realtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Realtime")
+            .field("serving", &self.router.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Realtime {
+    fn assemble<A: Adapter>(
+        io: SocketIo<A>,
+        layer: socketioxide::layer::SocketIoLayer<A>,
+        router: Arc<OnceLock<Router>>,
+        sockets: Sockets,
+    ) -> Self {
+        let _ = io;
+        let publisher = sockets.publisher();
+        Realtime {
+            sockets,
+            publisher,
+            router,
+            layer: Arc::new(move |r: Router| r.layer(layer.clone())),
+        }
+    }
+
+    /// A single-process socket server (the in-memory adapter).
+    pub fn local(config: &RealtimeConfig) -> Self {
+        let (layer, io) = configure(SocketIo::builder(), config).build_layer();
+        let router = Arc::new(OnceLock::new());
+        let sockets = Sockets::new(io.clone());
+        io.ns("/", connect_handler(router.clone(), sockets.clone()));
+        Self::assemble(io, layer, router, sockets)
+    }
+
+    /// The sockets API.
+    pub fn sockets(&self) -> &Sockets {
+        &self.sockets
+    }
+
+    /// The publisher to give the engine.
+    pub fn publisher(&self) -> SocketPublisher {
+        self.publisher.clone()
+    }
+
+    /// Serves `routes` over HTTP and over sockets: virtual requests are
+    /// dispatched through `routes` (plus `GET /__getcookie`), and the
+    /// returned router also answers the socket.io handshake at
+    /// `/socket.io/`. Call it once, with the app's whole router.
+    pub fn serve(&self, routes: Router) -> Router {
+        let routes = Router::new()
+            .route("/__getcookie", axum::routing::get(get_cookie))
+            .merge(routes);
+        if self.router.set(routes.clone()).is_err() {
+            tracing::warn!(
+                "Realtime::serve called twice; socket requests keep going to the first router"
+            );
+        }
+        (self.layer)(routes)
+    }
+}
