@@ -155,6 +155,7 @@ fn only_sockets() -> Reply {
 pub fn routes(app: &Topsail) -> axum::Router {
     axum::Router::new()
         .route("/whoami", get(whoami))
+        .route("/delay/{ms}", get(delay))
         .route("/rooms/{room}/join", post(join))
         .route("/rooms/{room}/leave", post(leave))
         .route("/rooms/{room}/broadcast", post(broadcast))
@@ -176,8 +177,23 @@ pub fn routes(app: &Topsail) -> axum::Router {
         .with_state(app.clone())
 }
 
-async fn whoami(socket: Option<SocketRequest>) -> Json<Value> {
-    Json(json!({"isSocket": socket.is_some(), "id": socket.as_ref().map(SocketRequest::id)}))
+/// Who is asking: Sails' `req.isSocket`, the socket id, and the cookie and
+/// origin the request carries (a socket's own, whatever its messages say).
+async fn whoami(socket: Option<SocketRequest>, headers: axum::http::HeaderMap) -> Json<Value> {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Json(json!({
+        "isSocket": socket.is_some(),
+        "id": socket.as_ref().map(SocketRequest::id),
+        "cookie": header("cookie"),
+        "origin": header("origin"),
+    }))
+}
+
+/// Answers after `ms` milliseconds (at most 5 s): a slow request, to show
+/// that one socket's requests run concurrently.
+async fn delay(Path(ms): Path<u64>) -> Json<Value> {
+    tokio::time::sleep(std::time::Duration::from_millis(ms.min(5000))).await;
+    Json(json!({"waited": ms.min(5000)}))
 }
 
 async fn join(socket: Option<SocketRequest>, Path(room): Path<String>) -> Reply {

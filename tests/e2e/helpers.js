@@ -1,0 +1,121 @@
+// Shared helpers: start the zoo, connect stock sails.io.js clients, record
+// every event each socket receives.
+'use strict';
+const { spawn, spawnSync } = require('node:child_process');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const fs = require('node:fs');
+
+const ZOO = process.env.ZOO_BIN || path.join(__dirname, '..', '..', 'target', 'debug', 'zoo');
+const PG = process.env.TOPSAIL_E2E_PG || 'postgres://postgres@127.0.0.1:5432';
+const SocketIoClient = require('socket.io-client');
+// sails.io.js augments the client module once; every socket comes from it.
+const io = require('sails.io.js')(SocketIoClient);
+io.sails.autoConnect = false;
+io.sails.environment = 'production';
+io.sails.reconnection = false;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+let dbCounter = 0;
+/** A fresh database URL for `dialect` ('sqlite' or 'postgres'), and its cleanup. */
+function freshDatabase(dialect) {
+  const name = `topsail_e2e_${process.pid}_${dbCounter++}`;
+  if (dialect === 'sqlite') {
+    const file = path.join(os.tmpdir(), `${name}.sqlite`);
+    return { url: `sqlite://${file}`, drop: () => { for (const s of ['', '-wal', '-shm']) fs.rmSync(file + s, { force: true }); } };
+  }
+  const psql = (sql) => {
+    const r = spawnSync('psql', [`${PG}/postgres`, '-v', 'ON_ERROR_STOP=1', '-qc', sql], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`psql failed (is PostgreSQL reachable at ${PG}?): ${r.stderr}`);
+  };
+  psql(`CREATE DATABASE ${name}`);
+  return { url: `${PG}/${name}`, drop: () => psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+}
+
+/** Starts a zoo process; resolves once it answers HTTP. */
+async function startZoo(databaseUrl, env = {}) {
+  const port = await freePort();
+  const log = [];
+  const child = spawn(ZOO, [], {
+    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), RUST_LOG: process.env.RUST_LOG || 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.on('data', (d) => log.push(String(d)));
+  child.stderr.on('data', (d) => log.push(String(d)));
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 300; i++) {
+    if (child.exitCode !== null) throw new Error(`zoo exited (${child.exitCode}):\n${log.join('')}`);
+    try { await fetch(url + '/__getcookie'); return { url, child, log, port, stop: () => stop(child) }; } catch { await sleep(50); }
+  }
+  child.kill('SIGKILL');
+  throw new Error(`zoo did not start:\n${log.join('')}`);
+}
+
+function stop(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve();
+    child.once('exit', resolve);
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGKILL'), 3000).unref();
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A connected sails.io.js socket that records the events it receives. */
+async function connect(url, { events = ['user', 'pet', 'tag', 'message', 'news', 'sails:parseError'], query, headers } = {}) {
+  const opts = { url };
+  if (query) opts.query = query;
+  if (headers) opts.initialConnectionHeaders = headers;
+  const socket = io.sails.connect(url, opts);
+  socket.received = [];
+  for (const e of events) socket.on(e, (msg) => socket.received.push([e, msg]));
+  await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('socket did not connect')), 5000);
+    socket.on('connect', () => { clearTimeout(t); resolve(); });
+  });
+  return socket;
+}
+
+/** Sends a virtual request; resolves with `{body, jwr}`. */
+function request(socket, method, url, data) {
+  return new Promise((resolve) => {
+    socket.request({ method, url, data }, (body, jwr) => resolve({ body, jwr }));
+  });
+}
+
+/** Waits until `socket` has received `n` events (or fails after `ms`). */
+async function waitFor(socket, n, ms = 3000) {
+  const start = Date.now();
+  while (socket.received.length < n) {
+    if (Date.now() - start > ms) throw new Error(`expected ${n} events, got ${socket.received.length}: ${JSON.stringify(socket.received)}`);
+    await sleep(10);
+  }
+}
+
+/** Takes what each socket received, after giving stray events time to show up. */
+async function settle(sockets, quietMs = 150) {
+  await sleep(quietMs);
+  return sockets.map((s) => s.received.splice(0));
+}
+
+/** The events without timestamps, for exact comparison. */
+function strip(v) {
+  if (Array.isArray(v)) return v.map(strip);
+  if (v && typeof v === 'object') {
+    const o = {};
+    for (const k of Object.keys(v)) if (k !== 'createdAt' && k !== 'updatedAt') o[k] = strip(v[k]);
+    return o;
+  }
+  return v;
+}
+
+module.exports = { freshDatabase, startZoo, connect, request, waitFor, settle, strip, sleep, freePort, SocketIoClient };
