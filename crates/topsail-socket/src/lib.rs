@@ -10,6 +10,7 @@
 //! - the sockets API ([`Sockets`]) and the [`SocketRequest`] extractor.
 
 mod bridge;
+mod cluster;
 mod extract;
 mod sockets;
 
@@ -172,6 +173,15 @@ async fn get_cookie(headers: HeaderMap) -> Response {
     res
 }
 
+/// The socket server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RealtimeError {
+    /// Redis could not be reached, or the URL is wrong.
+    #[error("cannot use Redis for the socket cluster: {0}")]
+    Redis(String),
+}
+
 /// A socket.io server wired to a topsail app.
 #[derive(Clone)]
 pub struct Realtime {
@@ -213,6 +223,31 @@ impl Realtime {
         let sockets = Sockets::new(io.clone());
         io.ns("/", connect_handler(router.clone(), sockets.clone()));
         Self::assemble(io, layer, router, sockets)
+    }
+
+    /// A socket server that is one node of a cluster sharing `redis_url`
+    /// (`redis://127.0.0.1:6379/`): broadcasts, pub-sub, sender exclusion,
+    /// room changes by socket id and room-to-room moves reach every node.
+    pub async fn redis(redis_url: &str, config: &RealtimeConfig) -> Result<Self, RealtimeError> {
+        use socketioxide_redis::{CustomRedisAdapter, RedisAdapterCtr};
+        let client = redis::Client::open(cluster::resp3_url(redis_url))
+            .map_err(|e| RealtimeError::Redis(e.to_string()))?;
+        let driver = cluster::ResilientDriver::connect(client)
+            .await
+            .map_err(|e| RealtimeError::Redis(e.to_string()))?;
+        let ctr = RedisAdapterCtr::new_with_driver(driver, Default::default());
+        let (layer, io) = configure(
+            SocketIo::builder()
+                .with_adapter::<CustomRedisAdapter<_, cluster::ResilientDriver>>(ctr),
+            config,
+        )
+        .build_layer();
+        let router = Arc::new(OnceLock::new());
+        let sockets = Sockets::new(io.clone());
+        io.ns("/", connect_handler(router.clone(), sockets.clone()))
+            .await
+            .map_err(|e| RealtimeError::Redis(e.to_string()))?;
+        Ok(Self::assemble(io, layer, router, sockets))
     }
 
     /// The sockets API.

@@ -7,7 +7,10 @@ room" are addressed the same way, and every operation works on sockets
 connected to other processes too when the Redis adapter is in use.
 */
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -42,16 +45,83 @@ trait Backend: Send + Sync + 'static {
     async fn rooms_of(&self, socket: &str) -> Result<Vec<String>, SocketsError>;
 }
 
-struct Io<A: Adapter>(SocketIo<A>);
+/// How long a cluster operation may take before this node gives up on the
+/// other nodes for now.
+const CLUSTER_DEADLINE: Duration = Duration::from_secs(1);
+/// How long the node then works alone before it tries the cluster again.
+const CLUSTER_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A socket.io server, with a circuit breaker for its cluster: when the
+/// adapter cannot reach the other nodes (Redis is down), operations run on
+/// this node's sockets only, without waiting, until the backoff has passed.
+struct Io<A: Adapter> {
+    io: SocketIo<A>,
+    /// Until when (ms since the epoch) the cluster is considered down.
+    alone_until: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 fn err(e: impl std::fmt::Display) -> SocketsError {
     SocketsError(e.to_string())
 }
 
+impl<A: Adapter> Io<A> {
+    fn alone(&self) -> bool {
+        now_ms() < self.alone_until.load(Ordering::Relaxed)
+    }
+
+    /// Runs a cluster-wide operation under the deadline; on failure the
+    /// node works alone for a while.
+    async fn cluster<T, E: std::fmt::Display>(
+        &self,
+        op: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, SocketsError> {
+        match tokio::time::timeout(CLUSTER_DEADLINE, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.give_up(err(e))),
+            Err(_) => Err(self.give_up(SocketsError("the cluster did not answer in time".into()))),
+        }
+    }
+
+    fn give_up(&self, e: SocketsError) -> SocketsError {
+        if !self.alone() {
+            tracing::warn!(error = %e, "cannot reach the other nodes; working alone for {CLUSTER_BACKOFF:?}");
+        }
+        self.alone_until.store(
+            now_ms() + CLUSTER_BACKOFF.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        e
+    }
+
+    fn ops(&self, local: bool) -> socketioxide::operators::BroadcastOperators<A> {
+        if local {
+            self.io.local()
+        } else {
+            self.io.broadcast()
+        }
+    }
+}
+
 #[async_trait]
 impl<A: Adapter> Backend for Io<A> {
     async fn join(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError> {
-        self.0
+        if !self.alone() {
+            match self
+                .cluster(self.io.within(target.to_owned()).join(rooms.clone()))
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::debug!(error = %e, "join falls back to local sockets"),
+            }
+        }
+        self.ops(true)
             .within(target.to_owned())
             .join(rooms)
             .await
@@ -59,7 +129,16 @@ impl<A: Adapter> Backend for Io<A> {
     }
 
     async fn leave(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError> {
-        self.0
+        if !self.alone() {
+            match self
+                .cluster(self.io.within(target.to_owned()).leave(rooms.clone()))
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::debug!(error = %e, "leave falls back to local sockets"),
+            }
+        }
+        self.ops(true)
             .within(target.to_owned())
             .leave(rooms)
             .await
@@ -73,41 +152,49 @@ impl<A: Adapter> Backend for Io<A> {
         event: &str,
         data: &Value,
     ) -> Result<(), SocketsError> {
-        let mut op = if rooms.is_empty() {
-            self.0.broadcast()
-        } else {
-            self.0.to(rooms.clone())
-        };
-        if let Some(e) = except {
-            op = op.except(e.to_owned());
-        }
-        match op.emit(event, data).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // The cluster may be unreachable: still reach this node's
-                // sockets, then report the failure.
-                tracing::warn!(error = %e, event, "broadcast failed; delivering to local sockets only");
-                let mut local = if rooms.is_empty() {
-                    self.0.local()
-                } else {
-                    self.0.to(rooms).local()
-                };
-                if let Some(e) = except {
-                    local = local.except(e.to_owned());
-                }
-                let _ = local.emit(event, data).await;
-                Err(err(e))
+        let build = |local: bool| {
+            let mut op = self.ops(local);
+            if !rooms.is_empty() {
+                op = op.to(rooms.clone());
             }
+            if let Some(e) = except {
+                op = op.except(e.to_owned());
+            }
+            op
+        };
+        let mut failure = None;
+        if !self.alone() {
+            // The adapter publishes to the other nodes first and delivers
+            // locally only once that succeeded: on failure nothing was
+            // delivered yet, so the local fallback sends nothing twice.
+            match self.cluster(build(false).emit(event, data)).await {
+                Ok(()) => return Ok(()),
+                Err(e) => failure = Some(e),
+            }
+        }
+        build(true).emit(event, data).await.map_err(err)?;
+        match failure {
+            Some(e) => Err(e),
+            None => Err(SocketsError(
+                "the cluster is unreachable; delivered to this node's sockets only".into(),
+            )),
         }
     }
 
     async fn leave_all(&self, room: &str) -> Result<(), SocketsError> {
-        let members = self
-            .0
-            .within(room.to_owned())
-            .fetch_sockets()
+        let local = self.alone();
+        let members = match self
+            .cluster(self.ops(local).within(room.to_owned()).fetch_sockets())
             .await
-            .map_err(err)?;
+        {
+            Ok(m) => m,
+            Err(_) => self
+                .ops(true)
+                .within(room.to_owned())
+                .fetch_sockets()
+                .await
+                .map_err(err)?,
+        };
         for s in members {
             let own = s.data().id.to_string();
             let rooms: Vec<String> = s
@@ -126,12 +213,10 @@ impl<A: Adapter> Backend for Io<A> {
     }
 
     async fn rooms_of(&self, socket: &str) -> Result<Vec<String>, SocketsError> {
+        let local = self.alone();
         let found = self
-            .0
-            .within(socket.to_owned())
-            .fetch_sockets()
-            .await
-            .map_err(err)?;
+            .cluster(self.ops(local).within(socket.to_owned()).fetch_sockets())
+            .await?;
         let Some(s) = found.into_iter().next() else {
             return Ok(Vec::new());
         };
@@ -165,7 +250,10 @@ impl Sockets {
     /// The sockets API of `io`.
     pub fn new<A: Adapter>(io: SocketIo<A>) -> Self {
         Sockets {
-            backend: Arc::new(Io(io)),
+            backend: Arc::new(Io {
+                io,
+                alone_until: AtomicU64::new(0),
+            }),
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use topsail_blueprints::Blueprints;
 use topsail_core::pubsub::{NoPublisher, Publisher};
 use topsail_core::{Engine, EngineConfig, Model, Registry, RegistryError};
-use topsail_socket::{Realtime, RealtimeConfig, Sockets};
+use topsail_socket::{Realtime, RealtimeConfig, RealtimeError, Sockets};
 use topsail_sql::{ConnectError, MigrateError, Migration, SqlStore};
 
 use crate::typed::Models;
@@ -23,6 +23,9 @@ pub enum StartError {
     /// The schema could not be set up.
     #[error(transparent)]
     Migrate(#[from] MigrateError),
+    /// The socket cluster could not start.
+    #[error(transparent)]
+    Realtime(#[from] RealtimeError),
     /// No database was given.
     #[error("no database: call `Builder::database_url` or `Builder::store`")]
     NoDatabase,
@@ -51,6 +54,7 @@ pub struct Builder {
     config: EngineConfig,
     schema: Schema,
     realtime: Option<RealtimeConfig>,
+    redis_url: Option<String>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -92,6 +96,15 @@ impl Builder {
     /// process; [`Topsail::serve`] mounts them.
     pub fn realtime(mut self, config: RealtimeConfig) -> Self {
         self.realtime = Some(config);
+        self
+    }
+
+    /// Makes this process one node of a cluster sharing Redis at `url`
+    /// (and, for the data, one database): sockets connected to any node
+    /// hear every change. Turns realtime on.
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(url.into());
+        self.realtime.get_or_insert_with(RealtimeConfig::default);
         self
     }
 
@@ -137,7 +150,11 @@ impl Builder {
                 topsail_sql::migrate(&store, list).await?;
             }
         }
-        let realtime = self.realtime.as_ref().map(Realtime::local);
+        let realtime = match (&self.realtime, &self.redis_url) {
+            (Some(cfg), Some(url)) => Some(Realtime::redis(url, cfg).await?),
+            (Some(cfg), None) => Some(Realtime::local(cfg)),
+            (None, _) => None,
+        };
         let publisher: Arc<dyn Publisher> = match &realtime {
             Some(rt) => Arc::new(rt.publisher()),
             None => self.publisher,
@@ -172,6 +189,7 @@ impl Topsail {
             config: EngineConfig::default(),
             schema: Schema::Existing,
             realtime: None,
+            redis_url: None,
         }
     }
 

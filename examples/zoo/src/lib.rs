@@ -6,6 +6,7 @@
 //! curl -s localhost:1337/user -d '{"name":"Ann","email":"ann@example.com"}' -H 'content-type: application/json'
 //! curl -s 'localhost:1337/pet?where={"name":{"contains":"re"}}&sort=name%20ASC'
 //! DATABASE_URL=postgres://postgres@127.0.0.1/zoo cargo run -p example-zoo
+//! REDIS_URL=redis://127.0.0.1:6379/ DATABASE_URL=postgres://... PORT=1338 cargo run -p example-zoo   # a second node
 //! cargo run -p example-zoo -- --print-schema postgres
 //! ```
 
@@ -120,12 +121,20 @@ pub fn builder() -> topsail::Builder {
 /// Connects to `database_url`, applies the migrations, and returns the app
 /// and the router to serve: the zoo's own routes, the blueprints (REST and
 /// shortcut routes on) and the sails.io.js socket endpoint.
-pub async fn app(database_url: &str) -> Result<(Topsail, axum::Router), topsail::StartError> {
-    let ts = builder()
+///
+/// With `redis_url`, the process is one node of a cluster sharing that Redis
+/// (and the database).
+pub async fn app(
+    database_url: &str,
+    redis_url: Option<&str>,
+) -> Result<(Topsail, axum::Router), topsail::StartError> {
+    let mut b = builder()
         .realtime(RealtimeConfig::default())
-        .database_url(database_url)
-        .build()
-        .await?;
+        .database_url(database_url);
+    if let Some(url) = redis_url {
+        b = b.redis(url);
+    }
+    let ts = b.build().await?;
     let router = ts.serve(ts.blueprints().mount(routes(&ts)));
     Ok((ts, router))
 }
@@ -180,7 +189,12 @@ pub fn routes(app: &Topsail) -> axum::Router {
 /// Who is asking: Sails' `req.isSocket`, the socket id, and the cookie and
 /// origin the request carries (a socket's own, whatever its messages say).
 async fn whoami(socket: Option<SocketRequest>, headers: axum::http::HeaderMap) -> Json<Value> {
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     Json(json!({
         "isSocket": socket.is_some(),
         "id": socket.as_ref().map(SocketRequest::id),

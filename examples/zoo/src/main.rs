@@ -1,5 +1,6 @@
 //! The zoo server. Configured from the environment: `PORT` (1337), `HOST`
-//! (127.0.0.1), `DATABASE_URL` (`sqlite://zoo.sqlite`), `RUST_LOG`.
+//! (127.0.0.1), `DATABASE_URL` (`sqlite://zoo.sqlite`), `REDIS_URL` (unset:
+//! a single process; set: one node of a cluster), `RUST_LOG`.
 //! `zoo --print-schema sqlite|postgres` prints the DDL of the models.
 
 use std::process::ExitCode;
@@ -60,7 +61,8 @@ async fn main() -> ExitCode {
     let port = env_or("PORT", "1337");
     let database_url = env_or("DATABASE_URL", example_zoo::DEFAULT_DATABASE_URL);
 
-    let (_app, router) = match example_zoo::app(&database_url).await {
+    let redis_url = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
+    let (_app, router) = match example_zoo::app(&database_url, redis_url.as_deref()).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("zoo: {e}");
@@ -79,7 +81,7 @@ async fn main() -> ExitCode {
         let _ = tcp.set_nodelay(true);
     });
     let database = database_url.split('@').next_back().unwrap_or(&database_url);
-    tracing::info!(url = %format!("http://{host}:{port}"), database, "zoo listening");
+    tracing::info!(url = %format!("http://{host}:{port}"), database, cluster = redis_url.is_some(), "zoo listening");
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -1,0 +1,158 @@
+/*!
+Scale-out through Redis (spec 7): socketioxide-redis carries broadcasts,
+room changes and socket queries between processes.
+
+The stock driver of socketioxide-redis holds one multiplexed connection that
+stays broken after Redis goes away. [`ResilientDriver`] is the same driver on
+redis-rs' `ConnectionManager`, which reconnects with backoff and subscribes
+again to every channel, so a node survives a Redis outage (delivering to its
+own sockets meanwhile, see `Sockets`) and rejoins the cluster when Redis
+returns.
+*/
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, FromRedisValue, PushInfo, PushKind};
+use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
+use tokio::sync::mpsc;
+
+type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
+
+/// A socketioxide-redis driver that survives Redis restarts.
+#[derive(Clone)]
+pub(crate) struct ResilientDriver {
+    conn: ConnectionManager,
+    handlers: Handlers,
+}
+
+/// A Redis error, as the adapter needs it.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub(crate) struct RedisError(#[from] redis::RedisError);
+
+fn route(msg: PushInfo, handlers: &Handlers) {
+    if !matches!(msg.kind, PushKind::Message | PushKind::SMessage) || msg.data.len() < 2 {
+        return;
+    }
+    let mut it = msg.data.into_iter();
+    let (Some(chan), Some(payload)) = (it.next(), it.next()) else {
+        return;
+    };
+    let (Ok(chan), Ok(payload)) = (
+        String::from_redis_value(chan),
+        Vec::<u8>::from_redis_value(payload),
+    ) else {
+        tracing::warn!("unreadable message from redis");
+        return;
+    };
+    let handlers = handlers.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(tx) = handlers.get(&chan)
+        && let Err(e) = tx.try_send((chan, payload))
+    {
+        tracing::warn!(error = %e, "redis pub/sub channel full");
+    }
+}
+
+impl ResilientDriver {
+    /// Connects; fails when Redis cannot be reached at start.
+    pub(crate) async fn connect(client: redis::Client) -> Result<Self, redis::RedisError> {
+        let handlers: Handlers = Arc::new(RwLock::new(HashMap::new()));
+        let h = handlers.clone();
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(move |msg: PushInfo| {
+                route(msg, &h);
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .set_automatic_resubscription()
+            // Fail fast; the sockets layer decides when to try again.
+            .set_number_of_retries(1)
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        // The manager reconnects (and resubscribes) when a command fails; a
+        // node that only listens sends none, so a heartbeat makes it notice
+        // a restarted Redis.
+        let mut beat = conn.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut down = false;
+            loop {
+                tick.tick().await;
+                match redis::cmd("PING").query_async::<String>(&mut beat).await {
+                    Ok(_) if down => {
+                        tracing::info!("redis is back; the node rejoins the cluster");
+                        down = false;
+                    }
+                    Ok(_) => {}
+                    Err(e) if !down => {
+                        tracing::error!(error = %e, "redis is unreachable; this node delivers to its own sockets only");
+                        down = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        Ok(ResilientDriver { conn, handlers })
+    }
+}
+
+impl Driver for ResilientDriver {
+    type Error = RedisError;
+
+    async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), Self::Error> {
+        self.conn
+            .clone()
+            .publish::<_, _, redis::Value>(chan, val)
+            .await?;
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        chan: String,
+        size: usize,
+    ) -> Result<MessageStream<ChanItem>, Self::Error> {
+        self.conn.clone().subscribe(chan.as_str()).await?;
+        let (tx, rx) = mpsc::channel(size);
+        self.handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(chan, tx);
+        Ok(MessageStream::new(rx))
+    }
+
+    async fn unsubscribe(&self, chan: String) -> Result<(), Self::Error> {
+        self.handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&chan);
+        self.conn.clone().unsubscribe(chan).await?;
+        Ok(())
+    }
+
+    async fn num_serv(&self, chan: &str) -> Result<u16, Self::Error> {
+        let mut conn = self.conn.clone();
+        let (_, count): (String, u16) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(chan)
+            .query_async(&mut conn)
+            .await?;
+        Ok(count)
+    }
+}
+
+/// socketioxide-redis speaks RESP3: add `protocol=resp3` when the URL has
+/// no protocol.
+pub(crate) fn resp3_url(url: &str) -> String {
+    if url.contains("protocol=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&protocol=resp3")
+    } else {
+        format!("{url}?protocol=resp3")
+    }
+}
