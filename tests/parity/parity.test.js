@@ -6,11 +6,9 @@
 'use strict';
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn, spawnSync } = require('node:child_process');
-const net = require('node:net');
-const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const { strip, startBoth } = require('./common');
 
-const ZOO = process.env.ZOO_BIN || path.join(__dirname, '..', '..', 'target', 'debug', 'zoo');
 const PG = process.env.TOPSAIL_PARITY_PG || 'postgres://postgres@127.0.0.1:5432';
 const J = 'application/json';
 
@@ -133,16 +131,6 @@ const DEVIATIONS = {
   'PUT /user/1/pets?pets=abc': { sails: 500, topsail: { status: 400, body: { code: 'E_INVALID_ASSOCIATED_IDS' } } },
 };
 
-function strip(v) {
-  if (Array.isArray(v)) return v.map(strip);
-  if (v && typeof v === 'object') {
-    const o = {};
-    for (const k of Object.keys(v).sort()) if (k !== 'createdAt' && k !== 'updatedAt') o[k] = strip(v[k]);
-    return o;
-  }
-  return v;
-}
-
 async function send(base, [method, p, body]) {
   const init = { method, headers: {} };
   if (body !== undefined) { init.headers['content-type'] = J; init.body = JSON.stringify(body); }
@@ -153,39 +141,12 @@ async function send(base, [method, p, body]) {
   return { status: res.status, body: shown };
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-async function waitUp(base, child, log) {
-  for (let i = 0; i < 300; i++) {
-    if (child.exitCode !== null) throw new Error(`server exited (${child.exitCode}):\n${log.join('')}`);
-    try { await fetch(base + '/__nothing'); return; } catch { await new Promise((r) => setTimeout(r, 100)); }
-  }
-  throw new Error(`server did not start:\n${log.join('')}`);
-}
-
-async function start(cmd, args, env) {
-  const port = await freePort();
-  const log = [];
-  const child = spawn(cmd, args, { env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout.on('data', (d) => log.push(String(d)));
-  child.stderr.on('data', (d) => log.push(String(d)));
-  const base = `http://127.0.0.1:${port}`;
-  await waitUp(base, child, log);
-  return { base, child, log };
-}
-
 const children = [];
 after(() => { for (const c of children) c.kill('SIGTERM'); });
 
 async function compare(databaseUrl) {
-  const sails = await start(process.execPath, [path.join(__dirname, 'sails-zoo.js')], {});
-  const zoo = await start(ZOO, [], { DATABASE_URL: databaseUrl, RUST_LOG: 'warn' });
+  const both = await startBoth(databaseUrl);
+  const { sails, zoo } = both;
   children.push(sails.child, zoo.child);
   const problems = [];
   for (const step of steps) {
@@ -200,8 +161,7 @@ async function compare(databaseUrl) {
       problems.push(`${key}\n  sails:   ${JSON.stringify(a).slice(0, 500)}\n  topsail: ${JSON.stringify(b).slice(0, 500)}`);
     }
   }
-  sails.child.kill('SIGTERM');
-  zoo.child.kill('SIGTERM');
+  both.stop();
   assert.deepEqual(problems, [], `${problems.length} of ${steps.length} answers differ from Sails`);
 }
 

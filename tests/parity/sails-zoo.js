@@ -10,7 +10,6 @@ app.lift({
   log: { level: 'error' },
   hooks: { grunt: false, views: false, i18n: false, session: false },
   security: { csrf: false },
-  sockets: { onlyAllowOrigins: ['http://localhost'] },
   models: {
     migrate: 'drop', schema: true, datastore: 'default',
     attributes: {
