@@ -85,6 +85,10 @@ for (const dialect of ['sqlite', 'postgres']) {
       assert.equal(r.body.cookie, 'sails.sid=handshake');
       assert.equal(r.body.origin, null, 'no origin at the handshake, none in the request');
       c.disconnect();
+      const o = await connect(zoo.url, { headers: { origin: 'http://good.example' } });
+      r = await new Promise((res) => o.request({ method: 'get', url: '/whoami', headers: { ORIGIN: 'http://evil.example' } }, (body, jwr) => res({ body, jwr })));
+      assert.equal(r.body.origin, 'http://good.example', 'the handshake origin wins');
+      o.disconnect();
     });
 
     it('runs one socket\'s requests concurrently', async () => {
@@ -141,6 +145,9 @@ for (const dialect of ['sqlite', 'postgres']) {
       assert.match(res.headers.get('content-type'), /application\/javascript/);
       assert.equal(await res.text(), '_sailsIoJSConnect();');
       assert.match(res.headers.get('set-cookie'), /^sails\.sid=[0-9a-f]+; Path=\/; HttpOnly$/);
+      const r = await request(a, 'get', '/__getcookie');
+      assert.equal(r.body, '_sailsIoJSConnect();');
+      assert.equal(r.jwr.headers['set-cookie'], undefined, 'a JWR never carries set-cookie');
     });
 
     it('lets EIO4 (socket.io v3+) clients connect and request', async () => {

@@ -296,3 +296,68 @@ impl<'a> Plan<'a> {
         self.broadcast(record_room(model, id), model, payload);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{pet, user};
+
+    #[test]
+    fn room_names_are_sails_names() {
+        assert_eq!(record_room(user(), &Pk::Int(1)), "sails_model_user_1:user");
+        assert_eq!(
+            record_room(pet(), &Pk::Str("a".into())),
+            "sails_model_pet_a:pet"
+        );
+        assert_eq!(class_room(pet()), "sails_model_create_pet");
+    }
+
+    #[test]
+    fn only_socket_actors_are_subscribed_and_omitted() {
+        let http = Actor::Server;
+        let mut plan = Plan::new(&http, false);
+        plan.subscribe(user(), [&Pk::Int(1)]);
+        plan.watch(user());
+        plan.created(user(), &Pk::Int(1), json!({}));
+        assert!(matches!(
+            plan.effects.as_slice(),
+            [Effect::Broadcast { omit: None, .. }]
+        ));
+
+        let socket = Actor::Socket("S".into());
+        let mut plan = Plan::new(&socket, false);
+        plan.subscribe(user(), [&Pk::Int(1), &Pk::Int(2)]);
+        plan.watch(user());
+        plan.watch(user());
+        plan.removed_from(user(), &Pk::Int(1), "pets", &Pk::Int(7));
+        assert_eq!(
+            plan.effects,
+            vec![
+                Effect::Join {
+                    socket: "S".into(),
+                    rooms: vec![
+                        "sails_model_user_1:user".into(),
+                        "sails_model_user_2:user".into(),
+                        "sails_model_create_user".into()
+                    ],
+                },
+                Effect::Broadcast {
+                    room: "sails_model_user_1:user".into(),
+                    event: "user",
+                    payload: json!({"id": 1, "verb": "removedFrom", "attribute": "pets", "removedId": 7}),
+                    omit: Some("S".into()),
+                },
+            ],
+            "consecutive joins merge, without duplicates"
+        );
+        let mut mirrored = Plan::new(&socket, true);
+        mirrored.destroyed(pet(), &Pk::Int(3), json!({}));
+        assert!(
+            matches!(
+                mirrored.effects.as_slice(),
+                [Effect::Broadcast { omit: None, .. }]
+            ),
+            "mirror sends the requester its own messages"
+        );
+    }
+}
