@@ -201,12 +201,10 @@ impl std::fmt::Debug for Realtime {
 
 impl Realtime {
     fn assemble<A: Adapter>(
-        io: SocketIo<A>,
         layer: socketioxide::layer::SocketIoLayer<A>,
         router: Arc<OnceLock<Router>>,
         sockets: Sockets,
     ) -> Self {
-        let _ = io;
         let publisher = sockets.publisher();
         Realtime {
             sockets,
@@ -222,7 +220,7 @@ impl Realtime {
         let router = Arc::new(OnceLock::new());
         let sockets = Sockets::new(io.clone());
         io.ns("/", connect_handler(router.clone(), sockets.clone()));
-        Self::assemble(io, layer, router, sockets)
+        Self::assemble(layer, router, sockets)
     }
 
     /// A socket server that is one node of a cluster sharing `redis_url`
@@ -247,7 +245,7 @@ impl Realtime {
         io.ns("/", connect_handler(router.clone(), sockets.clone()))
             .await
             .map_err(|e| RealtimeError::Redis(e.to_string()))?;
-        Ok(Self::assemble(io, layer, router, sockets))
+        Ok(Self::assemble(layer, router, sockets))
     }
 
     /// The sockets API.

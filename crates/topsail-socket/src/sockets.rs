@@ -107,42 +107,44 @@ impl<A: Adapter> Io<A> {
             self.io.broadcast()
         }
     }
+
+    /// The members of `target` (a socket id or a room) join or leave
+    /// `rooms`: cluster-wide, or on this node only while it works alone.
+    async fn membership(
+        &self,
+        target: &str,
+        rooms: Vec<String>,
+        join: bool,
+    ) -> Result<(), SocketsError> {
+        let run = |local: bool| {
+            let op = self.ops(local).within(target.to_owned());
+            let rooms = rooms.clone();
+            async move {
+                if join {
+                    op.join(rooms).await
+                } else {
+                    op.leave(rooms).await
+                }
+            }
+        };
+        if !self.alone() {
+            match self.cluster(run(false)).await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::debug!(error = %e, "room change falls back to local sockets"),
+            }
+        }
+        run(true).await.map_err(err)
+    }
 }
 
 #[async_trait]
 impl<A: Adapter> Backend for Io<A> {
     async fn join(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError> {
-        if !self.alone() {
-            match self
-                .cluster(self.io.within(target.to_owned()).join(rooms.clone()))
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(e) => tracing::debug!(error = %e, "join falls back to local sockets"),
-            }
-        }
-        self.ops(true)
-            .within(target.to_owned())
-            .join(rooms)
-            .await
-            .map_err(err)
+        self.membership(target, rooms, true).await
     }
 
     async fn leave(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError> {
-        if !self.alone() {
-            match self
-                .cluster(self.io.within(target.to_owned()).leave(rooms.clone()))
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(e) => tracing::debug!(error = %e, "leave falls back to local sockets"),
-            }
-        }
-        self.ops(true)
-            .within(target.to_owned())
-            .leave(rooms)
-            .await
-            .map_err(err)
+        self.membership(target, rooms, false).await
     }
 
     async fn emit(

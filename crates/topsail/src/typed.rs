@@ -149,59 +149,41 @@ impl<'a, M: Model> Models<'a, M> {
         record_room(M::def(), &id.into())
     }
 
+    async fn rooms(&self, socket: &str, rooms: Vec<String>, join: bool) {
+        let socket = socket.into();
+        let effect = if join {
+            Effect::Join { socket, rooms }
+        } else {
+            Effect::Leave { socket, rooms }
+        };
+        self.engine.publisher().publish(vec![effect]).await;
+    }
+
+    fn record_rooms<I: IntoIterator<Item = K>, K: Into<Pk>>(ids: I) -> Vec<String> {
+        ids.into_iter()
+            .map(|k| record_room(M::def(), &k.into()))
+            .collect()
+    }
+
     /// Subscribes `socket` to records `ids` (Sails' `Model.subscribe`).
     pub async fn subscribe<I: IntoIterator<Item = K>, K: Into<Pk>>(&self, socket: &str, ids: I) {
-        let rooms = ids
-            .into_iter()
-            .map(|k| record_room(M::def(), &k.into()))
-            .collect();
-        self.engine
-            .publisher()
-            .publish(vec![Effect::Join {
-                socket: socket.into(),
-                rooms,
-            }])
-            .await;
+        self.rooms(socket, Self::record_rooms(ids), true).await;
     }
 
     /// Unsubscribes `socket` from records `ids`.
     pub async fn unsubscribe<I: IntoIterator<Item = K>, K: Into<Pk>>(&self, socket: &str, ids: I) {
-        let rooms = ids
-            .into_iter()
-            .map(|k| record_room(M::def(), &k.into()))
-            .collect();
-        self.engine
-            .publisher()
-            .publish(vec![Effect::Leave {
-                socket: socket.into(),
-                rooms,
-            }])
-            .await;
+        self.rooms(socket, Self::record_rooms(ids), false).await;
     }
 
     /// `socket` watches this model: it hears of new records (Sails'
     /// private `_watch`).
     pub async fn watch(&self, socket: &str) {
-        let rooms = vec![class_room(M::def())];
-        self.engine
-            .publisher()
-            .publish(vec![Effect::Join {
-                socket: socket.into(),
-                rooms,
-            }])
-            .await;
+        self.rooms(socket, vec![class_room(M::def())], true).await;
     }
 
     /// `socket` stops watching this model (Sails has no `unwatch`).
     pub async fn unwatch(&self, socket: &str) {
-        let rooms = vec![class_room(M::def())];
-        self.engine
-            .publisher()
-            .publish(vec![Effect::Leave {
-                socket: socket.into(),
-                rooms,
-            }])
-            .await;
+        self.rooms(socket, vec![class_room(M::def())], false).await;
     }
 
     /// Sends `data`, as it is, to the subscribers of records `ids`, as an

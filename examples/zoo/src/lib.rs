@@ -188,6 +188,23 @@ pub fn routes(app: &Topsail) -> axum::Router {
 
 /// Who is asking: Sails' `req.isSocket`, the socket id, and the cookie and
 /// origin the request carries (a socket's own, whatever its messages say).
+/// The app's sockets API, for handlers; 503 when realtime is off.
+struct AppSockets(topsail::Sockets);
+
+impl axum::extract::FromRequestParts<Topsail> for AppSockets {
+    type Rejection = Reply;
+
+    async fn from_request_parts(
+        _: &mut axum::http::request::Parts,
+        app: &Topsail,
+    ) -> Result<Self, Reply> {
+        app.sockets()
+            .cloned()
+            .map(AppSockets)
+            .ok_or_else(|| failed("realtime is off"))
+    }
+}
+
 async fn whoami(socket: Option<SocketRequest>, headers: axum::http::HeaderMap) -> Json<Value> {
     let header = |n: &str| {
         headers
@@ -227,14 +244,11 @@ async fn leave(socket: Option<SocketRequest>, Path(room): Path<String>) -> Reply
 /// `{event?, data}`; the requesting socket is left out, as in
 /// `sails.sockets.broadcast(room, event, data, req)`.
 async fn broadcast(
-    State(app): State<Topsail>,
+    AppSockets(sockets): AppSockets,
     socket: Option<SocketRequest>,
     Path(room): Path<String>,
     Json(body): Json<Value>,
 ) -> Reply {
-    let Some(sockets) = app.sockets() else {
-        return failed("realtime is off");
-    };
     let event = body.get("event").and_then(Value::as_str);
     let omit = socket.as_ref().map(SocketRequest::id);
     sockets
@@ -244,13 +258,10 @@ async fn broadcast(
 }
 
 async fn blast(
-    State(app): State<Topsail>,
+    AppSockets(sockets): AppSockets,
     socket: Option<SocketRequest>,
     Json(body): Json<Value>,
 ) -> Reply {
-    let Some(sockets) = app.sockets() else {
-        return failed("realtime is off");
-    };
     let event = body.get("event").and_then(Value::as_str);
     let omit = socket.as_ref().map(SocketRequest::id);
     sockets
@@ -259,10 +270,7 @@ async fn blast(
         .map_or_else(failed, |()| done())
 }
 
-async fn leave_all(State(app): State<Topsail>, Path(room): Path<String>) -> Reply {
-    let Some(sockets) = app.sockets() else {
-        return failed("realtime is off");
-    };
+async fn leave_all(AppSockets(sockets): AppSockets, Path(room): Path<String>) -> Reply {
     sockets
         .leave_all(&room)
         .await
@@ -270,12 +278,9 @@ async fn leave_all(State(app): State<Topsail>, Path(room): Path<String>) -> Repl
 }
 
 async fn add_members(
-    State(app): State<Topsail>,
+    AppSockets(sockets): AppSockets,
     Path((source, dest)): Path<(String, String)>,
 ) -> Reply {
-    let Some(sockets) = app.sockets() else {
-        return failed("realtime is off");
-    };
     sockets
         .add_room_members_to_rooms(&source, &[dest.as_str()])
         .await
@@ -283,22 +288,19 @@ async fn add_members(
 }
 
 async fn remove_members(
-    State(app): State<Topsail>,
+    AppSockets(sockets): AppSockets,
     Path((source, dest)): Path<(String, String)>,
 ) -> Reply {
-    let Some(sockets) = app.sockets() else {
-        return failed("realtime is off");
-    };
     sockets
         .remove_room_members_from_rooms(&source, &[dest.as_str()])
         .await
         .map_or_else(failed, |()| done())
 }
 
-async fn join_by_id(State(app): State<Topsail>, Path((id, room)): Path<(String, String)>) -> Reply {
-    let Some(sockets) = app.sockets() else {
-        return failed("realtime is off");
-    };
+async fn join_by_id(
+    AppSockets(sockets): AppSockets,
+    Path((id, room)): Path<(String, String)>,
+) -> Reply {
     sockets
         .join(&id, room)
         .await
@@ -306,22 +308,16 @@ async fn join_by_id(State(app): State<Topsail>, Path((id, room)): Path<(String, 
 }
 
 async fn leave_by_id(
-    State(app): State<Topsail>,
+    AppSockets(sockets): AppSockets,
     Path((id, room)): Path<(String, String)>,
 ) -> Reply {
-    let Some(sockets) = app.sockets() else {
-        return failed("realtime is off");
-    };
     sockets
         .leave(&id, room)
         .await
         .map_or_else(failed, |()| done())
 }
 
-async fn rooms_of(State(app): State<Topsail>, Path(id): Path<String>) -> Reply {
-    let Some(sockets) = app.sockets() else {
-        return failed("realtime is off");
-    };
+async fn rooms_of(AppSockets(sockets): AppSockets, Path(id): Path<String>) -> Reply {
     match sockets.rooms_of(&id).await {
         Ok(mut rooms) => {
             rooms.sort();
