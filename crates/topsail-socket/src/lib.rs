@@ -15,6 +15,8 @@ mod extract;
 mod sockets;
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -189,6 +191,7 @@ pub struct Realtime {
     publisher: SocketPublisher,
     router: Arc<OnceLock<Router>>,
     layer: Arc<dyn Fn(Router) -> Router + Send + Sync>,
+    close: Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>,
 }
 
 impl std::fmt::Debug for Realtime {
@@ -201,6 +204,7 @@ impl std::fmt::Debug for Realtime {
 
 impl Realtime {
     fn assemble<A: Adapter>(
+        io: SocketIo<A>,
         layer: socketioxide::layer::SocketIoLayer<A>,
         router: Arc<OnceLock<Router>>,
         sockets: Sockets,
@@ -211,7 +215,17 @@ impl Realtime {
             publisher,
             router,
             layer: Arc::new(move |r: Router| r.layer(layer.clone())),
+            close: Arc::new(move || {
+                let io = io.clone();
+                Box::pin(async move { io.close().await })
+            }),
         }
+    }
+
+    /// Disconnects every socket of this node (at shutdown): clients see a
+    /// clean disconnect, not a dropped connection.
+    pub async fn close(&self) {
+        (self.close)().await;
     }
 
     /// A single-process socket server (the in-memory adapter).
@@ -220,7 +234,7 @@ impl Realtime {
         let router = Arc::new(OnceLock::new());
         let sockets = Sockets::new(io.clone());
         io.ns("/", connect_handler(router.clone(), sockets.clone()));
-        Self::assemble(layer, router, sockets)
+        Self::assemble(io, layer, router, sockets)
     }
 
     /// A socket server that is one node of a cluster sharing `redis_url`
@@ -245,7 +259,7 @@ impl Realtime {
         io.ns("/", connect_handler(router.clone(), sockets.clone()))
             .await
             .map_err(|e| RealtimeError::Redis(e.to_string()))?;
-        Ok(Self::assemble(layer, router, sockets))
+        Ok(Self::assemble(io, layer, router, sockets))
     }
 
     /// The sockets API.

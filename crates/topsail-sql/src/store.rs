@@ -106,10 +106,21 @@ impl SqlStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
-            .await
-            .map_err(ConnectError::Unreachable)?;
-        Ok(SqlStore::Postgres(pool))
+            .connect_with(opts.clone())
+            .await;
+        match pool {
+            Ok(pool) => Ok(SqlStore::Postgres(pool)),
+            // The pool only says it timed out; one direct attempt tells why
+            // (refused, unknown host, bad password, no such database).
+            Err(sqlx::Error::PoolTimedOut) => {
+                use sqlx::Connection;
+                match sqlx::PgConnection::connect_with(&opts).await {
+                    Err(cause) => Err(ConnectError::Unreachable(cause)),
+                    Ok(_) => Err(ConnectError::Unreachable(sqlx::Error::PoolTimedOut)),
+                }
+            }
+            Err(e) => Err(ConnectError::Unreachable(e)),
+        }
     }
 
     /// Runs SQL text with no parameters (DDL, migrations).

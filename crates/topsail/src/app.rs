@@ -221,10 +221,23 @@ impl Topsail {
     /// The router to serve: `routes` (the app's routes with the blueprints
     /// mounted), and, when realtime is on, the socket.io endpoint whose
     /// virtual requests run through those same `routes`. Call it once.
+    ///
+    /// Every HTTP request is logged (one `tracing` line: method, path,
+    /// status, duration, transport); socket requests are logged by the
+    /// socket layer, once.
     pub fn serve(&self, routes: axum::Router) -> axum::Router {
-        match &self.realtime {
+        let router = match &self.realtime {
             Some(rt) => rt.serve(routes),
             None => routes,
+        };
+        router.layer(axum::middleware::from_fn(log_http))
+    }
+
+    /// Disconnects every socket of this process, cleanly (call it when the
+    /// server shuts down).
+    pub async fn close_sockets(&self) {
+        if let Some(rt) = &self.realtime {
+            rt.close().await;
         }
     }
 
@@ -233,4 +246,24 @@ impl Topsail {
     pub fn blueprints(&self) -> Blueprints {
         Blueprints::new(self.engine.clone(), self.registry.clone())
     }
+}
+
+/// One log line per HTTP request.
+async fn log_http(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    tracing::info!(
+        transport = "http",
+        %method,
+        path,
+        status = res.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    res
 }

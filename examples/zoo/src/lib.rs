@@ -163,6 +163,24 @@ fn only_sockets() -> Reply {
 /// as an app would expose them (and as the end-to-end tests drive them).
 pub fn routes(app: &Topsail) -> axum::Router {
     axum::Router::new()
+        .route(
+            "/",
+            get(|| async {
+                page(
+                    "text/html; charset=utf-8",
+                    include_str!("../web/index.html"),
+                )
+            }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { page("application/javascript", include_str!("../web/app.js")) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { page("text/css", include_str!("../web/style.css")) }),
+        )
+        .route("/js/sails.io.js", get(sails_io_js))
         .route("/whoami", get(whoami))
         .route("/delay/{ms}", get(delay))
         .route("/rooms/{room}/join", post(join))
@@ -188,6 +206,34 @@ pub fn routes(app: &Topsail) -> axum::Router {
 
 /// Who is asking: Sails' `req.isSocket`, the socket id, and the cookie and
 /// origin the request carries (a socket's own, whatever its messages say).
+fn page(content_type: &'static str, body: &'static str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// The stock sails.io.js browser build, from the npm install in
+/// `examples/zoo/web` (`ZOO_WEB_DIR` overrides where that is), read once.
+async fn sails_io_js() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    static SCRIPT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let script = SCRIPT.get_or_init(|| {
+        let dir = std::env::var("ZOO_WEB_DIR")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/web").to_owned());
+        std::fs::read_to_string(
+            std::path::Path::new(&dir).join("node_modules/sails.io.js/dist/sails.io.js"),
+        )
+        .ok()
+    });
+    match script {
+        Some(js) => ([(axum::http::header::CONTENT_TYPE, "application/javascript")], js.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "sails.io.js is not installed: run `npm ci` in examples/zoo/web (scripts/demo does it for you)",
+        )
+            .into_response(),
+    }
+}
+
 /// The app's sockets API, for handlers; 503 when realtime is off.
 struct AppSockets(topsail::Sockets);
 

@@ -41,6 +41,7 @@ async fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -62,7 +63,7 @@ async fn main() -> ExitCode {
     let database_url = env_or("DATABASE_URL", example_zoo::DEFAULT_DATABASE_URL);
 
     let redis_url = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
-    let (_app, router) = match example_zoo::app(&database_url, redis_url.as_deref()).await {
+    let (app, router) = match example_zoo::app(&database_url, redis_url.as_deref()).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("zoo: {e}");
@@ -82,8 +83,14 @@ async fn main() -> ExitCode {
     });
     let database = database_url.split('@').next_back().unwrap_or(&database_url);
     tracing::info!(url = %format!("http://{host}:{port}"), database, cluster = redis_url.is_some(), "zoo listening");
+    // On Ctrl-C or SIGTERM: disconnect the sockets cleanly, stop accepting,
+    // let in-flight requests finish, exit 0.
+    let shutdown = async move {
+        shutdown_signal().await;
+        app.close_sockets().await;
+    };
     if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
     {
         eprintln!("zoo: server error: {e}");
