@@ -166,6 +166,9 @@ pub(crate) struct Plan<'a> {
     actor: &'a Actor,
     /// The socket omitted from broadcasts (the requester, unless mirroring).
     omit: Option<Arc<str>>,
+    /// Rooms the actor already joins in this plan (a deep read can name
+    /// the same room many times).
+    joined: std::collections::HashSet<String>,
     pub(crate) effects: Vec<Effect>,
 }
 
@@ -179,6 +182,7 @@ impl<'a> Plan<'a> {
         Plan {
             actor,
             omit,
+            joined: std::collections::HashSet::new(),
             effects: Vec::new(),
         }
     }
@@ -200,9 +204,11 @@ impl<'a> Plan<'a> {
     /// Unsubscribes the requesting socket from a record.
     pub(crate) fn unsubscribe(&mut self, model: &ModelDef, id: &Pk) {
         if let Some(socket) = self.actor.socket() {
+            let room = record_room(model, id);
+            self.joined.remove(&room);
             self.effects.push(Effect::Leave {
                 socket: socket.clone(),
-                rooms: vec![record_room(model, id)],
+                rooms: vec![room],
             });
         }
     }
@@ -214,22 +220,29 @@ impl<'a> Plan<'a> {
         }
     }
 
-    // Consecutive joins of one socket merge into one effect (one adapter call).
+    // Consecutive joins merge into one effect (one adapter call), and a
+    // room already joined in this plan is not joined again.
     fn push_join(&mut self, socket: Arc<str>, rooms: Vec<String>) {
+        let fresh: Vec<String> = rooms
+            .into_iter()
+            .filter(|r| self.joined.insert(r.clone()))
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
         if let Some(Effect::Join {
             socket: s,
             rooms: r,
         }) = self.effects.last_mut()
             && *s == socket
         {
-            for room in rooms {
-                if !r.contains(&room) {
-                    r.push(room);
-                }
-            }
+            r.extend(fresh);
             return;
         }
-        self.effects.push(Effect::Join { socket, rooms });
+        self.effects.push(Effect::Join {
+            socket,
+            rooms: fresh,
+        });
     }
 
     /// `_introduce`: watchers of `model` are subscribed to the new record.

@@ -10,6 +10,7 @@ re-fetch the populated result), then commits, then publishes its effects.
 mod read;
 mod values;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -677,7 +678,8 @@ impl Engine {
 
         let mut plan = self.plan(actor);
         plan.subscribe(model, [&parent]);
-        for child in link.linked.iter().filter(|c| !before.contains(c)) {
+        let had: HashSet<&Pk> = before.iter().collect();
+        for child in link.linked.iter().filter(|c| !had.contains(c)) {
             self.publish_add(&mut plan, model, assoc, &parent, child);
         }
         for child in &removed {
@@ -773,11 +775,8 @@ async fn link_children(
                 Some((via.column, model.pk_kind.attr_type())),
             )
             .await?;
-            let linked: Vec<Pk> = ids
-                .iter()
-                .filter(|k| found.iter().any(|(f, _)| f == *k))
-                .cloned()
-                .collect();
+            let known: HashSet<&Pk> = found.iter().map(|(f, _)| f).collect();
+            let linked: Vec<Pk> = ids.iter().filter(|k| known.contains(k)).cloned().collect();
             let stolen = found
                 .iter()
                 .filter_map(|(child, old)| {
@@ -805,11 +804,8 @@ async fn link_children(
         }
         CollectionStorage::Join(j) => {
             let found = existing_with(conn, target, &ids, None).await?;
-            let linked: Vec<Pk> = ids
-                .iter()
-                .filter(|k| found.iter().any(|(f, _)| f == *k))
-                .cloned()
-                .collect();
+            let known: HashSet<&Pk> = found.iter().map(|(f, _)| f).collect();
+            let linked: Vec<Pk> = ids.iter().filter(|k| known.contains(k)).cloned().collect();
             for child in &linked {
                 let ins = Insert {
                     table: j.table.clone().into(),
@@ -875,9 +871,10 @@ async fn replace_children(
     ids: &[Pk],
 ) -> Result<(Vec<Pk>, Linked)> {
     let before = linked_ids(conn, model, assoc, parent).await?;
+    let wanted: HashSet<&Pk> = ids.iter().collect();
     let removed: Vec<Pk> = before
         .iter()
-        .filter(|k| !ids.contains(k))
+        .filter(|k| !wanted.contains(k))
         .cloned()
         .collect();
     unlink_children(conn, model, assoc, parent, &removed).await?;
