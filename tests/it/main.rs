@@ -13,6 +13,8 @@ mod criteria;
 mod associations;
 // Policies: axum middleware keyed like Sails policies.
 mod policies;
+// Socket requests over a real websocket, through the same router.
+mod sockets;
 // Client mistakes: every one a 4xx with a stable code, never a 500.
 mod errors;
 // The pub-sub plan of every action (spec 4.3-4.6), recorded.
