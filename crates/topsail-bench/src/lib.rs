@@ -1,0 +1,207 @@
+//! The load generator: a minimal HTTP/1.1 keep-alive client, and a socket
+//! client that speaks Engine.IO 3 / Socket.IO 4 and the sails.io.js request
+//! frames itself, light enough to hold 10,000 sockets on a 2-core machine
+//! (the Node client cannot).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A result with a message.
+pub type Result<T, E = String> = std::result::Result<T, E>;
+
+fn e(x: impl std::fmt::Display) -> String {
+    x.to_string()
+}
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct Http {
+    stream: BufReader<TcpStream>,
+    host: String,
+}
+
+impl Http {
+    /// Connects to `addr` (`127.0.0.1:1337`).
+    pub async fn connect(addr: &str) -> Result<Self> {
+        let tcp = TcpStream::connect(addr).await.map_err(e)?;
+        tcp.set_nodelay(true).map_err(e)?;
+        Ok(Http {
+            stream: BufReader::new(tcp),
+            host: addr.to_owned(),
+        })
+    }
+
+    /// Sends one request and reads the whole response: `(status, body)`.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        json_body: Option<&str>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        if let Some(b) = json_body {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ));
+        }
+        req.push_str("\r\n");
+        if let Some(b) = json_body {
+            req.push_str(b);
+        }
+        self.stream
+            .get_mut()
+            .write_all(req.as_bytes())
+            .await
+            .map_err(e)?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await.map_err(e)?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line {line:?}"))?;
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await.map_err(e)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().map_err(e)?;
+            }
+        }
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).await.map_err(e)?;
+        Ok((status, body))
+    }
+}
+
+/// What a socket does with the events it receives.
+pub type OnEvent = Arc<dyn Fn(&str, &Value) + Send + Sync>;
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+
+/// A socket speaking the protocol of sails.io.js 1.2.1 (Engine.IO 3).
+#[derive(Clone)]
+pub struct Socket {
+    tx: mpsc::UnboundedSender<Message>,
+    pending: Pending,
+    next: Arc<AtomicU64>,
+}
+
+impl Socket {
+    /// Connects to `ws://addr/socket.io/`; `on_event` sees every server
+    /// push (`42["pet",{...}]`).
+    pub async fn connect(addr: &str, on_event: OnEvent) -> Result<Self> {
+        let url = format!(
+            "ws://{addr}/socket.io/?__sails_io_sdk_version=1.2.1&__sails_io_sdk_platform=node&__sails_io_sdk_language=javascript&EIO=3&transport=websocket"
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(e)?;
+        let (mut sink, mut stream) = ws.split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                if sink.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // Engine.IO 3: the client pings.
+        let ping = tx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(20));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if ping.send(Message::text("2")).is_err() {
+                    break;
+                }
+            }
+        });
+        let p = pending.clone();
+        tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            while let Some(Ok(m)) = stream.next().await {
+                let Message::Text(t) = m else { continue };
+                let t = t.as_str();
+                if t.starts_with("40") {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                } else if let Some(rest) = t.strip_prefix("43") {
+                    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+                    let (id, payload) = rest.split_at(digits);
+                    if let (Ok(id), Ok(Value::Array(mut args))) =
+                        (id.parse::<u64>(), serde_json::from_str::<Value>(payload))
+                    {
+                        let tx = p.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                        if let (Some(tx), false) = (tx, args.is_empty()) {
+                            let _ = tx.send(args.swap_remove(0));
+                        }
+                    }
+                } else if let Some(rest) = t.strip_prefix("42")
+                    && let Ok(Value::Array(args)) = serde_json::from_str::<Value>(rest)
+                    && let (Some(Value::String(event)), Some(data)) = (args.first(), args.get(1))
+                {
+                    on_event(event, data);
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), ready_rx)
+            .await
+            .map_err(|_| "no namespace connect".to_owned())?
+            .map_err(e)?;
+        Ok(Socket {
+            tx,
+            pending,
+            next: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// A virtual request; resolves with the JWR.
+    pub async fn request(&self, method: &str, url: &str, data: Value) -> Result<Value> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        let frame = format!(
+            "42{id}{}",
+            json!([method, {"method": method, "headers": {}, "data": data, "url": url}])
+        );
+        self.tx.send(Message::text(frame)).map_err(e)?;
+        tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .map_err(|_| format!("no ack for {method} {url}"))?
+            .map_err(e)
+    }
+
+    /// Closes the socket.
+    pub fn close(&self) {
+        let _ = self.tx.send(Message::Close(None));
+    }
+}
+
+/// Percentiles of latencies in microseconds.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}

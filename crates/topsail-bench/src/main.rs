@@ -1,0 +1,488 @@
+//! `topsail-bench`: runs every benchmark scenario against the zoo (and the
+//! hand-written limit), prints a table and writes JSON. See
+//! docs/BENCHMARKS.md; run it with `scripts/bench`.
+//!
+//! Traffic stays on 127.0.0.1; every loop is bounded in count and time.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use topsail_bench::{Http, OnEvent, Socket, percentile};
+
+type Res<T> = topsail_bench::Result<T>;
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin(name: &str) -> std::path::PathBuf {
+    let me = std::env::current_exe().unwrap_or_default();
+    me.with_file_name(name)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+async fn start(name: &str, env: &[(&str, String)]) -> Res<Server> {
+    let port = free_port();
+    let mut cmd = Command::new(bin(name));
+    cmd.env("PORT", port.to_string())
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            return Ok(Server { child, addr });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("{name} did not start"))
+}
+
+/// Server CPU time (user + system) in microseconds.
+fn cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // Fields 14 and 15 of stat; after the `)` they are the 12th and 13th.
+    (f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)) * 10_000
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+fn now_us() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// Closed loop over `conns` keep-alive connections for `secs`: requests/s and
+/// latency percentiles (µs).
+async fn http_loop(
+    addr: &str,
+    conns: usize,
+    secs: u64,
+    method: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+) -> Res<Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let mut c = Http::connect(addr).await?;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match c.send(method, path, body).await {
+                    Ok((200, _)) => lat.push(t.elapsed().as_micros() as u64),
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.map_err(|e| e.to_string())?;
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_unstable();
+    Ok(
+        json!({"rps": all.len() as f64 / secs as f64, "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99), "errors": errors}),
+    )
+}
+
+async fn connect_many(addr: &str, n: usize, on_event: OnEvent) -> Res<Vec<Socket>> {
+    let mut out = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
+        let mut batch = Vec::new();
+        for _ in chunk {
+            let addr = addr.to_owned();
+            let on = on_event.clone();
+            batch.push(tokio::spawn(
+                async move { Socket::connect(&addr, on).await },
+            ));
+        }
+        for b in batch {
+            out.push(b.await.map_err(|e| e.to_string())??);
+        }
+    }
+    Ok(out)
+}
+
+/// Latency recorder for fan-out events named `b<seq>`.
+struct Fanout {
+    sent: Vec<AtomicU64>,
+    got: AtomicU64,
+    lat: Mutex<Vec<u64>>,
+}
+
+impl Fanout {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(Fanout {
+            sent: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            got: AtomicU64::new(0),
+            lat: Mutex::new(Vec::new()),
+        })
+    }
+    fn on_event(self: &Arc<Self>) -> OnEvent {
+        let me = self.clone();
+        Arc::new(move |event: &str, msg: &Value| {
+            if event != "pet" || msg["verb"] != "created" {
+                return;
+            }
+            let seq = msg["data"]["name"]
+                .as_str()
+                .and_then(|n| n.strip_prefix('b'))
+                .and_then(|s| s.parse::<usize>().ok());
+            if let Some(sent) = seq.and_then(|s| me.sent.get(s)) {
+                let l = now_us().saturating_sub(sent.load(Ordering::Relaxed));
+                me.got.fetch_add(1, Ordering::Relaxed);
+                me.lat.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+            }
+        })
+    }
+}
+
+/// Scenario 1 on one server: `subs` watchers, `n` creates, 16 in flight.
+async fn fanout(
+    server: &Server,
+    subs_at: &[&Server],
+    subs: usize,
+    n: usize,
+    limit: bool,
+) -> Res<Value> {
+    let f = Fanout::new(n);
+    let mut sockets = Vec::new();
+    for (i, s) in subs_at.iter().enumerate() {
+        let share = subs / subs_at.len() + usize::from(i < subs % subs_at.len());
+        sockets.extend(connect_many(&s.addr, share, f.on_event()).await?);
+    }
+    if !limit {
+        let mut watch = Vec::new();
+        for s in &sockets {
+            let s = s.clone();
+            watch.push(tokio::spawn(async move {
+                s.request("get", "/pet?limit=1", json!({})).await
+            }));
+        }
+        for w in watch {
+            w.await.map_err(|e| e.to_string())??;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu0 = subs_at.iter().map(|s| cpu_us(s.child.id())).sum::<u64>();
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (next, f, addr) = (next.clone(), f.clone(), server.addr.clone());
+        workers.push(tokio::spawn(async move {
+            let mut c = Http::connect(&addr).await?;
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if seq >= n {
+                    return Ok::<_, String>(());
+                }
+                f.sent[seq].store(now_us(), Ordering::Relaxed);
+                let name = format!("b{seq}");
+                if limit {
+                    let body = json!({"verb": "created", "data": {"id": seq, "name": name, "species": "", "owner": null, "tags": [], "createdAt": 0, "updatedAt": 0}, "id": seq}).to_string();
+                    c.send("POST", "/emit", Some(&body)).await?;
+                } else {
+                    c.send("POST", "/pet", Some(&json!({"name": name}).to_string())).await?;
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.map_err(|e| e.to_string())??;
+    }
+    let create_secs = start.elapsed().as_secs_f64();
+    let expected = (subs * n) as u64;
+    let wait = Instant::now();
+    while f.got.load(Ordering::Relaxed) < expected && wait.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all_secs = start.elapsed().as_secs_f64();
+    let cpu = subs_at.iter().map(|s| cpu_us(s.child.id())).sum::<u64>() - cpu0;
+    for s in &sockets {
+        s.close();
+    }
+    let got = f.got.load(Ordering::Relaxed);
+    let mut lat = std::mem::take(&mut *f.lat.lock().unwrap_or_else(|e| e.into_inner()));
+    lat.sort_unstable();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(json!({
+        "subscribers": subs, "creates": n, "creates_per_s": n as f64 / create_secs,
+        "delivered": got, "expected": expected, "missing": expected.saturating_sub(got),
+        "events_per_s": got as f64 / all_secs, "p50_ms": percentile(&lat, 0.5) as f64 / 1000.0, "p99_ms": percentile(&lat, 0.99) as f64 / 1000.0,
+        "server_cpu_us_per_event": if got > 0 { cpu as f64 / got as f64 } else { 0.0 },
+    }))
+}
+
+/// Scenario 2: `k` sockets in a closed loop on `GET /user/1`.
+async fn socket_loop(addr: &str, k: usize, secs: u64) -> Res<Value> {
+    let sockets = connect_many(addr, k, Arc::new(|_: &str, _: &Value| {})).await?;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for s in sockets.clone() {
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if let Ok(jwr) = s.request("get", "/user/1", json!({})).await
+                    && jwr["statusCode"] == 200
+                {
+                    lat.push(t.elapsed().as_micros() as u64);
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| e.to_string())?);
+    }
+    for s in &sockets {
+        s.close();
+    }
+    all.sort_unstable();
+    Ok(
+        json!({"rps": all.len() as f64 / secs as f64, "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99)}),
+    )
+}
+
+async fn seed(addr: &str) -> Res<()> {
+    let mut c = Http::connect(addr).await?;
+    for i in 0..10 {
+        c.send(
+            "POST",
+            "/user",
+            Some(
+                &json!({"name": format!("User {i}"), "email": format!("u{i}@example.com")})
+                    .to_string(),
+            ),
+        )
+        .await?;
+    }
+    for i in 0..5 {
+        c.send(
+            "POST",
+            "/tag",
+            Some(&json!({"label": format!("tag{i}")}).to_string()),
+        )
+        .await?;
+    }
+    for i in 0..100 {
+        let (s, body) = c
+            .send(
+                "POST",
+                "/pet",
+                Some(&json!({"name": format!("Pet {i:03}"), "owner": i % 10 + 1}).to_string()),
+            )
+            .await?;
+        let id = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["id"].as_i64())
+            .ok_or(format!("seed failed: {s}"))?;
+        c.send("PUT", &format!("/pet/{id}/tags/{}", i % 5 + 1), None)
+            .await?;
+    }
+    Ok(())
+}
+
+fn print_row(label: &str, v: &Value) {
+    println!("{label:<58} {v}");
+}
+
+#[tokio::main]
+async fn main() {
+    now_us();
+    if let Err(e) = run().await {
+        eprintln!("topsail-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let secs = if quick { 2 } else { 5 };
+    let pg_admin =
+        std::env::var("BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let db = "topsail_bench";
+    let psql = |sql: &str| {
+        Command::new("psql")
+            .args([format!("{pg_admin}/postgres").as_str(), "-qc", sql])
+            .status()
+            .map_err(|e| e.to_string())
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))?;
+    psql(&format!("CREATE DATABASE {db}"))?;
+    let url = format!("{pg_admin}/{db}");
+    let zoo = start("zoo", &[("DATABASE_URL", url.clone())]).await?;
+    seed(&zoo.addr).await?;
+    let limit = start("limit", &[("DATABASE_URL", url.clone())]).await?;
+    let mut results = serde_json::Map::new();
+    println!(
+        "topsail benchmarks (PostgreSQL, client and server on this machine){}",
+        if quick { ", quick" } else { "" }
+    );
+
+    // Scenario 3: HTTP.
+    for (name, method, path, body) in [
+        ("http_find", "GET", "/pet?limit=30&sort=name%20ASC", None),
+        (
+            "http_create",
+            "POST",
+            "/pet",
+            Some(r#"{"name":"Bench","species":"cat"}"#),
+        ),
+    ] {
+        // The limit serves exactly the zoo's default `find` on `/pet`.
+        let limit_path = "/pet";
+        let t = http_loop(&zoo.addr, 16, secs, method, path, body).await?;
+        let l = http_loop(&limit.addr, 16, secs, method, limit_path, body).await?;
+        let ratio = t["rps"].as_f64().unwrap_or(0.0) / l["rps"].as_f64().unwrap_or(1.0);
+        let row = json!({"topsail": t, "limit": l, "ratio": ratio});
+        print_row(&format!("3. {method} {path}"), &row);
+        results.insert(name.into(), row);
+    }
+
+    // Scenario 2: socket requests versus HTTP on the same route.
+    let s = socket_loop(&zoo.addr, 32, secs).await?;
+    let h = http_loop(&zoo.addr, 32, secs, "GET", "/user/1", None).await?;
+    let row = json!({"socket": s, "http": h, "ratio": s["rps"].as_f64().unwrap_or(0.0) / h["rps"].as_f64().unwrap_or(1.0)});
+    print_row("2. GET /user/1 socket vs HTTP (32 clients)", &row);
+    results.insert("socket_get".into(), row);
+
+    // Scenario 1: fan-out, topsail then raw socketioxide.
+    let sizes: &[(usize, usize)] = if quick {
+        &[(200, 100), (2000, 20)]
+    } else {
+        &[(200, 500), (2000, 100), (10_000, 20)]
+    };
+    let mut fan = Vec::new();
+    for &(subs, n) in sizes {
+        let t = fanout(&zoo, &[&zoo], subs, n, false).await?;
+        let l = fanout(&limit, &[&limit], subs, n, true).await?;
+        let ratio = t["server_cpu_us_per_event"].as_f64().unwrap_or(0.0)
+            / l["server_cpu_us_per_event"]
+                .as_f64()
+                .unwrap_or(1.0)
+                .max(0.001);
+        let row = json!({"topsail": t, "limit": l, "cpu_ratio": ratio});
+        print_row(
+            &format!("1. fan-out {subs} subscribers x {n} creates"),
+            &row,
+        );
+        fan.push(row);
+    }
+    results.insert("fanout".into(), Value::Array(fan));
+
+    // Scenario 4: idle sockets.
+    let idle = if quick { 2000 } else { 10_000 };
+    let before = rss_kb(zoo.child.id());
+    let sockets = connect_many(&zoo.addr, idle, Arc::new(|_: &str, _: &Value| {})).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kb(zoo.child.id());
+    let row = json!({"sockets": idle, "rss_before_kb": before, "rss_after_kb": after, "bytes_per_socket": (after.saturating_sub(before) * 1024) / idle as u64});
+    print_row(&format!("4. memory, {idle} idle sockets"), &row);
+    results.insert("memory".into(), row);
+    for s in &sockets {
+        s.close();
+    }
+    drop(sockets);
+
+    // Scenario 5: the fan-out over two nodes sharing Redis.
+    let redis_port = free_port();
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-server: {e}"))?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let redis_url = format!("redis://127.0.0.1:{redis_port}/");
+    let n1 = start(
+        "zoo",
+        &[
+            ("DATABASE_URL", url.clone()),
+            ("REDIS_URL", redis_url.clone()),
+        ],
+    )
+    .await?;
+    let n2 = start(
+        "zoo",
+        &[("DATABASE_URL", url.clone()), ("REDIS_URL", redis_url)],
+    )
+    .await?;
+    let (subs, n) = if quick { (400, 50) } else { (2000, 100) };
+    let row = fanout(&n1, &[&n1, &n2], subs, n, false).await?;
+    print_row(
+        &format!("5. cluster fan-out, {subs} subscribers on 2 nodes x {n} creates"),
+        &row,
+    );
+    results.insert("cluster_fanout".into(), row);
+    drop((n1, n2));
+    let _ = redis.kill();
+    let _ = redis.wait();
+
+    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench/results.json".into());
+    if let Some(dir) = std::path::Path::new(&out).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&Value::Object(results)).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("results written to {out}");
+    Ok(())
+}
