@@ -180,6 +180,7 @@ both! {
 struct Counting {
     inner: topsail::SqlStore,
     selects: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    transactions: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 struct CountingConn {
@@ -200,7 +201,7 @@ impl topsail::core::store::Conn for CountingConn {
     async fn insert(
         &mut self,
         q: &topsail::core::query::Insert,
-    ) -> Result<Option<Value>, topsail::core::StoreError> {
+    ) -> Result<Option<topsail::core::store::Row>, topsail::core::StoreError> {
         self.inner.insert(q).await
     }
     async fn update(
@@ -235,6 +236,8 @@ impl topsail::core::store::Store for Counting {
         }))
     }
     async fn begin(&self) -> Result<Box<dyn topsail::core::store::Tx>, topsail::core::StoreError> {
+        self.transactions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.begin().await
     }
 }
@@ -251,9 +254,11 @@ async fn populate_runs_one_query_per_association_not_per_row() {
             .await;
     }
     let selects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let transactions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let store = Counting {
         inner: z.app.store().clone(),
         selects: selects.clone(),
+        transactions: transactions.clone(),
     };
     let engine = topsail::Engine::new(
         std::sync::Arc::new(store),
@@ -278,4 +283,40 @@ async fn populate_runs_one_query_per_association_not_per_row() {
         3,
         "pets, then owners, then tags: one query each"
     );
+    // A create that links no collection is one INSERT (returning the row),
+    // outside a transaction; only the owner is read back.
+    selects.store(0, Ordering::SeqCst);
+    let pet = <example_zoo::Pet as topsail::Model>::def();
+    let created = engine
+        .create(
+            pet,
+            &json!({"name": "Solo", "owner": 1}),
+            &topsail::Populate::All,
+            &topsail::Actor::Server,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (created["owner"]["id"].clone(), created["tags"].clone()),
+        (json!(1), json!([]))
+    );
+    assert_eq!(
+        (
+            selects.load(Ordering::SeqCst),
+            transactions.load(Ordering::SeqCst)
+        ),
+        (1, 0)
+    );
+    // With collections it is a transaction, as before.
+    let linked = engine
+        .create(
+            pet,
+            &json!({"name": "Duo", "tags": [1]}),
+            &topsail::Populate::All,
+            &topsail::Actor::Server,
+        )
+        .await
+        .unwrap();
+    assert_eq!(linked["tags"][0]["id"], 1);
+    assert_eq!(transactions.load(Ordering::SeqCst), 1);
 }

@@ -198,8 +198,8 @@ pub struct Insert {
     pub table: Ident,
     /// Column values.
     pub values: Vec<(Ident, SqlValue)>,
-    /// Return this column (the generated primary key) and its type.
-    pub returning: Option<(Ident, AttrType)>,
+    /// Return these columns of the inserted row (with their types).
+    pub returning: Vec<(Ident, AttrType)>,
     /// Do nothing when a unique index would be violated (join rows).
     pub ignore_conflict: bool,
 }

@@ -29,8 +29,9 @@ pub enum Dialect {
 pub trait Conn: Send {
     /// Runs a select.
     async fn fetch(&mut self, q: &Select) -> Result<Vec<Row>, StoreError>;
-    /// Inserts a row; returns the `returning` column when asked for.
-    async fn insert(&mut self, q: &Insert) -> Result<Option<Value>, StoreError>;
+    /// Inserts a row; returns the `returning` columns when asked for (and a
+    /// row was inserted).
+    async fn insert(&mut self, q: &Insert) -> Result<Option<Row>, StoreError>;
     /// Updates rows; returns how many changed.
     async fn update(&mut self, q: &Update) -> Result<u64, StoreError>;
     /// Deletes rows; returns how many went.

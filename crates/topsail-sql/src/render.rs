@@ -296,8 +296,8 @@ pub fn insert(q: &Insert, dialect: Dialect) -> Built {
     if q.ignore_conflict {
         r.sql.push_str(" ON CONFLICT DO NOTHING");
     }
-    if let Some((c, _)) = &q.returning {
-        r.sql.push_str(" RETURNING ");
+    for (i, (c, _)) in q.returning.iter().enumerate() {
+        r.sql.push_str(if i == 0 { " RETURNING " } else { ", " });
         r.sql.push_str(&quote(c));
     }
     r.finish()
@@ -425,7 +425,7 @@ mod tests {
                 ("name".into(), SqlValue::Text("Rex".into())),
                 ("owner".into(), SqlValue::Null(AttrType::Integer)),
             ],
-            returning: Some(("id".into(), AttrType::Integer)),
+            returning: vec![("id".into(), AttrType::Integer)],
             ignore_conflict: false,
         };
         assert_eq!(

@@ -275,24 +275,28 @@ macro_rules! impl_conn {
                     .map_err(store_error)
             }
 
-            async fn insert(&mut self, q: &Insert) -> Result<Option<Value>, StoreError> {
+            async fn insert(&mut self, q: &Insert) -> Result<Option<Row>, StoreError> {
                 let query = Self::prepare(render::insert(q, $dialect));
-                match &q.returning {
-                    Some((_, ty)) => {
-                        let row = query
-                            .fetch_optional(&mut *self.0)
-                            .await
-                            .map_err(store_error)?;
-                        row.map(|r| $decode(&r, 0, *ty))
-                            .transpose()
-                            .map_err(store_error)
-                    }
-                    None => query
+                if q.returning.is_empty() {
+                    return query
                         .execute(&mut *self.0)
                         .await
                         .map(|_| None)
-                        .map_err(store_error),
+                        .map_err(store_error);
                 }
+                let row = query
+                    .fetch_optional(&mut *self.0)
+                    .await
+                    .map_err(store_error)?;
+                row.map(|r| {
+                    q.returning
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, ty))| $decode(&r, i, *ty))
+                        .collect::<Result<Row, _>>()
+                })
+                .transpose()
+                .map_err(store_error)
             }
 
             async fn update(&mut self, q: &Update) -> Result<u64, StoreError> {

@@ -315,29 +315,42 @@ impl Engine {
             .normalize(model)?
             .populate;
 
-        let mut tx = self.store.begin().await?;
         let insert = Insert {
             table: model.table.into(),
             values: row_values(model, &row),
-            returning: Some((model.pk_column().into(), model.pk_kind.attr_type())),
+            returning: read::row_column_names(model),
             ignore_conflict: false,
         };
-        let returned = tx.insert(&insert).await.map_err(|e| unique(model, e))?;
-        let id = returned
-            .as_ref()
-            .and_then(Pk::from_json)
-            .or_else(|| row.get(model.pk).and_then(Pk::from_json))
-            .ok_or_else(|| {
-                Error::Store(StoreError::Database(
-                    "the insert returned no primary key".into(),
-                ))
-            })?;
-        let mut links = Vec::new();
-        for (assoc, ids) in &collections {
-            links.push(link_children(tx.as_mut(), model, assoc, &id, ids).await?);
-        }
-        let record = refetch(tx.as_mut(), model, &id, pq).await?;
-        tx.commit().await.map_err(|e| unique(model, e))?;
+        let no_row = || Error::Store(StoreError::Database("the insert returned no row".into()));
+        let (id, record, links) = if collections.is_empty() {
+            // One INSERT is atomic on its own: no transaction, and the row
+            // comes back with it, so only to-one populates need a query.
+            let mut conn = self.store.conn().await?;
+            let inserted = conn
+                .insert(&insert)
+                .await
+                .map_err(|e| unique(model, e))?
+                .ok_or_else(no_row)?;
+            let mut record = read::row_record(model, inserted);
+            let id = pk_of(model, &record).ok_or_else(no_row)?;
+            read::populate_new(conn.as_mut(), model, &mut record, &pq).await?;
+            (id, record, Vec::new())
+        } else {
+            let mut tx = self.store.begin().await?;
+            let inserted = tx
+                .insert(&insert)
+                .await
+                .map_err(|e| unique(model, e))?
+                .ok_or_else(no_row)?;
+            let id = pk_of(model, &read::row_record(model, inserted)).ok_or_else(no_row)?;
+            let mut links = Vec::new();
+            for (assoc, ids) in &collections {
+                links.push(link_children(tx.as_mut(), model, assoc, &id, ids).await?);
+            }
+            let record = refetch(tx.as_mut(), model, &id, pq).await?;
+            tx.commit().await.map_err(|e| unique(model, e))?;
+            (id, record, links)
+        };
         (model.hooks.after_create)(&record);
 
         let mut plan = self.plan(actor);
@@ -813,7 +826,7 @@ async fn link_children(
                         (j.parent_column.clone().into(), SqlValue::from_pk(parent)),
                         (j.child_column.clone().into(), SqlValue::from_pk(child)),
                     ],
-                    returning: None,
+                    returning: Vec::new(),
                     ignore_conflict: true,
                 };
                 conn.insert(&ins).await?;

@@ -36,6 +36,37 @@ pub(crate) fn row_columns(model: &ModelDef) -> Vec<(ColRef, AttrType)> {
     cols
 }
 
+/// The columns of [`row_columns`] as plain names (for `RETURNING`).
+pub(crate) fn row_column_names(model: &ModelDef) -> Vec<(Ident, AttrType)> {
+    row_columns(model)
+        .into_iter()
+        .map(|(c, ty)| match c {
+            ColRef::Main(n) | ColRef::Join(n) => (n, ty),
+        })
+        .collect()
+}
+
+/// Populates a record just created with no collection links. A new record
+/// with an auto-increment key has no children (nothing can point at a key
+/// never used before), so its collections are empty without a query; other
+/// keys may meet rows left pointing at a destroyed record, so they are read.
+pub(crate) async fn populate_new(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    record: &mut Record,
+    wanted: &[PopulateQuery],
+) -> Result<()> {
+    let fresh = model.pk_kind == crate::model::PkKind::AutoIncrement;
+    for p in wanted {
+        if fresh && p.assoc.is_collection() {
+            record.insert(p.assoc.name.to_owned(), Value::Array(Vec::new()));
+        } else {
+            populate(conn, model, std::slice::from_mut(record), p).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Turns a row of [`row_columns`] into a record: attributes, then to-one
 /// keys as raw ids (collections are added by populate).
 pub(crate) fn row_record(model: &ModelDef, row: Row) -> Record {
@@ -116,7 +147,7 @@ pub(crate) async fn load(
 }
 
 /// Populates one association on every record, with one query.
-async fn populate(
+pub(crate) async fn populate(
     conn: &mut dyn Conn,
     model: &'static ModelDef,
     records: &mut [Record],
