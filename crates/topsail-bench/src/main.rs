@@ -4,6 +4,7 @@
 //!
 //! Traffic stays on 127.0.0.1; every loop is bounded in count and time.
 
+use std::borrow::Cow;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -164,12 +165,19 @@ impl Fanout {
     }
     fn on_event(self: &Arc<Self>) -> OnEvent {
         let me = self.clone();
-        Arc::new(move |event: &str, msg: &Value| {
-            if event != "pet" || msg["verb"] != "created" {
+        Arc::new(move |frame: &str| {
+            // `["pet",{"verb":"created","data":{"name":"b17",...},"id":..}]`,
+            // parsed into borrowed fields (no tree is built).
+            let Ok((event, msg)) = serde_json::from_str::<(Cow<str>, PetMessage)>(frame) else {
+                return;
+            };
+            if event != "pet" || msg.verb != "created" {
                 return;
             }
-            let seq = msg["data"]["name"]
-                .as_str()
+            let seq = msg
+                .data
+                .name
+                .as_deref()
                 .and_then(|n| n.strip_prefix('b'))
                 .and_then(|s| s.parse::<usize>().ok());
             if let Some(sent) = seq.and_then(|s| me.sent.get(s)) {
@@ -179,6 +187,20 @@ impl Fanout {
             }
         })
     }
+}
+
+#[derive(serde::Deserialize)]
+struct PetMessage<'a> {
+    #[serde(borrow)]
+    verb: Cow<'a, str>,
+    #[serde(borrow)]
+    data: PetData<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct PetData<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
 }
 
 /// Scenario 1 on one server: `subs` watchers, `n` creates, 16 in flight.
@@ -204,7 +226,10 @@ async fn fanout(
             }));
         }
         for w in watch {
-            w.await.map_err(|e| e.to_string())??;
+            let status = w.await.map_err(|e| e.to_string())??;
+            if status != 200 {
+                return Err(format!("GET /pet?limit=1 answered {status}"));
+            }
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -260,7 +285,7 @@ async fn fanout(
 
 /// Scenario 2: `k` sockets in a closed loop on `GET /user/1`.
 async fn socket_loop(addr: &str, k: usize, secs: u64) -> Res<Value> {
-    let sockets = connect_many(addr, k, Arc::new(|_: &str, _: &Value| {})).await?;
+    let sockets = connect_many(addr, k, Arc::new(|_: &str| {})).await?;
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for s in sockets.clone() {
@@ -268,9 +293,7 @@ async fn socket_loop(addr: &str, k: usize, secs: u64) -> Res<Value> {
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let t = Instant::now();
-                if let Ok(jwr) = s.request("get", "/user/1", json!({})).await
-                    && jwr["statusCode"] == 200
-                {
+                if let Ok(200) = s.request("get", "/user/1", json!({})).await {
                     lat.push(t.elapsed().as_micros() as u64);
                 }
             }
@@ -346,6 +369,13 @@ async fn run() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let secs = if quick { 2 } else { 5 };
+    // `--only http,socket,fanout,memory,cluster` runs a subset (for profiling).
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_owned).collect());
+    let runs = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
     let pg_admin =
         std::env::var("BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let db = "topsail_bench";
@@ -367,116 +397,126 @@ async fn run() -> Res<()> {
         if quick { ", quick" } else { "" }
     );
 
-    // Scenario 3: HTTP.
-    for (name, method, path, body) in [
-        ("http_find", "GET", "/pet?limit=30&sort=name%20ASC", None),
-        (
-            "http_create",
-            "POST",
-            "/pet",
-            Some(r#"{"name":"Bench","species":"cat"}"#),
-        ),
-    ] {
-        // The limit serves exactly the zoo's default `find` on `/pet`.
-        let limit_path = "/pet";
-        let t = http_loop(&zoo.addr, 16, secs, method, path, body).await?;
-        let l = http_loop(&limit.addr, 16, secs, method, limit_path, body).await?;
-        let ratio = t["rps"].as_f64().unwrap_or(0.0) / l["rps"].as_f64().unwrap_or(1.0);
-        let row = json!({"topsail": t, "limit": l, "ratio": ratio});
-        print_row(&format!("3. {method} {path}"), &row);
-        results.insert(name.into(), row);
+    if runs("http") {
+        // Scenario 3: HTTP.
+        for (name, method, path, body) in [
+            ("http_find", "GET", "/pet?limit=30&sort=name%20ASC", None),
+            (
+                "http_create",
+                "POST",
+                "/pet",
+                Some(r#"{"name":"Bench","species":"cat"}"#),
+            ),
+        ] {
+            // The limit serves exactly the zoo's default `find` on `/pet`.
+            let limit_path = "/pet";
+            let t = http_loop(&zoo.addr, 16, secs, method, path, body).await?;
+            let l = http_loop(&limit.addr, 16, secs, method, limit_path, body).await?;
+            let ratio = t["rps"].as_f64().unwrap_or(0.0) / l["rps"].as_f64().unwrap_or(1.0);
+            let row = json!({"topsail": t, "limit": l, "ratio": ratio});
+            print_row(&format!("3. {method} {path}"), &row);
+            results.insert(name.into(), row);
+        }
     }
 
-    // Scenario 2: socket requests versus HTTP on the same route.
-    let s = socket_loop(&zoo.addr, 32, secs).await?;
-    let h = http_loop(&zoo.addr, 32, secs, "GET", "/user/1", None).await?;
-    let row = json!({"socket": s, "http": h, "ratio": s["rps"].as_f64().unwrap_or(0.0) / h["rps"].as_f64().unwrap_or(1.0)});
-    print_row("2. GET /user/1 socket vs HTTP (32 clients)", &row);
-    results.insert("socket_get".into(), row);
+    if runs("socket") {
+        // Scenario 2: socket requests versus HTTP on the same route.
+        let s = socket_loop(&zoo.addr, 32, secs).await?;
+        let h = http_loop(&zoo.addr, 32, secs, "GET", "/user/1", None).await?;
+        let row = json!({"socket": s, "http": h, "ratio": s["rps"].as_f64().unwrap_or(0.0) / h["rps"].as_f64().unwrap_or(1.0)});
+        print_row("2. GET /user/1 socket vs HTTP (32 clients)", &row);
+        results.insert("socket_get".into(), row);
+    }
 
-    // Scenario 1: fan-out, topsail then raw socketioxide.
-    let sizes: &[(usize, usize)] = if quick {
-        &[(200, 100), (2000, 20)]
-    } else {
-        &[(200, 500), (2000, 100), (10_000, 20)]
-    };
-    let mut fan = Vec::new();
-    for &(subs, n) in sizes {
-        let t = fanout(&zoo, &[&zoo], subs, n, false).await?;
-        let l = fanout(&limit, &[&limit], subs, n, true).await?;
-        let ratio = t["server_cpu_us_per_event"].as_f64().unwrap_or(0.0)
-            / l["server_cpu_us_per_event"]
-                .as_f64()
-                .unwrap_or(1.0)
-                .max(0.001);
-        let row = json!({"topsail": t, "limit": l, "cpu_ratio": ratio});
+    if runs("fanout") {
+        // Scenario 1: fan-out, topsail then raw socketioxide.
+        let sizes: &[(usize, usize)] = if quick {
+            &[(200, 100), (2000, 20)]
+        } else {
+            &[(200, 500), (2000, 100), (10_000, 20)]
+        };
+        let mut fan = Vec::new();
+        for &(subs, n) in sizes {
+            let t = fanout(&zoo, &[&zoo], subs, n, false).await?;
+            let l = fanout(&limit, &[&limit], subs, n, true).await?;
+            let ratio = t["server_cpu_us_per_event"].as_f64().unwrap_or(0.0)
+                / l["server_cpu_us_per_event"]
+                    .as_f64()
+                    .unwrap_or(1.0)
+                    .max(0.001);
+            let row = json!({"topsail": t, "limit": l, "cpu_ratio": ratio});
+            print_row(
+                &format!("1. fan-out {subs} subscribers x {n} creates"),
+                &row,
+            );
+            fan.push(row);
+        }
+        results.insert("fanout".into(), Value::Array(fan));
+    }
+
+    if runs("memory") {
+        // Scenario 4: idle sockets, on a fresh process (one that served the
+        // fan-out keeps the memory it grew, which would hide the cost).
+        let idle = if quick { 2000 } else { 10_000 };
+        let fresh = start("zoo", &[("DATABASE_URL", url.clone())]).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = rss_kb(fresh.child.id());
+        let sockets = connect_many(&fresh.addr, idle, Arc::new(|_: &str| {})).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = rss_kb(fresh.child.id());
+        let row = json!({"sockets": idle, "rss_before_kb": before, "rss_after_kb": after, "bytes_per_socket": (after.saturating_sub(before) * 1024) / idle as u64});
+        print_row(&format!("4. memory, {idle} idle sockets"), &row);
+        results.insert("memory".into(), row);
+        for s in &sockets {
+            s.close();
+        }
+        drop(sockets);
+        drop(fresh);
+    }
+
+    if runs("cluster") {
+        // Scenario 5: the fan-out over two nodes sharing Redis.
+        let redis_port = free_port();
+        let mut redis = Command::new("redis-server")
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("redis-server: {e}"))?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let redis_url = format!("redis://127.0.0.1:{redis_port}/");
+        let n1 = start(
+            "zoo",
+            &[
+                ("DATABASE_URL", url.clone()),
+                ("REDIS_URL", redis_url.clone()),
+            ],
+        )
+        .await?;
+        let n2 = start(
+            "zoo",
+            &[("DATABASE_URL", url.clone()), ("REDIS_URL", redis_url)],
+        )
+        .await?;
+        let (subs, n) = if quick { (400, 50) } else { (2000, 100) };
+        let row = fanout(&n1, &[&n1, &n2], subs, n, false).await?;
         print_row(
-            &format!("1. fan-out {subs} subscribers x {n} creates"),
+            &format!("5. cluster fan-out, {subs} subscribers on 2 nodes x {n} creates"),
             &row,
         );
-        fan.push(row);
+        results.insert("cluster_fanout".into(), row);
+        drop((n1, n2));
+        let _ = redis.kill();
+        let _ = redis.wait();
     }
-    results.insert("fanout".into(), Value::Array(fan));
-
-    // Scenario 4: idle sockets, on a fresh process (one that served the
-    // fan-out keeps the memory it grew, which would hide the cost).
-    let idle = if quick { 2000 } else { 10_000 };
-    let fresh = start("zoo", &[("DATABASE_URL", url.clone())]).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kb(fresh.child.id());
-    let sockets = connect_many(&fresh.addr, idle, Arc::new(|_: &str, _: &Value| {})).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = rss_kb(fresh.child.id());
-    let row = json!({"sockets": idle, "rss_before_kb": before, "rss_after_kb": after, "bytes_per_socket": (after.saturating_sub(before) * 1024) / idle as u64});
-    print_row(&format!("4. memory, {idle} idle sockets"), &row);
-    results.insert("memory".into(), row);
-    for s in &sockets {
-        s.close();
-    }
-    drop(sockets);
-    drop(fresh);
-
-    // Scenario 5: the fan-out over two nodes sharing Redis.
-    let redis_port = free_port();
-    let mut redis = Command::new("redis-server")
-        .args([
-            "--port",
-            &redis_port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("redis-server: {e}"))?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let redis_url = format!("redis://127.0.0.1:{redis_port}/");
-    let n1 = start(
-        "zoo",
-        &[
-            ("DATABASE_URL", url.clone()),
-            ("REDIS_URL", redis_url.clone()),
-        ],
-    )
-    .await?;
-    let n2 = start(
-        "zoo",
-        &[("DATABASE_URL", url.clone()), ("REDIS_URL", redis_url)],
-    )
-    .await?;
-    let (subs, n) = if quick { (400, 50) } else { (2000, 100) };
-    let row = fanout(&n1, &[&n1, &n2], subs, n, false).await?;
-    print_row(
-        &format!("5. cluster fan-out, {subs} subscribers on 2 nodes x {n} creates"),
-        &row,
-    );
-    results.insert("cluster_fanout".into(), row);
-    drop((n1, n2));
-    let _ = redis.kill();
-    let _ = redis.wait();
 
     let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench/results.json".into());
     if let Some(dir) = std::path::Path::new(&out).parent() {

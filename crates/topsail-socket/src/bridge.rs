@@ -75,6 +75,43 @@ pub(crate) fn check_sdk(headers: &HeaderMap, query: Option<&str>) -> Result<(), 
     }
 }
 
+/// The answer to a virtual request.
+pub(crate) enum Reply {
+    /// The JWR ack `{body, headers, statusCode}`.
+    Jwr(Jwr),
+    /// Sails' parse-error object: the ack, or the `sails:parseError` event
+    /// when the client asked for no ack.
+    ParseError(Value),
+}
+
+/// The JWR. The body is the handler's JSON as it was written: embedded,
+/// not parsed back into a tree and serialized again.
+#[derive(serde::Serialize)]
+pub(crate) struct Jwr {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<JwrBody>,
+    headers: Map<String, Value>,
+    #[serde(rename = "statusCode")]
+    status_code: u16,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum JwrBody {
+    Json(Box<serde_json::value::RawValue>),
+    Text(String),
+}
+
+impl Jwr {
+    fn plain(status: u16, text: &str) -> Self {
+        Jwr {
+            body: Some(JwrBody::Text(text.to_owned())),
+            headers: Map::new(),
+            status_code: status,
+        }
+    }
+}
+
 /// Sails' parse-error object (without a stack).
 pub(crate) fn parse_error(details: impl Into<String>) -> Value {
     json!({
@@ -204,16 +241,16 @@ pub(crate) async fn dispatch(
     payload: Value,
     router: &OnceLock<Router>,
     sockets: &Sockets,
-) -> Value {
+) -> Reply {
     if let Err(details) = &hs.sdk {
-        return parse_error(details.clone());
+        return Reply::ParseError(parse_error(details.clone()));
     }
     let v = match parse_virtual(verb, hs, payload) {
         Ok(v) => v,
-        Err(details) => return parse_error(details),
+        Err(details) => return Reply::ParseError(parse_error(details)),
     };
     let Some(router) = router.get() else {
-        return json!({"body": "Service Unavailable", "headers": {}, "statusCode": 503});
+        return Reply::Jwr(Jwr::plain(503, "Service Unavailable"));
     };
     let started = std::time::Instant::now();
     let path = v.uri.path().to_owned();
@@ -233,7 +270,11 @@ pub(crate) async fn dispatch(
         .unwrap_or_else(Body::empty);
     let mut req = match req.body(body) {
         Ok(r) => r,
-        Err(e) => return parse_error(format!("The request could not be built: {e}")),
+        Err(e) => {
+            return Reply::ParseError(parse_error(format!(
+                "The request could not be built: {e}"
+            )));
+        }
     };
     req.extensions_mut().insert(Actor::Socket(hs.sid.clone()));
     req.extensions_mut().insert(SocketContext {
@@ -253,7 +294,7 @@ pub(crate) async fn dispatch(
         Ok(c) => c.to_bytes(),
         Err(e) => {
             tracing::error!(error = %e, path, "could not read a virtual response");
-            return json!({"body": "Internal Server Error", "headers": {}, "statusCode": 500});
+            return Reply::Jwr(Jwr::plain(500, "Internal Server Error"));
         }
     };
     tracing::info!(
@@ -282,19 +323,27 @@ pub(crate) async fn dispatch(
             headers.insert(name.as_str().to_owned(), Value::from(text));
         }
     }
-    let mut jwr = Map::new();
-    if !bytes.is_empty() {
-        let body = if is_json {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        } else {
-            Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    let body = (!bytes.is_empty()).then(|| {
+        let text = match String::from_utf8(bytes.into()) {
+            Ok(t) => t,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
-        jwr.insert("body".into(), body);
-    }
-    jwr.insert("headers".into(), Value::Object(headers));
-    jwr.insert("statusCode".into(), Value::from(status.as_u16()));
-    Value::Object(jwr)
+        if is_json {
+            // Validated, not built: a handler that labels text as JSON still
+            // gets its text through. (Copying the text costs less than a
+            // second validating scan would.)
+            serde_json::value::RawValue::from_string(text.clone())
+                .map(JwrBody::Json)
+                .unwrap_or(JwrBody::Text(text))
+        } else {
+            JwrBody::Text(text)
+        }
+    });
+    Reply::Jwr(Jwr {
+        body,
+        headers,
+        status_code: status.as_u16(),
+    })
 }
 
 #[cfg(test)]

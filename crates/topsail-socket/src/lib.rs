@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::Socket;
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
@@ -98,47 +98,65 @@ fn connect_handler<A: Adapter>(
     }
 }
 
+/// What a socket's request handler needs, shared by all its requests.
+struct Bridge {
+    hs: bridge::Handshake,
+    router: Arc<OnceLock<Router>>,
+    sockets: Sockets,
+}
+
 fn on_connect<A: Adapter>(socket: SocketRef<A>, router: Arc<OnceLock<Router>>, sockets: Sockets) {
     let parts = socket.req_parts();
     let sid: Arc<str> = Arc::from(socket.id.to_string());
-    let hs = Arc::new(bridge::Handshake {
+    let hs = bridge::Handshake {
         sid: sid.clone(),
         sdk: bridge::check_sdk(&parts.headers, parts.uri.query()),
         cookie: parts.headers.get(header::COOKIE).cloned(),
         origin: parts.headers.get(header::ORIGIN).cloned(),
-    });
+    };
     // Every socket sits in a room named after its id: that is how a socket
     // on another node is addressed (join by id, sender exclusion).
     socket.join(sid.to_string());
     tracing::info!(sid = %sid, "socket connected");
-    for verb in bridge::VERBS {
-        let (hs, router, sockets) = (hs.clone(), router.clone(), sockets.clone());
-        socket.on(
-            verb,
-            move |s: SocketRef<A>,
-                  TryData(payload): TryData<Value>,
-                  ack: AckSender<A>,
-                  AckRequested(wants_ack): AckRequested| {
-                let (hs, router, sockets) = (hs.clone(), router.clone(), sockets.clone());
-                async move {
-                    let reply = match payload {
-                        Ok(p) => bridge::dispatch(verb, &hs, p, &router, &sockets).await,
-                        Err(e) => {
-                            bridge::parse_error(format!("The request could not be decoded: {e}"))
-                        }
-                    };
-                    let is_parse_error = reply.get("code").is_some();
-                    if wants_ack {
-                        if let Err(e) = ack.send(&reply) {
-                            tracing::debug!(error = %e, "could not send an ack (socket gone?)");
-                        }
-                    } else if is_parse_error {
-                        let _ = s.emit("sails:parseError", &reply);
+    // One handler for every event: the seven verbs are told apart by name,
+    // so a socket carries one boxed closure instead of seven.
+    let ctx = Arc::new(Bridge {
+        hs,
+        router,
+        sockets,
+    });
+    socket.on_fallback(
+        move |s: SocketRef<A>,
+              Event(event): Event,
+              TryData(payload): TryData<Value>,
+              ack: AckSender<A>,
+              AckRequested(wants_ack): AckRequested| {
+            let ctx = ctx.clone();
+            async move {
+                // Other events are the app's business, as in Sails.
+                let Some(verb) = bridge::VERBS.iter().find(|v| **v == event) else {
+                    return;
+                };
+                let reply = match payload {
+                    Ok(p) => bridge::dispatch(verb, &ctx.hs, p, &ctx.router, &ctx.sockets).await,
+                    Err(e) => bridge::Reply::ParseError(bridge::parse_error(format!(
+                        "The request could not be decoded: {e}"
+                    ))),
+                };
+                let sent = match (&reply, wants_ack) {
+                    (bridge::Reply::Jwr(jwr), true) => ack.send(jwr),
+                    (bridge::Reply::ParseError(err), true) => ack.send(err),
+                    (bridge::Reply::ParseError(err), false) => {
+                        s.emit("sails:parseError", err).map_err(Into::into)
                     }
+                    (bridge::Reply::Jwr(_), false) => Ok(()),
+                };
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "could not answer a virtual request (socket gone?)");
                 }
-            },
-        );
-    }
+            }
+        },
+    );
     socket.on_disconnect(move |s: SocketRef<A>| async move {
         tracing::info!(sid = %s.id, "socket disconnected");
     });

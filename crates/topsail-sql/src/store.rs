@@ -12,10 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow};
 use sqlx::{AssertSqlSafe, Postgres, Row as _, Sqlite, Transaction};
 use topsail_core::StoreError;
 use topsail_core::model::AttrType;
@@ -49,6 +47,32 @@ pub enum SqlStore {
     Sqlite(SqlitePool),
     /// PostgreSQL.
     Postgres(PgPool),
+}
+
+/// A pooled connection idle for longer than this is pinged before use.
+const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// Pool settings shared by both databases. sqlx pings every connection it
+/// hands out by default: one extra round trip per request, a third of the
+/// work of a `findOne`. A connection that has been busy recently is known
+/// to be alive, so only one that sat idle is checked.
+fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(ping_if_stale::<DB>)
+}
+
+fn ping_if_stale<DB: sqlx::Database>(
+    conn: &mut DB::Connection,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, sqlx::Error>> + Send + '_>> {
+    Box::pin(async move {
+        use sqlx::Connection;
+        if meta.idle_for >= STALE_AFTER {
+            conn.ping().await?;
+        }
+        Ok(true)
+    })
 }
 
 impl SqlStore {
@@ -86,13 +110,13 @@ impl SqlStore {
     ) -> Result<SqlStore, ConnectError> {
         let opts = opts.busy_timeout(Duration::from_secs(10));
         let pool = if in_memory {
-            SqlitePoolOptions::new()
+            pool_options::<Sqlite>()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
         } else {
-            SqlitePoolOptions::new().max_connections(8)
+            pool_options::<Sqlite>().max_connections(8)
         };
         let pool = pool
             .connect_with(opts)
@@ -103,7 +127,7 @@ impl SqlStore {
 
     /// Connects to PostgreSQL with explicit options.
     pub async fn connect_postgres(opts: PgConnectOptions) -> Result<SqlStore, ConnectError> {
-        let pool = PgPoolOptions::new()
+        let pool = pool_options::<Postgres>()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts.clone())

@@ -141,8 +141,10 @@ async fn main() {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/topsail_bench".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "1399".into());
+    // As topsail's pool: no ping round trip on every acquire.
     let db = PgPoolOptions::new()
         .max_connections(16)
+        .test_before_acquire(false)
         .connect(&url)
         .await
         .unwrap_or_else(|e| {
