@@ -93,17 +93,21 @@ fn now_us() -> u64 {
 /// Closed loop over `conns` keep-alive connections for `secs`: requests/s and
 /// latency percentiles (µs).
 async fn http_loop(
-    addr: &str,
+    server: &Server,
     conns: usize,
     secs: u64,
     method: &'static str,
     path: &'static str,
     body: Option<&'static str>,
 ) -> Res<Value> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
+    let mut conns_ = Vec::new();
     for _ in 0..conns {
-        let mut c = Http::connect(addr).await?;
+        conns_.push(Http::connect(&server.addr).await?);
+    }
+    let cpu0 = cpu_us(server.child.id());
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    for mut c in conns_ {
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
@@ -124,10 +128,12 @@ async fn http_loop(
         all.extend(l);
         errors += e;
     }
+    let cpu = cpu_us(server.child.id()) - cpu0;
     all.sort_unstable();
-    Ok(
-        json!({"rps": all.len() as f64 / secs as f64, "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99), "errors": errors}),
-    )
+    Ok(json!({
+        "rps": all.len() as f64 / secs as f64, "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99), "errors": errors,
+        "server_cpu_us_per_req": cpu as f64 / all.len().max(1) as f64,
+    }))
 }
 
 async fn connect_many(addr: &str, n: usize, on_event: OnEvent) -> Res<Vec<Socket>> {
@@ -204,12 +210,25 @@ struct PetData<'a> {
 }
 
 /// Scenario 1 on one server: `subs` watchers, `n` creates, 16 in flight.
+/// How the actor issues its creates.
+#[derive(Clone, Copy)]
+enum Load {
+    /// 16 creates in flight, as fast as the server takes them: throughput.
+    /// Latency then measures the queue (a burst of 16 creates to 10,000
+    /// subscribers is 160,000 frames to write).
+    Burst,
+    /// Creates sent on a fixed schedule (creates per second), whatever the
+    /// answers: latency at a load the server sustains.
+    Paced(f64),
+}
+
 async fn fanout(
     server: &Server,
     subs_at: &[&Server],
     subs: usize,
     n: usize,
     limit: bool,
+    load: Load,
 ) -> Res<Value> {
     let f = Fanout::new(n);
     let mut sockets = Vec::new();
@@ -237,7 +256,11 @@ async fn fanout(
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
-    for _ in 0..16 {
+    let (in_flight, rate) = match load {
+        Load::Burst => (16, None),
+        Load::Paced(rate) => (16, Some(rate)),
+    };
+    for _ in 0..in_flight {
         let (next, f, addr) = (next.clone(), f.clone(), server.addr.clone());
         workers.push(tokio::spawn(async move {
             let mut c = Http::connect(&addr).await?;
@@ -245,6 +268,10 @@ async fn fanout(
                 let seq = next.fetch_add(1, Ordering::Relaxed) as usize;
                 if seq >= n {
                     return Ok::<_, String>(());
+                }
+                if let Some(rate) = rate {
+                    let at = start + Duration::from_secs_f64(seq as f64 / rate);
+                    tokio::time::sleep_until(at.into()).await;
                 }
                 f.sent[seq].store(now_us(), Ordering::Relaxed);
                 let name = format!("b{seq}");
@@ -276,6 +303,7 @@ async fn fanout(
     lat.sort_unstable();
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(json!({
+        "load": match load { Load::Burst => "16 in flight".to_owned(), Load::Paced(r) => format!("{r} creates/s") },
         "subscribers": subs, "creates": n, "creates_per_s": n as f64 / create_secs,
         "delivered": got, "expected": expected, "missing": expected.saturating_sub(got),
         "events_per_s": got as f64 / all_secs, "p50_ms": percentile(&lat, 0.5) as f64 / 1000.0, "p99_ms": percentile(&lat, 0.99) as f64 / 1000.0,
@@ -284,8 +312,9 @@ async fn fanout(
 }
 
 /// Scenario 2: `k` sockets in a closed loop on `GET /user/1`.
-async fn socket_loop(addr: &str, k: usize, secs: u64) -> Res<Value> {
-    let sockets = connect_many(addr, k, Arc::new(|_: &str| {})).await?;
+async fn socket_loop(server: &Server, k: usize, secs: u64) -> Res<Value> {
+    let sockets = connect_many(&server.addr, k, Arc::new(|_: &str| {})).await?;
+    let cpu0 = cpu_us(server.child.id());
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for s in sockets.clone() {
@@ -304,13 +333,15 @@ async fn socket_loop(addr: &str, k: usize, secs: u64) -> Res<Value> {
     for t in tasks {
         all.extend(t.await.map_err(|e| e.to_string())?);
     }
+    let cpu = cpu_us(server.child.id()) - cpu0;
     for s in &sockets {
         s.close();
     }
     all.sort_unstable();
-    Ok(
-        json!({"rps": all.len() as f64 / secs as f64, "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99)}),
-    )
+    Ok(json!({
+        "rps": all.len() as f64 / secs as f64, "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99),
+        "server_cpu_us_per_req": cpu as f64 / all.len().max(1) as f64,
+    }))
 }
 
 async fn seed(addr: &str) -> Res<()> {
@@ -355,6 +386,12 @@ async fn seed(addr: &str) -> Res<()> {
 fn print_row(label: &str, v: &Value) {
     println!("{label:<58} {v}");
 }
+
+// The load generator shares the 2 cores with the server: mimalloc makes its
+// own per-frame allocations cheaper, leaving more CPU to the server. The
+// servers measured (the zoo and the limit) keep the system allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
@@ -410,8 +447,8 @@ async fn run() -> Res<()> {
         ] {
             // The limit serves exactly the zoo's default `find` on `/pet`.
             let limit_path = "/pet";
-            let t = http_loop(&zoo.addr, 16, secs, method, path, body).await?;
-            let l = http_loop(&limit.addr, 16, secs, method, limit_path, body).await?;
+            let t = http_loop(&zoo, 16, secs, method, path, body).await?;
+            let l = http_loop(&limit, 16, secs, method, limit_path, body).await?;
             let ratio = t["rps"].as_f64().unwrap_or(0.0) / l["rps"].as_f64().unwrap_or(1.0);
             let row = json!({"topsail": t, "limit": l, "ratio": ratio});
             print_row(&format!("3. {method} {path}"), &row);
@@ -421,8 +458,8 @@ async fn run() -> Res<()> {
 
     if runs("socket") {
         // Scenario 2: socket requests versus HTTP on the same route.
-        let s = socket_loop(&zoo.addr, 32, secs).await?;
-        let h = http_loop(&zoo.addr, 32, secs, "GET", "/user/1", None).await?;
+        let s = socket_loop(&zoo, 32, secs).await?;
+        let h = http_loop(&zoo, 32, secs, "GET", "/user/1", None).await?;
         let row = json!({"socket": s, "http": h, "ratio": s["rps"].as_f64().unwrap_or(0.0) / h["rps"].as_f64().unwrap_or(1.0)});
         print_row("2. GET /user/1 socket vs HTTP (32 clients)", &row);
         results.insert("socket_get".into(), row);
@@ -437,14 +474,19 @@ async fn run() -> Res<()> {
         };
         let mut fan = Vec::new();
         for &(subs, n) in sizes {
-            let t = fanout(&zoo, &[&zoo], subs, n, false).await?;
-            let l = fanout(&limit, &[&limit], subs, n, true).await?;
+            let t = fanout(&zoo, &[&zoo], subs, n, false, Load::Burst).await?;
+            let l = fanout(&limit, &[&limit], subs, n, true, Load::Burst).await?;
+            // The same sizes at 100,000 events/s offered (creates on a
+            // schedule): the latency a subscriber sees under steady load.
+            let rate = 100_000.0 / subs as f64;
+            let tp = fanout(&zoo, &[&zoo], subs, n, false, Load::Paced(rate)).await?;
+            let lp = fanout(&limit, &[&limit], subs, n, true, Load::Paced(rate)).await?;
             let ratio = t["server_cpu_us_per_event"].as_f64().unwrap_or(0.0)
                 / l["server_cpu_us_per_event"]
                     .as_f64()
                     .unwrap_or(1.0)
                     .max(0.001);
-            let row = json!({"topsail": t, "limit": l, "cpu_ratio": ratio});
+            let row = json!({"topsail": t, "limit": l, "cpu_ratio": ratio, "paced": {"topsail": tp, "limit": lp}});
             print_row(
                 &format!("1. fan-out {subs} subscribers x {n} creates"),
                 &row,
@@ -507,7 +549,7 @@ async fn run() -> Res<()> {
         )
         .await?;
         let (subs, n) = if quick { (400, 50) } else { (2000, 100) };
-        let row = fanout(&n1, &[&n1, &n2], subs, n, false).await?;
+        let row = fanout(&n1, &[&n1, &n2], subs, n, false, Load::Burst).await?;
         print_row(
             &format!("5. cluster fan-out, {subs} subscribers on 2 nodes x {n} creates"),
             &row,

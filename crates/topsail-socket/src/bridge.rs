@@ -271,9 +271,7 @@ pub(crate) async fn dispatch(
     let mut req = match req.body(body) {
         Ok(r) => r,
         Err(e) => {
-            return Reply::ParseError(parse_error(format!(
-                "The request could not be built: {e}"
-            )));
+            return Reply::ParseError(parse_error(format!("The request could not be built: {e}")));
         }
     };
     req.extensions_mut().insert(Actor::Socket(hs.sid.clone()));

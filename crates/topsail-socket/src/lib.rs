@@ -46,6 +46,11 @@ pub struct RealtimeConfig {
     pub ping_interval: Duration,
     /// Engine.IO ping timeout (Sails: 60 s).
     pub ping_timeout: Duration,
+    /// Bytes each websocket reserves for reading client frames. Requests
+    /// are small; a larger frame grows the buffer as it arrives. This is
+    /// most of an idle socket's memory, so servers holding many sockets
+    /// want it small.
+    pub read_buffer: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -55,6 +60,7 @@ impl Default for RealtimeConfig {
             max_payload: 1024 * 1024,
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(60),
+            read_buffer: 1024,
         }
     }
 }
@@ -63,7 +69,8 @@ fn configure<A: Adapter>(b: SocketIoBuilder<A>, cfg: &RealtimeConfig) -> SocketI
     let b = b
         .ping_interval(cfg.ping_interval)
         .ping_timeout(cfg.ping_timeout)
-        .max_payload(cfg.max_payload);
+        .max_payload(cfg.max_payload)
+        .ws_read_buffer_size(cfg.read_buffer);
     if cfg.websocket_only {
         b.transports([TransportType::Websocket])
     } else {
