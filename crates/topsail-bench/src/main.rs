@@ -406,7 +406,7 @@ async fn run() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let secs = if quick { 2 } else { 5 };
-    // `--only http,socket,fanout,memory,cluster` runs a subset (for profiling).
+    // `--only http,socket,fanout,memory,cluster,sqlite` runs a subset.
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -558,6 +558,52 @@ async fn run() -> Res<()> {
         drop((n1, n2));
         let _ = redis.kill();
         let _ = redis.wait();
+    }
+
+    // The embedded default: scenarios 3, 2 and the small fan-out on SQLite
+    // (a fresh file). The hand-written limit is PostgreSQL-only, so these
+    // rows have no limit ratio.
+    if runs("sqlite") {
+        let file =
+            std::env::temp_dir().join(format!("topsail-bench-{}.sqlite", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let zoo = start(
+            "zoo",
+            &[("DATABASE_URL", format!("sqlite://{}", file.display()))],
+        )
+        .await?;
+        seed(&zoo.addr).await?;
+        let mut sqlite = serde_json::Map::new();
+        for (name, method, path, body) in [
+            ("http_find", "GET", "/pet?limit=30&sort=name%20ASC", None),
+            (
+                "http_create",
+                "POST",
+                "/pet",
+                Some(r#"{"name":"Bench","species":"cat"}"#),
+            ),
+        ] {
+            let t = http_loop(&zoo, 16, secs, method, path, body).await?;
+            print_row(&format!("SQLite 3. {method} {path}"), &t);
+            sqlite.insert(name.into(), t);
+        }
+        let s = socket_loop(&zoo, 32, secs).await?;
+        let h = http_loop(&zoo, 32, secs, "GET", "/user/1", None).await?;
+        let row = json!({"socket": s, "http": h, "ratio": s["rps"].as_f64().unwrap_or(0.0) / h["rps"].as_f64().unwrap_or(1.0)});
+        print_row("SQLite 2. GET /user/1 socket vs HTTP (32 clients)", &row);
+        sqlite.insert("socket_get".into(), row);
+        let (subs, n) = if quick { (200, 100) } else { (200, 500) };
+        let row = fanout(&zoo, &[&zoo], subs, n, false, Load::Burst).await?;
+        print_row(
+            &format!("SQLite 1. fan-out {subs} subscribers x {n} creates"),
+            &row,
+        );
+        sqlite.insert("fanout".into(), row);
+        results.insert("sqlite".into(), Value::Object(sqlite));
+        drop(zoo);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
     }
 
     let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench/results.json".into());

@@ -154,7 +154,7 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, router: Arc<OnceLock<Router>>, s
                     (bridge::Reply::Jwr(jwr), true) => ack.send(jwr),
                     (bridge::Reply::ParseError(err), true) => ack.send(err),
                     (bridge::Reply::ParseError(err), false) => {
-                        s.emit("sails:parseError", err).map_err(Into::into)
+                        s.emit("sails:parseError", err)
                     }
                     (bridge::Reply::Jwr(_), false) => Ok(()),
                 };
