@@ -344,6 +344,25 @@ async fn socket_loop(server: &Server, k: usize, secs: u64) -> Res<Value> {
     }))
 }
 
+/// Scenario 3's routes: `(result key, method, path, body)`.
+const HTTP_ROUTES: [(&str, &str, &str, Option<&str>); 2] = [
+    ("http_find", "GET", "/pet?limit=30&sort=name%20ASC", None),
+    (
+        "http_create",
+        "POST",
+        "/pet",
+        Some(r#"{"name":"Bench","species":"cat"}"#),
+    ),
+];
+
+/// Scenario 2: `GET /user/1` over 32 sockets, then over 32 HTTP connections.
+async fn socket_vs_http(server: &Server, secs: u64) -> Res<Value> {
+    let s = socket_loop(server, 32, secs).await?;
+    let h = http_loop(server, 32, secs, "GET", "/user/1", None).await?;
+    let ratio = s["rps"].as_f64().unwrap_or(0.0) / h["rps"].as_f64().unwrap_or(1.0);
+    Ok(json!({"socket": s, "http": h, "ratio": ratio}))
+}
+
 async fn seed(addr: &str) -> Res<()> {
     let mut c = Http::connect(addr).await?;
     for i in 0..10 {
@@ -436,15 +455,7 @@ async fn run() -> Res<()> {
 
     if runs("http") {
         // Scenario 3: HTTP.
-        for (name, method, path, body) in [
-            ("http_find", "GET", "/pet?limit=30&sort=name%20ASC", None),
-            (
-                "http_create",
-                "POST",
-                "/pet",
-                Some(r#"{"name":"Bench","species":"cat"}"#),
-            ),
-        ] {
+        for (name, method, path, body) in HTTP_ROUTES {
             // The limit serves exactly the zoo's default `find` on `/pet`.
             let limit_path = "/pet";
             let t = http_loop(&zoo, 16, secs, method, path, body).await?;
@@ -458,9 +469,7 @@ async fn run() -> Res<()> {
 
     if runs("socket") {
         // Scenario 2: socket requests versus HTTP on the same route.
-        let s = socket_loop(&zoo, 32, secs).await?;
-        let h = http_loop(&zoo, 32, secs, "GET", "/user/1", None).await?;
-        let row = json!({"socket": s, "http": h, "ratio": s["rps"].as_f64().unwrap_or(0.0) / h["rps"].as_f64().unwrap_or(1.0)});
+        let row = socket_vs_http(&zoo, secs).await?;
         print_row("2. GET /user/1 socket vs HTTP (32 clients)", &row);
         results.insert("socket_get".into(), row);
     }
@@ -574,22 +583,12 @@ async fn run() -> Res<()> {
         .await?;
         seed(&zoo.addr).await?;
         let mut sqlite = serde_json::Map::new();
-        for (name, method, path, body) in [
-            ("http_find", "GET", "/pet?limit=30&sort=name%20ASC", None),
-            (
-                "http_create",
-                "POST",
-                "/pet",
-                Some(r#"{"name":"Bench","species":"cat"}"#),
-            ),
-        ] {
+        for (name, method, path, body) in HTTP_ROUTES {
             let t = http_loop(&zoo, 16, secs, method, path, body).await?;
             print_row(&format!("SQLite 3. {method} {path}"), &t);
             sqlite.insert(name.into(), t);
         }
-        let s = socket_loop(&zoo, 32, secs).await?;
-        let h = http_loop(&zoo, 32, secs, "GET", "/user/1", None).await?;
-        let row = json!({"socket": s, "http": h, "ratio": s["rps"].as_f64().unwrap_or(0.0) / h["rps"].as_f64().unwrap_or(1.0)});
+        let row = socket_vs_http(&zoo, secs).await?;
         print_row("SQLite 2. GET /user/1 socket vs HTTP (32 clients)", &row);
         sqlite.insert("socket_get".into(), row);
         let (subs, n) = if quick { (200, 100) } else { (200, 500) };
