@@ -243,7 +243,7 @@ impl topsail::core::store::Store for Counting {
 }
 
 #[tokio::test]
-async fn populate_runs_one_query_per_association_not_per_row() {
+async fn a_list_reads_each_association_once_a_record_reads_all_in_one() {
     use std::sync::atomic::Ordering;
     let z = topsail_tests::zoo(topsail_tests::Db::Sqlite).await;
     for i in 0..20 {
@@ -319,4 +319,17 @@ async fn populate_runs_one_query_per_association_not_per_row() {
         .unwrap();
     assert_eq!(linked["tags"][0]["id"], 1);
     assert_eq!(transactions.load(Ordering::SeqCst), 1);
+    // One record reads its owner and tags in the same statement.
+    selects.store(0, Ordering::SeqCst);
+    let one = engine
+        .find_one(
+            pet,
+            &json!(1),
+            &topsail::Criteria::new(),
+            &topsail::Actor::Server,
+        )
+        .await
+        .unwrap();
+    assert!(one["owner"].is_object() && one["tags"].as_array().unwrap().len() == 1);
+    assert_eq!(selects.load(Ordering::SeqCst), 1, "findOne: one statement");
 }

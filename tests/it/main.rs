@@ -23,6 +23,8 @@ mod pubsub;
 mod keys;
 // App code: the typed API and lifecycle callbacks.
 mod typed;
+// One record and its populates in one statement, equal to a list's read.
+mod nested;
 // Concurrent writers and rolled-back changes.
 mod concurrency;
 // The schema: generated DDL, migration files, the migrator.

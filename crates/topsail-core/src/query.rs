@@ -172,6 +172,27 @@ pub struct Select {
     /// Lock the selected rows until the transaction ends (`FOR UPDATE` on
     /// PostgreSQL; SQLite write transactions are already exclusive).
     pub lock: bool,
+    /// Associated rows read in the same statement, one output column each
+    /// after `columns` (see [`Nested`]).
+    pub nested: Vec<Nested>,
+}
+
+/// The rows of another table that belong to each row of a [`Select`], read
+/// in the same statement (a correlated subquery) so a record and what it
+/// populates cost one round trip.
+///
+/// Each comes back as one more column of the parent row: an array with one
+/// array per child row, holding the values of `select.columns` in order.
+/// The child's `filter`, `order`, `limit` and `offset` apply per parent;
+/// `partition`, `lock` and `nested` are not used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nested {
+    /// The child rows to read.
+    pub select: Select,
+    /// The child's column (own or join table) that must equal...
+    pub child_key: ColRef,
+    /// ...this column of the parent's main table.
+    pub parent_key: Ident,
 }
 
 impl Select {
@@ -187,6 +208,7 @@ impl Select {
             join: None,
             partition: None,
             lock: false,
+            nested: Vec::new(),
         }
     }
 }

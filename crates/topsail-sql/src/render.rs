@@ -8,7 +8,7 @@ model metadata (quoted) and fixed keywords.
 
 use std::fmt::Write;
 
-use topsail_core::query::{CmpOp, ColRef, Delete, Dir, Filter, Insert, Select, Update};
+use topsail_core::query::{CmpOp, ColRef, Delete, Dir, Filter, Insert, Nested, Select, Update};
 use topsail_core::store::Dialect;
 use topsail_core::value::SqlValue;
 
@@ -31,8 +31,11 @@ struct Renderer {
     dialect: Dialect,
     sql: String,
     binds: Vec<SqlValue>,
-    /// Qualify main-table columns with `"t"` (selects) or not (update/delete).
-    qualify: bool,
+    /// The alias main-table columns are qualified with (`"t"` in selects,
+    /// `"n"` in a nested one), or none (update/delete).
+    main: Option<&'static str>,
+    /// The alias of the join table (`"j"`, or `"m"` in a nested select).
+    join: &'static str,
 }
 
 impl Renderer {
@@ -41,7 +44,8 @@ impl Renderer {
             dialect,
             sql: String::with_capacity(128),
             binds: Vec::new(),
-            qualify,
+            main: qualify.then_some("\"t\""),
+            join: "\"j\"",
         }
     }
 
@@ -51,17 +55,16 @@ impl Renderer {
     }
 
     fn col(&mut self, c: &ColRef) {
-        match c {
-            ColRef::Main(name) if self.qualify => {
-                self.sql.push_str("\"t\".");
-                self.sql.push_str(&quote(name));
-            }
-            ColRef::Main(name) => self.sql.push_str(&quote(name)),
-            ColRef::Join(name) => {
-                self.sql.push_str("\"j\".");
-                self.sql.push_str(&quote(name));
-            }
+        let alias = match c {
+            ColRef::Main(_) => self.main,
+            ColRef::Join(_) => Some(self.join),
+        };
+        if let Some(alias) = alias {
+            self.sql.push_str(alias);
+            self.sql.push('.');
         }
+        let (ColRef::Main(name) | ColRef::Join(name)) = c;
+        self.sql.push_str(&quote(name));
     }
 
     fn filter(&mut self, f: &Filter) {
@@ -147,6 +150,96 @@ impl Renderer {
         }
     }
 
+    fn limit_offset(&mut self, limit: Option<u64>, offset: u64) {
+        match (limit, offset) {
+            (Some(l), off) => {
+                self.sql.push_str(" LIMIT ");
+                self.bind(limit_value(l));
+                if off > 0 {
+                    self.sql.push_str(" OFFSET ");
+                    self.bind(limit_value(off));
+                }
+            }
+            (None, 0) => {}
+            (None, off) => {
+                // SQLite needs a LIMIT before OFFSET; -1 means none.
+                if self.dialect == Dialect::Sqlite {
+                    self.sql.push_str(" LIMIT -1");
+                }
+                self.sql.push_str(" OFFSET ");
+                self.bind(limit_value(off));
+            }
+        }
+    }
+
+    /// A [`Nested`] select as one output column `"x{k}"`: a correlated
+    /// subquery aggregating the child rows, in order, into a JSON array of
+    /// arrays (text). The inner select applies the per-parent limit; the
+    /// aggregate's own `ORDER BY` keeps the order (a subquery's order is not
+    /// guaranteed to survive aggregation).
+    fn nested(&mut self, n: &Nested, k: usize) {
+        let q = &n.select;
+        let outer = self.main.unwrap_or("\"t\"");
+        let pg = self.dialect == Dialect::Postgres;
+        self.sql.push_str(if pg {
+            "(SELECT COALESCE(json_agg(json_build_array("
+        } else {
+            "(SELECT json_group_array(json_array("
+        });
+        for i in 0..q.columns.len() {
+            if i > 0 {
+                self.sql.push_str(", ");
+            }
+            let _ = write!(self.sql, "\"c{i}\"");
+        }
+        self.sql.push(')');
+        for (i, (_, d)) in q.order.iter().enumerate() {
+            self.sql.push_str(if i == 0 { " ORDER BY " } else { ", " });
+            let _ = write!(
+                self.sql,
+                "\"o{i}\"{}",
+                if *d == Dir::Asc { " ASC" } else { " DESC" }
+            );
+        }
+        self.sql.push_str(if pg { "), '[]')::text" } else { ")" });
+        self.sql.push_str(" FROM (SELECT ");
+        let (main, join) = (self.main, self.join);
+        (self.main, self.join) = (Some("\"n\""), "\"m\"");
+        for (i, (c, _)) in q.columns.iter().enumerate() {
+            if i > 0 {
+                self.sql.push_str(", ");
+            }
+            self.col(c);
+            let _ = write!(self.sql, " AS \"c{i}\"");
+        }
+        for (i, (c, _)) in q.order.iter().enumerate() {
+            let _ = write!(self.sql, ", \"n\".{} AS \"o{i}\"", quote(c));
+        }
+        let _ = write!(self.sql, " FROM {} AS \"n\"", quote(&q.table));
+        if let Some(j) = &q.join {
+            let _ = write!(
+                self.sql,
+                " JOIN {} AS \"m\" ON \"m\".{} = \"n\".{}",
+                quote(&j.table),
+                quote(&j.child_column),
+                quote(&j.target_pk)
+            );
+        }
+        self.sql.push_str(" WHERE ");
+        self.col(&n.child_key);
+        let _ = write!(self.sql, " = {outer}.{}", quote(&n.parent_key));
+        if q.filter != Filter::True {
+            self.sql.push_str(" AND ");
+            self.filter(&q.filter);
+        }
+        if q.limit.is_some() || q.offset > 0 {
+            self.order(&q.order, "\"n\".");
+            self.limit_offset(q.limit, q.offset);
+        }
+        (self.main, self.join) = (main, join);
+        let _ = write!(self.sql, ") AS \"s\") AS \"x{k}\"");
+    }
+
     fn finish(self) -> Built {
         Built {
             sql: self.sql,
@@ -172,6 +265,9 @@ pub fn select(q: &Select, dialect: Dialect) -> Built {
             }
             let _ = write!(r.sql, "\"c{i}\"");
         }
+        for k in 0..q.nested.len() {
+            let _ = write!(r.sql, ", \"x{k}\"");
+        }
         r.sql.push_str(" FROM (");
     }
     r.sql.push_str("SELECT ");
@@ -181,6 +277,10 @@ pub fn select(q: &Select, dialect: Dialect) -> Built {
         }
         r.col(c);
         let _ = write!(r.sql, " AS \"c{i}\"");
+    }
+    for (k, n) in q.nested.iter().enumerate() {
+        r.sql.push_str(", ");
+        r.nested(n, k);
     }
     if let Some(p) = &q.partition {
         r.sql.push_str(", ROW_NUMBER() OVER (PARTITION BY ");
@@ -234,25 +334,7 @@ pub fn select(q: &Select, dialect: Dialect) -> Built {
         return r.finish();
     }
     r.order(&q.order, "\"t\".");
-    match (q.limit, q.offset) {
-        (Some(l), off) => {
-            r.sql.push_str(" LIMIT ");
-            r.bind(limit_value(l));
-            if off > 0 {
-                r.sql.push_str(" OFFSET ");
-                r.bind(limit_value(off));
-            }
-        }
-        (None, 0) => {}
-        (None, off) => {
-            // SQLite needs a LIMIT before OFFSET; -1 means none.
-            if dialect == Dialect::Sqlite {
-                r.sql.push_str(" LIMIT -1");
-            }
-            r.sql.push_str(" OFFSET ");
-            r.bind(limit_value(off));
-        }
-    }
+    r.limit_offset(q.limit, q.offset);
     if q.lock && dialect == Dialect::Postgres && q.join.is_none() {
         r.sql.push_str(" FOR UPDATE OF \"t\"");
     }
@@ -415,6 +497,45 @@ mod tests {
             "SELECT \"c0\", \"c1\" FROM (SELECT \"t\".\"id\" AS \"c0\", \"j\".\"pet_tags\" AS \"c1\", ROW_NUMBER() OVER (PARTITION BY \"j\".\"pet_tags\" ORDER BY \"t\".\"id\" ASC) AS \"__rn\", \"t\".\"id\" AS \"o0\" FROM \"tag\" AS \"t\" JOIN \"pet_tags__tag_pets\" AS \"j\" ON \"j\".\"tag_pets\" = \"t\".\"id\" WHERE \"j\".\"pet_tags\" IN ($1, $2)) AS \"s\" WHERE \"__rn\" > $3 AND \"__rn\" <= $4 ORDER BY \"o0\" ASC"
         );
         assert_eq!(b.binds[2..], [SqlValue::Int(0), SqlValue::Int(30)]);
+    }
+
+    #[test]
+    fn a_nested_collection_is_a_correlated_aggregate() {
+        let mut tags = Select::new("tag".into(), vec![(main("id"), AttrType::Integer)]);
+        tags.join = Some(Join {
+            table: "pet_tags".into(),
+            child_column: "tag".into(),
+            target_pk: "id".into(),
+        });
+        tags.filter = Filter::eq("label".into(), SqlValue::Text("x".into()));
+        tags.order = vec![("id".into(), Dir::Desc)];
+        tags.limit = Some(30);
+        let mut q = Select::new("pet".into(), vec![(main("id"), AttrType::Integer)]);
+        q.filter = Filter::eq("id".into(), SqlValue::Int(7));
+        q.nested = vec![Nested {
+            select: tags,
+            child_key: ColRef::Join("pet".into()),
+            parent_key: "id".into(),
+        }];
+        let b = select(&q, Dialect::Postgres);
+        assert_eq!(
+            b.sql,
+            "SELECT \"t\".\"id\" AS \"c0\", (SELECT COALESCE(json_agg(json_build_array(\"c0\") ORDER BY \"o0\" DESC), '[]')::text FROM (SELECT \"n\".\"id\" AS \"c0\", \"n\".\"id\" AS \"o0\" FROM \"tag\" AS \"n\" JOIN \"pet_tags\" AS \"m\" ON \"m\".\"tag\" = \"n\".\"id\" WHERE \"m\".\"pet\" = \"t\".\"id\" AND \"n\".\"label\" = $1 ORDER BY \"n\".\"id\" DESC LIMIT $2) AS \"s\") AS \"x0\" FROM \"pet\" AS \"t\" WHERE \"t\".\"id\" = $3"
+        );
+        // Binds in text order: the child's, then the parent's.
+        assert_eq!(
+            b.binds,
+            [
+                SqlValue::Text("x".into()),
+                SqlValue::Int(30),
+                SqlValue::Int(7)
+            ]
+        );
+        assert!(
+            select(&q, Dialect::Sqlite).sql.contains(
+                "(SELECT json_group_array(json_array(\"c0\") ORDER BY \"o0\" DESC) FROM ("
+            )
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRo
 use sqlx::{AssertSqlSafe, Postgres, Row as _, Sqlite, Transaction};
 use topsail_core::StoreError;
 use topsail_core::model::AttrType;
-use topsail_core::query::{Delete, Insert, Select, Update};
+use topsail_core::query::{Delete, Insert, Nested, Select, Update};
 use topsail_core::store::{Conn, Dialect, Row, Store, Tx};
 use topsail_core::value::{SqlValue, number_json};
 
@@ -257,6 +257,53 @@ fn decode_pg(row: &PgRow, i: usize, ty: AttrType) -> Result<Value, sqlx::Error> 
 }
 
 /// A pooled SQLite connection.
+/// The rows of a [`Nested`] column (a JSON array of arrays, as text),
+/// each value decoded by its column's type as [`decode_sqlite`] and
+/// [`decode_pg`] do for a plain column.
+fn decode_nested(text: Option<&str>, n: &Nested, dialect: Dialect) -> Result<Value, StoreError> {
+    let Some(text) = text else {
+        return Ok(Value::Array(Vec::new()));
+    };
+    let rows: Vec<Vec<Value>> = serde_json::from_str(text)
+        .map_err(|e| StoreError::Database(format!("malformed nested rows: {e}").into()))?;
+    Ok(Value::Array(
+        rows.into_iter()
+            .map(|row| {
+                Value::Array(
+                    row.into_iter()
+                        .zip(&n.select.columns)
+                        .map(|(v, (_, ty))| json_column(v, *ty, dialect))
+                        .collect(),
+                )
+            })
+            .collect(),
+    ))
+}
+
+/// A column value as the JSON functions of `dialect` render it, read back
+/// as its attribute type.
+fn json_column(v: Value, ty: AttrType, dialect: Dialect) -> Value {
+    match (ty, v) {
+        (_, Value::Null) => Value::Null,
+        // SQLite may hold a REAL in an INTEGER column; its reader truncates.
+        (AttrType::Integer, Value::Number(n)) => n
+            .as_i64()
+            .map(Value::from)
+            .unwrap_or_else(|| Value::from(n.as_f64().unwrap_or(0.0) as i64)),
+        (AttrType::Number, Value::Number(n)) => number_json(n.as_f64().unwrap_or(f64::NAN)),
+        // PostgreSQL writes non-finite floats as strings.
+        (AttrType::Number, Value::String(s)) => number_json(s.parse().unwrap_or(f64::NAN)),
+        // SQLite stores booleans as 0 and 1.
+        (AttrType::Boolean, Value::Number(n)) => Value::Bool(n.as_f64() != Some(0.0)),
+        // SQLite keeps JSON as text; PostgreSQL's JSONB is embedded as is.
+        (AttrType::Json, Value::String(s)) if dialect == Dialect::Sqlite => {
+            serde_json::from_str(&s).unwrap_or(Value::String(s))
+        }
+        (AttrType::String, v @ (Value::Number(_) | Value::Bool(_))) => Value::String(v.to_string()),
+        (_, v) => v,
+    }
+}
+
 pub(crate) struct SqliteConn(PoolConnection<Sqlite>);
 /// A SQLite transaction.
 pub(crate) struct SqliteTx(Transaction<'static, Sqlite>);
@@ -289,14 +336,21 @@ macro_rules! impl_conn {
                     .map_err(store_error)?;
                 rows.iter()
                     .map(|row| {
-                        q.columns
+                        let mut out = q
+                            .columns
                             .iter()
                             .enumerate()
                             .map(|(i, (_, ty))| $decode(row, i, *ty))
                             .collect::<Result<Row, _>>()
+                            .map_err(store_error)?;
+                        for (k, n) in q.nested.iter().enumerate() {
+                            let text: Option<String> =
+                                row.try_get(q.columns.len() + k).map_err(store_error)?;
+                            out.push(decode_nested(text.as_deref(), n, $dialect)?);
+                        }
+                        Ok(out)
                     })
-                    .collect::<Result<Vec<Row>, _>>()
-                    .map_err(store_error)
+                    .collect::<Result<Vec<Row>, StoreError>>()
             }
 
             async fn insert(&mut self, q: &Insert) -> Result<Option<Row>, StoreError> {

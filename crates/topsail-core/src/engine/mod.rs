@@ -24,7 +24,7 @@ use crate::record::{Pk, Record};
 use crate::store::{Conn, Store};
 use crate::value::{SqlValue, coerce_pk};
 
-use read::{dedup_keep_order, existing_with, link_pk, linked_ids, load, pk_of};
+use read::{dedup_keep_order, existing_with, link_pk, linked_ids, load, load_single, pk_of};
 
 /// Engine settings (Sails' `blueprints.autoWatch` and `mirror`).
 #[derive(Debug, Clone, Copy)]
@@ -231,9 +231,8 @@ impl Engine {
     /// Loads the one record `q` selects; 404 if there is none.
     async fn load_one(&self, model: &'static ModelDef, q: &Query) -> Result<Record> {
         let mut conn = self.store.conn().await?;
-        load(conn.as_mut(), model, q, false)
+        load_single(conn.as_mut(), model, q, false)
             .await?
-            .pop()
             .ok_or(Error::NotFound)
     }
 
@@ -737,9 +736,8 @@ async fn fetch_locked(
     id: &Pk,
     populate: Vec<PopulateQuery>,
 ) -> Result<Record> {
-    load(conn, model, &Query::by_pk(model, id, populate), true)
+    load_single(conn, model, &Query::by_pk(model, id, populate), true)
         .await?
-        .pop()
         .ok_or(Error::NotFound)
 }
 
@@ -750,9 +748,8 @@ async fn refetch(
     id: &Pk,
     populate: Vec<PopulateQuery>,
 ) -> Result<Record> {
-    load(conn, model, &Query::by_pk(model, id, populate), false)
+    load_single(conn, model, &Query::by_pk(model, id, populate), false)
         .await?
-        .pop()
         .ok_or_else(|| {
             Error::Store(StoreError::Database(
                 format!("could not find `{}` {id} after writing it", model.identity).into(),

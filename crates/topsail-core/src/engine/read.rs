@@ -1,7 +1,8 @@
 /*!
-Reading records: the main select, then one query per populated association
-(an `IN` list over the parents, with a window function for the per-parent
-limit), never one query per row.
+Reading records. A list is the main select, then one query per populated
+association (an `IN` list over the parents, with a window function for the
+per-parent limit), never one query per row. One record (by primary key)
+nests its populates in the same statement, so `findOne` is one round trip.
 */
 
 use std::collections::HashMap;
@@ -11,7 +12,7 @@ use serde_json::Value;
 use crate::criteria::{PopulateQuery, Query};
 use crate::error::Result;
 use crate::model::{AssocKind, AttrType, CollectionStorage, ModelDef, collection_storage};
-use crate::query::{ColRef, Dir, Filter, Ident, Join, Select};
+use crate::query::{ColRef, Dir, Filter, Ident, Join, Nested, Select};
 use crate::record::{Pk, Record};
 use crate::store::{Conn, Row};
 use crate::value::SqlValue;
@@ -116,12 +117,38 @@ fn apply_projection(
     }
 }
 
-/// Runs `q` against `model` and populates what it asks for.
+/// Runs `q` against `model` and populates what it asks for: the main
+/// select, then one query per populated association.
 pub(crate) async fn load(
     conn: &mut dyn Conn,
     model: &'static ModelDef,
     q: &Query,
     lock: bool,
+) -> Result<Vec<Record>> {
+    load_with(conn, model, q, lock, false).await
+}
+
+/// Loads the one record `q` selects (by primary key) with what it
+/// populates, in one statement where every populate can be nested.
+pub(crate) async fn load_single(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    q: &Query,
+    lock: bool,
+) -> Result<Option<Record>> {
+    Ok(load_with(conn, model, q, lock, true).await?.pop())
+}
+
+/// PostgreSQL takes at most 100 arguments in `json_build_array`; a wider
+/// associated model is read by a query of its own.
+const MAX_NESTED_COLUMNS: usize = 90;
+
+async fn load_with(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    q: &Query,
+    lock: bool,
+    nest: bool,
 ) -> Result<Vec<Record>> {
     if q.limit == Some(0) || q.filter == Filter::False {
         return Ok(Vec::new());
@@ -132,11 +159,44 @@ pub(crate) async fn load(
     sel.limit = q.limit;
     sel.offset = q.skip;
     sel.lock = lock;
+    // Nest all populates or none, so a record's keys come in one order.
+    let children: Vec<Children> = q.populate.iter().map(|p| Children::new(model, p)).collect();
+    let nest = nest
+        && children
+            .iter()
+            .all(|c| c.sel.columns.len() <= MAX_NESTED_COLUMNS);
+    let own_columns = sel.columns.len();
+    if nest {
+        sel.nested = children
+            .iter()
+            .map(|c| Nested {
+                select: c.sel.clone(),
+                child_key: c.child_key.clone(),
+                parent_key: c.parent_key.clone(),
+            })
+            .collect();
+    }
     let rows = conn.fetch(&sel).await?;
-    let mut records: Vec<Record> = rows.into_iter().map(|r| row_record(model, r)).collect();
-    if !records.is_empty() {
-        for p in &q.populate {
-            populate(conn, model, &mut records, p).await?;
+    let mut records = Vec::with_capacity(rows.len());
+    for mut row in rows {
+        let nested = row.split_off(own_columns.min(row.len()));
+        let mut record = row_record(model, row);
+        for (c, rows) in children.iter().zip(nested) {
+            let rows = match rows {
+                Value::Array(rows) => rows,
+                _ => Vec::new(),
+            };
+            let kids = rows.into_iter().map(|r| match r {
+                Value::Array(r) => c.record(r),
+                _ => Record::new(),
+            });
+            c.attach(&mut record, kids.collect());
+        }
+        records.push(record);
+    }
+    if !nest && !records.is_empty() {
+        for c in &children {
+            c.populate(conn, model, &mut records).await?;
         }
     }
     let populated: Vec<&str> = q.populate.iter().map(|p| p.assoc.name).collect();
@@ -153,12 +213,93 @@ pub(crate) async fn populate(
     records: &mut [Record],
     p: &PopulateQuery,
 ) -> Result<()> {
-    let assoc = p.assoc;
-    let target = assoc.target();
-    let mut cols = row_columns(target);
-    let mut sel;
-    match assoc.kind {
-        AssocKind::One => {
+    Children::new(model, p).populate(conn, model, records).await
+}
+
+/// How the records of one populate are read: the child select (filter,
+/// order and per-parent window of the populate, no parent yet) and the
+/// columns tying a child row to its parent.
+struct Children<'p> {
+    p: &'p PopulateQuery,
+    sel: Select,
+    /// The child's column holding the parent's key (for a to-one: the
+    /// target's primary key)...
+    child_key: ColRef,
+    /// ...and the parent's column it matches.
+    parent_key: Ident,
+}
+
+impl<'p> Children<'p> {
+    fn new(model: &'static ModelDef, p: &'p PopulateQuery) -> Self {
+        let assoc = p.assoc;
+        let target = assoc.target();
+        let mut sel = Select::new(target.table.into(), row_columns(target));
+        sel.filter = p.filter.clone();
+        let (child_key, parent_key) = match assoc.kind {
+            AssocKind::One => (
+                ColRef::Main(target.pk_column().into()),
+                Ident::from(assoc.column),
+            ),
+            AssocKind::Many { .. } => {
+                sel.order = with_default_order(target, p.sort.clone());
+                sel.limit = p.limit;
+                sel.offset = p.skip;
+                let child_key = match collection_storage(model, assoc) {
+                    CollectionStorage::ForeignKey { via } => ColRef::Main(via.column.into()),
+                    CollectionStorage::Join(j) => {
+                        sel.join = Some(Join {
+                            table: j.table.into(),
+                            child_column: j.child_column.into(),
+                            target_pk: target.pk_column().into(),
+                        });
+                        ColRef::Join(j.parent_column.clone().into())
+                    }
+                };
+                (child_key, Ident::from(model.pk_column()))
+            }
+        };
+        Children {
+            p,
+            sel,
+            child_key,
+            parent_key,
+        }
+    }
+
+    /// A child row (of `sel.columns`) as a record, projected.
+    fn record(&self, row: Row) -> Record {
+        let mut rec = row_record(self.p.assoc.target(), row);
+        apply_projection(&mut rec, &self.p.select, &self.p.omit, &[]);
+        rec
+    }
+
+    /// Sets the association on `record` to its children: the first (or
+    /// null) for a to-one, all of them for a collection.
+    fn attach(&self, record: &mut Record, mut kids: Vec<Record>) {
+        let name = self.p.assoc.name.to_owned();
+        if self.p.assoc.is_collection() {
+            record.insert(
+                name,
+                Value::Array(kids.into_iter().map(Value::Object).collect()),
+            );
+        } else {
+            let first = (!kids.is_empty()).then(|| kids.swap_remove(0));
+            record.insert(name, first.map(Value::Object).unwrap_or(Value::Null));
+        }
+    }
+
+    /// Reads the children of every record with one query (an `IN` list over
+    /// the parents, a window for a per-parent limit) and attaches them.
+    async fn populate(
+        &self,
+        conn: &mut dyn Conn,
+        model: &'static ModelDef,
+        records: &mut [Record],
+    ) -> Result<()> {
+        let assoc = self.p.assoc;
+        let target = assoc.target();
+        let mut sel = self.sel.clone();
+        if !assoc.is_collection() {
             let mut keys: Vec<Pk> = records
                 .iter()
                 .filter_map(|r| r.get(assoc.name).and_then(Pk::from_json))
@@ -171,18 +312,17 @@ pub(crate) async fn populate(
                 }
                 return Ok(());
             }
-            sel = Select::new(target.table.into(), cols);
             sel.filter = Filter::any_of(
                 target.pk_column().into(),
                 keys.iter().map(SqlValue::from_pk).collect(),
             )
-            .and(p.filter.clone());
-            let rows = conn.fetch(&sel).await?;
-            let by_pk: HashMap<Pk, Record> = rows
+            .and(sel.filter);
+            let by_pk: HashMap<Pk, Record> = conn
+                .fetch(&sel)
+                .await?
                 .into_iter()
                 .map(|row| {
-                    let mut rec = row_record(target, row);
-                    apply_projection(&mut rec, &p.select, &p.omit, &[]);
+                    let rec = self.record(row);
                     (pk_of(target, &rec).unwrap_or(Pk::Int(0)), rec)
                 })
                 .collect();
@@ -197,75 +337,58 @@ pub(crate) async fn populate(
             }
             return Ok(());
         }
-        AssocKind::Many { .. } => {
-            let parents: Vec<SqlValue> = records
+        let parents: Vec<SqlValue> = records
+            .iter()
+            .filter_map(|r| pk_of(model, r))
+            .map(|k| SqlValue::from_pk(&k))
+            .collect();
+        let via_join = matches!(self.child_key, ColRef::Join(_));
+        if via_join {
+            // The parent of a row reached through the join table.
+            sel.columns
+                .push((self.child_key.clone(), model.pk_kind.attr_type()));
+        }
+        sel.filter = Filter::In {
+            col: self.child_key.clone(),
+            values: parents,
+            negated: false,
+        }
+        .and(sel.filter);
+        if sel.limit.is_some() || sel.offset > 0 {
+            sel.partition = Some(self.child_key.clone());
+        }
+        let via_name = match &self.child_key {
+            ColRef::Main(c) => target
+                .assocs
                 .iter()
-                .filter_map(|r| pk_of(model, r))
-                .map(|k| SqlValue::from_pk(&k))
-                .collect();
-            let parent_col = match collection_storage(model, assoc) {
-                CollectionStorage::ForeignKey { via } => {
-                    sel = Select::new(target.table.into(), cols);
-                    sel.filter = Filter::any_of(via.column.into(), parents).and(p.filter.clone());
-                    ColRef::Main(via.column.into())
-                }
-                CollectionStorage::Join(j) => {
-                    let pcol = ColRef::Join(j.parent_column.clone().into());
-                    cols.push((pcol.clone(), model.pk_kind.attr_type()));
-                    sel = Select::new(target.table.into(), cols);
-                    sel.join = Some(Join {
-                        table: j.table.into(),
-                        child_column: j.child_column.into(),
-                        target_pk: target.pk_column().into(),
-                    });
-                    sel.filter = Filter::In {
-                        col: pcol.clone(),
-                        values: parents,
-                        negated: false,
-                    }
-                    .and(p.filter.clone());
-                    pcol
-                }
+                .find(|a| a.column == c.as_ref() && matches!(a.kind, AssocKind::One))
+                .map(|a| a.name),
+            ColRef::Join(_) => None,
+        };
+        let rows = conn.fetch(&sel).await?;
+        let mut groups: HashMap<Pk, Vec<Record>> = HashMap::new();
+        for mut row in rows {
+            let parent = if via_join { row.pop() } else { None };
+            let rec = row_record(target, row);
+            let parent = match (parent, via_name) {
+                (Some(p), _) => Pk::from_json(&p),
+                (None, Some(n)) => rec.get(n).and_then(Pk::from_json),
+                (None, None) => None,
             };
-            sel.order = with_default_order(target, p.sort.clone());
-            sel.limit = p.limit;
-            sel.offset = p.skip;
-            if sel.limit.is_some() || sel.offset > 0 {
-                sel.partition = Some(parent_col.clone());
-            }
-            let via_join = matches!(parent_col, ColRef::Join(_));
-            let via_name = match &parent_col {
-                ColRef::Main(c) => target
-                    .assocs
-                    .iter()
-                    .find(|a| a.column == c.as_ref() && matches!(a.kind, AssocKind::One))
-                    .map(|a| a.name),
-                ColRef::Join(_) => None,
-            };
-            let rows = conn.fetch(&sel).await?;
-            let mut groups: HashMap<Pk, Vec<Value>> = HashMap::new();
-            for mut row in rows {
-                let parent = if via_join { row.pop() } else { None };
-                let mut rec = row_record(target, row);
-                let parent = match (parent, via_name) {
-                    (Some(p), _) => Pk::from_json(&p),
-                    (None, Some(n)) => rec.get(n).and_then(Pk::from_json),
-                    (None, None) => None,
-                };
-                apply_projection(&mut rec, &p.select, &p.omit, &[]);
-                if let Some(parent) = parent {
-                    groups.entry(parent).or_default().push(Value::Object(rec));
-                }
-            }
-            for r in records.iter_mut() {
-                let children = pk_of(model, r)
-                    .and_then(|k| groups.remove(&k))
-                    .unwrap_or_default();
-                r.insert(assoc.name.to_owned(), Value::Array(children));
+            let mut rec = rec;
+            apply_projection(&mut rec, &self.p.select, &self.p.omit, &[]);
+            if let Some(parent) = parent {
+                groups.entry(parent).or_default().push(rec);
             }
         }
+        for r in records.iter_mut() {
+            let kids = pk_of(model, r)
+                .and_then(|k| groups.remove(&k))
+                .unwrap_or_default();
+            self.attach(r, kids);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The keys of the records currently linked to `parent` through `alias`,
