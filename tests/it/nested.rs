@@ -162,6 +162,11 @@ async fn run(db: Db) {
         json!(3),
         "whole floats as integers"
     );
+    // Nested values decode exactly as the same rows read on their own.
+    assert_eq!(
+        serde_json::to_string(&got["books"]).unwrap(),
+        plain(&app, book, json!({ "shelf": a })).await
+    );
     let names: Vec<&Value> = got["labels"]
         .as_array()
         .unwrap()
@@ -217,6 +222,10 @@ async fn run(db: Db) {
     // To-one: set, projected, and unset.
     let first_book = got_first_book(&app, a).await;
     let got = same_alone_and_listed(&app, book, first_book, &Criteria::new()).await;
+    assert_eq!(
+        serde_json::to_string(&[&got["shelf"]]).unwrap(),
+        plain(&app, shelf, json!({ "id": a })).await
+    );
     assert_eq!(got["shelf"]["big"], json!(BIG));
     assert_eq!(got["shelf"]["note"], json!("say \"hi\" ünï"));
     let c = Criteria::new().populate(Populate::Only(vec![(
@@ -230,6 +239,14 @@ async fn run(db: Db) {
 
     store.close().await;
     cleanup.run().await;
+}
+
+/// `model`'s records matching `filter`, populating nothing: each column
+/// decoded on its own, as text.
+async fn plain(app: &Topsail, model: &'static topsail::ModelDef, filter: Value) -> String {
+    let c = Criteria::new().filter(filter).populate(Populate::Nothing);
+    let rows = app.engine().find(model, &c, &Actor::Server).await.unwrap();
+    serde_json::to_string(&rows).unwrap()
 }
 
 async fn got_first_book(app: &Topsail, shelf: i64) -> i64 {
@@ -253,4 +270,70 @@ async fn a_record_read_alone_equals_it_read_in_a_list_sqlite() {
 #[tokio::test]
 async fn a_record_read_alone_equals_it_read_in_a_list_postgres() {
     run(Db::Postgres).await;
+}
+
+/// A child row wider than one JSON array call takes (PostgreSQL: 100
+/// arguments) is read in chunks and comes back flat, in column order.
+async fn wide(db: Db) {
+    use topsail::core::model::AttrType;
+    use topsail::core::query::{ColRef, Dir, Nested, Select};
+    use topsail::core::store::Store;
+    const WIDTH: i64 = 185;
+    let (store, cleanup) = fresh_store(db).await;
+    let cols: Vec<String> = (0..WIDTH).map(|i| format!("\"v{i}\" BIGINT")).collect();
+    let values = |id: i64| -> Vec<i64> { (0..WIDTH).map(|i| i * 1000 + id).collect() };
+    let mut script = format!(
+        "CREATE TABLE \"top\" (\"id\" BIGINT PRIMARY KEY);
+         CREATE TABLE \"wide\" (\"id\" BIGINT PRIMARY KEY, \"parent\" BIGINT, {});
+         INSERT INTO \"top\" (\"id\") VALUES (1), (2);",
+        cols.join(", ")
+    );
+    for id in [10, 11] {
+        let row: Vec<String> = values(id).iter().map(i64::to_string).collect();
+        script.push_str(&format!(
+            "INSERT INTO \"wide\" VALUES ({id}, 1, {});",
+            row.join(", ")
+        ));
+    }
+    store.execute_script(&script).await.unwrap();
+    let int = |c: String| (ColRef::Main(c.into()), AttrType::Integer);
+    let mut child = Select::new(
+        "wide".into(),
+        std::iter::once(int("id".into()))
+            .chain((0..WIDTH).map(|i| int(format!("v{i}"))))
+            .collect(),
+    );
+    child.order = vec![("id".into(), Dir::Desc)];
+    let mut q = Select::new("top".into(), vec![int("id".into())]);
+    q.order = vec![("id".into(), Dir::Asc)];
+    q.nested = vec![Nested {
+        select: child,
+        child_key: ColRef::Main("parent".into()),
+        parent_key: "id".into(),
+    }];
+    let rows = store.conn().await.unwrap().fetch(&q).await.unwrap();
+    let child_row = |id: i64| {
+        let mut row = vec![json!(id)];
+        row.extend(values(id).into_iter().map(Value::from));
+        Value::Array(row)
+    };
+    assert_eq!(
+        rows,
+        vec![
+            vec![json!(1), json!([child_row(11), child_row(10)])],
+            vec![json!(2), json!([])],
+        ]
+    );
+    store.close().await;
+    cleanup.run().await;
+}
+
+#[tokio::test]
+async fn a_wide_nested_row_is_read_in_chunks_sqlite() {
+    wide(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_wide_nested_row_is_read_in_chunks_postgres() {
+    wide(Db::Postgres).await;
 }

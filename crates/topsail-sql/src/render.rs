@@ -12,6 +12,11 @@ use topsail_core::query::{CmpOp, ColRef, Delete, Dir, Filter, Insert, Nested, Se
 use topsail_core::store::Dialect;
 use topsail_core::value::SqlValue;
 
+/// The most columns of a nested child row in one JSON array call
+/// (PostgreSQL takes at most 100 function arguments, SQLite 127 by
+/// default). A wider row is an array of such arrays, flattened on reading.
+pub(crate) const NESTED_CHUNK: usize = 90;
+
 /// SQL text and the values bound to its placeholders, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Built {
@@ -181,18 +186,37 @@ impl Renderer {
         let q = &n.select;
         let outer = self.main.unwrap_or("\"t\"");
         let pg = self.dialect == Dialect::Postgres;
-        self.sql.push_str(if pg {
-            "(SELECT COALESCE(json_agg(json_build_array("
+        let array = if pg {
+            "json_build_array("
         } else {
-            "(SELECT json_group_array(json_array("
+            "json_array("
+        };
+        self.sql.push_str(if pg {
+            "(SELECT COALESCE(json_agg("
+        } else {
+            "(SELECT json_group_array("
         });
-        for i in 0..q.columns.len() {
-            if i > 0 {
+        let wide = q.columns.len() > NESTED_CHUNK;
+        if wide {
+            self.sql.push_str(array);
+        }
+        for chunk in 0..q.columns.len().div_ceil(NESTED_CHUNK) {
+            if chunk > 0 {
                 self.sql.push_str(", ");
             }
-            let _ = write!(self.sql, "\"c{i}\"");
+            self.sql.push_str(array);
+            let start = chunk * NESTED_CHUNK;
+            for i in start..q.columns.len().min(start + NESTED_CHUNK) {
+                if i > start {
+                    self.sql.push_str(", ");
+                }
+                let _ = write!(self.sql, "\"c{i}\"");
+            }
+            self.sql.push(')');
         }
-        self.sql.push(')');
+        if wide {
+            self.sql.push(')');
+        }
         for (i, (_, d)) in q.order.iter().enumerate() {
             self.sql.push_str(if i == 0 { " ORDER BY " } else { ", " });
             let _ = write!(

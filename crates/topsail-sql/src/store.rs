@@ -266,9 +266,20 @@ fn decode_nested(text: Option<&str>, n: &Nested, dialect: Dialect) -> Result<Val
     };
     let rows: Vec<Vec<Value>> = serde_json::from_str(text)
         .map_err(|e| StoreError::Database(format!("malformed nested rows: {e}").into()))?;
+    let wide = n.select.columns.len() > render::NESTED_CHUNK;
     Ok(Value::Array(
         rows.into_iter()
             .map(|row| {
+                let row = if wide {
+                    row.into_iter()
+                        .flat_map(|chunk| match chunk {
+                            Value::Array(values) => values,
+                            other => vec![other],
+                        })
+                        .collect()
+                } else {
+                    row
+                };
                 Value::Array(
                     row.into_iter()
                         .zip(&n.select.columns)

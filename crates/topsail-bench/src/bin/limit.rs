@@ -4,6 +4,10 @@
 //! queries, and raw socketioxide broadcasting a payload to every socket.
 //!
 //! `DATABASE_URL` (a database the zoo has migrated), `PORT`.
+//!
+//! "The same queries" means the statements topsail sends for these routes:
+//! the find is one statement (pets, owners and tags nested as JSON), the
+//! create one `INSERT ... RETURNING` (plus the owner when one is given).
 
 use std::sync::Arc;
 
@@ -22,111 +26,97 @@ struct App {
     io: SocketIo,
 }
 
-fn user(r: &PgRow) -> Value {
-    json!({"id": r.get::<i64, _>("id"), "name": r.get::<String, _>("name"), "email": r.get::<String, _>("email"),
-        "age": r.get::<f64, _>("age"), "createdAt": r.get::<i64, _>("created_at"), "updatedAt": r.get::<i64, _>("updated_at")})
+/// A pet row (`id, name, species, owner, created_at, updated_at`) with its
+/// owner and tags populated.
+fn pet(r: &PgRow, owner: Value, tags: Value) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(r.get::<i64, _>("id")));
+    m.insert("name".into(), json!(r.get::<String, _>("name")));
+    m.insert("species".into(), json!(r.get::<String, _>("species")));
+    m.insert("createdAt".into(), json!(r.get::<i64, _>("created_at")));
+    m.insert("updatedAt".into(), json!(r.get::<i64, _>("updated_at")));
+    m.insert("owner".into(), owner);
+    m.insert("tags".into(), tags);
+    Value::Object(m)
 }
 
-/// Pets by the given statement, with owners and tags: three queries.
-async fn populated(
-    db: impl sqlx::PgExecutor<'_> + Copy,
-    pets: Vec<PgRow>,
-) -> Result<Vec<Value>, sqlx::Error> {
-    let ids: Vec<i64> = pets.iter().map(|r| r.get("id")).collect();
-    let owners: Vec<i64> = pets
-        .iter()
-        .filter_map(|r| r.get::<Option<i64>, _>("owner"))
-        .collect();
-    let users = sqlx::query(
-        r#"SELECT id, name, email, age, created_at, updated_at FROM "user" WHERE id = ANY($1)"#,
-    )
-    .bind(&owners)
-    .fetch_all(db)
-    .await?;
-    let tags = sqlx::query(
-        r#"SELECT p, id, label, created_at, updated_at FROM (SELECT j.pet_tags AS p, t.id, t.label, t.created_at, t.updated_at,
-           ROW_NUMBER() OVER (PARTITION BY j.pet_tags ORDER BY t.id) AS rn
-           FROM tag t JOIN pet_tags__tag_pets j ON j.tag_pets = t.id WHERE j.pet_tags = ANY($1)) s WHERE rn <= 30 ORDER BY id"#,
-    )
-    .bind(&ids)
-    .fetch_all(db)
-    .await?;
-    Ok(pets
-        .iter()
-        .map(|r| {
-            let id: i64 = r.get("id");
-            let owner = r.get::<Option<i64>, _>("owner").and_then(|o| users.iter().find(|u| u.get::<i64, _>("id") == o)).map(user);
-            let tags: Vec<Value> = tags
-                .iter()
-                .filter(|t| t.get::<i64, _>("p") == id)
-                .map(|t| json!({"id": t.get::<i64, _>("id"), "label": t.get::<String, _>("label"), "createdAt": t.get::<i64, _>("created_at"), "updatedAt": t.get::<i64, _>("updated_at")}))
-                .collect();
-            let mut m = Map::new();
-            m.insert("id".into(), json!(id));
-            m.insert("name".into(), json!(r.get::<String, _>("name")));
-            m.insert("species".into(), json!(r.get::<String, _>("species")));
-            m.insert("createdAt".into(), json!(r.get::<i64, _>("created_at")));
-            m.insert("updatedAt".into(), json!(r.get::<i64, _>("updated_at")));
-            m.insert("owner".into(), owner.unwrap_or(Value::Null));
-            m.insert("tags".into(), Value::Array(tags));
-            Value::Object(m)
-        })
-        .collect())
+/// Rows aggregated by PostgreSQL (`[[v, ...], ...]`) as objects with these
+/// keys.
+fn objects(text: &str, keys: &[&str]) -> Vec<Value> {
+    let rows: Vec<Vec<Value>> = serde_json::from_str(text).unwrap_or_default();
+    rows.into_iter()
+        .map(|row| Value::Object(keys.iter().map(|k| (*k).to_owned()).zip(row).collect()))
+        .collect()
 }
+
+const USER_KEYS: [&str; 6] = ["id", "name", "email", "age", "createdAt", "updatedAt"];
+
+/// The zoo's `GET /pet?limit=30&sort=name ASC` as one statement: each pet
+/// with its owner and first 30 tags aggregated to JSON, as topsail reads it.
+const FIND: &str = r#"SELECT "t"."id", "t"."name", "t"."species", "t"."owner", "t"."created_at", "t"."updated_at",
+  (SELECT COALESCE(json_agg(json_build_array("c0", "c1", "c2", "c3", "c4", "c5")), '[]')::text FROM
+    (SELECT "n"."id" AS "c0", "n"."name" AS "c1", "n"."email" AS "c2", "n"."age" AS "c3", "n"."created_at" AS "c4", "n"."updated_at" AS "c5"
+     FROM "user" AS "n" WHERE "n"."id" = "t"."owner") AS "s") AS "owner_rows",
+  (SELECT COALESCE(json_agg(json_build_array("c0", "c1", "c2", "c3") ORDER BY "c0"), '[]')::text FROM
+    (SELECT "n"."id" AS "c0", "n"."label" AS "c1", "n"."created_at" AS "c2", "n"."updated_at" AS "c3"
+     FROM "tag" AS "n" JOIN "pet_tags__tag_pets" AS "m" ON "m"."tag_pets" = "n"."id"
+     WHERE "m"."pet_tags" = "t"."id" ORDER BY "n"."id" LIMIT 30) AS "s") AS "tag_rows"
+FROM "pet" AS "t" ORDER BY "t"."name" ASC, "t"."id" ASC LIMIT 30"#;
 
 async fn find(State(app): State<App>) -> Json<Value> {
-    let pets = sqlx::query("SELECT id, name, species, owner, created_at, updated_at FROM pet ORDER BY name ASC, id ASC LIMIT 30").fetch_all(&app.db).await.unwrap_or_default();
+    let rows = sqlx::query(FIND)
+        .fetch_all(&app.db)
+        .await
+        .unwrap_or_default();
     Json(Value::Array(
-        populated(&app.db, pets).await.unwrap_or_default(),
+        rows.iter()
+            .map(|r| {
+                let owner = objects(r.get("owner_rows"), &USER_KEYS).pop();
+                let tags = objects(
+                    r.get("tag_rows"),
+                    &["id", "label", "createdAt", "updatedAt"],
+                );
+                pet(r, owner.unwrap_or(Value::Null), Value::Array(tags))
+            })
+            .collect(),
     ))
 }
 
+/// The zoo's `POST /pet` as topsail runs it: one `INSERT ... RETURNING`
+/// (no transaction: no collection is linked), then the owner, if any. A new
+/// pet has no tags yet.
 async fn create(State(app): State<App>, Json(body): Json<Value>) -> Json<Value> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let mut tx = match app.db.begin().await {
-        Ok(tx) => tx,
-        Err(e) => return Json(json!({"error": e.to_string()})),
-    };
-    let row = sqlx::query("INSERT INTO pet (name, species, owner, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) RETURNING id")
-        .bind(body["name"].as_str().unwrap_or(""))
-        .bind(body["species"].as_str().unwrap_or(""))
-        .bind(body["owner"].as_i64())
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await;
+    let row = sqlx::query(
+        "INSERT INTO pet (name, species, owner, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+         RETURNING id, name, species, owner, created_at, updated_at",
+    )
+    .bind(body["name"].as_str().unwrap_or(""))
+    .bind(body["species"].as_str().unwrap_or(""))
+    .bind(body["owner"].as_i64())
+    .bind(now)
+    .fetch_one(&app.db)
+    .await;
     let Ok(row) = row else {
         return Json(json!({"error": "insert"}));
     };
-    let id: i64 = row.get("id");
-    let pets = sqlx::query(
-        "SELECT id, name, species, owner, created_at, updated_at FROM pet WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_all(&mut *tx)
-    .await
-    .unwrap_or_default();
-    let users = {
-        let owners: Vec<i64> = pets
-            .iter()
-            .filter_map(|r| r.get::<Option<i64>, _>("owner"))
-            .collect();
-        sqlx::query(
-            r#"SELECT id, name, email, age, created_at, updated_at FROM "user" WHERE id = ANY($1)"#,
+    let mut owner = Value::Null;
+    if let Some(id) = row.get::<Option<i64>, _>("owner") {
+        let user = sqlx::query(
+            r#"SELECT id, name, email, age, created_at, updated_at FROM "user" WHERE id = $1"#,
         )
-        .bind(&owners)
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap_or_default()
-    };
-    let _ = tx.commit().await;
-    let mut out = populated(&app.db, pets).await.unwrap_or_default();
-    if let (Some(Value::Object(p)), Some(u)) = (out.first_mut(), users.first()) {
-        p.insert("owner".into(), user(u));
+        .bind(id)
+        .fetch_optional(&app.db)
+        .await;
+        if let Ok(Some(u)) = user {
+            owner = json!({"id": u.get::<i64, _>("id"), "name": u.get::<String, _>("name"), "email": u.get::<String, _>("email"),
+                "age": u.get::<f64, _>("age"), "createdAt": u.get::<i64, _>("created_at"), "updatedAt": u.get::<i64, _>("updated_at")});
+        }
     }
-    Json(out.pop().unwrap_or(Value::Null))
+    Json(pet(&row, owner, json!([])))
 }
 
 /// Broadcasts the request body as a `pet` event to every connected socket.

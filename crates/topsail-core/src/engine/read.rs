@@ -1,8 +1,10 @@
 /*!
-Reading records. A list is the main select, then one query per populated
-association (an `IN` list over the parents, with a window function for the
-per-parent limit), never one query per row. One record (by primary key)
-nests its populates in the same statement, so `findOne` is one round trip.
+Reading records: one statement for the records and everything they
+populate, each association a correlated subquery aggregated to JSON, so a
+`find` or `findOne` is one database round trip however much it populates.
+Records already in hand (just created) are populated with one query per
+association: an `IN` list over the parents, with a window function for the
+per-parent limit.
 */
 
 use std::collections::HashMap;
@@ -117,38 +119,13 @@ fn apply_projection(
     }
 }
 
-/// Runs `q` against `model` and populates what it asks for: the main
-/// select, then one query per populated association.
+/// Runs `q` against `model` with what it populates, in one statement: each
+/// populated association is a nested select (see [`Nested`]).
 pub(crate) async fn load(
     conn: &mut dyn Conn,
     model: &'static ModelDef,
     q: &Query,
     lock: bool,
-) -> Result<Vec<Record>> {
-    load_with(conn, model, q, lock, false).await
-}
-
-/// Loads the one record `q` selects (by primary key) with what it
-/// populates, in one statement where every populate can be nested.
-pub(crate) async fn load_single(
-    conn: &mut dyn Conn,
-    model: &'static ModelDef,
-    q: &Query,
-    lock: bool,
-) -> Result<Option<Record>> {
-    Ok(load_with(conn, model, q, lock, true).await?.pop())
-}
-
-/// PostgreSQL takes at most 100 arguments in `json_build_array`; a wider
-/// associated model is read by a query of its own.
-const MAX_NESTED_COLUMNS: usize = 90;
-
-async fn load_with(
-    conn: &mut dyn Conn,
-    model: &'static ModelDef,
-    q: &Query,
-    lock: bool,
-    nest: bool,
 ) -> Result<Vec<Record>> {
     if q.limit == Some(0) || q.filter == Filter::False {
         return Ok(Vec::new());
@@ -159,45 +136,29 @@ async fn load_with(
     sel.limit = q.limit;
     sel.offset = q.skip;
     sel.lock = lock;
-    // Nest all populates or none, so a record's keys come in one order.
-    let children: Vec<Children> = q.populate.iter().map(|p| Children::new(model, p)).collect();
-    let nest = nest
-        && children
-            .iter()
-            .all(|c| c.sel.columns.len() <= MAX_NESTED_COLUMNS);
     let own_columns = sel.columns.len();
-    if nest {
-        sel.nested = children
-            .iter()
-            .map(|c| Nested {
-                select: c.sel.clone(),
-                child_key: c.child_key.clone(),
-                parent_key: c.parent_key.clone(),
-            })
-            .collect();
-    }
+    sel.nested = q
+        .populate
+        .iter()
+        .map(|p| Children::new(model, p).nested())
+        .collect();
     let rows = conn.fetch(&sel).await?;
     let mut records = Vec::with_capacity(rows.len());
     for mut row in rows {
         let nested = row.split_off(own_columns.min(row.len()));
         let mut record = row_record(model, row);
-        for (c, rows) in children.iter().zip(nested) {
+        for (p, rows) in q.populate.iter().zip(nested) {
             let rows = match rows {
                 Value::Array(rows) => rows,
                 _ => Vec::new(),
             };
             let kids = rows.into_iter().map(|r| match r {
-                Value::Array(r) => c.record(r),
+                Value::Array(r) => child_record(p, r),
                 _ => Record::new(),
             });
-            c.attach(&mut record, kids.collect());
+            attach(p, &mut record, kids.collect());
         }
         records.push(record);
-    }
-    if !nest && !records.is_empty() {
-        for c in &children {
-            c.populate(conn, model, &mut records).await?;
-        }
     }
     let populated: Vec<&str> = q.populate.iter().map(|p| p.assoc.name).collect();
     for r in &mut records {
@@ -206,7 +167,18 @@ async fn load_with(
     Ok(records)
 }
 
-/// Populates one association on every record, with one query.
+/// Loads the one record `q` selects (by primary key).
+pub(crate) async fn load_single(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    q: &Query,
+    lock: bool,
+) -> Result<Option<Record>> {
+    Ok(load(conn, model, q, lock).await?.pop())
+}
+
+/// Populates one association on records already in hand (a record just
+/// created), with one query.
 pub(crate) async fn populate(
     conn: &mut dyn Conn,
     model: &'static ModelDef,
@@ -214,6 +186,28 @@ pub(crate) async fn populate(
     p: &PopulateQuery,
 ) -> Result<()> {
     Children::new(model, p).populate(conn, model, records).await
+}
+
+/// A child row (of the populate's `row_columns`) as a record, projected.
+fn child_record(p: &PopulateQuery, row: Row) -> Record {
+    let mut rec = row_record(p.assoc.target(), row);
+    apply_projection(&mut rec, &p.select, &p.omit, &[]);
+    rec
+}
+
+/// Sets the association on `record` to its children: the first (or null)
+/// for a to-one, all of them for a collection.
+fn attach(p: &PopulateQuery, record: &mut Record, mut kids: Vec<Record>) {
+    let name = p.assoc.name.to_owned();
+    if p.assoc.is_collection() {
+        record.insert(
+            name,
+            Value::Array(kids.into_iter().map(Value::Object).collect()),
+        );
+    } else {
+        let first = (!kids.is_empty()).then(|| kids.swap_remove(0));
+        record.insert(name, first.map(Value::Object).unwrap_or(Value::Null));
+    }
 }
 
 /// How the records of one populate are read: the child select (filter,
@@ -266,39 +260,31 @@ impl<'p> Children<'p> {
         }
     }
 
-    /// A child row (of `sel.columns`) as a record, projected.
-    fn record(&self, row: Row) -> Record {
-        let mut rec = row_record(self.p.assoc.target(), row);
-        apply_projection(&mut rec, &self.p.select, &self.p.omit, &[]);
-        rec
-    }
-
-    /// Sets the association on `record` to its children: the first (or
-    /// null) for a to-one, all of them for a collection.
-    fn attach(&self, record: &mut Record, mut kids: Vec<Record>) {
-        let name = self.p.assoc.name.to_owned();
-        if self.p.assoc.is_collection() {
-            record.insert(
-                name,
-                Value::Array(kids.into_iter().map(Value::Object).collect()),
-            );
-        } else {
-            let first = (!kids.is_empty()).then(|| kids.swap_remove(0));
-            record.insert(name, first.map(Value::Object).unwrap_or(Value::Null));
+    /// The children as a select nested in their parents' statement.
+    fn nested(self) -> Nested {
+        Nested {
+            select: self.sel,
+            child_key: self.child_key,
+            parent_key: self.parent_key,
         }
     }
 
     /// Reads the children of every record with one query (an `IN` list over
     /// the parents, a window for a per-parent limit) and attaches them.
     async fn populate(
-        &self,
+        self,
         conn: &mut dyn Conn,
         model: &'static ModelDef,
         records: &mut [Record],
     ) -> Result<()> {
-        let assoc = self.p.assoc;
+        let Children {
+            p,
+            mut sel,
+            child_key,
+            ..
+        } = self;
+        let assoc = p.assoc;
         let target = assoc.target();
-        let mut sel = self.sel.clone();
         if !assoc.is_collection() {
             let mut keys: Vec<Pk> = records
                 .iter()
@@ -322,7 +308,7 @@ impl<'p> Children<'p> {
                 .await?
                 .into_iter()
                 .map(|row| {
-                    let rec = self.record(row);
+                    let rec = child_record(p, row);
                     (pk_of(target, &rec).unwrap_or(Pk::Int(0)), rec)
                 })
                 .collect();
@@ -342,22 +328,22 @@ impl<'p> Children<'p> {
             .filter_map(|r| pk_of(model, r))
             .map(|k| SqlValue::from_pk(&k))
             .collect();
-        let via_join = matches!(self.child_key, ColRef::Join(_));
+        let via_join = matches!(child_key, ColRef::Join(_));
         if via_join {
             // The parent of a row reached through the join table.
             sel.columns
-                .push((self.child_key.clone(), model.pk_kind.attr_type()));
+                .push((child_key.clone(), model.pk_kind.attr_type()));
         }
         sel.filter = Filter::In {
-            col: self.child_key.clone(),
+            col: child_key.clone(),
             values: parents,
             negated: false,
         }
         .and(sel.filter);
         if sel.limit.is_some() || sel.offset > 0 {
-            sel.partition = Some(self.child_key.clone());
+            sel.partition = Some(child_key.clone());
         }
-        let via_name = match &self.child_key {
+        let via_name = match &child_key {
             ColRef::Main(c) => target
                 .assocs
                 .iter()
@@ -376,7 +362,7 @@ impl<'p> Children<'p> {
                 (None, None) => None,
             };
             let mut rec = rec;
-            apply_projection(&mut rec, &self.p.select, &self.p.omit, &[]);
+            apply_projection(&mut rec, &p.select, &p.omit, &[]);
             if let Some(parent) = parent {
                 groups.entry(parent).or_default().push(rec);
             }
@@ -385,7 +371,7 @@ impl<'p> Children<'p> {
             let kids = pk_of(model, r)
                 .and_then(|k| groups.remove(&k))
                 .unwrap_or_default();
-            self.attach(r, kids);
+            attach(p, r, kids);
         }
         Ok(())
     }
