@@ -58,9 +58,9 @@ const FIND: &str = r#"SELECT "t"."id", "t"."name", "t"."species", "t"."owner", "
     (SELECT "n"."id" AS "c0", "n"."name" AS "c1", "n"."email" AS "c2", "n"."age" AS "c3", "n"."created_at" AS "c4", "n"."updated_at" AS "c5"
      FROM "user" AS "n" WHERE "n"."id" = "t"."owner") AS "s") AS "owner_rows",
   (SELECT COALESCE(json_agg(json_build_array("c0", "c1", "c2", "c3") ORDER BY "c0"), '[]')::text FROM
-    (SELECT "n"."id" AS "c0", "n"."label" AS "c1", "n"."created_at" AS "c2", "n"."updated_at" AS "c3"
+    (SELECT * FROM (SELECT "n"."id" AS "c0", "n"."label" AS "c1", "n"."created_at" AS "c2", "n"."updated_at" AS "c3"
      FROM "tag" AS "n" JOIN "pet_tags__tag_pets" AS "m" ON "m"."tag_pets" = "n"."id"
-     WHERE "m"."pet_tags" = "t"."id" ORDER BY "n"."id" LIMIT 30) AS "s") AS "tag_rows"
+     WHERE "m"."pet_tags" = "t"."id" OFFSET 0) AS "f" ORDER BY "c0" LIMIT 30) AS "s") AS "tag_rows"
 FROM "pet" AS "t" ORDER BY "t"."name" ASC, "t"."id" ASC LIMIT 30"#;
 
 async fn find(State(app): State<App>) -> Json<Value> {
