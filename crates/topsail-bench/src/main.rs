@@ -355,6 +355,32 @@ const HTTP_ROUTES: [(&str, &str, &str, Option<&str>); 2] = [
     ),
 ];
 
+/// Server CPU per delivered event, topsail over the limit.
+fn cpu_ratio(topsail: &Value, limit: &Value) -> f64 {
+    let per_event = |v: &Value| v["server_cpu_us_per_event"].as_f64();
+    per_event(topsail).unwrap_or(0.0) / per_event(limit).unwrap_or(1.0).max(0.001)
+}
+
+/// Scenario 3 on `zoo` and on `limit` (which serves exactly the zoo's
+/// default `find` on `/pet`), a row per route into `results`.
+async fn http_vs_limit(
+    zoo: &Server,
+    limit: &Server,
+    secs: u64,
+    label: &str,
+    results: &mut serde_json::Map<String, Value>,
+) -> Res<()> {
+    for (name, method, path, body) in HTTP_ROUTES {
+        let t = http_loop(zoo, 16, secs, method, path, body).await?;
+        let l = http_loop(limit, 16, secs, method, "/pet", body).await?;
+        let ratio = t["rps"].as_f64().unwrap_or(0.0) / l["rps"].as_f64().unwrap_or(1.0);
+        let row = json!({"topsail": t, "limit": l, "ratio": ratio});
+        print_row(&format!("{label}3. {method} {path}"), &row);
+        results.insert(name.into(), row);
+    }
+    Ok(())
+}
+
 /// Scenario 2: `GET /user/1` over 32 sockets, then over 32 HTTP connections.
 async fn socket_vs_http(server: &Server, secs: u64) -> Res<Value> {
     let s = socket_loop(server, 32, secs).await?;
@@ -449,22 +475,13 @@ async fn run() -> Res<()> {
     let limit = start("limit", &[("DATABASE_URL", url.clone())]).await?;
     let mut results = serde_json::Map::new();
     println!(
-        "topsail benchmarks (PostgreSQL, client and server on this machine){}",
+        "topsail benchmarks (PostgreSQL, then SQLite; client and server on this machine){}",
         if quick { ", quick" } else { "" }
     );
 
     if runs("http") {
         // Scenario 3: HTTP.
-        for (name, method, path, body) in HTTP_ROUTES {
-            // The limit serves exactly the zoo's default `find` on `/pet`.
-            let limit_path = "/pet";
-            let t = http_loop(&zoo, 16, secs, method, path, body).await?;
-            let l = http_loop(&limit, 16, secs, method, limit_path, body).await?;
-            let ratio = t["rps"].as_f64().unwrap_or(0.0) / l["rps"].as_f64().unwrap_or(1.0);
-            let row = json!({"topsail": t, "limit": l, "ratio": ratio});
-            print_row(&format!("3. {method} {path}"), &row);
-            results.insert(name.into(), row);
-        }
+        http_vs_limit(&zoo, &limit, secs, "", &mut results).await?;
     }
 
     if runs("socket") {
@@ -490,11 +507,7 @@ async fn run() -> Res<()> {
             let rate = 100_000.0 / subs as f64;
             let tp = fanout(&zoo, &[&zoo], subs, n, false, Load::Paced(rate)).await?;
             let lp = fanout(&limit, &[&limit], subs, n, true, Load::Paced(rate)).await?;
-            let ratio = t["server_cpu_us_per_event"].as_f64().unwrap_or(0.0)
-                / l["server_cpu_us_per_event"]
-                    .as_f64()
-                    .unwrap_or(1.0)
-                    .max(0.001);
+            let ratio = cpu_ratio(&t, &l);
             let row = json!({"topsail": t, "limit": l, "cpu_ratio": ratio, "paced": {"topsail": tp, "limit": lp}});
             print_row(
                 &format!("1. fan-out {subs} subscribers x {n} creates"),
@@ -570,36 +583,33 @@ async fn run() -> Res<()> {
     }
 
     // The embedded default: scenarios 3, 2 and the small fan-out on SQLite
-    // (a fresh file). The hand-written limit is PostgreSQL-only, so these
-    // rows have no limit ratio.
+    // (a fresh file), the limit over the same file.
     if runs("sqlite") {
+        drop(limit);
         let file =
             std::env::temp_dir().join(format!("topsail-bench-{}.sqlite", std::process::id()));
         let _ = std::fs::remove_file(&file);
-        let zoo = start(
-            "zoo",
-            &[("DATABASE_URL", format!("sqlite://{}", file.display()))],
-        )
-        .await?;
+        let url = format!("sqlite://{}", file.display());
+        let zoo = start("zoo", &[("DATABASE_URL", url.clone())]).await?;
         seed(&zoo.addr).await?;
+        let limit = start("limit", &[("DATABASE_URL", url)]).await?;
         let mut sqlite = serde_json::Map::new();
-        for (name, method, path, body) in HTTP_ROUTES {
-            let t = http_loop(&zoo, 16, secs, method, path, body).await?;
-            print_row(&format!("SQLite 3. {method} {path}"), &t);
-            sqlite.insert(name.into(), t);
-        }
+        http_vs_limit(&zoo, &limit, secs, "SQLite ", &mut sqlite).await?;
         let row = socket_vs_http(&zoo, secs).await?;
         print_row("SQLite 2. GET /user/1 socket vs HTTP (32 clients)", &row);
         sqlite.insert("socket_get".into(), row);
         let (subs, n) = if quick { (200, 100) } else { (200, 500) };
-        let row = fanout(&zoo, &[&zoo], subs, n, false, Load::Burst).await?;
+        let t = fanout(&zoo, &[&zoo], subs, n, false, Load::Burst).await?;
+        let l = fanout(&limit, &[&limit], subs, n, true, Load::Burst).await?;
+        let ratio = cpu_ratio(&t, &l);
+        let row = json!({"topsail": t, "limit": l, "cpu_ratio": ratio});
         print_row(
             &format!("SQLite 1. fan-out {subs} subscribers x {n} creates"),
             &row,
         );
         sqlite.insert("fanout".into(), row);
         results.insert("sqlite".into(), Value::Object(sqlite));
-        drop(zoo);
+        drop((zoo, limit));
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
         }

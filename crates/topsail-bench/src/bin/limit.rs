@@ -1,9 +1,11 @@
 //! The hand-written limit the benchmarks compare topsail with: the zoo's
 //! `GET /pet` (30 pets by name, owners and tags populated) and `POST /pet`
-//! written directly against axum and sqlx on PostgreSQL, with the same
-//! queries, and raw socketioxide broadcasting a payload to every socket.
+//! written directly against axum and sqlx, on PostgreSQL or SQLite, with
+//! the same queries, and raw socketioxide broadcasting a payload to every
+//! socket.
 //!
-//! `DATABASE_URL` (a database the zoo has migrated), `PORT`.
+//! `DATABASE_URL` (a database the zoo has migrated: `postgres://...` or
+//! `sqlite://<file>`), `PORT`.
 //!
 //! "The same queries" means the statements topsail sends for these routes:
 //! the find is one statement (pets, owners and tags nested as JSON), the
@@ -17,31 +19,65 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
-use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+#[derive(Clone)]
+enum Db {
+    Pg(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool `$db` holds (each arm
+/// is typed on its own, so one body serves both databases).
+macro_rules! with_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            Db::Pg($pool) => $body,
+            Db::Sqlite($pool) => $body,
+        }
+    };
+}
 
 #[derive(Clone)]
 struct App {
-    db: PgPool,
+    db: Db,
     io: SocketIo,
+}
+
+/// A column of `r` by name; a type mismatch is a bug in this file.
+fn col<'r, R, T>(r: &'r R, name: &str) -> T
+where
+    R: Row,
+    for<'n> &'n str: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    r.try_get(name).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// A pet row (`id, name, species, owner, created_at, updated_at`) with its
 /// owner and tags populated.
-fn pet(r: &PgRow, owner: Value, tags: Value) -> Value {
+fn pet<R>(r: &R, owner: Value, tags: Value) -> Value
+where
+    R: Row,
+    for<'n> &'n str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
     let mut m = Map::new();
-    m.insert("id".into(), json!(r.get::<i64, _>("id")));
-    m.insert("name".into(), json!(r.get::<String, _>("name")));
-    m.insert("species".into(), json!(r.get::<String, _>("species")));
-    m.insert("createdAt".into(), json!(r.get::<i64, _>("created_at")));
-    m.insert("updatedAt".into(), json!(r.get::<i64, _>("updated_at")));
+    m.insert("id".into(), json!(col::<R, i64>(r, "id")));
+    m.insert("name".into(), json!(col::<R, String>(r, "name")));
+    m.insert("species".into(), json!(col::<R, String>(r, "species")));
+    m.insert("createdAt".into(), json!(col::<R, i64>(r, "created_at")));
+    m.insert("updatedAt".into(), json!(col::<R, i64>(r, "updated_at")));
     m.insert("owner".into(), owner);
     m.insert("tags".into(), tags);
     Value::Object(m)
 }
 
-/// Rows aggregated by PostgreSQL (`[[v, ...], ...]`) as objects with these
-/// keys.
+/// Rows aggregated by the database (`[[v, ...], ...]`) as objects with
+/// these keys.
 fn objects(text: &str, keys: &[&str]) -> Vec<Value> {
     let rows: Vec<Vec<Value>> = serde_json::from_str(text).unwrap_or_default();
     rows.into_iter()
@@ -50,10 +86,12 @@ fn objects(text: &str, keys: &[&str]) -> Vec<Value> {
 }
 
 const USER_KEYS: [&str; 6] = ["id", "name", "email", "age", "createdAt", "updatedAt"];
+const TAG_KEYS: [&str; 4] = ["id", "label", "createdAt", "updatedAt"];
 
 /// The zoo's `GET /pet?limit=30&sort=name ASC` as one statement: each pet
-/// with its owner and first 30 tags aggregated to JSON, as topsail reads it.
-const FIND: &str = r#"SELECT "t"."id", "t"."name", "t"."species", "t"."owner", "t"."created_at", "t"."updated_at",
+/// with its owner and first 30 tags aggregated to JSON, as topsail reads it
+/// on PostgreSQL (the parent filter fenced by `OFFSET 0`).
+const FIND_PG: &str = r#"SELECT "t"."id", "t"."name", "t"."species", "t"."owner", "t"."created_at", "t"."updated_at",
   (SELECT COALESCE(json_agg(json_build_array("c0", "c1", "c2", "c3", "c4", "c5")), '[]')::text FROM
     (SELECT "n"."id" AS "c0", "n"."name" AS "c1", "n"."email" AS "c2", "n"."age" AS "c3", "n"."created_at" AS "c4", "n"."updated_at" AS "c5"
      FROM "user" AS "n" WHERE "n"."id" = "t"."owner") AS "s") AS "owner_rows",
@@ -63,23 +101,34 @@ const FIND: &str = r#"SELECT "t"."id", "t"."name", "t"."species", "t"."owner", "
      WHERE "m"."pet_tags" = "t"."id" OFFSET 0) AS "f" ORDER BY "c0" LIMIT 30) AS "s") AS "tag_rows"
 FROM "pet" AS "t" ORDER BY "t"."name" ASC, "t"."id" ASC LIMIT 30"#;
 
+/// The same on SQLite, as topsail reads it there.
+const FIND_SQLITE: &str = r#"SELECT "t"."id", "t"."name", "t"."species", "t"."owner", "t"."created_at", "t"."updated_at",
+  (SELECT json_group_array(json_array("c0", "c1", "c2", "c3", "c4", "c5")) FROM
+    (SELECT "n"."id" AS "c0", "n"."name" AS "c1", "n"."email" AS "c2", "n"."age" AS "c3", "n"."created_at" AS "c4", "n"."updated_at" AS "c5"
+     FROM "user" AS "n" WHERE "n"."id" = "t"."owner") AS "s") AS "owner_rows",
+  (SELECT json_group_array(json_array("c0", "c1", "c2", "c3") ORDER BY "c0") FROM
+    (SELECT "n"."id" AS "c0", "n"."label" AS "c1", "n"."created_at" AS "c2", "n"."updated_at" AS "c3"
+     FROM "tag" AS "n" JOIN "pet_tags__tag_pets" AS "m" ON "m"."tag_pets" = "n"."id"
+     WHERE "m"."pet_tags" = "t"."id" ORDER BY "n"."id" LIMIT 30) AS "s") AS "tag_rows"
+FROM "pet" AS "t" ORDER BY "t"."name" ASC, "t"."id" ASC LIMIT 30"#;
+
 async fn find(State(app): State<App>) -> Json<Value> {
-    let rows = sqlx::query(FIND)
-        .fetch_all(&app.db)
-        .await
-        .unwrap_or_default();
-    Json(Value::Array(
+    let pets: Vec<Value> = with_pool!(&app.db, |pool| {
+        let sql = if matches!(app.db, Db::Pg(_)) {
+            FIND_PG
+        } else {
+            FIND_SQLITE
+        };
+        let rows = sqlx::query(sql).fetch_all(pool).await.unwrap_or_default();
         rows.iter()
             .map(|r| {
-                let owner = objects(r.get("owner_rows"), &USER_KEYS).pop();
-                let tags = objects(
-                    r.get("tag_rows"),
-                    &["id", "label", "createdAt", "updatedAt"],
-                );
+                let owner = objects(&col::<_, String>(r, "owner_rows"), &USER_KEYS).pop();
+                let tags = objects(&col::<_, String>(r, "tag_rows"), &TAG_KEYS);
                 pet(r, owner.unwrap_or(Value::Null), Value::Array(tags))
             })
-            .collect(),
-    ))
+            .collect()
+    });
+    Json(Value::Array(pets))
 }
 
 /// The zoo's `POST /pet` as topsail runs it: one `INSERT ... RETURNING`
@@ -90,33 +139,39 @@ async fn create(State(app): State<App>, Json(body): Json<Value>) -> Json<Value> 
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let row = sqlx::query(
-        "INSERT INTO pet (name, species, owner, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-         RETURNING id, name, species, owner, created_at, updated_at",
-    )
-    .bind(body["name"].as_str().unwrap_or(""))
-    .bind(body["species"].as_str().unwrap_or(""))
-    .bind(body["owner"].as_i64())
-    .bind(now)
-    .fetch_one(&app.db)
-    .await;
-    let Ok(row) = row else {
-        return Json(json!({"error": "insert"}));
-    };
-    let mut owner = Value::Null;
-    if let Some(id) = row.get::<Option<i64>, _>("owner") {
-        let user = sqlx::query(
-            r#"SELECT id, name, email, age, created_at, updated_at FROM "user" WHERE id = $1"#,
+    let created: Option<Value> = with_pool!(&app.db, |pool| {
+        let row = sqlx::query(
+            "INSERT INTO pet (name, species, owner, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+             RETURNING id, name, species, owner, created_at, updated_at",
         )
-        .bind(id)
-        .fetch_optional(&app.db)
+        .bind(body["name"].as_str().unwrap_or(""))
+        .bind(body["species"].as_str().unwrap_or(""))
+        .bind(body["owner"].as_i64())
+        .bind(now)
+        .fetch_one(pool)
         .await;
-        if let Ok(Some(u)) = user {
-            owner = json!({"id": u.get::<i64, _>("id"), "name": u.get::<String, _>("name"), "email": u.get::<String, _>("email"),
-                "age": u.get::<f64, _>("age"), "createdAt": u.get::<i64, _>("created_at"), "updatedAt": u.get::<i64, _>("updated_at")});
+        match row {
+            Err(_) => None,
+            Ok(row) => {
+                let mut owner = Value::Null;
+                if let Some(id) = col::<_, Option<i64>>(&row, "owner") {
+                    let user = sqlx::query(
+                        r#"SELECT id, name, email, age, created_at, updated_at FROM "user" WHERE id = $1"#,
+                    )
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await;
+                    if let Ok(Some(u)) = user {
+                        owner = json!({"id": col::<_, i64>(&u, "id"), "name": col::<_, String>(&u, "name"),
+                            "email": col::<_, String>(&u, "email"), "age": col::<_, f64>(&u, "age"),
+                            "createdAt": col::<_, i64>(&u, "created_at"), "updatedAt": col::<_, i64>(&u, "updated_at")});
+                    }
+                }
+                Some(pet(&row, owner, json!([])))
+            }
         }
-    }
-    Json(pet(&row, owner, json!([])))
+    });
+    Json(created.unwrap_or_else(|| json!({"error": "insert"})))
 }
 
 /// Broadcasts the request body as a `pet` event to every connected socket.
@@ -131,16 +186,34 @@ async fn main() {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/topsail_bench".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "1399".into());
-    // As topsail's pool: no ping round trip on every acquire.
-    let db = PgPoolOptions::new()
-        .max_connections(16)
-        .test_before_acquire(false)
-        .connect(&url)
-        .await
-        .unwrap_or_else(|e| {
-            eprintln!("limit: {e}");
-            std::process::exit(1)
+    // As topsail's pools: no ping round trip on every acquire; as many
+    // connections; SQLite in WAL mode with a busy timeout.
+    let db = if url.starts_with("sqlite:") {
+        let opts = url.parse::<SqliteConnectOptions>().map(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(std::time::Duration::from_secs(10))
         });
+        match opts {
+            Ok(opts) => SqlitePoolOptions::new()
+                .max_connections(8)
+                .test_before_acquire(false)
+                .connect_with(opts)
+                .await
+                .map(Db::Sqlite),
+            Err(e) => Err(e),
+        }
+    } else {
+        PgPoolOptions::new()
+            .max_connections(16)
+            .test_before_acquire(false)
+            .connect(&url)
+            .await
+            .map(Db::Pg)
+    };
+    let db = db.unwrap_or_else(|e| {
+        eprintln!("limit: {e}");
+        std::process::exit(1)
+    });
     let (layer, io) = SocketIo::builder().build_layer();
     io.ns("/", async |s: SocketRef| {
         s.join("watchers");
