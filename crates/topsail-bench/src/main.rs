@@ -458,6 +458,12 @@ async fn run() -> Res<()> {
         .and_then(|i| args.get(i + 1))
         .map(|list| list.split(',').map(str::to_owned).collect());
     let runs = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
+    // `--subscribers 10000` runs only that fan-out size (to profile it).
+    let subscribers: Option<usize> = args
+        .iter()
+        .position(|a| a == "--subscribers")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok());
     let pg_admin =
         std::env::var("BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let db = "topsail_bench";
@@ -500,6 +506,9 @@ async fn run() -> Res<()> {
         };
         let mut fan = Vec::new();
         for &(subs, n) in sizes {
+            if subscribers.is_some_and(|only| only != subs) {
+                continue;
+            }
             let t = fanout(&zoo, &[&zoo], subs, n, false, Load::Burst).await?;
             let l = fanout(&limit, &[&limit], subs, n, true, Load::Burst).await?;
             // The same sizes at 100,000 events/s offered (creates on a
