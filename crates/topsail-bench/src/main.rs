@@ -39,9 +39,14 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// Starts one of the harness's sibling binaries (the zoo, the limit).
 async fn start(name: &str, env: &[(&str, String)]) -> Res<Server> {
+    start_cmd(name, Command::new(bin(name)), env).await
+}
+
+/// Starts `cmd` on a free port (`PORT`) and waits until it accepts.
+async fn start_cmd(name: &str, mut cmd: Command, env: &[(&str, String)]) -> Res<Server> {
     let port = free_port();
-    let mut cmd = Command::new(bin(name));
     cmd.env("PORT", port.to_string())
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
@@ -53,7 +58,8 @@ async fn start(name: &str, env: &[(&str, String)]) -> Res<Server> {
         .spawn()
         .map_err(|e| format!("cannot start {name}: {e}"))?;
     let addr = format!("127.0.0.1:{port}");
-    for _ in 0..300 {
+    // Sails takes several seconds to lift.
+    for _ in 0..600 {
         if tokio::net::TcpStream::connect(&addr).await.is_ok() {
             return Ok(Server { child, addr });
         }
@@ -589,6 +595,77 @@ async fn run() -> Res<()> {
         drop((n1, n2));
         let _ = redis.kill();
         let _ = redis.wait();
+    }
+
+    // `--sails`: the reference, Sails 1.5.18 with sails-postgresql on a
+    // fresh database, through the same client: scenarios 3, 2 and the
+    // 200 x 500 fan-out (the reference configuration), then ratios
+    // to the topsail rows of this run.
+    if args.iter().any(|a| a == "--sails") {
+        let sails_db = "topsail_bench_sails";
+        psql(&format!("DROP DATABASE IF EXISTS {sails_db} WITH (FORCE)"))?;
+        psql(&format!("CREATE DATABASE {sails_db}"))?;
+        let dir = std::env::var("BENCH_SAILS_DIR")
+            .unwrap_or_else(|_| "crates/topsail-bench/sails".into());
+        let mut cmd = Command::new("node");
+        cmd.arg(format!("{dir}/zoo.js"));
+        let sails = start_cmd(
+            "sails",
+            cmd,
+            &[("DATABASE_URL", format!("{pg_admin}/{sails_db}"))],
+        )
+        .await?;
+        seed(&sails.addr).await?;
+        let mut row = serde_json::Map::new();
+        for (name, method, path, body) in HTTP_ROUTES {
+            let t = http_loop(&sails, 16, secs, method, path, body).await?;
+            print_row(&format!("Sails 3. {method} {path}"), &t);
+            row.insert(name.into(), t);
+        }
+        let t = socket_loop(&sails, 32, secs).await?;
+        print_row("Sails 2. GET /user/1 over sockets (32 clients)", &t);
+        row.insert("socket_get".into(), t);
+        let (subs, n) = if quick { (200, 100) } else { (200, 500) };
+        let t = fanout(&sails, &[&sails], subs, n, false, Load::Burst).await?;
+        print_row(
+            &format!("Sails 1. fan-out {subs} subscribers x {n} creates"),
+            &t,
+        );
+        row.insert("fanout".into(), t);
+        row.insert("rss_kb".into(), json!(rss_kb(sails.child.id())));
+        // topsail / Sails, for the figures this run has on both.
+        let rps = |v: &Value| v["rps"].as_f64();
+        let mut ratios = serde_json::Map::new();
+        for (name, ours) in [
+            ("http_find", results.get("http_find").map(|r| &r["topsail"])),
+            (
+                "http_create",
+                results.get("http_create").map(|r| &r["topsail"]),
+            ),
+            (
+                "socket_get",
+                results.get("socket_get").map(|r| &r["socket"]),
+            ),
+        ] {
+            if let (Some(a), Some(b)) = (ours.and_then(rps), rps(&row[name])) {
+                ratios.insert(name.into(), json!(a / b.max(0.001)));
+            }
+        }
+        let ours = results
+            .get("fanout")
+            .and_then(|f| f.get(0))
+            .map(|f| &f["topsail"]);
+        if let Some(ours) = ours.filter(|o| o["subscribers"] == json!(subs)) {
+            let t = &row["fanout"];
+            let ev = |v: &Value| v["events_per_s"].as_f64().unwrap_or(0.0);
+            let p99 = |v: &Value| v["p99_ms"].as_f64().unwrap_or(0.0);
+            ratios.insert("fanout_events".into(), json!(ev(ours) / ev(t).max(0.001)));
+            ratios.insert("fanout_p99".into(), json!(p99(ours) / p99(t).max(0.001)));
+        }
+        print_row("topsail / Sails", &Value::Object(ratios.clone()));
+        row.insert("topsail_over_sails".into(), Value::Object(ratios));
+        results.insert("sails".into(), Value::Object(row));
+        drop(sails);
     }
 
     // The embedded default: scenarios 3, 2 and the small fan-out on SQLite
