@@ -315,3 +315,21 @@ macro_rules! both {
         }
     };
 }
+
+/// Runs `$run(db)` (an async fn taking a [`Db`]) as two tests,
+/// `$name::sqlite` and `$name::postgres`.
+#[macro_export]
+macro_rules! each_db {
+    ($name:ident, $run:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$run($crate::Db::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$run($crate::Db::Postgres).await
+            }
+        }
+    };
+}

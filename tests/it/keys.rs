@@ -168,12 +168,4 @@ async fn run(db: Db) {
     cleanup.run().await;
 }
 
-#[tokio::test]
-async fn string_keys_client_keys_and_via_less_collections_sqlite() {
-    run(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn string_keys_client_keys_and_via_less_collections_postgres() {
-    run(Db::Postgres).await;
-}
+topsail_tests::each_db!(string_keys_client_keys_and_via_less_collections, run);

@@ -262,15 +262,7 @@ async fn got_first_book(app: &Topsail, shelf: i64) -> i64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_record_read_alone_equals_it_read_in_a_list_sqlite() {
-    run(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_record_read_alone_equals_it_read_in_a_list_postgres() {
-    run(Db::Postgres).await;
-}
+topsail_tests::each_db!(a_record_read_alone_equals_it_read_in_a_list, run);
 
 /// A child row wider than one JSON array call takes (PostgreSQL: 100
 /// arguments) is read in chunks and comes back flat, in column order.
@@ -328,12 +320,4 @@ async fn wide(db: Db) {
     cleanup.run().await;
 }
 
-#[tokio::test]
-async fn a_wide_nested_row_is_read_in_chunks_sqlite() {
-    wide(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_wide_nested_row_is_read_in_chunks_postgres() {
-    wide(Db::Postgres).await;
-}
+topsail_tests::each_db!(a_wide_nested_row_is_read_in_chunks, wide);
