@@ -166,6 +166,30 @@ impl Renderer {
         let _ = write!(self.sql, "{}", n.min(i64::MAX as u64));
     }
 
+    /// `, <main>."col" AS "o0", ...`: the sort keys, projected for an outer
+    /// `ORDER BY` (see [`Renderer::order_by_keys`]).
+    fn sort_keys(&mut self, order: &[(topsail_core::query::Ident, Dir)]) {
+        let main = self.main.unwrap_or("\"t\"");
+        for (i, (c, _)) in order.iter().enumerate() {
+            let _ = write!(self.sql, ", {main}.{} AS \"o{i}\"", quote(c));
+        }
+    }
+
+    /// ` FROM <table> AS <main>`, joined to the join table when there is one.
+    fn from(&mut self, q: &Select) {
+        let (main, join) = (self.main.unwrap_or("\"t\""), self.join);
+        let _ = write!(self.sql, " FROM {} AS {main}", quote(&q.table));
+        if let Some(j) = &q.join {
+            let _ = write!(
+                self.sql,
+                " JOIN {} AS {join} ON {join}.{} = {main}.{}",
+                quote(&j.table),
+                quote(&j.child_column),
+                quote(&j.target_pk)
+            );
+        }
+    }
+
     /// `ORDER BY "o0", "o1"...`: the sort keys an inner select projected.
     fn order_by_keys(&mut self, order: &[(topsail_core::query::Ident, Dir)]) {
         for (i, (_, d)) in order.iter().enumerate() {
@@ -264,19 +288,8 @@ impl Renderer {
             self.col(c);
             let _ = write!(self.sql, " AS \"c{i}\"");
         }
-        for (i, (c, _)) in q.order.iter().enumerate() {
-            let _ = write!(self.sql, ", \"n\".{} AS \"o{i}\"", quote(c));
-        }
-        let _ = write!(self.sql, " FROM {} AS \"n\"", quote(&q.table));
-        if let Some(j) = &q.join {
-            let _ = write!(
-                self.sql,
-                " JOIN {} AS \"m\" ON \"m\".{} = \"n\".{}",
-                quote(&j.table),
-                quote(&j.child_column),
-                quote(&j.target_pk)
-            );
-        }
+        self.sort_keys(&q.order);
+        self.from(q);
         self.sql.push_str(" WHERE ");
         self.col(&n.child_key);
         let _ = write!(self.sql, " = {outer}.{}", quote(&n.parent_key));
@@ -350,20 +363,9 @@ pub fn select(q: &Select, dialect: Dialect) -> Built {
         }
         r.sql.push_str(") AS \"__rn\"");
         // Keep the sort keys for the outer ORDER BY.
-        for (i, (c, _)) in order.iter().enumerate() {
-            let _ = write!(r.sql, ", \"t\".{} AS \"o{i}\"", quote(c));
-        }
+        r.sort_keys(&order);
     }
-    let _ = write!(r.sql, " FROM {} AS \"t\"", quote(&q.table));
-    if let Some(j) = &q.join {
-        let _ = write!(
-            r.sql,
-            " JOIN {} AS \"j\" ON \"j\".{} = \"t\".{}",
-            quote(&j.table),
-            quote(&j.child_column),
-            quote(&j.target_pk)
-        );
-    }
+    r.from(q);
     if q.filter != Filter::True {
         r.sql.push_str(" WHERE ");
         r.filter(&q.filter);
