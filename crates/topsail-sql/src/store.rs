@@ -474,3 +474,43 @@ impl Store for SqlStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nested_values_read_back_as_their_attribute_types() {
+        use AttrType::*;
+        let (pg, lite) = (Dialect::Postgres, Dialect::Sqlite);
+        let cases = [
+            (json!(null), Integer, lite, json!(null)),
+            (
+                json!(9_007_199_254_740_993_i64),
+                Integer,
+                pg,
+                json!(9_007_199_254_740_993_i64),
+            ),
+            (json!(2.9), Integer, lite, json!(2)),
+            (json!(3.0), Number, lite, json!(3)),
+            (json!(0.1), Number, pg, json!(0.1)),
+            (json!("Infinity"), Number, pg, json!(null)),
+            (json!(1), Boolean, lite, json!(true)),
+            (json!(0), Boolean, lite, json!(false)),
+            (json!(true), Boolean, pg, json!(true)),
+            (json!(42), String, lite, json!("42")),
+            (json!("{\"a\":1}"), Json, lite, json!({"a": 1})),
+            (json!("not json"), Json, lite, json!("not json")),
+            (json!("{\"a\":1}"), Json, pg, json!("{\"a\":1}")),
+            (json!({"a": 1}), Json, pg, json!({"a": 1})),
+        ];
+        for (input, ty, dialect, want) in cases {
+            assert_eq!(
+                json_column(input.clone(), ty, dialect),
+                want,
+                "{input} as {ty:?} on {dialect:?}"
+            );
+        }
+    }
+}
