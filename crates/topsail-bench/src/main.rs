@@ -215,7 +215,6 @@ struct PetData<'a> {
     name: Option<Cow<'a, str>>,
 }
 
-/// Scenario 1 on one server: `subs` watchers, `n` creates, 16 in flight.
 /// How the actor issues its creates.
 #[derive(Clone, Copy)]
 enum Load {
@@ -228,6 +227,11 @@ enum Load {
     Paced(f64),
 }
 
+/// Creates in flight at once in the fan-out, whatever the load.
+const IN_FLIGHT: usize = 16;
+
+/// Scenario 1 on one server: `subs` watchers (spread over `subs_at`), `n`
+/// creates sent to `server` (`/emit` for the raw-socketioxide `limit`).
 async fn fanout(
     server: &Server,
     subs_at: &[&Server],
@@ -262,11 +266,11 @@ async fn fanout(
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
-    let (in_flight, rate) = match load {
-        Load::Burst => (16, None),
-        Load::Paced(rate) => (16, Some(rate)),
+    let rate = match load {
+        Load::Burst => None,
+        Load::Paced(rate) => Some(rate),
     };
-    for _ in 0..in_flight {
+    for _ in 0..IN_FLIGHT {
         let (next, f, addr) = (next.clone(), f.clone(), server.addr.clone());
         workers.push(tokio::spawn(async move {
             let mut c = Http::connect(&addr).await?;
@@ -309,7 +313,7 @@ async fn fanout(
     lat.sort_unstable();
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(json!({
-        "load": match load { Load::Burst => "16 in flight".to_owned(), Load::Paced(r) => format!("{r} creates/s") },
+        "load": match load { Load::Burst => format!("{IN_FLIGHT} in flight"), Load::Paced(r) => format!("{r} creates/s") },
         "subscribers": subs, "creates": n, "creates_per_s": n as f64 / create_secs,
         "delivered": got, "expected": expected, "missing": expected.saturating_sub(got),
         "events_per_s": got as f64 / all_secs, "p50_ms": percentile(&lat, 0.5) as f64 / 1000.0, "p99_ms": percentile(&lat, 0.99) as f64 / 1000.0,
@@ -326,18 +330,23 @@ async fn socket_loop(server: &Server, k: usize, secs: u64) -> Res<Value> {
     for s in sockets.clone() {
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
+            let mut errors = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                if let Ok(200) = s.request("get", "/user/1", json!({})).await {
-                    lat.push(t.elapsed().as_micros() as u64);
+                match s.request("get", "/user/1", json!({})).await {
+                    Ok(200) => lat.push(t.elapsed().as_micros() as u64),
+                    _ => errors += 1,
                 }
             }
-            lat
+            (lat, errors)
         }));
     }
     let mut all = Vec::new();
+    let mut errors = 0;
     for t in tasks {
-        all.extend(t.await.map_err(|e| e.to_string())?);
+        let (l, e) = t.await.map_err(|e| e.to_string())?;
+        all.extend(l);
+        errors += e;
     }
     let cpu = cpu_us(server.child.id()) - cpu0;
     for s in &sockets {
@@ -345,7 +354,7 @@ async fn socket_loop(server: &Server, k: usize, secs: u64) -> Res<Value> {
     }
     all.sort_unstable();
     Ok(json!({
-        "rps": all.len() as f64 / secs as f64, "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99),
+        "rps": all.len() as f64 / secs as f64, "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99), "errors": errors,
         "server_cpu_us_per_req": cpu as f64 / all.len().max(1) as f64,
     }))
 }

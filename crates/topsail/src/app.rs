@@ -253,6 +253,10 @@ async fn log_http(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    // Logging off at this level: no per-request copies for a line no one reads.
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return next.run(req).await;
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();

@@ -204,9 +204,11 @@ pub fn routes(app: &Topsail) -> axum::Router {
         .with_state(app.clone())
 }
 
-/// Who is asking: Sails' `req.isSocket`, the socket id, and the cookie and
-/// origin the request carries (a socket's own, whatever its messages say).
-fn page(content_type: &'static str, body: &'static str) -> axum::response::Response {
+/// A static file of the demo page, with its content type.
+fn page(
+    content_type: &'static str,
+    body: impl axum::response::IntoResponse,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
@@ -215,7 +217,8 @@ fn page(content_type: &'static str, body: &'static str) -> axum::response::Respo
 /// `examples/zoo/web` (`ZOO_WEB_DIR` overrides where that is), read once.
 async fn sails_io_js() -> axum::response::Response {
     use axum::response::IntoResponse;
-    static SCRIPT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    // Bytes: each response shares the one copy.
+    static SCRIPT: std::sync::OnceLock<Option<axum::body::Bytes>> = std::sync::OnceLock::new();
     let script = SCRIPT.get_or_init(|| {
         let dir = std::env::var("ZOO_WEB_DIR")
             .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/web").to_owned());
@@ -223,9 +226,10 @@ async fn sails_io_js() -> axum::response::Response {
             std::path::Path::new(&dir).join("node_modules/sails.io.js/dist/sails.io.js"),
         )
         .ok()
+        .map(axum::body::Bytes::from)
     });
     match script {
-        Some(js) => ([(axum::http::header::CONTENT_TYPE, "application/javascript")], js.clone()).into_response(),
+        Some(js) => page("application/javascript", js.clone()),
         None => (
             StatusCode::NOT_FOUND,
             "sails.io.js is not installed: run `npm ci` in examples/zoo/web (scripts/demo does it for you)",
@@ -251,6 +255,8 @@ impl axum::extract::FromRequestParts<Topsail> for AppSockets {
     }
 }
 
+/// Who is asking: Sails' `req.isSocket`, the socket id, and the cookie and
+/// origin the request carries (a socket's own, whatever its messages say).
 async fn whoami(socket: Option<SocketRequest>, headers: axum::http::HeaderMap) -> Json<Value> {
     let header = |n: &str| {
         headers

@@ -320,28 +320,16 @@ impl Engine {
             returning: read::row_column_names(model),
             ignore_conflict: false,
         };
-        let no_row = || Error::Store(StoreError::Database("the insert returned no row".into()));
         let (id, record, links) = if collections.is_empty() {
             // One INSERT is atomic on its own: no transaction, and the row
             // comes back with it, so only to-one populates need a query.
             let mut conn = self.store.conn().await?;
-            let inserted = conn
-                .insert(&insert)
-                .await
-                .map_err(|e| unique(model, e))?
-                .ok_or_else(no_row)?;
-            let mut record = read::row_record(model, inserted);
-            let id = pk_of(model, &record).ok_or_else(no_row)?;
+            let (id, mut record) = insert_row(conn.as_mut(), model, &insert).await?;
             read::populate_new(conn.as_mut(), model, &mut record, &pq).await?;
             (id, record, Vec::new())
         } else {
             let mut tx = self.store.begin().await?;
-            let inserted = tx
-                .insert(&insert)
-                .await
-                .map_err(|e| unique(model, e))?
-                .ok_or_else(no_row)?;
-            let id = pk_of(model, &read::row_record(model, inserted)).ok_or_else(no_row)?;
+            let (id, _) = insert_row(tx.as_mut(), model, &insert).await?;
             let mut links = Vec::new();
             for (assoc, ids) in &collections {
                 links.push(link_children(tx.as_mut(), model, assoc, &id, ids).await?);
@@ -727,6 +715,23 @@ fn row_values(model: &ModelDef, row: &Record) -> Vec<(crate::query::Ident, SqlVa
 
 fn pk_filter(model: &ModelDef, id: &Pk) -> Filter {
     Filter::eq(model.pk_column().into(), SqlValue::from_pk(id))
+}
+
+/// Inserts a row and reads it back from `RETURNING`: its key and record.
+async fn insert_row(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    insert: &Insert,
+) -> Result<(Pk, Record)> {
+    let no_row = || Error::Store(StoreError::Database("the insert returned no row".into()));
+    let inserted = conn
+        .insert(insert)
+        .await
+        .map_err(|e| unique(model, e))?
+        .ok_or_else(no_row)?;
+    let record = read::row_record(model, inserted);
+    let id = pk_of(model, &record).ok_or_else(no_row)?;
+    Ok((id, record))
 }
 
 /// Reads a record inside a transaction, locking its row; 404 if missing.
