@@ -127,6 +127,16 @@ async fn http_loop(
             (lat, errors)
         }));
     }
+    loop_row(server, tasks, cpu0, secs).await
+}
+
+/// One closed-loop client's result: the latencies (µs) of the requests
+/// answered 200, and how many were not.
+type LoopTask = tokio::task::JoinHandle<(Vec<u64>, u64)>;
+
+/// A closed loop's row: requests/s, latency percentiles, errors, and the
+/// server's CPU per request since `cpu0`.
+async fn loop_row(server: &Server, tasks: Vec<LoopTask>, cpu0: u64, secs: u64) -> Res<Value> {
     let mut all = Vec::new();
     let mut errors = 0;
     for t in tasks {
@@ -341,22 +351,11 @@ async fn socket_loop(server: &Server, k: usize, secs: u64) -> Res<Value> {
             (lat, errors)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (l, e) = t.await.map_err(|e| e.to_string())?;
-        all.extend(l);
-        errors += e;
-    }
-    let cpu = cpu_us(server.child.id()) - cpu0;
+    let row = loop_row(server, tasks, cpu0, secs).await;
     for s in &sockets {
         s.close();
     }
-    all.sort_unstable();
-    Ok(json!({
-        "rps": all.len() as f64 / secs as f64, "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99), "errors": errors,
-        "server_cpu_us_per_req": cpu as f64 / all.len().max(1) as f64,
-    }))
+    row
 }
 
 /// Scenario 3's routes: `(result key, method, path, body)`.
