@@ -1,7 +1,8 @@
-//! One record read with its populates in one statement (nested JSON
+//! A record read with its populates in one statement (nested JSON
 //! aggregation) must come back exactly as the same record does in a list,
-//! which reads each association with a query of its own: every attribute
-//! type, nulls, filters, sorts, windows and projections, on both dialects.
+//! and as the JSON the blueprints write straight from the rows: every
+//! attribute type, nulls, filters, sorts, windows and projections, on both
+//! dialects.
 
 use serde_json::{Value, json};
 use topsail::{Actor, Criteria, Link, Model, Populate, Topsail};
@@ -61,7 +62,8 @@ async fn create(app: &Topsail, model: &'static topsail::ModelDef, v: Value) -> i
         .unwrap()
 }
 
-/// `findOne` (nested) against `find` by id (one query per association).
+/// `findOne` against `find` by id, and both against the JSON the
+/// blueprints write from the rows.
 async fn same_alone_and_listed(
     app: &Topsail,
     model: &'static topsail::ModelDef,
@@ -73,21 +75,32 @@ async fn same_alone_and_listed(
         .find_one(model, &json!(id), c, &Actor::Server)
         .await
         .unwrap();
-    let listed = engine
-        .find(
-            model,
-            &c.clone().filter(json!({ "id": id })),
-            &Actor::Server,
-        )
-        .await
-        .unwrap();
+    let by_id = c.clone().filter(json!({ "id": id }));
+    let listed = engine.find(model, &by_id, &Actor::Server).await.unwrap();
     assert_eq!(listed.len(), 1);
     // Compared as text: same values, same key order.
+    let text = serde_json::to_string(&alone).unwrap();
     assert_eq!(
-        serde_json::to_string(&alone).unwrap(),
+        text,
         serde_json::to_string(&listed[0]).unwrap(),
         "{} {id} with {c:?}",
         model.identity
+    );
+    // The blueprints' answers, written straight from the rows, say the
+    // same as the records do.
+    let alone_json = engine
+        .find_one_json(model, &json!(id), c, &Actor::Server)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8(alone_json).unwrap(), text, "{c:?}");
+    let listed_json = engine
+        .find_json(model, &by_id, &Actor::Server)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(listed_json).unwrap(),
+        serde_json::to_string(&listed).unwrap(),
+        "{c:?}"
     );
     Value::Object(alone)
 }

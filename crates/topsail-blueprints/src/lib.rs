@@ -630,17 +630,21 @@ async fn dispatch(shared: &Shared, route: &Route, req: Request) -> Response {
     let id = id.unwrap_or(Value::Null);
     let child = child.unwrap_or(Value::Null);
     let result = match route.action {
-        Action::Find => match Criteria::from_params(&all, &[]) {
-            Ok(c) => e
-                .find(m, &c, &actor)
-                .await
-                .map(|rs| Value::Array(rs.into_iter().map(Value::Object).collect())),
-            Err(err) => Err(err),
-        },
-        Action::FindOne => match Criteria::projection_from_params(&all) {
-            Ok(c) => e.find_one(m, &id, &c, &actor).await.map(Value::Object),
-            Err(err) => Err(err),
-        },
+        // Reads are answered with JSON written straight from the rows.
+        Action::Find => {
+            let json = match Criteria::from_params(&all, &[]) {
+                Ok(c) => e.find_json(m, &c, &actor).await,
+                Err(err) => Err(err),
+            };
+            return response::json_or_error(json, &method, &path);
+        }
+        Action::FindOne => {
+            let json = match Criteria::projection_from_params(&all) {
+                Ok(c) => e.find_one_json(m, &id, &c, &actor).await,
+                Err(err) => Err(err),
+            };
+            return response::json_or_error(json, &method, &path);
+        }
         Action::Create => match Criteria::projection_from_params(&all) {
             Ok(c) => {
                 let mut values = all;

@@ -14,6 +14,23 @@ pub(crate) fn ok(v: Value) -> Response {
     axum::Json(v).into_response()
 }
 
+/// A JSON 200 from bytes already serialised, or the error's response.
+pub(crate) fn json_or_error(
+    result: Result<Vec<u8>, Error>,
+    method: &Method,
+    path: &str,
+) -> Response {
+    match result {
+        Ok(body) => (
+            // What `axum::Json` sends.
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => error(e, method, path),
+    }
+}
+
 /// A plain-text response.
 pub(crate) fn text(status: StatusCode, body: &'static str) -> Response {
     (

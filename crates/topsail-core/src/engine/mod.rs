@@ -7,6 +7,7 @@ Each mutation runs in one transaction (read the previous record, write,
 re-fetch the populated result), then commits, then publishes its effects.
 */
 
+mod loaded;
 mod read;
 mod values;
 
@@ -24,7 +25,8 @@ use crate::record::{Pk, Record};
 use crate::store::{Conn, Store};
 use crate::value::{SqlValue, coerce_pk};
 
-use read::{dedup_keep_order, existing_with, link_pk, linked_ids, load, load_single, pk_of};
+use loaded::Loaded;
+use read::{dedup_keep_order, existing_with, link_pk, linked_ids, load_rows, load_single, pk_of};
 
 /// Engine settings (Sails' `blueprints.autoWatch` and `mirror`).
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +167,32 @@ impl Engine {
         }
     }
 
+    /// [`subscribe_deep`](Engine::subscribe_deep) for every loaded record,
+    /// reading the populated keys from the rows.
+    fn subscribe_deep_loaded(
+        &self,
+        plan: &mut Plan<'_>,
+        model: &'static ModelDef,
+        loaded: &Loaded,
+    ) {
+        let per_assoc: Vec<Option<Vec<Vec<Pk>>>> = model
+            .assocs
+            .iter()
+            .map(|a| loaded.populated_ids(a.name))
+            .collect();
+        for i in 0..loaded.len() {
+            for (assoc, ids) in model.assocs.iter().zip(&per_assoc) {
+                let target = assoc.target();
+                if self.config.auto_watch {
+                    plan.watch(target);
+                }
+                if let Some(ids) = ids.as_ref().and_then(|ids| ids.get(i)) {
+                    plan.subscribe(target, ids);
+                }
+            }
+        }
+    }
+
     /// `find`: records matching `criteria`. A socket actor is subscribed to
     /// them and (with autoWatch) watches the model.
     pub async fn find(
@@ -173,23 +201,41 @@ impl Engine {
         criteria: &Criteria,
         actor: &Actor,
     ) -> Result<Vec<Record>> {
+        Ok(self.read(model, criteria, actor).await?.into_records())
+    }
+
+    /// [`find`](Engine::find) answered as the JSON array a blueprint sends,
+    /// written straight from the rows the store returned (no record maps in
+    /// between).
+    pub async fn find_json(
+        &self,
+        model: &'static ModelDef,
+        criteria: &Criteria,
+        actor: &Actor,
+    ) -> Result<Vec<u8>> {
+        Ok(self.read(model, criteria, actor).await?.to_json())
+    }
+
+    async fn read(
+        &self,
+        model: &'static ModelDef,
+        criteria: &Criteria,
+        actor: &Actor,
+    ) -> Result<Loaded> {
         let q = criteria.normalize(model)?;
         let mut conn = self.store.conn().await?;
-        let records = load(conn.as_mut(), model, &q, false).await?;
+        let loaded = load_rows(conn.as_mut(), model, &q, false).await?;
         drop(conn);
         if actor.is_socket() {
             let mut plan = self.plan(actor);
-            let ids: Vec<Pk> = records.iter().filter_map(|r| pk_of(model, r)).collect();
-            plan.subscribe(model, &ids);
+            plan.subscribe(model, &loaded.ids());
             if self.config.auto_watch {
                 plan.watch(model);
             }
-            for r in &records {
-                self.subscribe_deep(&mut plan, model, r);
-            }
+            self.subscribe_deep_loaded(&mut plan, model, &loaded);
             self.publish(plan).await;
         }
-        Ok(records)
+        Ok(loaded)
     }
 
     /// Counts the records matching `criteria`'s `where`.
@@ -213,6 +259,30 @@ impl Engine {
         criteria: &Criteria,
         actor: &Actor,
     ) -> Result<Record> {
+        let loaded = self.read_one(model, id, criteria, actor).await?;
+        loaded.into_records().pop().ok_or(Error::NotFound)
+    }
+
+    /// [`find_one`](Engine::find_one) answered as the JSON object a
+    /// blueprint sends, written straight from the row.
+    pub async fn find_one_json(
+        &self,
+        model: &'static ModelDef,
+        id: &Value,
+        criteria: &Criteria,
+        actor: &Actor,
+    ) -> Result<Vec<u8>> {
+        let loaded = self.read_one(model, id, criteria, actor).await?;
+        loaded.first_to_json().ok_or(Error::NotFound)
+    }
+
+    async fn read_one(
+        &self,
+        model: &'static ModelDef,
+        id: &Value,
+        criteria: &Criteria,
+        actor: &Actor,
+    ) -> Result<Loaded> {
         let id = pk_param(model, id, UsageCode::InvalidCriteria)?;
         let mut q = Criteria {
             where_: None,
@@ -223,9 +293,19 @@ impl Engine {
         }
         .normalize(model)?;
         q.filter = Query::by_pk(model, &id, Vec::new()).filter;
-        let record = self.load_one(model, &q).await?;
-        self.subscribe_one(model, &id, &record, actor).await;
-        Ok(record)
+        let mut conn = self.store.conn().await?;
+        let loaded = load_rows(conn.as_mut(), model, &q, false).await?;
+        drop(conn);
+        if loaded.is_empty() {
+            return Err(Error::NotFound);
+        }
+        if actor.is_socket() {
+            let mut plan = self.plan(actor);
+            plan.subscribe(model, [&id]);
+            self.subscribe_deep_loaded(&mut plan, model, &loaded);
+            self.publish(plan).await;
+        }
+        Ok(loaded)
     }
 
     /// Loads the one record `q` selects; 404 if there is none.

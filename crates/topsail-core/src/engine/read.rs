@@ -19,6 +19,8 @@ use crate::record::{Pk, Record};
 use crate::store::{Conn, Row};
 use crate::value::SqlValue;
 
+use super::loaded::Loaded;
+
 /// The columns of a model's own row: scalar attributes, then to-one keys.
 pub(crate) fn row_columns(model: &ModelDef) -> Vec<(ColRef, AttrType)> {
     let mut cols: Vec<(ColRef, AttrType)> = model
@@ -115,20 +117,21 @@ fn apply_projection(
         r.retain(|k, _| sel.contains(&k.as_str()) || keep.contains(&k.as_str()));
     }
     for o in omit {
-        r.remove(*o);
+        // `remove` would swap the last key into the gap.
+        r.shift_remove(*o);
     }
 }
 
 /// Runs `q` against `model` with what it populates, in one statement: each
 /// populated association is a nested select (see [`Nested`]).
-pub(crate) async fn load(
+pub(crate) async fn load_rows(
     conn: &mut dyn Conn,
     model: &'static ModelDef,
     q: &Query,
     lock: bool,
-) -> Result<Vec<Record>> {
+) -> Result<Loaded> {
     if q.limit == Some(0) || q.filter == Filter::False {
-        return Ok(Vec::new());
+        return Ok(Loaded::new(model, q, Vec::new()));
     }
     let mut sel = Select::new(model.table.into(), row_columns(model));
     sel.filter = q.filter.clone();
@@ -136,35 +139,13 @@ pub(crate) async fn load(
     sel.limit = q.limit;
     sel.offset = q.skip;
     sel.lock = lock;
-    let own_columns = sel.columns.len();
     sel.nested = q
         .populate
         .iter()
         .map(|p| Children::new(model, p).nested())
         .collect();
     let rows = conn.fetch(&sel).await?;
-    let mut records = Vec::with_capacity(rows.len());
-    for mut row in rows {
-        let nested = row.split_off(own_columns.min(row.len()));
-        let mut record = row_record(model, row);
-        for (p, rows) in q.populate.iter().zip(nested) {
-            let rows = match rows {
-                Value::Array(rows) => rows,
-                _ => Vec::new(),
-            };
-            let kids = rows.into_iter().map(|r| match r {
-                Value::Array(r) => child_record(p, r),
-                _ => Record::new(),
-            });
-            attach(p, &mut record, kids.collect());
-        }
-        records.push(record);
-    }
-    let populated: Vec<&str> = q.populate.iter().map(|p| p.assoc.name).collect();
-    for r in &mut records {
-        apply_projection(r, &q.select, &q.omit, &populated);
-    }
-    Ok(records)
+    Ok(Loaded::new(model, q, rows))
 }
 
 /// Loads the one record `q` selects (by primary key).
@@ -174,7 +155,7 @@ pub(crate) async fn load_single(
     q: &Query,
     lock: bool,
 ) -> Result<Option<Record>> {
-    Ok(load(conn, model, q, lock).await?.pop())
+    Ok(load_rows(conn, model, q, lock).await?.into_records().pop())
 }
 
 /// Populates one association on records already in hand (a record just
