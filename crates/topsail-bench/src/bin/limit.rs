@@ -14,9 +14,11 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -56,37 +58,76 @@ where
     r.try_get(name).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-/// A pet row (`id, name, species, owner, created_at, updated_at`) with its
-/// owner and tags populated.
-fn pet<R>(r: &R, owner: Value, tags: Value) -> Value
+/// A pet as the zoo answers it, owner and tags populated: typed structs
+/// serialised by serde's derive, as a hand-written handler would have them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Pet {
+    id: i64,
+    name: String,
+    species: String,
+    created_at: i64,
+    updated_at: i64,
+    owner: Option<User>,
+    tags: Vec<Tag>,
+}
+
+/// A user; read from a nested row (`[id, name, ...]`: serde's derive takes
+/// a struct from a sequence too) or from a plain row.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct User {
+    id: i64,
+    name: String,
+    email: String,
+    #[serde(serialize_with = "js_number")]
+    age: f64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Tag {
+    id: i64,
+    label: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// A float as JavaScript (and topsail) writes it: `2`, not `2.0`.
+fn js_number<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() <= 9_007_199_254_740_991.0 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
+}
+
+/// A pet row (`id, name, species, created_at, updated_at`) with its owner
+/// and tags.
+fn pet<R>(r: &R, owner: Option<User>, tags: Vec<Tag>) -> Pet
 where
     R: Row,
     for<'n> &'n str: ColumnIndex<R>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let mut m = Map::new();
-    m.insert("id".into(), json!(col::<R, i64>(r, "id")));
-    m.insert("name".into(), json!(col::<R, String>(r, "name")));
-    m.insert("species".into(), json!(col::<R, String>(r, "species")));
-    m.insert("createdAt".into(), json!(col::<R, i64>(r, "created_at")));
-    m.insert("updatedAt".into(), json!(col::<R, i64>(r, "updated_at")));
-    m.insert("owner".into(), owner);
-    m.insert("tags".into(), tags);
-    Value::Object(m)
+    Pet {
+        id: col(r, "id"),
+        name: col(r, "name"),
+        species: col(r, "species"),
+        created_at: col(r, "created_at"),
+        updated_at: col(r, "updated_at"),
+        owner,
+        tags,
+    }
 }
 
-/// Rows aggregated by the database (`[[v, ...], ...]`) as objects with
-/// these keys.
-fn objects(text: &str, keys: &[&str]) -> Vec<Value> {
-    let rows: Vec<Vec<Value>> = serde_json::from_str(text).unwrap_or_default();
-    rows.into_iter()
-        .map(|row| Value::Object(keys.iter().map(|k| (*k).to_owned()).zip(row).collect()))
-        .collect()
+/// Rows aggregated by the database (`[[v, ...], ...]`).
+fn nested<T: serde::de::DeserializeOwned>(text: &str) -> Vec<T> {
+    serde_json::from_str(text).unwrap_or_default()
 }
-
-const USER_KEYS: [&str; 6] = ["id", "name", "email", "age", "createdAt", "updatedAt"];
-const TAG_KEYS: [&str; 4] = ["id", "label", "createdAt", "updatedAt"];
 
 /// The zoo's `GET /pet?limit=30&sort=name ASC` as one statement: each pet
 /// with its owner and first 30 tags aggregated to JSON, as topsail reads it
@@ -112,8 +153,8 @@ const FIND_SQLITE: &str = r#"SELECT "t"."id", "t"."name", "t"."species", "t"."ow
      WHERE "m"."pet_tags" = "t"."id" ORDER BY "n"."id" LIMIT 30) AS "s") AS "tag_rows"
 FROM "pet" AS "t" ORDER BY "t"."name" ASC, "t"."id" ASC LIMIT 30"#;
 
-async fn find(State(app): State<App>) -> Json<Value> {
-    let pets: Vec<Value> = with_pool!(&app.db, |pool| {
+async fn find(State(app): State<App>) -> Json<Vec<Pet>> {
+    let pets = with_pool!(&app.db, |pool| {
         let sql = if matches!(app.db, Db::Pg(_)) {
             FIND_PG
         } else {
@@ -122,24 +163,24 @@ async fn find(State(app): State<App>) -> Json<Value> {
         let rows = sqlx::query(sql).fetch_all(pool).await.unwrap_or_default();
         rows.iter()
             .map(|r| {
-                let owner = objects(&col::<_, String>(r, "owner_rows"), &USER_KEYS).pop();
-                let tags = objects(&col::<_, String>(r, "tag_rows"), &TAG_KEYS);
-                pet(r, owner.unwrap_or(Value::Null), Value::Array(tags))
+                let owner = nested::<User>(&col::<_, String>(r, "owner_rows")).pop();
+                let tags = nested(&col::<_, String>(r, "tag_rows"));
+                pet(r, owner, tags)
             })
-            .collect()
+            .collect::<Vec<Pet>>()
     });
-    Json(Value::Array(pets))
+    Json(pets)
 }
 
 /// The zoo's `POST /pet` as topsail runs it: one `INSERT ... RETURNING`
 /// (no transaction: no collection is linked), then the owner, if any. A new
 /// pet has no tags yet.
-async fn create(State(app): State<App>, Json(body): Json<Value>) -> Json<Value> {
+async fn create(State(app): State<App>, Json(body): Json<Value>) -> Result<Json<Pet>, StatusCode> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let created: Option<Value> = with_pool!(&app.db, |pool| {
+    with_pool!(&app.db, |pool| {
         let row = sqlx::query(
             "INSERT INTO pet (name, species, owner, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
              RETURNING id, name, species, owner, created_at, updated_at",
@@ -149,29 +190,28 @@ async fn create(State(app): State<App>, Json(body): Json<Value>) -> Json<Value> 
         .bind(body["owner"].as_i64())
         .bind(now)
         .fetch_one(pool)
-        .await;
-        match row {
-            Err(_) => None,
-            Ok(row) => {
-                let mut owner = Value::Null;
-                if let Some(id) = col::<_, Option<i64>>(&row, "owner") {
-                    let user = sqlx::query(
-                        r#"SELECT id, name, email, age, created_at, updated_at FROM "user" WHERE id = $1"#,
-                    )
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await;
-                    if let Ok(Some(u)) = user {
-                        owner = json!({"id": col::<_, i64>(&u, "id"), "name": col::<_, String>(&u, "name"),
-                            "email": col::<_, String>(&u, "email"), "age": col::<_, f64>(&u, "age"),
-                            "createdAt": col::<_, i64>(&u, "created_at"), "updatedAt": col::<_, i64>(&u, "updated_at")});
-                    }
-                }
-                Some(pet(&row, owner, json!([])))
-            }
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        let mut owner = None;
+        if let Some(id) = col::<_, Option<i64>>(&row, "owner") {
+            let user = sqlx::query(
+                r#"SELECT id, name, email, age, created_at, updated_at FROM "user" WHERE id = $1"#,
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+            owner = user.map(|u| User {
+                id: col(&u, "id"),
+                name: col(&u, "name"),
+                email: col(&u, "email"),
+                age: col(&u, "age"),
+                created_at: col(&u, "created_at"),
+                updated_at: col(&u, "updated_at"),
+            });
         }
-    });
-    Json(created.unwrap_or_else(|| json!({"error": "insert"})))
+        Ok(Json(pet(&row, owner, Vec::new())))
+    })
 }
 
 /// Broadcasts the request body as a `pet` event to every connected socket.
