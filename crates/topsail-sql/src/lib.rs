@@ -5,10 +5,12 @@
 //! crate renders it with `$N` placeholders, binds every value, and takes
 //! every identifier from model metadata.
 
+mod pool;
 mod render;
 mod schema;
 mod store;
 
+pub use pool::Pooled;
 pub use render::{Built, quote};
 pub use schema::{MigrateError, Migration, create_schema, ddl, migrate};
 pub use store::{ConnectError, SqlStore};

@@ -182,7 +182,8 @@ const LEDGER: &str = "CREATE TABLE IF NOT EXISTS \"_topsail_migrations\" (\"vers
 
 macro_rules! migrate_on {
     ($pool:expr, $begin:expr, $lock:expr, $migrations:expr) => {{
-        let mut tx = $begin.await.map_err(store_error)?;
+        // The permit is held until the commit, as for any transaction.
+        let (mut tx, _permit) = $begin.await.map_err(store_error)?.into_parts();
         if let Some(lock) = $lock {
             sqlx::query(lock).execute(&mut *tx).await.map_err(store_error)?;
         }
@@ -233,14 +234,14 @@ pub async fn migrate(store: &SqlStore, migrations: &[Migration]) -> Result<Vec<i
     match store {
         SqlStore::Sqlite(p) => migrate_on!(
             p,
-            p.begin_with("BEGIN IMMEDIATE"),
+            p.begin(Some("BEGIN IMMEDIATE")),
             None::<&'static str>,
             migrations
         ),
         // A transaction-scoped advisory lock serialises concurrent starts.
         SqlStore::Postgres(p) => migrate_on!(
             p,
-            p.begin(),
+            p.begin(None),
             Some("SELECT pg_advisory_xact_lock(7461706)"),
             migrations
         ),

@@ -11,16 +11,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow};
-use sqlx::{AssertSqlSafe, Postgres, Row as _, Sqlite, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow};
+use sqlx::{AssertSqlSafe, Postgres, Row as _, Sqlite};
 use topsail_core::StoreError;
 use topsail_core::model::AttrType;
 use topsail_core::query::{Delete, Insert, Nested, Select, Update};
 use topsail_core::store::{Conn, Dialect, Row, Store, Tx};
 use topsail_core::value::{SqlValue, number_json};
 
+use crate::pool::{Lease, Pooled, PooledTx};
 use crate::render::{self, Built};
 
 /// A `DATABASE_URL` that cannot be used.
@@ -44,9 +44,9 @@ pub enum ConnectError {
 #[derive(Debug, Clone)]
 pub enum SqlStore {
     /// SQLite.
-    Sqlite(SqlitePool),
+    Sqlite(Pooled<Sqlite>),
     /// PostgreSQL.
-    Postgres(PgPool),
+    Postgres(Pooled<Postgres>),
 }
 
 /// A pooled connection idle for longer than this is pinged before use.
@@ -55,7 +55,8 @@ const STALE_AFTER: Duration = Duration::from_secs(30);
 /// Pool settings shared by both databases. sqlx pings every connection it
 /// hands out by default: one extra round trip per request, a third of the
 /// work of a `findOne`. A connection that has been busy recently is known
-/// to be alive, so only one that sat idle is checked.
+/// to be alive, so only one that sat idle is checked. (sqlx also pings each
+/// connection it takes back; [`Pooled`] keeps clean ones from that.)
 fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
     sqlx::pool::PoolOptions::new()
         .test_before_acquire(false)
@@ -122,7 +123,7 @@ impl SqlStore {
             .connect_with(opts)
             .await
             .map_err(ConnectError::Unreachable)?;
-        Ok(SqlStore::Sqlite(pool))
+        Ok(SqlStore::Sqlite(Pooled::new(pool)))
     }
 
     /// Connects to PostgreSQL with explicit options.
@@ -133,7 +134,7 @@ impl SqlStore {
             .connect_with(opts.clone())
             .await;
         match pool {
-            Ok(pool) => Ok(SqlStore::Postgres(pool)),
+            Ok(pool) => Ok(SqlStore::Postgres(Pooled::new(pool))),
             // The pool only says it timed out; one direct attempt tells why
             // (refused, unknown host, bad password, no such database).
             Err(sqlx::Error::PoolTimedOut) => {
@@ -151,8 +152,14 @@ impl SqlStore {
     pub async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
         let sql = AssertSqlSafe(sql.to_owned());
         match self {
-            SqlStore::Sqlite(p) => sqlx::raw_sql(sql).execute(p).await.map(|_| ()),
-            SqlStore::Postgres(p) => sqlx::raw_sql(sql).execute(p).await.map(|_| ()),
+            SqlStore::Sqlite(p) => {
+                let mut c = p.lease().await.map_err(store_error)?;
+                sqlx::raw_sql(sql).execute(c.busy()).await.map(|_| c.done())
+            }
+            SqlStore::Postgres(p) => {
+                let mut c = p.lease().await.map_err(store_error)?;
+                sqlx::raw_sql(sql).execute(c.busy()).await.map(|_| c.done())
+            }
         }
         .map_err(store_error)
     }
@@ -315,13 +322,35 @@ fn json_column(v: Value, ty: AttrType, dialect: Dialect) -> Value {
     }
 }
 
-pub(crate) struct SqliteConn(PoolConnection<Sqlite>);
+pub(crate) struct SqliteConn(Lease<Sqlite>);
 /// A SQLite transaction.
-pub(crate) struct SqliteTx(Transaction<'static, Sqlite>);
+pub(crate) struct SqliteTx(PooledTx<Sqlite>);
 /// A pooled PostgreSQL connection.
-pub(crate) struct PgConn(PoolConnection<Postgres>);
+pub(crate) struct PgConn(Lease<Postgres>);
 /// A PostgreSQL transaction.
-pub(crate) struct PgTx(Transaction<'static, Postgres>);
+pub(crate) struct PgTx(PooledTx<Postgres>);
+
+/// Where a [`Conn`] runs its statements: [`Exec::start`] before one,
+/// [`Exec::finish`] once it completed.
+trait Exec<DB: sqlx::Database> {
+    fn start(&mut self) -> &mut DB::Connection;
+    fn finish(&mut self) {}
+}
+
+impl<DB: sqlx::Database> Exec<DB> for Lease<DB> {
+    fn start(&mut self) -> &mut DB::Connection {
+        self.busy()
+    }
+    fn finish(&mut self) {
+        self.done()
+    }
+}
+
+impl<DB: sqlx::Database> Exec<DB> for PooledTx<DB> {
+    fn start(&mut self) -> &mut DB::Connection {
+        &mut self.tx
+    }
+}
 
 /// Implements [`Conn`] for a wrapper whose `.0` derefs to a connection.
 macro_rules! impl_conn {
@@ -342,9 +371,10 @@ macro_rules! impl_conn {
         impl Conn for $ty {
             async fn fetch(&mut self, q: &Select) -> Result<Vec<Row>, StoreError> {
                 let rows = Self::prepare(render::select(q, $dialect))
-                    .fetch_all(&mut *self.0)
+                    .fetch_all(self.0.start())
                     .await
                     .map_err(store_error)?;
+                self.0.finish();
                 rows.iter()
                     .map(|row| {
                         let mut out = q
@@ -367,16 +397,15 @@ macro_rules! impl_conn {
             async fn insert(&mut self, q: &Insert) -> Result<Option<Row>, StoreError> {
                 let query = Self::prepare(render::insert(q, $dialect));
                 if q.returning.is_empty() {
-                    return query
-                        .execute(&mut *self.0)
-                        .await
-                        .map(|_| None)
-                        .map_err(store_error);
+                    query.execute(self.0.start()).await.map_err(store_error)?;
+                    self.0.finish();
+                    return Ok(None);
                 }
                 let row = query
-                    .fetch_optional(&mut *self.0)
+                    .fetch_optional(self.0.start())
                     .await
                     .map_err(store_error)?;
+                self.0.finish();
                 row.map(|r| {
                     q.returning
                         .iter()
@@ -390,25 +419,28 @@ macro_rules! impl_conn {
 
             async fn update(&mut self, q: &Update) -> Result<u64, StoreError> {
                 let r = Self::prepare(render::update(q, $dialect))
-                    .execute(&mut *self.0)
+                    .execute(self.0.start())
                     .await
                     .map_err(store_error)?;
+                self.0.finish();
                 Ok(r.rows_affected())
             }
 
             async fn delete(&mut self, q: &Delete) -> Result<u64, StoreError> {
                 let r = Self::prepare(render::delete(q, $dialect))
-                    .execute(&mut *self.0)
+                    .execute(self.0.start())
                     .await
                     .map_err(store_error)?;
+                self.0.finish();
                 Ok(r.rows_affected())
             }
 
             async fn count(&mut self, q: &Select) -> Result<u64, StoreError> {
                 let row = Self::prepare(render::count(q, $dialect))
-                    .fetch_one(&mut *self.0)
+                    .fetch_one(self.0.start())
                     .await
                     .map_err(store_error)?;
+                self.0.finish();
                 let n: i64 = row.try_get(0).map_err(store_error)?;
                 Ok(u64::try_from(n).unwrap_or(0))
             }
@@ -436,14 +468,14 @@ impl_conn!(PgTx, Postgres, Dialect::Postgres, bind_pg, decode_pg);
 #[async_trait]
 impl Tx for SqliteTx {
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.0.commit().await.map_err(store_error)
+        self.0.tx.commit().await.map_err(store_error)
     }
 }
 
 #[async_trait]
 impl Tx for PgTx {
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.0.commit().await.map_err(store_error)
+        self.0.tx.commit().await.map_err(store_error)
     }
 }
 
@@ -458,8 +490,8 @@ impl Store for SqlStore {
 
     async fn conn(&self) -> Result<Box<dyn Conn>, StoreError> {
         Ok(match self {
-            SqlStore::Sqlite(p) => Box::new(SqliteConn(p.acquire().await.map_err(store_error)?)),
-            SqlStore::Postgres(p) => Box::new(PgConn(p.acquire().await.map_err(store_error)?)),
+            SqlStore::Sqlite(p) => Box::new(SqliteConn(p.lease().await.map_err(store_error)?)),
+            SqlStore::Postgres(p) => Box::new(PgConn(p.lease().await.map_err(store_error)?)),
         })
     }
 
@@ -468,9 +500,11 @@ impl Store for SqlStore {
             // IMMEDIATE takes the write lock up front: two deferred
             // transactions that both read and then write would deadlock.
             SqlStore::Sqlite(p) => Box::new(SqliteTx(
-                p.begin_with("BEGIN IMMEDIATE").await.map_err(store_error)?,
+                p.begin(Some("BEGIN IMMEDIATE"))
+                    .await
+                    .map_err(store_error)?,
             )),
-            SqlStore::Postgres(p) => Box::new(PgTx(p.begin().await.map_err(store_error)?)),
+            SqlStore::Postgres(p) => Box::new(PgTx(p.begin(None).await.map_err(store_error)?)),
         })
     }
 }
