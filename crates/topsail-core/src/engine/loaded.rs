@@ -179,6 +179,12 @@ impl Loaded {
             .collect()
     }
 
+    /// Field `name` of the first record, as the record would have it.
+    pub(crate) fn first_field(&self, name: &str) -> Option<Value> {
+        let mut row = self.rows.first()?.clone();
+        self.shape.record(&mut row).swap_remove(name)
+    }
+
     /// The primary keys of the records, in order.
     pub(crate) fn ids(&self) -> Vec<Pk> {
         self.rows

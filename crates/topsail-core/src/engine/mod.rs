@@ -144,37 +144,9 @@ impl Engine {
         Plan::new(actor, self.config.mirror)
     }
 
-    /// `subscribeDeep` (spec 4.3): watch every associated model, subscribe
-    /// to every populated associated record.
-    fn subscribe_deep(&self, plan: &mut Plan<'_>, model: &'static ModelDef, record: &Record) {
-        for assoc in &model.assocs {
-            let target = assoc.target();
-            if self.config.auto_watch {
-                plan.watch(target);
-            }
-            match record.get(assoc.name) {
-                Some(Value::Array(children)) => {
-                    let ids: Vec<Pk> = children.iter().filter_map(|c| link_pk(target, c)).collect();
-                    plan.subscribe(target, &ids);
-                }
-                Some(Value::Object(o)) => {
-                    if let Some(k) = o.get(target.pk).and_then(Pk::from_json) {
-                        plan.subscribe(target, [&k]);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// [`subscribe_deep`](Engine::subscribe_deep) for every loaded record,
-    /// reading the populated keys from the rows.
-    fn subscribe_deep_loaded(
-        &self,
-        plan: &mut Plan<'_>,
-        model: &'static ModelDef,
-        loaded: &Loaded,
-    ) {
+    /// `subscribeDeep` (spec 4.3) for every loaded record: watch every
+    /// associated model, subscribe to every populated associated record.
+    fn subscribe_deep(&self, plan: &mut Plan<'_>, model: &'static ModelDef, loaded: &Loaded) {
         let per_assoc: Vec<Option<Vec<Vec<Pk>>>> = model
             .assocs
             .iter()
@@ -232,7 +204,7 @@ impl Engine {
             if self.config.auto_watch {
                 plan.watch(model);
             }
-            self.subscribe_deep_loaded(&mut plan, model, &loaded);
+            self.subscribe_deep(&mut plan, model, &loaded);
             self.publish(plan).await;
         }
         Ok(loaded)
@@ -293,27 +265,19 @@ impl Engine {
         }
         .normalize(model)?;
         q.filter = Query::by_pk(model, &id, Vec::new()).filter;
-        let mut conn = self.store.conn().await?;
-        let loaded = load_rows(conn.as_mut(), model, &q, false).await?;
-        drop(conn);
-        if loaded.is_empty() {
-            return Err(Error::NotFound);
-        }
-        if actor.is_socket() {
-            let mut plan = self.plan(actor);
-            plan.subscribe(model, [&id]);
-            self.subscribe_deep_loaded(&mut plan, model, &loaded);
-            self.publish(plan).await;
-        }
+        let loaded = self.load_one(model, &q).await?;
+        self.subscribe_one(model, &id, &loaded, actor).await;
         Ok(loaded)
     }
 
     /// Loads the one record `q` selects; 404 if there is none.
-    async fn load_one(&self, model: &'static ModelDef, q: &Query) -> Result<Record> {
+    async fn load_one(&self, model: &'static ModelDef, q: &Query) -> Result<Loaded> {
         let mut conn = self.store.conn().await?;
-        load_single(conn.as_mut(), model, q, false)
-            .await?
-            .ok_or(Error::NotFound)
+        let loaded = load_rows(conn.as_mut(), model, q, false).await?;
+        if loaded.is_empty() {
+            return Err(Error::NotFound);
+        }
+        Ok(loaded)
     }
 
     /// A socket reading one record is subscribed to it and, deeply, to what
@@ -322,13 +286,13 @@ impl Engine {
         &self,
         model: &'static ModelDef,
         id: &Pk,
-        record: &Record,
+        loaded: &Loaded,
         actor: &Actor,
     ) {
         if actor.is_socket() {
             let mut plan = self.plan(actor);
             plan.subscribe(model, [id]);
-            self.subscribe_deep(&mut plan, model, record);
+            self.subscribe_deep(&mut plan, model, loaded);
             self.publish(plan).await;
         }
     }
@@ -367,12 +331,12 @@ impl Engine {
             filter: Query::by_pk(model, &parent, Vec::new()).filter,
             ..q
         };
-        let record = self.load_one(model, &q).await?;
-        let value = record.get(alias).cloned().unwrap_or(Value::Null);
-        if value.is_null() {
-            return Err(Error::NotFound);
-        }
-        self.subscribe_one(model, &parent, &record, actor).await;
+        let loaded = self.load_one(model, &q).await?;
+        let value = match loaded.first_field(alias) {
+            Some(v) if !v.is_null() => v,
+            _ => return Err(Error::NotFound),
+        };
+        self.subscribe_one(model, &parent, &loaded, actor).await;
         Ok(value)
     }
 
