@@ -31,6 +31,10 @@ const STALE_AFTER: Duration = Duration::from_secs(30);
 /// A connection the store has held this long goes back to sqlx when
 /// released, so sqlx's `max_lifetime` still retires it.
 const RENEW_AFTER: Duration = Duration::from_secs(15 * 60);
+/// A connection left at the bottom of the stack this long goes back to
+/// sqlx, whose idle timeout then closes it: the stack does not keep a
+/// burst's connections open for ever.
+const IDLE_AFTER: Duration = Duration::from_secs(10 * 60);
 
 /// A sqlx pool with a stack of clean connections in front of it.
 pub struct Pooled<DB: Database> {
@@ -110,7 +114,8 @@ impl<DB: Database> Pooled<DB> {
         }
     }
 
-    /// The sqlx pool behind it.
+    /// The sqlx pool behind it. A connection taken from it directly is
+    /// outside the store's count of connections in use: hold it briefly.
     pub fn sqlx_pool(&self) -> &Pool<DB> {
         &self.pool
     }
@@ -127,7 +132,16 @@ impl<DB: Database> Pooled<DB> {
     /// The most recently used clean connection, or one from sqlx.
     pub(crate) async fn lease(&self) -> Result<Lease<DB>, sqlx::Error> {
         let permit = self.permit().await?;
-        let warm = self.shared.stack().pop();
+        let (warm, idle) = {
+            let mut stack = self.shared.stack();
+            let idle = match stack.first() {
+                Some(w) if w.since.elapsed() >= IDLE_AFTER => Some(stack.remove(0)),
+                _ => None,
+            };
+            (stack.pop(), idle)
+        };
+        // Dropped outside the lock (it spawns sqlx's release).
+        drop(idle);
         let (conn, taken) = match warm {
             Some(w) if w.since.elapsed() < STALE_AFTER => (w.conn, w.taken),
             // Dropping it returns it to sqlx, which pings it; sqlx now has
