@@ -14,9 +14,11 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
 use crate::criteria::{PopulateQuery, Query};
-use crate::model::{AssocKind, ModelDef};
+use crate::model::ModelDef;
 use crate::record::{Pk, Record};
 use crate::store::Row;
+
+use super::read::row_field_names;
 
 /// Rows read for one query, with the shape that turns them into records.
 pub(crate) struct Loaded {
@@ -64,14 +66,7 @@ impl Shape {
         omit: &[&'static str],
         populate: &[PopulateQuery],
     ) -> Shape {
-        let own = model.attrs.iter().map(|a| a.name).chain(
-            model
-                .assocs
-                .iter()
-                .filter(|a| matches!(a.kind, AssocKind::One))
-                .map(|a| a.name),
-        );
-        let mut fields: Vec<Field> = own
+        let mut fields: Vec<Field> = row_field_names(model)
             .enumerate()
             .map(|(i, name)| Field {
                 name,

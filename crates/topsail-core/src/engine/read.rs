@@ -72,17 +72,25 @@ pub(crate) async fn populate_new(
     Ok(())
 }
 
-/// Turns a row of [`row_columns`] into a record: attributes, then to-one
-/// keys as raw ids (collections are added by populate).
-pub(crate) fn row_record(model: &ModelDef, row: Row) -> Record {
-    let names = model.attrs.iter().map(|a| a.name).chain(
+/// The record field of each of [`row_columns`]: attributes, then to-one
+/// associations.
+pub(crate) fn row_field_names(model: &ModelDef) -> impl Iterator<Item = &'static str> + '_ {
+    model.attrs.iter().map(|a| a.name).chain(
         model
             .assocs
             .iter()
             .filter(|a| matches!(a.kind, AssocKind::One))
             .map(|a| a.name),
-    );
-    names.zip(row).map(|(n, v)| (n.to_owned(), v)).collect()
+    )
+}
+
+/// Turns a row of [`row_columns`] into a record: attributes, then to-one
+/// keys as raw ids (collections are added by populate).
+pub(crate) fn row_record(model: &ModelDef, row: Row) -> Record {
+    row_field_names(model)
+        .zip(row)
+        .map(|(n, v)| (n.to_owned(), v))
+        .collect()
 }
 
 /// The primary key of a stored record.
