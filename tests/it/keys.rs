@@ -164,6 +164,24 @@ async fn run(db: Db) {
         Value::Null,
         "its things are unlinked"
     );
+    // A key chosen by the client may already have children (rows left
+    // pointing at it): a new record is populated with them.
+    let (s, _) = send(
+        Method::POST,
+        "/thing",
+        Some(json!({"id": 43, "owner": "cy"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, cy) = send(
+        Method::POST,
+        "/person",
+        Some(json!({"handle": "cy", "name": "Cy"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(cy["things"], json!([{"id": 43, "owner": "cy"}]), "{cy}");
+    assert_eq!(cy["friends"], json!([]));
     store.close().await;
     cleanup.run().await;
 }

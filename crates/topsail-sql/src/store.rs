@@ -263,7 +263,6 @@ fn decode_pg(row: &PgRow, i: usize, ty: AttrType) -> Result<Value, sqlx::Error> 
     .unwrap_or(Value::Null))
 }
 
-/// A pooled SQLite connection.
 /// The rows of a [`Nested`] column (a JSON array of arrays, as text),
 /// each value decoded by its column's type as [`decode_sqlite`] and
 /// [`decode_pg`] do for a plain column.
@@ -322,6 +321,7 @@ fn json_column(v: Value, ty: AttrType, dialect: Dialect) -> Value {
     }
 }
 
+/// A pooled SQLite connection.
 pub(crate) struct SqliteConn(Lease<Sqlite>);
 /// A SQLite transaction.
 pub(crate) struct SqliteTx(PooledTx<Sqlite>);
@@ -352,7 +352,7 @@ impl<DB: sqlx::Database> Exec<DB> for PooledTx<DB> {
     }
 }
 
-/// Implements [`Conn`] for a wrapper whose `.0` derefs to a connection.
+/// Implements [`Conn`] for a wrapper whose `.0` is an [`Exec`].
 macro_rules! impl_conn {
     ($ty:ty, $db:ty, $dialect:expr, $bind:ident, $decode:ident) => {
         impl $ty {
@@ -385,9 +385,10 @@ macro_rules! impl_conn {
                             .collect::<Result<Row, _>>()
                             .map_err(store_error)?;
                         for (k, n) in q.nested.iter().enumerate() {
-                            let text: Option<String> =
+                            // Borrowed from the row: no copy of the text.
+                            let text: Option<&str> =
                                 row.try_get(q.columns.len() + k).map_err(store_error)?;
-                            out.push(decode_nested(text.as_deref(), n, $dialect)?);
+                            out.push(decode_nested(text, n, $dialect)?);
                         }
                         Ok(out)
                     })

@@ -29,7 +29,7 @@ pub(crate) struct Loaded {
 /// How a row of one model becomes a record: which fields, in which order,
 /// from which columns.
 #[derive(Debug)]
-struct Shape {
+pub(super) struct Shape {
     /// The primary key's column (never projected away: `omit` refuses it and
     /// `select` always includes it).
     pk: usize,
@@ -60,7 +60,7 @@ impl Shape {
     /// attributes, then to-one keys (a populated to-one replaces its key in
     /// place, collections follow in populate order), then `select` and
     /// `omit` applied (populated associations survive a `select`).
-    fn new(
+    pub(super) fn new(
         model: &ModelDef,
         select: &Option<Vec<&'static str>>,
         omit: &[&'static str],
@@ -114,7 +114,7 @@ impl Shape {
     }
 
     /// The record of `row`, taking its values.
-    fn record(&self, row: &mut [Value]) -> Record {
+    pub(super) fn record(&self, row: &mut [Value]) -> Record {
         let mut out = Record::new();
         for f in &self.fields {
             let v = match &f.source {

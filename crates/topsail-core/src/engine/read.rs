@@ -19,7 +19,7 @@ use crate::record::{Pk, Record};
 use crate::store::{Conn, Row};
 use crate::value::SqlValue;
 
-use super::loaded::Loaded;
+use super::loaded::{Loaded, Shape};
 
 /// The columns of a model's own row: scalar attributes, then to-one keys.
 pub(crate) fn row_columns(model: &ModelDef) -> Vec<(ColRef, AttrType)> {
@@ -115,21 +115,6 @@ fn with_default_order(model: &ModelDef, mut sort: Vec<(Ident, Dir)>) -> Vec<(Ide
     sort
 }
 
-fn apply_projection(
-    r: &mut Record,
-    select: &Option<Vec<&'static str>>,
-    omit: &[&'static str],
-    keep: &[&str],
-) {
-    if let Some(sel) = select {
-        r.retain(|k, _| sel.contains(&k.as_str()) || keep.contains(&k.as_str()));
-    }
-    for o in omit {
-        // `remove` would swap the last key into the gap.
-        r.shift_remove(*o);
-    }
-}
-
 /// Runs `q` against `model` with what it populates, in one statement: each
 /// populated association is a nested select (see [`Nested`]).
 pub(crate) async fn load_rows(
@@ -175,13 +160,6 @@ pub(crate) async fn populate(
     p: &PopulateQuery,
 ) -> Result<()> {
     Children::new(model, p).populate(conn, model, records).await
-}
-
-/// A child row (of the populate's `row_columns`) as a record, projected.
-fn child_record(p: &PopulateQuery, row: Row) -> Record {
-    let mut rec = row_record(p.assoc.target(), row);
-    apply_projection(&mut rec, &p.select, &p.omit, &[]);
-    rec
 }
 
 /// Sets the association on `record` to its children: the first (or null)
@@ -274,6 +252,8 @@ impl<'p> Children<'p> {
         } = self;
         let assoc = p.assoc;
         let target = assoc.target();
+        // The children's records, projected as a nested read projects them.
+        let shape = Shape::new(target, &p.select, &p.omit, &[]);
         if !assoc.is_collection() {
             let mut keys: Vec<Pk> = records
                 .iter()
@@ -296,8 +276,8 @@ impl<'p> Children<'p> {
                 .fetch(&sel)
                 .await?
                 .into_iter()
-                .map(|row| {
-                    let rec = child_record(p, row);
+                .map(|mut row| {
+                    let rec = shape.record(&mut row);
                     (pk_of(target, &rec).unwrap_or(Pk::Int(0)), rec)
                 })
                 .collect();
@@ -317,12 +297,16 @@ impl<'p> Children<'p> {
             .filter_map(|r| pk_of(model, r))
             .map(|k| SqlValue::from_pk(&k))
             .collect();
-        let via_join = matches!(child_key, ColRef::Join(_));
-        if via_join {
-            // The parent of a row reached through the join table.
-            sel.columns
-                .push((child_key.clone(), model.pk_kind.attr_type()));
-        }
+        // The column holding each child row's parent: the child's own key,
+        // or the join table's, read as one more column.
+        let parent_at = match sel.columns.iter().position(|(c, _)| *c == child_key) {
+            Some(i) => i,
+            None => {
+                sel.columns
+                    .push((child_key.clone(), model.pk_kind.attr_type()));
+                sel.columns.len() - 1
+            }
+        };
         sel.filter = Filter::In {
             col: child_key.clone(),
             values: parents,
@@ -332,26 +316,12 @@ impl<'p> Children<'p> {
         if sel.limit.is_some() || sel.offset > 0 {
             sel.partition = Some(child_key.clone());
         }
-        let via_name = match &child_key {
-            ColRef::Main(c) => target
-                .assocs
-                .iter()
-                .find(|a| a.column == c.as_ref() && matches!(a.kind, AssocKind::One))
-                .map(|a| a.name),
-            ColRef::Join(_) => None,
-        };
         let rows = conn.fetch(&sel).await?;
         let mut groups: HashMap<Pk, Vec<Record>> = HashMap::new();
         for mut row in rows {
-            let parent = if via_join { row.pop() } else { None };
-            let rec = row_record(target, row);
-            let parent = match (parent, via_name) {
-                (Some(p), _) => Pk::from_json(&p),
-                (None, Some(n)) => rec.get(n).and_then(Pk::from_json),
-                (None, None) => None,
-            };
-            let mut rec = rec;
-            apply_projection(&mut rec, &p.select, &p.omit, &[]);
+            // Read before the projection, which may leave the key out.
+            let parent = row.get(parent_at).and_then(Pk::from_json);
+            let rec = shape.record(&mut row);
             if let Some(parent) = parent {
                 groups.entry(parent).or_default().push(rec);
             }
