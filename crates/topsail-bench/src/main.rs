@@ -68,16 +68,26 @@ async fn start_cmd(name: &str, mut cmd: Command, env: &[(&str, String)]) -> Res<
     Err(format!("{name} did not start"))
 }
 
-/// Server CPU time (user + system) in microseconds.
+/// Server CPU time (user + system) in microseconds, from `/proc/<pid>/stat`.
 fn cpu_us(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // Fields 14 and 15 of stat; after the `)` they are the 12th and 13th.
-    (f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)) * 10_000
+    // Linux reports these in clock ticks of 1/100 s (USER_HZ) on every
+    // architecture the harness runs on.
+    stat_cpu_ticks(&stat).unwrap_or(0) * 10_000
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line, read by position. The
+/// command name (field 2) may hold spaces and parentheses, so fields are
+/// counted from the last `)`: field 3 (state) is the first after it, utime
+/// (field 14) the 12th and stime (field 15) the 13th. Fields such as tpgid
+/// are `-1` for a process without a terminal, so every field counts,
+/// whatever it parses as.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, after) = stat.rsplit_once(')')?;
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -720,4 +730,25 @@ async fn run() -> Res<()> {
     .map_err(|e| e.to_string())?;
     println!("results written to {out}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stat_cpu_ticks;
+
+    #[test]
+    fn cpu_ticks_are_utime_plus_stime_when_tpgid_is_minus_one() {
+        // A server started by the harness: no controlling terminal (tty 0,
+        // tpgid -1); utime 1234, stime 567, cutime 89, cstime 10.
+        let line = "4242 (zoo (main)) S 4200 4242 4200 0 -1 4194560 3311 0 0 0 \
+                    1234 567 89 10 20 0 3 0 123456 98765432 2048 18446744073709551615 \
+                    1 1 0 0 0 0 0 4096 17664 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(stat_cpu_ticks(line), Some(1234 + 567));
+    }
+
+    #[test]
+    fn cpu_ticks_of_a_truncated_line_are_none() {
+        assert_eq!(stat_cpu_ticks("4242 (zoo) S 1 2 3"), None);
+        assert_eq!(stat_cpu_ticks(""), None);
+    }
 }
