@@ -326,7 +326,7 @@ async fn a_read_and_its_populates_are_one_statement() {
     let one = engine
         .find_one(
             pet,
-            &json!(1),
+            &topsail::Pk::from(1),
             &topsail::Criteria::new(),
             &topsail::Actor::Server,
         )

@@ -193,3 +193,83 @@ async fn app_routes_win_over_blueprints() {
     );
     assert_eq!(call(Method::GET, "/user/1", None).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn app_routes_win_for_every_spelling_the_blueprints_accept() {
+    use axum::extract::Path;
+    use axum::routing::get;
+    let z = topsail_tests::zoo(topsail_tests::Db::Sqlite).await;
+    z.user("Ann").await;
+    let app: axum::Router = axum::Router::new().route(
+        "/user/{id}",
+        get(|Path(id): Path<String>| async move { format!("app {id}") }),
+    );
+    let app = z.app.blueprints().mount(app);
+    for uri in ["/user/1", "/User/1", "/USER/1", "/user/1/", "/User/1/"] {
+        let r = topsail_tests::call(&app, None, Method::GET, uri, None).await;
+        assert_eq!(
+            (r.status, r.body),
+            (StatusCode::OK, json!("app 1")),
+            "`GET {uri}` reaches the app's route, not blueprint findOne"
+        );
+    }
+    // What the app does not route still reaches the blueprints, in any case.
+    let r = topsail_tests::call(&app, None, Method::GET, "/USER/", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body[0]["name"], "Ann");
+}
+
+#[tokio::test]
+async fn app_handlers_answer_topsail_errors_as_the_blueprints_do() {
+    use axum::routing::post;
+    use topsail::Topsail;
+    let z = topsail_tests::zoo(topsail_tests::Db::Sqlite).await;
+    z.user("Ann").await;
+    let ts: Topsail = z.app.clone();
+    // An app's own create: the engine's errors leave through `?`.
+    let handler = move |axum::Json(v): axum::Json<Value>| {
+        let ts = ts.clone();
+        async move {
+            let user = ts.model::<example_zoo::User>().create(v).await?;
+            Ok::<_, topsail::Error>(axum::Json(json!({"created": user.id})))
+        }
+    };
+    let app = z.app.serve(
+        z.app
+            .blueprints()
+            .mount(axum::Router::new().route("/signup", post(handler))),
+    );
+    let mine = topsail_tests::call(
+        &app,
+        None,
+        Method::POST,
+        "/signup",
+        Some(json!({"name": "Ann", "email": "ann@example.com"})),
+    )
+    .await;
+    let theirs = topsail_tests::call(
+        &app,
+        None,
+        Method::POST,
+        "/user",
+        Some(json!({"name": "Ann", "email": "ann@example.com"})),
+    )
+    .await;
+    assert_eq!(mine.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        mine.body, theirs.body,
+        "E_UNIQUE, as the blueprint sends it"
+    );
+    assert_eq!(mine.body["code"], "E_UNIQUE");
+
+    let mine = topsail_tests::call(&app, None, Method::POST, "/signup", Some(json!({}))).await;
+    let theirs = topsail_tests::call(&app, None, Method::POST, "/user", Some(json!({}))).await;
+    assert_eq!(mine.status, StatusCode::BAD_REQUEST);
+    assert_eq!(mine.body["code"], "E_INVALID_NEW_RECORD");
+    assert_eq!(mine.body["details"], theirs.body["details"]);
+    assert_eq!(
+        mine.body["message"],
+        "The server could not fulfill this request (`POST /signup`) due to a problem with the parameters that were sent.  See the `details` for more info.",
+        "the message names the app's request"
+    );
+}

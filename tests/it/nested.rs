@@ -72,7 +72,7 @@ async fn same_alone_and_listed(
 ) -> Value {
     let engine = app.engine();
     let alone = engine
-        .find_one(model, &json!(id), c, &Actor::Server)
+        .find_one(model, &topsail::Pk::from(id), c, &Actor::Server)
         .await
         .unwrap();
     let by_id = c.clone().filter(json!({ "id": id }));
@@ -89,7 +89,7 @@ async fn same_alone_and_listed(
     // The blueprints' answers, written straight from the rows, say the
     // same as the records do.
     let alone_json = engine
-        .find_one_json(model, &json!(id), c, &Actor::Server)
+        .find_one_json(model, &topsail::Pk::from(id), c, &Actor::Server)
         .await
         .unwrap();
     assert_eq!(String::from_utf8(alone_json).unwrap(), text, "{c:?}");

@@ -1,9 +1,9 @@
 /*!
-Sails matches blueprint routes case-insensitively and ignores a trailing
-slash (spec 1.6). axum routes are exact, so this service rewrites the path
-first: known static segments (model URL names, aliases, shortcut verbs,
-prefixes) take their canonical case, and a trailing slash goes. Record ids
-are left exactly as sent.
+Sails matches routes case-insensitively and ignores a trailing slash. axum
+routes are exact, so this service rewrites the path before routing: known
+static segments (model URL names, aliases, shortcut verbs, prefixes) take
+their canonical case, and a trailing slash goes. Record ids are left
+exactly as sent.
 */
 
 use std::collections::HashMap;
@@ -17,15 +17,29 @@ use axum::http::Uri;
 use axum::response::Response;
 use tower::Service;
 
-/// Wraps the blueprint router with path normalisation.
+/// Wraps a router with path normalisation.
 #[derive(Clone)]
 pub(crate) struct Normalize {
-    pub(crate) inner: Router,
+    inner: Router,
     /// Lowercased static segment to its canonical spelling.
-    pub(crate) statics: Arc<HashMap<String, String>>,
+    statics: Arc<HashMap<String, String>>,
 }
 
 impl Normalize {
+    /// `inner`, reached with `statics` (lowercased segment to canonical
+    /// spelling) in their canonical case.
+    pub(crate) fn new(inner: Router, statics: HashMap<String, String>) -> Self {
+        Normalize {
+            inner,
+            statics: Arc::new(statics),
+        }
+    }
+
+    /// As a router (rewriting happens before the inner router routes).
+    pub(crate) fn into_router(self) -> Router {
+        Router::new().fallback_service(self)
+    }
+
     fn rewrite(&self, uri: &Uri) -> Option<Uri> {
         let path = uri.path();
         let mut changed = false;

@@ -5,11 +5,14 @@
 //! This crate knows nothing of HTTP, SQL drivers or sockets: the store and
 //! the publisher are traits ([`store::Store`], [`pubsub::Publisher`]) that
 //! `topsail-sql` and the realtime layer implement. Apps use it through the
-//! `topsail` facade.
+//! `topsail` facade. With the `axum` feature, [`Error`] answers HTTP
+//! requests exactly as the blueprints do (`http`).
 
 pub mod criteria;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "axum")]
+pub mod http;
 pub mod model;
 pub mod pubsub;
 pub mod query;

@@ -224,8 +224,11 @@ impl Topsail {
     ///
     /// Every HTTP request is logged (one `tracing` line: method, path,
     /// status, duration, transport); socket requests are logged by the
-    /// socket layer, once.
+    /// socket layer, once. A handler of `routes` that returns
+    /// [`topsail::Error`](crate::Error) answers exactly as a blueprint
+    /// action does, over HTTP and over sockets.
     pub fn serve(&self, routes: axum::Router) -> axum::Router {
+        let routes = routes.layer(axum::middleware::from_fn(topsail_blueprints::name_errors));
         let router = match &self.realtime {
             Some(rt) => rt.serve(routes),
             None => routes,

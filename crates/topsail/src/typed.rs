@@ -53,12 +53,7 @@ impl<'a, M: Model> Models<'a, M> {
     pub async fn find_one(&self, id: impl Into<Pk>) -> Result<Option<M>> {
         match self
             .engine
-            .find_one(
-                M::def(),
-                &id.into().to_json(),
-                &Criteria::new(),
-                &self.actor,
-            )
+            .find_one(M::def(), &id.into(), &Criteria::new(), &self.actor)
             .await
         {
             Ok(r) => decode(r).map(Some),
@@ -86,7 +81,7 @@ impl<'a, M: Model> Models<'a, M> {
     pub async fn update(&self, id: impl Into<Pk>, values: Value) -> Result<M> {
         decode(
             self.engine
-                .update(M::def(), &id.into().to_json(), &values, &self.actor)
+                .update(M::def(), &id.into(), &values, &self.actor)
                 .await?,
         )
     }
@@ -95,7 +90,7 @@ impl<'a, M: Model> Models<'a, M> {
     pub async fn destroy(&self, id: impl Into<Pk>) -> Result<M> {
         decode(
             self.engine
-                .destroy(M::def(), &id.into().to_json(), &self.actor)
+                .destroy(M::def(), &id.into(), &self.actor)
                 .await?,
         )
     }
@@ -104,13 +99,7 @@ impl<'a, M: Model> Models<'a, M> {
     pub async fn add(&self, id: impl Into<Pk>, alias: &str, child: impl Into<Pk>) -> Result<M> {
         decode(
             self.engine
-                .add(
-                    M::def(),
-                    &id.into().to_json(),
-                    alias,
-                    &child.into().to_json(),
-                    &self.actor,
-                )
+                .add(M::def(), &id.into(), alias, &child.into(), &self.actor)
                 .await?,
         )
     }
@@ -119,13 +108,7 @@ impl<'a, M: Model> Models<'a, M> {
     pub async fn remove(&self, id: impl Into<Pk>, alias: &str, child: impl Into<Pk>) -> Result<M> {
         decode(
             self.engine
-                .remove(
-                    M::def(),
-                    &id.into().to_json(),
-                    alias,
-                    &child.into().to_json(),
-                    &self.actor,
-                )
+                .remove(M::def(), &id.into(), alias, &child.into(), &self.actor)
                 .await?,
         )
     }
@@ -139,7 +122,7 @@ impl<'a, M: Model> Models<'a, M> {
         let ids = Value::Array(children.into_iter().map(|k| k.into().to_json()).collect());
         decode(
             self.engine
-                .replace(M::def(), &id.into().to_json(), alias, &ids, &self.actor)
+                .replace(M::def(), &id.into(), alias, &ids, &self.actor)
                 .await?,
         )
     }

@@ -18,7 +18,9 @@ use serde_json::Value;
 
 use crate::criteria::{Criteria, Populate, PopulateQuery, Query};
 use crate::error::{Error, Result, StoreError, UsageCode};
-use crate::model::{AssocDef, AssocKind, CollectionStorage, ModelDef, collection_storage};
+use crate::model::{
+    AssocDef, AssocKind, AttrType, CollectionStorage, ModelDef, collection_storage,
+};
 use crate::pubsub::{Actor, Plan, Publisher};
 use crate::query::{Delete, Filter, Insert, Update};
 use crate::record::{Pk, Record};
@@ -63,14 +65,18 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A primary key from a request (URL segment or JSON).
-fn pk_param(model: &ModelDef, v: &Value, code: UsageCode) -> Result<Pk> {
-    coerce_pk(model.pk_kind, v).map_err(|e| {
-        Error::usage(
-            code,
-            format!("Invalid primary key for `{}`: {e}", model.identity),
-        )
-    })
+/// A key given to the engine, in the form `model` stores it: an integer
+/// key given as `"7"` is 7; one that cannot be is a usage error (`code`).
+fn checked_key(model: &ModelDef, id: &Pk, code: UsageCode) -> Result<Pk> {
+    match (model.pk_kind.attr_type(), id) {
+        (AttrType::Integer, Pk::Int(_)) | (AttrType::String, Pk::Str(_)) => Ok(id.clone()),
+        _ => coerce_pk(model.pk_kind, &id.to_json()).map_err(|e| {
+            Error::usage(
+                code,
+                format!("Invalid primary key for `{}`: {e}", model.identity),
+            )
+        }),
+    }
 }
 
 fn unique(model: &'static ModelDef, e: StoreError) -> Error {
@@ -227,7 +233,7 @@ impl Engine {
     pub async fn find_one(
         &self,
         model: &'static ModelDef,
-        id: &Value,
+        id: &Pk,
         criteria: &Criteria,
         actor: &Actor,
     ) -> Result<Record> {
@@ -240,7 +246,7 @@ impl Engine {
     pub async fn find_one_json(
         &self,
         model: &'static ModelDef,
-        id: &Value,
+        id: &Pk,
         criteria: &Criteria,
         actor: &Actor,
     ) -> Result<Vec<u8>> {
@@ -251,11 +257,11 @@ impl Engine {
     async fn read_one(
         &self,
         model: &'static ModelDef,
-        id: &Value,
+        id: &Pk,
         criteria: &Criteria,
         actor: &Actor,
     ) -> Result<Loaded> {
-        let id = pk_param(model, id, UsageCode::InvalidCriteria)?;
+        let id = checked_key(model, id, UsageCode::InvalidCriteria)?;
         let mut q = Criteria {
             where_: None,
             limit: None,
@@ -302,12 +308,12 @@ impl Engine {
     pub async fn populate(
         &self,
         model: &'static ModelDef,
-        parent: &Value,
+        parent: &Pk,
         alias: &str,
         criteria: &Criteria,
         actor: &Actor,
     ) -> Result<Value> {
-        let parent = pk_param(model, parent, UsageCode::InvalidCriteria)?;
+        let parent = checked_key(model, parent, UsageCode::InvalidCriteria)?;
         let assoc = model.assoc(alias).ok_or(Error::NotFound)?;
         let sub = if assoc.is_collection() {
             let mut c = criteria.clone();
@@ -431,11 +437,11 @@ impl Engine {
     pub async fn update(
         &self,
         model: &'static ModelDef,
-        id: &Value,
+        id: &Pk,
         values: &Value,
         actor: &Actor,
     ) -> Result<Record> {
-        let id = pk_param(model, id, UsageCode::InvalidCriteria)?;
+        let id = checked_key(model, id, UsageCode::InvalidCriteria)?;
         let (mut data, collections) = values::values_to_set(model, &id, as_values(values)?)?;
         (model.hooks.before_update)(&mut data)
             .map_err(|m| Error::usage(UsageCode::InvalidValuesToSet, m))?;
@@ -496,10 +502,10 @@ impl Engine {
     pub async fn destroy(
         &self,
         model: &'static ModelDef,
-        id: &Value,
+        id: &Pk,
         actor: &Actor,
     ) -> Result<Record> {
-        let id = pk_param(model, id, UsageCode::InvalidCriteria)?;
+        let id = checked_key(model, id, UsageCode::InvalidCriteria)?;
         let pq = Criteria::new().normalize(model)?.populate;
         let mut tx = self.store.begin().await?;
         let previous = fetch_locked(tx.as_mut(), model, &id, pq).await?;
@@ -568,15 +574,15 @@ impl Engine {
     pub async fn add(
         &self,
         model: &'static ModelDef,
-        parent: &Value,
+        parent: &Pk,
         alias: &str,
-        child: &Value,
+        child: &Pk,
         actor: &Actor,
     ) -> Result<Record> {
         let assoc = Self::collection(model, alias)?;
         let target = assoc.target();
-        let parent = pk_param(model, parent, UsageCode::InvalidCriteria)?;
-        let child = pk_param(target, child, UsageCode::InvalidAssociatedIds)?;
+        let parent = checked_key(model, parent, UsageCode::InvalidCriteria)?;
+        let child = checked_key(target, child, UsageCode::InvalidAssociatedIds)?;
         let pq = Criteria::new().normalize(model)?.populate;
         let mut tx = self.store.begin().await?;
         fetch_locked(tx.as_mut(), model, &parent, Vec::new()).await?;
@@ -650,15 +656,15 @@ impl Engine {
     pub async fn remove(
         &self,
         model: &'static ModelDef,
-        parent: &Value,
+        parent: &Pk,
         alias: &str,
-        child: &Value,
+        child: &Pk,
         actor: &Actor,
     ) -> Result<Record> {
         let assoc = Self::collection(model, alias)?;
         let target = assoc.target();
-        let parent = pk_param(model, parent, UsageCode::InvalidCriteria)?;
-        let child = pk_param(target, child, UsageCode::InvalidAssociatedIds)?;
+        let parent = checked_key(model, parent, UsageCode::InvalidCriteria)?;
+        let child = checked_key(target, child, UsageCode::InvalidAssociatedIds)?;
         let pq = Criteria::new().normalize(model)?.populate;
         let mut tx = self.store.begin().await?;
         fetch_locked(tx.as_mut(), model, &parent, Vec::new()).await?;
@@ -690,14 +696,14 @@ impl Engine {
     pub async fn replace(
         &self,
         model: &'static ModelDef,
-        parent: &Value,
+        parent: &Pk,
         alias: &str,
         ids: &Value,
         actor: &Actor,
     ) -> Result<Record> {
         let assoc = Self::collection(model, alias)?;
         let target = assoc.target();
-        let parent = pk_param(model, parent, UsageCode::InvalidCriteria)?;
+        let parent = checked_key(model, parent, UsageCode::InvalidCriteria)?;
         if !ids.is_array() && !ids.is_string() {
             return Err(Error::usage(
                 UsageCode::InvalidAssociatedIds,

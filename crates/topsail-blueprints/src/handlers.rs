@@ -1,0 +1,236 @@
+/*!
+One small handler per blueprint action. Each takes the bound [`Route`] and
+typed extractors, calls the [`Engine`](topsail_core::Engine), and answers
+200 with JSON; every error leaves through [`Error`]'s `IntoResponse`.
+
+The order of a handler's extractors is the order its errors are reported
+in, as Sails reports them: the criteria before the record's key.
+*/
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use serde_json::{Map, Value};
+use topsail_core::http::json_response;
+use topsail_core::{Actor, Criteria, Error, Record};
+
+use crate::extract::{ChildKey, Key, RouteState, params};
+use crate::params::Params;
+use crate::routes::Action;
+
+/// The handler of `action`, for requests with `method`.
+pub(crate) fn method_router(action: Action, method: MethodFilter) -> MethodRouter<RouteState> {
+    match action {
+        Action::Find => on(method, find),
+        Action::FindOne => on(method, find_one),
+        Action::Create => on(method, create),
+        Action::Update => on(method, update),
+        Action::Destroy => on(method, destroy),
+        Action::DestroyWithoutId => on(method, destroy_without_id),
+        Action::Populate => on(method, populate),
+        Action::Add => on(method, add),
+        Action::Remove => on(method, remove),
+        Action::Replace => on(method, replace),
+    }
+}
+
+/// JSON already written by the engine.
+fn json_bytes(body: Vec<u8>) -> Response {
+    json_response(StatusCode::OK, body)
+}
+
+/// A record, as JSON.
+fn record(r: Record) -> Response {
+    axum::Json(Value::Object(r)).into_response()
+}
+
+async fn find(
+    State(route): State<RouteState>,
+    FindCriteria(c): FindCriteria,
+    actor: Actor,
+) -> Result<Response, Error> {
+    let json = route.engine.find_json(route.model, &c, &actor).await?;
+    Ok(json_bytes(json))
+}
+
+async fn find_one(
+    State(route): State<RouteState>,
+    Projection(c): Projection,
+    Key(id): Key,
+    actor: Actor,
+) -> Result<Response, Error> {
+    let json = route
+        .engine
+        .find_one_json(route.model, &id, &c, &actor)
+        .await?;
+    Ok(json_bytes(json))
+}
+
+async fn create(
+    State(route): State<RouteState>,
+    Projection(c): Projection,
+    Values(mut values): Values,
+    actor: Actor,
+) -> Result<Response, Error> {
+    // `populate` chooses what the answer populates, unless it is an attribute.
+    if route.model.field("populate").is_none() {
+        values.remove("populate");
+    }
+    let created = route
+        .engine
+        .create(route.model, &Value::Object(values), &c.populate, &actor)
+        .await?;
+    Ok(record(created))
+}
+
+async fn update(
+    State(route): State<RouteState>,
+    method: Method,
+    Key(id): Key,
+    Values(mut values): Values,
+    actor: Actor,
+) -> Result<Response, Error> {
+    if method == Method::PUT {
+        tracing::debug!("Using `PUT` to update a record is deprecated; use `PATCH`");
+    }
+    values.remove("id");
+    let updated = route
+        .engine
+        .update(route.model, &id, &Value::Object(values), &actor)
+        .await?;
+    Ok(record(updated))
+}
+
+async fn destroy(
+    State(route): State<RouteState>,
+    Key(id): Key,
+    actor: Actor,
+) -> Result<Response, Error> {
+    Ok(record(
+        route.engine.destroy(route.model, &id, &actor).await?,
+    ))
+}
+
+async fn destroy_without_id(State(route): State<RouteState>) -> Error {
+    Error::criteria(format!(
+        "Cannot destroy without a primary key: use `DELETE /{}/:id`",
+        route.model.identity
+    ))
+}
+
+async fn populate(
+    State(route): State<RouteState>,
+    PopulateCriteria(c): PopulateCriteria,
+    Key(parent): Key,
+    actor: Actor,
+) -> Result<Response, Error> {
+    let assoc = route.assoc()?;
+    let populated = route
+        .engine
+        .populate(route.model, &parent, assoc.name, &c, &actor)
+        .await?;
+    Ok(axum::Json(populated).into_response())
+}
+
+async fn add(
+    State(route): State<RouteState>,
+    Key(parent): Key,
+    ChildKey(child): ChildKey,
+    actor: Actor,
+) -> Result<Response, Error> {
+    let assoc = route.assoc()?;
+    let parent = route
+        .engine
+        .add(route.model, &parent, assoc.name, &child, &actor)
+        .await?;
+    Ok(record(parent))
+}
+
+async fn remove(
+    State(route): State<RouteState>,
+    Key(parent): Key,
+    ChildKey(child): ChildKey,
+    actor: Actor,
+) -> Result<Response, Error> {
+    let assoc = route.assoc()?;
+    let parent = route
+        .engine
+        .remove(route.model, &parent, assoc.name, &child, &actor)
+        .await?;
+    Ok(record(parent))
+}
+
+async fn replace(
+    State(route): State<RouteState>,
+    Key(parent): Key,
+    params: Params,
+    actor: Actor,
+) -> Result<Response, Error> {
+    let assoc = route.assoc()?;
+    // The ids are the body when it is an array, else `?<alias>=[...]`.
+    let ids = match params.body {
+        ids @ Value::Array(_) => ids,
+        _ => params.query.get(assoc.name).cloned().unwrap_or(Value::Null),
+    };
+    let parent = route
+        .engine
+        .replace(route.model, &parent, assoc.name, &ids, &actor)
+        .await?;
+    Ok(record(parent))
+}
+
+/// `req.allParams()`.
+fn all_params(parts: &Parts) -> Result<Map<String, Value>, Error> {
+    params(parts).map(Params::all)
+}
+
+/// `find`'s criteria: `where` (or loose parameters), `limit`, `skip`,
+/// `sort`, `select`, `omit`, `populate`.
+struct FindCriteria(Criteria);
+
+impl FromRequestParts<RouteState> for FindCriteria {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &RouteState) -> Result<Self, Error> {
+        let all = all_params(parts)?;
+        Criteria::from_params(&all, &[]).map(FindCriteria)
+    }
+}
+
+/// The populate action's criteria: as `find`'s, where the parent's
+/// `parentid` is a route parameter, not a filter.
+struct PopulateCriteria(Criteria);
+
+impl FromRequestParts<RouteState> for PopulateCriteria {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &RouteState) -> Result<Self, Error> {
+        let all = all_params(parts)?;
+        Criteria::from_params(&all, &["parentid"]).map(PopulateCriteria)
+    }
+}
+
+/// `select`, `omit` and `populate` (findOne, and what create answers with).
+struct Projection(Criteria);
+
+impl FromRequestParts<RouteState> for Projection {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &RouteState) -> Result<Self, Error> {
+        let all = all_params(parts)?;
+        Criteria::projection_from_params(&all).map(Projection)
+    }
+}
+
+/// The values of a create or an update: every parameter.
+struct Values(Map<String, Value>);
+
+impl FromRequestParts<RouteState> for Values {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &RouteState) -> Result<Self, Error> {
+        all_params(parts).map(Values)
+    }
+}
