@@ -316,7 +316,8 @@ impl PopulateQuery {
     }
 }
 
-fn normalize_populate(model: &'static ModelDef, p: &Populate) -> Result<Vec<PopulateQuery>> {
+/// What `p` loads of `model`'s associations, checked against the model.
+pub fn normalize_populate(model: &'static ModelDef, p: &Populate) -> Result<Vec<PopulateQuery>> {
     match p {
         Populate::All => Ok(model
             .assocs

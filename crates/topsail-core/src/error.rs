@@ -40,11 +40,12 @@ impl UsageCode {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// A unique index was violated; `columns` names its columns where the
-    /// database said so.
+    /// A unique index was violated (what `sqlx`'s `ErrorKind::UniqueViolation`
+    /// reports), with the columns of its key.
     #[error("unique constraint violated on {columns:?}")]
     Unique {
-        /// The violated columns (or the index name, when only that is known).
+        /// The columns of the violated key, as the store named them (empty
+        /// when the database did not say).
         columns: Vec<String>,
     },
     /// Any other database error.

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 use serde_json::Value;
 
-use crate::record::Record;
+use crate::record::{Pk, Record};
 
 /// The storage type of an attribute, as Sails' `type` (plus an integer kind,
 /// which Sails folds into `number`).
@@ -60,7 +60,7 @@ impl Literal {
         match self {
             Literal::Str(s) => Value::from(*s),
             Literal::Int(i) => Value::from(*i),
-            Literal::Float(f) => crate::value::number_json(*f),
+            Literal::Float(f) => crate::record::number_json(*f),
             Literal::Bool(b) => Value::from(*b),
         }
     }
@@ -355,6 +355,20 @@ impl ModelDef {
                 matches!(a.kind, AssocKind::Many { via: Some(v) } if v == assoc.field)
                     && std::ptr::eq(a.target(), self)
             }),
+        }
+    }
+
+    /// The primary key of one of this model's records.
+    pub fn key_of(&self, record: &Record) -> Option<Pk> {
+        record.get(self.pk).and_then(Pk::from_json)
+    }
+
+    /// The key a to-one value pointing at this model holds, whether it is
+    /// the raw key or the populated record.
+    pub fn key_of_link(&self, v: &Value) -> Option<Pk> {
+        match v {
+            Value::Object(record) => self.key_of(record),
+            other => Pk::from_json(other),
         }
     }
 

@@ -6,6 +6,19 @@ and from this form through code the derive writes.
 
 use serde_json::{Map, Value};
 
+/// A float as JSON, written as an integer when it is one (JavaScript prints
+/// `0`, not `0.0`, and Sails clients compare with `===`).
+pub fn number_json(f: f64) -> Value {
+    const SAFE: f64 = 9_007_199_254_740_991.0;
+    if f.fract() == 0.0 && f.abs() <= SAFE {
+        Value::from(f as i64)
+    } else {
+        serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
+    }
+}
+
 /// A record or a set of values: attribute name to JSON value.
 pub type Record = Map<String, Value>;
 

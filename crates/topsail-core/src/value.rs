@@ -6,7 +6,7 @@ values bound to SQL parameters.
 use serde_json::Value;
 
 use crate::model::{AttrType, PkKind};
-use crate::record::Pk;
+use crate::record::{Pk, number_json};
 
 /// A value bound to a SQL parameter. NULLs carry their column type because
 /// PostgreSQL rejects an untyped NULL bound to a BIGINT column.
@@ -49,19 +49,6 @@ impl SqlValue {
             Pk::Int(i) => SqlValue::Int(*i),
             Pk::Str(s) => SqlValue::Text(s.clone()),
         }
-    }
-}
-
-/// A float as JSON, written as an integer when it is one (JavaScript prints
-/// `0`, not `0.0`, and Sails clients compare with `===`).
-pub fn number_json(f: f64) -> Value {
-    const SAFE: f64 = 9_007_199_254_740_991.0;
-    if f.fract() == 0.0 && f.abs() <= SAFE {
-        Value::from(f as i64)
-    } else {
-        serde_json::Number::from_f64(f)
-            .map(Value::Number)
-            .unwrap_or(Value::Null)
     }
 }
 

@@ -17,8 +17,9 @@ use sqlx::{AssertSqlSafe, Postgres, Row as _, Sqlite};
 use topsail_core::StoreError;
 use topsail_core::model::AttrType;
 use topsail_core::query::{Delete, Insert, Nested, Select, Update};
+use topsail_core::record::number_json;
 use topsail_core::store::{Conn, Dialect, Row, Store, Tx};
-use topsail_core::value::{SqlValue, number_json};
+use topsail_core::value::SqlValue;
 
 use crate::pool::{Lease, Pooled, PooledTx};
 use crate::render::{self, Built};
@@ -173,27 +174,46 @@ impl SqlStore {
     }
 }
 
-/// Maps a sqlx error, recognising unique violations.
+/// Maps a sqlx error, recognising unique violations and naming their
+/// columns.
 pub(crate) fn store_error(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e
         && db.kind() == sqlx::error::ErrorKind::UniqueViolation
     {
-        let columns = match db.constraint() {
-            // PostgreSQL names the index: `<table>_<column>_key`.
-            Some(c) => vec![c.to_owned()],
-            // SQLite says `UNIQUE constraint failed: user.email, user.name`.
-            None => db
-                .message()
-                .rsplit(": ")
-                .next()
-                .unwrap_or_default()
-                .split(", ")
-                .map(|c| c.rsplit('.').next().unwrap_or(c).to_owned())
-                .collect(),
+        let columns = match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            Some(pg) => pg.detail().map(pg_key_columns).unwrap_or_default(),
+            None => sqlite_unique_columns(db.message()),
         };
         return StoreError::Unique { columns };
     }
     StoreError::Database(Box::new(e))
+}
+
+/// The columns of a PostgreSQL unique violation, from its detail:
+/// `Key (email)=(ann@example.com) already exists.` (the part PostgreSQL
+/// writes in every locale is the key list between the first parentheses).
+fn pg_key_columns(detail: &str) -> Vec<String> {
+    let Some((_, rest)) = detail.split_once('(') else {
+        return Vec::new();
+    };
+    let Some((list, _)) = rest.split_once(")=(") else {
+        return Vec::new();
+    };
+    list.split(", ")
+        .map(|c| c.trim().trim_matches('"').to_owned())
+        .collect()
+}
+
+/// The columns of a SQLite unique violation, from its message:
+/// `UNIQUE constraint failed: user.email, user.name`.
+fn sqlite_unique_columns(message: &str) -> Vec<String> {
+    message
+        .rsplit(": ")
+        .next()
+        .unwrap_or_default()
+        .split(", ")
+        .map(|c| c.rsplit('.').next().unwrap_or(c).to_owned())
+        .collect()
 }
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, <Sqlite as sqlx::Database>::Arguments>;
@@ -547,5 +567,22 @@ mod tests {
                 "{input} as {ty:?} on {dialect:?}"
             );
         }
+    }
+
+    #[test]
+    fn unique_violations_name_their_columns() {
+        assert_eq!(
+            pg_key_columns("Key (email)=(ann@example.com) already exists."),
+            vec!["email"]
+        );
+        assert_eq!(
+            pg_key_columns("Key (a, \"b c\")=(1, 2) already exists."),
+            vec!["a", "b c"]
+        );
+        assert!(pg_key_columns("no key here").is_empty());
+        assert_eq!(
+            sqlite_unique_columns("UNIQUE constraint failed: user.email, user.name"),
+            vec!["email", "name"]
+        );
     }
 }

@@ -14,11 +14,21 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
 use crate::criteria::{PopulateQuery, Query};
-use crate::model::ModelDef;
+use crate::model::{AssocKind, ModelDef};
 use crate::record::{Pk, Record};
 use crate::store::Row;
 
-use super::read::row_field_names;
+/// The field of each column of a model's own row (the columns the store is
+/// asked for): attributes, then to-one associations.
+pub(crate) fn row_field_names(model: &ModelDef) -> impl Iterator<Item = &'static str> + '_ {
+    model.attrs.iter().map(|a| a.name).chain(
+        model
+            .assocs
+            .iter()
+            .filter(|a| matches!(a.kind, AssocKind::One))
+            .map(|a| a.name),
+    )
+}
 
 /// Rows read for one query, with the shape that turns them into records.
 pub(crate) struct Loaded {
@@ -56,7 +66,7 @@ enum Source {
 }
 
 impl Shape {
-    /// The record of a row of [`row_columns`](super::read::row_columns):
+    /// The record of a row of the model's own columns:
     /// attributes, then to-one keys (a populated to-one replaces its key in
     /// place, collections follow in populate order), then `select` and
     /// `omit` applied (populated associations survive a `select`).

@@ -19,7 +19,7 @@ use crate::record::{Pk, Record};
 use crate::store::{Conn, Row};
 use crate::value::SqlValue;
 
-use super::loaded::{Loaded, Shape};
+use super::loaded::{Loaded, Shape, row_field_names};
 
 /// The columns of a model's own row: scalar attributes, then to-one keys.
 pub(crate) fn row_columns(model: &ModelDef) -> Vec<(ColRef, AttrType)> {
@@ -72,18 +72,6 @@ pub(crate) async fn populate_new(
     Ok(())
 }
 
-/// The record field of each of [`row_columns`]: attributes, then to-one
-/// associations.
-pub(crate) fn row_field_names(model: &ModelDef) -> impl Iterator<Item = &'static str> + '_ {
-    model.attrs.iter().map(|a| a.name).chain(
-        model
-            .assocs
-            .iter()
-            .filter(|a| matches!(a.kind, AssocKind::One))
-            .map(|a| a.name),
-    )
-}
-
 /// Turns a row of [`row_columns`] into a record: attributes, then to-one
 /// keys as raw ids (collections are added by populate).
 pub(crate) fn row_record(model: &ModelDef, row: Row) -> Record {
@@ -91,19 +79,6 @@ pub(crate) fn row_record(model: &ModelDef, row: Row) -> Record {
         .zip(row)
         .map(|(n, v)| (n.to_owned(), v))
         .collect()
-}
-
-/// The primary key of a stored record.
-pub(crate) fn pk_of(model: &ModelDef, r: &Record) -> Option<Pk> {
-    r.get(model.pk).and_then(Pk::from_json)
-}
-
-/// A to-one value as a key, whether raw or populated.
-pub(crate) fn link_pk(target: &ModelDef, v: &Value) -> Option<Pk> {
-    match v {
-        Value::Object(o) => o.get(target.pk).and_then(Pk::from_json),
-        other => Pk::from_json(other),
-    }
 }
 
 fn with_default_order(model: &ModelDef, mut sort: Vec<(Ident, Dir)>) -> Vec<(Ident, Dir)> {
@@ -244,57 +219,77 @@ impl<'p> Children<'p> {
         model: &'static ModelDef,
         records: &mut [Record],
     ) -> Result<()> {
+        if self.p.assoc.is_collection() {
+            self.populate_collection(conn, model, records).await
+        } else {
+            self.populate_to_one(conn, records).await
+        }
+    }
+
+    /// The children's records, projected as a nested read projects them.
+    fn shape(&self) -> Shape {
+        Shape::new(self.p.assoc.target(), &self.p.select, &self.p.omit, &[])
+    }
+
+    /// A to-one: the records the keys point at, by key.
+    async fn populate_to_one(self, conn: &mut dyn Conn, records: &mut [Record]) -> Result<()> {
+        let shape = self.shape();
+        let Children { p, mut sel, .. } = self;
+        let assoc = p.assoc;
+        let target = assoc.target();
+        let mut keys: Vec<Pk> = records
+            .iter()
+            .filter_map(|r| r.get(assoc.name).and_then(Pk::from_json))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let by_pk: HashMap<Pk, Record> = if keys.is_empty() {
+            HashMap::new()
+        } else {
+            sel.filter = Filter::any_of(
+                target.pk_column().into(),
+                keys.iter().map(SqlValue::from_pk).collect(),
+            )
+            .and(sel.filter);
+            conn.fetch(&sel)
+                .await?
+                .into_iter()
+                .map(|mut row| {
+                    let rec = shape.record(&mut row);
+                    (target.key_of(&rec).unwrap_or(Pk::Int(0)), rec)
+                })
+                .collect()
+        };
+        for r in records.iter_mut() {
+            let v = r
+                .get(assoc.name)
+                .and_then(Pk::from_json)
+                .and_then(|k| by_pk.get(&k))
+                .map(|rec| Value::Object(rec.clone()))
+                .unwrap_or(Value::Null);
+            r.insert(assoc.name.to_owned(), v);
+        }
+        Ok(())
+    }
+
+    /// A collection: every parent's children in one query, grouped by the
+    /// column that ties a child row to its parent.
+    async fn populate_collection(
+        self,
+        conn: &mut dyn Conn,
+        model: &'static ModelDef,
+        records: &mut [Record],
+    ) -> Result<()> {
+        let shape = self.shape();
         let Children {
             p,
             mut sel,
             child_key,
             ..
         } = self;
-        let assoc = p.assoc;
-        let target = assoc.target();
-        // The children's records, projected as a nested read projects them.
-        let shape = Shape::new(target, &p.select, &p.omit, &[]);
-        if !assoc.is_collection() {
-            let mut keys: Vec<Pk> = records
-                .iter()
-                .filter_map(|r| r.get(assoc.name).and_then(Pk::from_json))
-                .collect();
-            keys.sort();
-            keys.dedup();
-            if keys.is_empty() {
-                for r in records.iter_mut() {
-                    r.insert(assoc.name.to_owned(), Value::Null);
-                }
-                return Ok(());
-            }
-            sel.filter = Filter::any_of(
-                target.pk_column().into(),
-                keys.iter().map(SqlValue::from_pk).collect(),
-            )
-            .and(sel.filter);
-            let by_pk: HashMap<Pk, Record> = conn
-                .fetch(&sel)
-                .await?
-                .into_iter()
-                .map(|mut row| {
-                    let rec = shape.record(&mut row);
-                    (pk_of(target, &rec).unwrap_or(Pk::Int(0)), rec)
-                })
-                .collect();
-            for r in records.iter_mut() {
-                let v = r
-                    .get(assoc.name)
-                    .and_then(Pk::from_json)
-                    .and_then(|k| by_pk.get(&k))
-                    .map(|rec| Value::Object(rec.clone()))
-                    .unwrap_or(Value::Null);
-                r.insert(assoc.name.to_owned(), v);
-            }
-            return Ok(());
-        }
         let parents: Vec<SqlValue> = records
             .iter()
-            .filter_map(|r| pk_of(model, r))
+            .filter_map(|r| model.key_of(r))
             .map(|k| SqlValue::from_pk(&k))
             .collect();
         // The column holding each child row's parent: the child's own key,
@@ -314,11 +309,10 @@ impl<'p> Children<'p> {
         }
         .and(sel.filter);
         if sel.limit.is_some() || sel.offset > 0 {
-            sel.partition = Some(child_key.clone());
+            sel.partition = Some(child_key);
         }
-        let rows = conn.fetch(&sel).await?;
         let mut groups: HashMap<Pk, Vec<Record>> = HashMap::new();
-        for mut row in rows {
+        for mut row in conn.fetch(&sel).await? {
             // Read before the projection, which may leave the key out.
             let parent = row.get(parent_at).and_then(Pk::from_json);
             let rec = shape.record(&mut row);
@@ -327,91 +321,12 @@ impl<'p> Children<'p> {
             }
         }
         for r in records.iter_mut() {
-            let kids = pk_of(model, r)
+            let kids = model
+                .key_of(r)
                 .and_then(|k| groups.remove(&k))
                 .unwrap_or_default();
             attach(p, r, kids);
         }
         Ok(())
     }
-}
-
-/// The keys of the records currently linked to `parent` through `alias`,
-/// straight from the store (not capped like a populate).
-pub(crate) async fn linked_ids(
-    conn: &mut dyn Conn,
-    model: &'static ModelDef,
-    assoc: &'static crate::model::AssocDef,
-    parent: &Pk,
-) -> Result<Vec<Pk>> {
-    let target = assoc.target();
-    let tpk = target.pk_kind.attr_type();
-    let rows = match collection_storage(model, assoc) {
-        CollectionStorage::ForeignKey { via } => {
-            let mut sel = Select::new(
-                target.table.into(),
-                vec![(ColRef::Main(target.pk_column().into()), tpk)],
-            );
-            sel.filter = Filter::eq(via.column.into(), SqlValue::from_pk(parent));
-            sel.order = vec![(target.pk_column().into(), Dir::Asc)];
-            conn.fetch(&sel).await?
-        }
-        CollectionStorage::Join(j) => {
-            let mut sel = Select::new(
-                j.table.into(),
-                vec![(ColRef::Main(j.child_column.into()), tpk)],
-            );
-            sel.filter = Filter::eq(j.parent_column.into(), SqlValue::from_pk(parent));
-            sel.order = vec![(Ident::from("id"), Dir::Asc)];
-            conn.fetch(&sel).await?
-        }
-    };
-    Ok(rows
-        .iter()
-        .filter_map(|r| r.first().and_then(Pk::from_json))
-        .collect())
-}
-
-/// Which of `ids` exist in `model`, with the value of `column` (a to-one key)
-/// for each: used to ignore unknown children and to find their old parents.
-pub(crate) async fn existing_with(
-    conn: &mut dyn Conn,
-    model: &'static ModelDef,
-    ids: &[Pk],
-    column: Option<(&'static str, AttrType)>,
-) -> Result<Vec<(Pk, Option<Pk>)>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut cols = vec![(
-        ColRef::Main(model.pk_column().into()),
-        model.pk_kind.attr_type(),
-    )];
-    if let Some((c, ty)) = column {
-        cols.push((ColRef::Main(c.into()), ty));
-    }
-    let mut sel = Select::new(model.table.into(), cols);
-    sel.filter = Filter::any_of(
-        model.pk_column().into(),
-        ids.iter().map(SqlValue::from_pk).collect(),
-    );
-    sel.order = vec![(model.pk_column().into(), Dir::Asc)];
-    let rows = conn.fetch(&sel).await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|mut r| {
-            let extra = if r.len() > 1 {
-                r.pop().and_then(|v| Pk::from_json(&v))
-            } else {
-                None
-            };
-            r.first().and_then(Pk::from_json).map(|k| (k, extra))
-        })
-        .collect())
-}
-
-/// Keeps `ids` in the order the client gave them, without duplicates.
-pub(crate) fn dedup_keep_order(ids: Vec<Pk>) -> Vec<Pk> {
-    let mut seen = std::collections::HashSet::new();
-    ids.into_iter().filter(|k| seen.insert(k.clone())).collect()
 }

@@ -1,0 +1,374 @@
+/*!
+Collections: linking and unlinking children (a foreign key on the child, or
+a join table), replacing a whole collection, and the `add`, `remove` and
+`replace` actions over them. Every list of keys is read once per action.
+*/
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result, UsageCode};
+use crate::model::{AssocDef, AttrType, CollectionStorage, ModelDef, collection_storage};
+use crate::pubsub::{Actor, Linked};
+use crate::query::{ColRef, Delete, Dir, Filter, Ident, Insert, Select, Update};
+use crate::record::{Pk, Record};
+use crate::store::Conn;
+use crate::value::SqlValue;
+
+use super::{Engine, checked_key, values};
+
+impl Engine {
+    /// `add`: links `child` to `parent` through collection `alias`, returns
+    /// the parent populated.
+    pub async fn add(
+        &self,
+        model: &'static ModelDef,
+        parent: &Pk,
+        alias: &str,
+        child: &Pk,
+        actor: &Actor,
+    ) -> Result<Record> {
+        let assoc = collection(model, alias)?;
+        let parent = checked_key(model, parent, UsageCode::InvalidCriteria)?;
+        let child = checked_key(assoc.target(), child, UsageCode::InvalidAssociatedIds)?;
+        let mut tx = self.store.begin().await?;
+        super::writes::fetch_locked(tx.as_mut(), model, &parent, Vec::new()).await?;
+        let link = link_children(tx.as_mut(), model, assoc, &parent, &[child]).await?;
+        if link.linked.is_empty() {
+            return Err(Error::NotFound);
+        }
+        let record = super::writes::refetch_populated(tx.as_mut(), model, &parent).await?;
+        tx.commit().await?;
+
+        let mut plan = self.plan(actor);
+        plan.add(model, &parent, &link);
+        self.publish(plan).await;
+        Ok(record)
+    }
+
+    /// `remove`: unlinks `child` from `parent`, returns the parent populated.
+    pub async fn remove(
+        &self,
+        model: &'static ModelDef,
+        parent: &Pk,
+        alias: &str,
+        child: &Pk,
+        actor: &Actor,
+    ) -> Result<Record> {
+        let assoc = collection(model, alias)?;
+        let target = assoc.target();
+        let parent = checked_key(model, parent, UsageCode::InvalidCriteria)?;
+        let child = checked_key(target, child, UsageCode::InvalidAssociatedIds)?;
+        let mut tx = self.store.begin().await?;
+        super::writes::fetch_locked(tx.as_mut(), model, &parent, Vec::new()).await?;
+        let children = std::slice::from_ref(&child);
+        if existing_with(tx.as_mut(), target, children, None)
+            .await?
+            .is_empty()
+        {
+            return Err(Error::NotFound);
+        }
+        unlink_children(tx.as_mut(), model, assoc, &parent, children).await?;
+        let record = super::writes::refetch_populated(tx.as_mut(), model, &parent).await?;
+        tx.commit().await?;
+
+        let mut plan = self.plan(actor);
+        plan.remove(model, assoc, &parent, &child);
+        self.publish(plan).await;
+        Ok(record)
+    }
+
+    /// `replace`: makes `ids` the whole of `parent`'s collection `alias`
+    /// (unknown ids are ignored), returns the parent populated.
+    pub async fn replace(
+        &self,
+        model: &'static ModelDef,
+        parent: &Pk,
+        alias: &str,
+        ids: &Value,
+        actor: &Actor,
+    ) -> Result<Record> {
+        let assoc = collection(model, alias)?;
+        let parent = checked_key(model, parent, UsageCode::InvalidCriteria)?;
+        let ids = replacement_ids(assoc, ids)?;
+        let mut tx = self.store.begin().await?;
+        super::writes::fetch_locked(tx.as_mut(), model, &parent, Vec::new()).await?;
+        let replaced = replace_children(tx.as_mut(), model, assoc, &parent, &ids).await?;
+        let record = super::writes::refetch_populated(tx.as_mut(), model, &parent).await?;
+        tx.commit().await?;
+
+        let mut plan = self.plan(actor);
+        plan.replace(
+            model,
+            &parent,
+            &replaced.before,
+            &replaced.removed,
+            &replaced.link,
+        );
+        self.publish(plan).await;
+        Ok(record)
+    }
+}
+
+/// The collection `alias` of `model`; 404 when there is none.
+fn collection(model: &'static ModelDef, alias: &str) -> Result<&'static AssocDef> {
+    model
+        .assocs
+        .iter()
+        .find(|a| a.name == alias && a.is_collection())
+        .ok_or(Error::NotFound)
+}
+
+/// The ids a `replace` is given (an array, or its JSON text), typed for the
+/// collection's target, without duplicates.
+fn replacement_ids(assoc: &'static AssocDef, ids: &Value) -> Result<Vec<Pk>> {
+    if !ids.is_array() && !ids.is_string() {
+        return Err(Error::usage(
+            UsageCode::InvalidAssociatedIds,
+            format!(
+                "Expected an array of ids for `{}` (as the request body, or as `?{}=[...]`)",
+                assoc.name, assoc.name
+            ),
+        ));
+    }
+    let ids = values::id_list(
+        assoc.target(),
+        assoc.name,
+        ids,
+        UsageCode::InvalidAssociatedIds,
+    )?;
+    Ok(dedup_keep_order(ids))
+}
+
+/// Links the children of `ids` that exist to `parent`, taking them from
+/// another parent where the collection is one-to-many.
+pub(super) async fn link_children(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    assoc: &'static AssocDef,
+    parent: &Pk,
+    ids: &[Pk],
+) -> Result<Linked> {
+    let target = assoc.target();
+    let ids = dedup_keep_order(ids.to_vec());
+    let (linked, stolen) = match collection_storage(model, assoc) {
+        CollectionStorage::ForeignKey { via } => {
+            let found = existing_with(
+                conn,
+                target,
+                &ids,
+                Some((via.column, model.pk_kind.attr_type())),
+            )
+            .await?;
+            let linked = known_in_order(&ids, found.iter().map(|(child, _)| child));
+            let stolen = found
+                .into_iter()
+                .filter_map(|(child, old)| old.filter(|o| o != parent).map(|o| (child, o)))
+                .collect();
+            set_parent(conn, assoc, via.column, parent, &linked).await?;
+            (linked, stolen)
+        }
+        CollectionStorage::Join(j) => {
+            let found = existing_with(conn, target, &ids, None).await?;
+            let linked = known_in_order(&ids, found.iter().map(|(child, _)| child));
+            for child in &linked {
+                conn.insert(&Insert {
+                    table: j.table.clone().into(),
+                    values: vec![
+                        (j.parent_column.clone().into(), SqlValue::from_pk(parent)),
+                        (j.child_column.clone().into(), SqlValue::from_pk(child)),
+                    ],
+                    returning: Vec::new(),
+                    ignore_conflict: true,
+                })
+                .await?;
+            }
+            (linked, Vec::new())
+        }
+    };
+    Ok(Linked {
+        assoc,
+        linked,
+        stolen,
+    })
+}
+
+/// The keys of `ids` that are among `known`, in the order of `ids`.
+fn known_in_order<'k>(ids: &[Pk], known: impl Iterator<Item = &'k Pk>) -> Vec<Pk> {
+    let known: HashSet<&Pk> = known.collect();
+    ids.iter().filter(|k| known.contains(k)).cloned().collect()
+}
+
+/// Points the foreign key `column` of `children` at `parent`.
+async fn set_parent(
+    conn: &mut dyn Conn,
+    assoc: &'static AssocDef,
+    column: &'static str,
+    parent: &Pk,
+    children: &[Pk],
+) -> Result<()> {
+    if children.is_empty() {
+        return Ok(());
+    }
+    let target = assoc.target();
+    conn.update(&Update {
+        table: target.table.into(),
+        set: vec![(column.into(), SqlValue::from_pk(parent))],
+        filter: Filter::any_of(
+            target.pk_column().into(),
+            children.iter().map(SqlValue::from_pk).collect(),
+        ),
+    })
+    .await?;
+    Ok(())
+}
+
+/// Unlinks `ids` from `parent`.
+async fn unlink_children(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    assoc: &'static AssocDef,
+    parent: &Pk,
+    ids: &[Pk],
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let target = assoc.target();
+    let keys: Vec<SqlValue> = ids.iter().map(SqlValue::from_pk).collect();
+    match collection_storage(model, assoc) {
+        CollectionStorage::ForeignKey { via } => {
+            let upd = Update {
+                table: target.table.into(),
+                set: vec![(via.column.into(), SqlValue::Null(model.pk_kind.attr_type()))],
+                filter: Filter::any_of(target.pk_column().into(), keys)
+                    .and(Filter::eq(via.column.into(), SqlValue::from_pk(parent))),
+            };
+            conn.update(&upd).await?;
+        }
+        CollectionStorage::Join(j) => {
+            let del = Delete {
+                table: j.table.into(),
+                filter: Filter::eq(j.parent_column.into(), SqlValue::from_pk(parent))
+                    .and(Filter::any_of(j.child_column.into(), keys)),
+            };
+            conn.delete(&del).await?;
+        }
+    }
+    Ok(())
+}
+
+/// What replacing a collection changed.
+pub(super) struct Replaced {
+    /// The children linked before, in key order.
+    pub(super) before: Vec<Pk>,
+    /// The children unlinked.
+    pub(super) removed: Vec<Pk>,
+    /// What linking the new list did.
+    pub(super) link: Linked,
+}
+
+/// Makes `ids` the whole collection (an empty list unlinks every child).
+pub(super) async fn replace_children(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    assoc: &'static AssocDef,
+    parent: &Pk,
+    ids: &[Pk],
+) -> Result<Replaced> {
+    let before = linked_ids(conn, model, assoc, parent).await?;
+    let wanted: HashSet<&Pk> = ids.iter().collect();
+    let removed: Vec<Pk> = before
+        .iter()
+        .filter(|k| !wanted.contains(k))
+        .cloned()
+        .collect();
+    unlink_children(conn, model, assoc, parent, &removed).await?;
+    let link = link_children(conn, model, assoc, parent, ids).await?;
+    Ok(Replaced {
+        before,
+        removed,
+        link,
+    })
+}
+
+/// The keys of the records currently linked to `parent` through `alias`,
+/// straight from the store (not capped like a populate).
+async fn linked_ids(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    assoc: &'static AssocDef,
+    parent: &Pk,
+) -> Result<Vec<Pk>> {
+    let target = assoc.target();
+    let tpk = target.pk_kind.attr_type();
+    let rows = match collection_storage(model, assoc) {
+        CollectionStorage::ForeignKey { via } => {
+            let mut sel = Select::new(
+                target.table.into(),
+                vec![(ColRef::Main(target.pk_column().into()), tpk)],
+            );
+            sel.filter = Filter::eq(via.column.into(), SqlValue::from_pk(parent));
+            sel.order = vec![(target.pk_column().into(), Dir::Asc)];
+            conn.fetch(&sel).await?
+        }
+        CollectionStorage::Join(j) => {
+            let mut sel = Select::new(
+                j.table.into(),
+                vec![(ColRef::Main(j.child_column.into()), tpk)],
+            );
+            sel.filter = Filter::eq(j.parent_column.into(), SqlValue::from_pk(parent));
+            sel.order = vec![(Ident::from("id"), Dir::Asc)];
+            conn.fetch(&sel).await?
+        }
+    };
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.first().and_then(Pk::from_json))
+        .collect())
+}
+
+/// Which of `ids` exist in `model`, with the value of `column` (a to-one key)
+/// for each: used to ignore unknown children and to find their old parents.
+async fn existing_with(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    ids: &[Pk],
+    column: Option<(&'static str, AttrType)>,
+) -> Result<Vec<(Pk, Option<Pk>)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut cols = vec![(
+        ColRef::Main(model.pk_column().into()),
+        model.pk_kind.attr_type(),
+    )];
+    if let Some((c, ty)) = column {
+        cols.push((ColRef::Main(c.into()), ty));
+    }
+    let mut sel = Select::new(model.table.into(), cols);
+    sel.filter = Filter::any_of(
+        model.pk_column().into(),
+        ids.iter().map(SqlValue::from_pk).collect(),
+    );
+    sel.order = vec![(model.pk_column().into(), Dir::Asc)];
+    let rows = conn.fetch(&sel).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|mut r| {
+            let extra = if r.len() > 1 {
+                r.pop().and_then(|v| Pk::from_json(&v))
+            } else {
+                None
+            };
+            r.first().and_then(Pk::from_json).map(|k| (k, extra))
+        })
+        .collect())
+}
+
+/// Keeps `ids` in the order the client gave them, without duplicates.
+fn dedup_keep_order(ids: Vec<Pk>) -> Vec<Pk> {
+    let mut seen = std::collections::HashSet::new();
+    ids.into_iter().filter(|k| seen.insert(k.clone())).collect()
+}

@@ -1,0 +1,216 @@
+/*!
+The reads: `find`, `findOne`, `count` and the `populate` action. A socket
+that reads is subscribed to what it read (and, with auto-watch, watches the
+models it read), as Sails' `subscribeDeep` does.
+*/
+
+use serde_json::Value;
+
+use crate::criteria::{Criteria, Populate, Query};
+use crate::error::{Error, Result, UsageCode};
+use crate::model::ModelDef;
+use crate::pubsub::{Actor, Plan};
+use crate::query::{Filter, Select};
+use crate::record::{Pk, Record};
+
+use super::loaded::Loaded;
+use super::read::load_rows;
+use super::{Engine, checked_key};
+
+impl Engine {
+    /// Sails' `subscribeDeep` for every loaded record: watch every
+    /// associated model, subscribe to every populated associated record.
+    fn subscribe_deep(&self, plan: &mut Plan<'_>, model: &'static ModelDef, loaded: &Loaded) {
+        let per_assoc: Vec<Option<Vec<Vec<Pk>>>> = model
+            .assocs
+            .iter()
+            .map(|a| loaded.populated_ids(a.name))
+            .collect();
+        for i in 0..loaded.len() {
+            for (assoc, ids) in model.assocs.iter().zip(&per_assoc) {
+                let target = assoc.target();
+                if self.config.auto_watch {
+                    plan.watch(target);
+                }
+                if let Some(ids) = ids.as_ref().and_then(|ids| ids.get(i)) {
+                    plan.subscribe(target, ids);
+                }
+            }
+        }
+    }
+
+    /// `find`: records matching `criteria`. A socket actor is subscribed to
+    /// them and (with autoWatch) watches the model.
+    pub async fn find(
+        &self,
+        model: &'static ModelDef,
+        criteria: &Criteria,
+        actor: &Actor,
+    ) -> Result<Vec<Record>> {
+        Ok(self.read(model, criteria, actor).await?.into_records())
+    }
+
+    /// [`find`](Engine::find) answered as the JSON array a blueprint sends,
+    /// written straight from the rows the store returned (no record maps in
+    /// between).
+    pub async fn find_json(
+        &self,
+        model: &'static ModelDef,
+        criteria: &Criteria,
+        actor: &Actor,
+    ) -> Result<Vec<u8>> {
+        Ok(self.read(model, criteria, actor).await?.to_json())
+    }
+
+    async fn read(
+        &self,
+        model: &'static ModelDef,
+        criteria: &Criteria,
+        actor: &Actor,
+    ) -> Result<Loaded> {
+        let q = criteria.normalize(model)?;
+        let mut conn = self.store.conn().await?;
+        let loaded = load_rows(conn.as_mut(), model, &q, false).await?;
+        drop(conn);
+        if actor.is_socket() {
+            let mut plan = self.plan(actor);
+            plan.subscribe(model, &loaded.ids());
+            if self.config.auto_watch {
+                plan.watch(model);
+            }
+            self.subscribe_deep(&mut plan, model, &loaded);
+            self.publish(plan).await;
+        }
+        Ok(loaded)
+    }
+
+    /// Counts the records matching `criteria`'s `where`.
+    pub async fn count(&self, model: &'static ModelDef, criteria: &Criteria) -> Result<u64> {
+        let q = criteria.normalize(model)?;
+        if q.filter == Filter::False {
+            return Ok(0);
+        }
+        let mut sel = Select::new(model.table.into(), Vec::new());
+        sel.filter = q.filter;
+        let mut conn = self.store.conn().await?;
+        Ok(conn.count(&sel).await?)
+    }
+
+    /// `findOne`: the record with primary key `id` (only `select`, `omit`
+    /// and `populate` of `criteria` apply).
+    pub async fn find_one(
+        &self,
+        model: &'static ModelDef,
+        id: &Pk,
+        criteria: &Criteria,
+        actor: &Actor,
+    ) -> Result<Record> {
+        let loaded = self.read_one(model, id, criteria, actor).await?;
+        loaded.into_records().pop().ok_or(Error::NotFound)
+    }
+
+    /// [`find_one`](Engine::find_one) answered as the JSON object a
+    /// blueprint sends, written straight from the row.
+    pub async fn find_one_json(
+        &self,
+        model: &'static ModelDef,
+        id: &Pk,
+        criteria: &Criteria,
+        actor: &Actor,
+    ) -> Result<Vec<u8>> {
+        let loaded = self.read_one(model, id, criteria, actor).await?;
+        loaded.first_to_json().ok_or(Error::NotFound)
+    }
+
+    async fn read_one(
+        &self,
+        model: &'static ModelDef,
+        id: &Pk,
+        criteria: &Criteria,
+        actor: &Actor,
+    ) -> Result<Loaded> {
+        let id = checked_key(model, id, UsageCode::InvalidCriteria)?;
+        let mut q = Criteria {
+            where_: None,
+            limit: None,
+            skip: None,
+            sort: None,
+            ..criteria.clone()
+        }
+        .normalize(model)?;
+        q.filter = Query::by_pk(model, &id, Vec::new()).filter;
+        let loaded = self.load_one(model, &q).await?;
+        self.subscribe_one(model, &id, &loaded, actor).await;
+        Ok(loaded)
+    }
+
+    /// Loads the one record `q` selects; 404 if there is none.
+    async fn load_one(&self, model: &'static ModelDef, q: &Query) -> Result<Loaded> {
+        let mut conn = self.store.conn().await?;
+        let loaded = load_rows(conn.as_mut(), model, q, false).await?;
+        if loaded.is_empty() {
+            return Err(Error::NotFound);
+        }
+        Ok(loaded)
+    }
+
+    /// A socket reading one record is subscribed to it and, deeply, to what
+    /// it populated (`findOne` and `populate`).
+    async fn subscribe_one(
+        &self,
+        model: &'static ModelDef,
+        id: &Pk,
+        loaded: &Loaded,
+        actor: &Actor,
+    ) {
+        if actor.is_socket() {
+            let mut plan = self.plan(actor);
+            plan.subscribe(model, [id]);
+            self.subscribe_deep(&mut plan, model, loaded);
+            self.publish(plan).await;
+        }
+    }
+
+    /// `populate`: the records (collection) or record (to-one) associated
+    /// with `parent` through `alias`, filtered by `criteria`.
+    pub async fn populate(
+        &self,
+        model: &'static ModelDef,
+        parent: &Pk,
+        alias: &str,
+        criteria: &Criteria,
+        actor: &Actor,
+    ) -> Result<Value> {
+        let parent = checked_key(model, parent, UsageCode::InvalidCriteria)?;
+        let assoc = model.assoc(alias).ok_or(Error::NotFound)?;
+        let sub = if assoc.is_collection() {
+            let mut c = criteria.clone();
+            c.populate = Populate::Nothing;
+            if c.limit.is_none() {
+                c.limit = Some(Value::from(crate::criteria::DEFAULT_LIMIT));
+            }
+            c
+        } else {
+            // A to-one keeps only the projection (spec 2.3).
+            Criteria {
+                select: criteria.select.clone(),
+                omit: criteria.omit.clone(),
+                ..Criteria::new()
+            }
+        };
+        let q = Criteria::new()
+            .populate(Populate::Only(vec![(alias.to_owned(), sub)]))
+            .normalize(model)?;
+        let q = Query {
+            filter: Query::by_pk(model, &parent, Vec::new()).filter,
+            ..q
+        };
+        let loaded = self.load_one(model, &q).await?;
+        let value = match loaded.first_field(alias) {
+            Some(v) if !v.is_null() => v,
+            _ => return Err(Error::NotFound),
+        };
+        self.subscribe_one(model, &parent, &loaded, actor).await;
+        Ok(value)
+    }
+}

@@ -1,0 +1,432 @@
+/*!
+The plan of one action: the ordered [`Effect`]s it causes. The low-level
+steps (subscribe, watch, `_introduce`, one message) come first; then each
+action's messages as Sails publishes them (`create`, `update`, `destroy`,
+`add`, `remove`, `replace`), so the engine only says what changed.
+*/
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::{Actor, Effect, class_room, record_room};
+use crate::model::{AssocDef, AssocKind, ModelDef};
+use crate::record::{Pk, Record};
+
+/// What linking children to a parent through a collection changed.
+#[derive(Debug)]
+pub(crate) struct Linked {
+    pub(crate) assoc: &'static AssocDef,
+    /// Children that exist and are now linked, in the order given.
+    pub(crate) linked: Vec<Pk>,
+    /// `(child, old parent)` for children taken from another parent
+    /// (one-to-many only).
+    pub(crate) stolen: Vec<(Pk, Pk)>,
+}
+
+/// Builds the effect list of one operation.
+#[derive(Debug)]
+pub(crate) struct Plan<'a> {
+    actor: &'a Actor,
+    /// The socket omitted from broadcasts (the requester, unless mirroring).
+    omit: Option<Arc<str>>,
+    /// Rooms the actor already joins in this plan (a deep read can name
+    /// the same room many times).
+    joined: HashSet<String>,
+    pub(crate) effects: Vec<Effect>,
+}
+
+impl<'a> Plan<'a> {
+    pub(crate) fn new(actor: &'a Actor, mirror: bool) -> Self {
+        let omit = if mirror {
+            None
+        } else {
+            actor.socket().cloned()
+        };
+        Plan {
+            actor,
+            omit,
+            joined: HashSet::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    /// Subscribes the requesting socket to records of `model`.
+    pub(crate) fn subscribe<'p>(
+        &mut self,
+        model: &ModelDef,
+        ids: impl IntoIterator<Item = &'p Pk>,
+    ) {
+        if let Some(socket) = self.actor.socket() {
+            let rooms: Vec<String> = ids.into_iter().map(|id| record_room(model, id)).collect();
+            if !rooms.is_empty() {
+                self.push_join(socket.clone(), rooms);
+            }
+        }
+    }
+
+    /// Unsubscribes the requesting socket from a record.
+    pub(crate) fn unsubscribe(&mut self, model: &ModelDef, id: &Pk) {
+        if let Some(socket) = self.actor.socket() {
+            let room = record_room(model, id);
+            self.joined.remove(&room);
+            self.effects.push(Effect::Leave {
+                socket: socket.clone(),
+                rooms: vec![room],
+            });
+        }
+    }
+
+    /// The requesting socket watches `model`'s class room.
+    pub(crate) fn watch(&mut self, model: &ModelDef) {
+        if let Some(socket) = self.actor.socket() {
+            self.push_join(socket.clone(), vec![class_room(model)]);
+        }
+    }
+
+    // Consecutive joins merge into one effect (one adapter call), and a
+    // room already joined in this plan is not joined again.
+    fn push_join(&mut self, socket: Arc<str>, rooms: Vec<String>) {
+        let fresh: Vec<String> = rooms
+            .into_iter()
+            .filter(|r| self.joined.insert(r.clone()))
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        if let Some(Effect::Join {
+            socket: s,
+            rooms: r,
+        }) = self.effects.last_mut()
+            && *s == socket
+        {
+            r.extend(fresh);
+            return;
+        }
+        self.effects.push(Effect::Join {
+            socket,
+            rooms: fresh,
+        });
+    }
+
+    /// `_introduce`: watchers of `model` are subscribed to the new record.
+    pub(crate) fn introduce(&mut self, model: &ModelDef, id: &Pk) {
+        self.effects.push(Effect::AddMembers {
+            source: class_room(model),
+            dest: record_room(model, id),
+        });
+    }
+
+    /// `_retire`: watchers of `model` leave the record's room.
+    pub(crate) fn retire(&mut self, model: &ModelDef, id: &Pk) {
+        self.effects.push(Effect::RemoveMembers {
+            source: class_room(model),
+            dest: record_room(model, id),
+        });
+    }
+
+    fn broadcast(&mut self, room: String, model: &ModelDef, payload: Value) {
+        self.effects.push(Effect::Broadcast {
+            room,
+            event: model.event(),
+            payload,
+            omit: self.omit.clone(),
+        });
+    }
+
+    /// `created` to the class room.
+    pub(crate) fn created(&mut self, model: &ModelDef, id: &Pk, record: Value) {
+        let payload = json!({"verb": "created", "data": record, "id": id.to_json()});
+        self.broadcast(class_room(model), model, payload);
+    }
+
+    /// `updated` with `previous` (the primary message of an update).
+    pub(crate) fn updated(&mut self, model: &ModelDef, id: &Pk, data: Value, previous: Value) {
+        let payload =
+            json!({"verb": "updated", "data": data, "id": id.to_json(), "previous": previous});
+        self.broadcast(record_room(model, id), model, payload);
+    }
+
+    /// The reverse-side `updated`: `{<alias>: value}`, no `previous`.
+    pub(crate) fn updated_reverse(&mut self, model: &ModelDef, id: &Pk, alias: &str, value: Value) {
+        let mut data = serde_json::Map::new();
+        data.insert(alias.to_owned(), value);
+        let payload = json!({"verb": "updated", "data": data, "id": id.to_json()});
+        self.broadcast(record_room(model, id), model, payload);
+    }
+
+    /// `destroyed` with `previous`.
+    pub(crate) fn destroyed(&mut self, model: &ModelDef, id: &Pk, previous: Value) {
+        let payload = json!({"verb": "destroyed", "id": id.to_json(), "previous": previous});
+        self.broadcast(record_room(model, id), model, payload);
+    }
+
+    /// `addedTo` on a parent.
+    pub(crate) fn added_to(&mut self, model: &ModelDef, id: &Pk, alias: &str, added: &Pk) {
+        let payload = json!({"id": id.to_json(), "verb": "addedTo", "attribute": alias, "addedId": added.to_json()});
+        self.broadcast(record_room(model, id), model, payload);
+    }
+
+    /// `removedFrom` on a parent.
+    pub(crate) fn removed_from(&mut self, model: &ModelDef, id: &Pk, alias: &str, removed: &Pk) {
+        let payload = json!({"id": id.to_json(), "verb": "removedFrom", "attribute": alias, "removedId": removed.to_json()});
+        self.broadcast(record_room(model, id), model, payload);
+    }
+
+    /// The other side of a collection link: the child's to-one now points
+    /// at `parent` (`updated`), or its collection holds it (`addedTo`);
+    /// with `linked` false, the unlink (`updated` to null, `removedFrom`).
+    fn reverse_of_collection(
+        &mut self,
+        model: &ModelDef,
+        assoc: &AssocDef,
+        parent: &Pk,
+        child: &Pk,
+        linked: bool,
+    ) {
+        let target = assoc.target();
+        match model.inverse_of(assoc) {
+            Some(inv) if matches!(inv.kind, AssocKind::One) => {
+                let value = if linked {
+                    parent.to_json()
+                } else {
+                    Value::Null
+                };
+                self.updated_reverse(target, child, inv.name, value);
+            }
+            Some(inv) if linked => self.added_to(target, child, inv.name, parent),
+            Some(inv) => self.removed_from(target, child, inv.name, parent),
+            None => {}
+        }
+    }
+
+    /// The other side of a to-one key: record `id` of `model` joined
+    /// (`linked`) or left the collection of `parent` that its `assoc` is
+    /// the `via` of.
+    fn reverse_of_to_one(
+        &mut self,
+        model: &ModelDef,
+        assoc: &AssocDef,
+        id: &Pk,
+        parent: &Pk,
+        linked: bool,
+    ) {
+        let Some(inv) = model.inverse_of(assoc) else {
+            return;
+        };
+        if linked {
+            self.added_to(assoc.target(), parent, inv.name, id);
+        } else {
+            self.removed_from(assoc.target(), parent, inv.name, id);
+        }
+    }
+
+    /// `removedFrom` to the old parents of the children a link took.
+    fn stolen(&mut self, model: &ModelDef, link: &Linked) {
+        for (child, old) in &link.stolen {
+            self.removed_from(model, old, link.assoc.name, child);
+        }
+    }
+
+    /// A create's messages, in Sails' order: the reverse messages of the
+    /// collections it linked, then of its to-one keys (the key order of a
+    /// Waterline record), then `created`, then `removedFrom` for children
+    /// taken from other parents. The requester is subscribed to the new
+    /// record and the model's watchers are introduced to it.
+    pub(crate) fn create(
+        &mut self,
+        model: &ModelDef,
+        id: &Pk,
+        values: &Record,
+        record: &Record,
+        links: &[Linked],
+    ) {
+        self.subscribe(model, [id]);
+        self.introduce(model, id);
+        for link in links {
+            for child in &link.linked {
+                self.reverse_of_collection(model, link.assoc, id, child, true);
+            }
+        }
+        for assoc in model.assocs.iter().filter(|a| !a.is_collection()) {
+            if let Some(parent) = values.get(assoc.name).and_then(Pk::from_json) {
+                self.reverse_of_to_one(model, assoc, id, &parent, true);
+            }
+        }
+        self.created(model, id, Value::Object(record.clone()));
+        for link in links {
+            self.stolen(model, link);
+        }
+    }
+
+    /// An update's messages: the reverse messages of each to-one key that
+    /// changed, then `updated` with the values set and the record as it
+    /// was. (A collection set by an update is replaced silently, as in
+    /// Sails.)
+    pub(crate) fn update(&mut self, model: &ModelDef, id: &Pk, set: Record, previous: Record) {
+        self.subscribe(model, [id]);
+        for (key, new) in &set {
+            let Some(assoc) = model.assoc(key) else {
+                continue;
+            };
+            let target = assoc.target();
+            let old = previous
+                .get(key.as_str())
+                .and_then(|v| target.key_of_link(v));
+            let new = Pk::from_json(new);
+            if old == new {
+                continue;
+            }
+            if let Some(old) = &old {
+                self.reverse_of_to_one(model, assoc, id, old, false);
+            }
+            if let Some(new) = &new {
+                self.reverse_of_to_one(model, assoc, id, new, true);
+            }
+        }
+        self.updated(model, id, Value::Object(set), Value::Object(previous));
+    }
+
+    /// A destroy's messages: `destroyed` with the record as it was, the
+    /// watchers retired from its room, then the reverse messages of its
+    /// to-one keys and of the children `unlinked` from its collections.
+    pub(crate) fn destroy(
+        &mut self,
+        model: &ModelDef,
+        id: &Pk,
+        previous: &Record,
+        unlinked: &[(&'static AssocDef, Vec<Pk>)],
+    ) {
+        self.unsubscribe(model, id);
+        self.destroyed(model, id, Value::Object(previous.clone()));
+        self.retire(model, id);
+        for assoc in &model.assocs {
+            let parent = previous.get(assoc.name);
+            if let Some(parent) = parent.and_then(|v| assoc.target().key_of_link(v))
+                && !assoc.is_collection()
+            {
+                self.reverse_of_to_one(model, assoc, id, &parent, false);
+            }
+            let children = unlinked
+                .iter()
+                .find(|(a, _)| std::ptr::eq(*a, assoc))
+                .map(|(_, c)| c.as_slice())
+                .unwrap_or_default();
+            for child in children {
+                self.reverse_of_collection(model, assoc, id, child, false);
+            }
+        }
+    }
+
+    /// `add`'s messages (Sails' `_publishAdd`): `addedTo` on the parent,
+    /// the requester subscribed to the child, the reverse message, then
+    /// `removedFrom` to the child's old parent.
+    pub(crate) fn add(&mut self, model: &ModelDef, parent: &Pk, link: &Linked) {
+        self.subscribe(model, [parent]);
+        for child in &link.linked {
+            self.added(model, link.assoc, parent, child);
+        }
+        self.stolen(model, link);
+    }
+
+    fn added(&mut self, model: &ModelDef, assoc: &AssocDef, parent: &Pk, child: &Pk) {
+        self.added_to(model, parent, assoc.name, child);
+        self.subscribe(assoc.target(), [child]);
+        self.reverse_of_collection(model, assoc, parent, child, true);
+    }
+
+    /// `remove`'s messages (Sails' `_publishRemove`): `removedFrom` on the
+    /// parent and the reverse message.
+    pub(crate) fn remove(&mut self, model: &ModelDef, assoc: &AssocDef, parent: &Pk, child: &Pk) {
+        self.removed_from(model, parent, assoc.name, child);
+        self.reverse_of_collection(model, assoc, parent, child, false);
+    }
+
+    /// `replace`'s messages: an add for each child that was not linked
+    /// `before`, a remove for each child `removed`, then `removedFrom` to
+    /// the old parents of children taken from them.
+    pub(crate) fn replace(
+        &mut self,
+        model: &ModelDef,
+        parent: &Pk,
+        before: &[Pk],
+        removed: &[Pk],
+        link: &Linked,
+    ) {
+        self.subscribe(model, [parent]);
+        let had: HashSet<&Pk> = before.iter().collect();
+        for child in link.linked.iter().filter(|c| !had.contains(c)) {
+            self.added(model, link.assoc, parent, child);
+        }
+        for child in removed {
+            self.remove(model, link.assoc, parent, child);
+        }
+        self.stolen(model, link);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{pet, user};
+
+    #[test]
+    fn room_names_are_sails_names() {
+        assert_eq!(record_room(user(), &Pk::Int(1)), "sails_model_user_1:user");
+        assert_eq!(
+            record_room(pet(), &Pk::Str("a".into())),
+            "sails_model_pet_a:pet"
+        );
+        assert_eq!(class_room(pet()), "sails_model_create_pet");
+    }
+
+    #[test]
+    fn only_socket_actors_are_subscribed_and_omitted() {
+        let http = Actor::Server;
+        let mut plan = Plan::new(&http, false);
+        plan.subscribe(user(), [&Pk::Int(1)]);
+        plan.watch(user());
+        plan.created(user(), &Pk::Int(1), json!({}));
+        assert!(matches!(
+            plan.effects.as_slice(),
+            [Effect::Broadcast { omit: None, .. }]
+        ));
+
+        let socket = Actor::Socket("S".into());
+        let mut plan = Plan::new(&socket, false);
+        plan.subscribe(user(), [&Pk::Int(1), &Pk::Int(2)]);
+        plan.watch(user());
+        plan.watch(user());
+        plan.removed_from(user(), &Pk::Int(1), "pets", &Pk::Int(7));
+        assert_eq!(
+            plan.effects,
+            vec![
+                Effect::Join {
+                    socket: "S".into(),
+                    rooms: vec![
+                        "sails_model_user_1:user".into(),
+                        "sails_model_user_2:user".into(),
+                        "sails_model_create_user".into()
+                    ],
+                },
+                Effect::Broadcast {
+                    room: "sails_model_user_1:user".into(),
+                    event: "user",
+                    payload: json!({"id": 1, "verb": "removedFrom", "attribute": "pets", "removedId": 7}),
+                    omit: Some("S".into()),
+                },
+            ],
+            "consecutive joins merge, without duplicates"
+        );
+        let mut mirrored = Plan::new(&socket, true);
+        mirrored.destroyed(pet(), &Pk::Int(3), json!({}));
+        assert!(
+            matches!(
+                mirrored.effects.as_slice(),
+                [Effect::Broadcast { omit: None, .. }]
+            ),
+            "mirror sends the requester its own messages"
+        );
+    }
+}
