@@ -6,7 +6,12 @@ use std::collections::HashMap;
 
 use syn::spanned::Spanned;
 
-use crate::ast::{AssocAst, Container, Ctxt, FieldAst, Ty};
+use proc_macro2::Span;
+
+use crate::ast::{AssocAst, Container, FieldAst};
+use crate::attr::Ty;
+use crate::ctxt::Ctxt;
+use crate::symbol::{self, Symbol};
 
 /// What a scalar field resolved to.
 pub(crate) struct Resolved {
@@ -59,15 +64,17 @@ pub(crate) fn resolve(cx: &Ctxt, f: &FieldAst) -> Resolved {
     let inferred = infer(&f.ty);
     let optional = inferred.as_ref().is_some_and(|r| r.optional)
         || matches!(last_segment(&f.ty), Some((i, _)) if i == "Option");
-    match (f.explicit_ty.get(), inferred) {
-        (Some(t), _) => Resolved { ty: *t, optional },
+    match (f.declared_ty(), inferred) {
+        (Some(ty), _) => Resolved { ty, optional },
         (None, Some(r)) => r,
         (None, None) => {
             cx.error(
                 &f.ty,
                 format!(
-                    "cannot infer the attribute type of `{}` from its Rust type\nhelp: add `#[model(type = json)]` (or `string`, `integer`, `number`, `boolean`)",
-                    f.ident
+                    "cannot infer the attribute type of `{}` from its Rust type\nhelp: add `#[{}({} = json)]` (or `string`, `integer`, `number`, `boolean`)",
+                    f.ident,
+                    symbol::NAMESPACE,
+                    symbol::TYPE
                 ),
             );
             Resolved {
@@ -84,14 +91,17 @@ pub(crate) fn primary_key(cx: &Ctxt, c: &Container) -> Option<usize> {
         .fields
         .iter()
         .enumerate()
-        .filter(|(_, f)| f.primary_key.is_set())
+        .filter(|(_, f)| f.attrs.primary_key.is_set())
         .map(|(i, _)| i)
         .collect();
     if marked.len() > 1 {
         for i in &marked[1..] {
             cx.error(
                 &c.fields[*i].ident,
-                "a model has one primary key: `primary_key` is already on another field",
+                format!(
+                    "a model has one primary key: `{}` is already on another field",
+                    symbol::PRIMARY_KEY
+                ),
             );
         }
     }
@@ -102,73 +112,90 @@ pub(crate) fn primary_key(cx: &Ctxt, c: &Container) -> Option<usize> {
     if pk.is_none() {
         cx.error(
             &c.ident,
-            format!("`{}` has no primary key\nhelp: add a field `id: i64`, or mark a field with `#[model(primary_key)]`", c.ident),
+            format!(
+                "`{}` has no primary key\nhelp: add a field `id: i64`, or mark a field with `#[{}({})]`",
+                c.ident,
+                symbol::NAMESPACE,
+                symbol::PRIMARY_KEY
+            ),
         );
     }
     pk
 }
 
+/// Reports `message` about the key written at `at`, or at the field.
+fn report(cx: &Ctxt, f: &FieldAst, at: Option<Span>, message: String) {
+    cx.error_at(at.unwrap_or_else(|| f.ident.span()), message);
+}
+
 /// Options that do not go together on one field.
 pub(crate) fn combinations(cx: &Ctxt, f: &FieldAst, is_pk: bool, r: Option<&Resolved>) {
-    let conflict = |a: &str, b: &str, span: Option<proc_macro2::Span>| {
-        cx.error_at(
-            span.unwrap_or_else(|| f.ident.span()),
-            format!("`{a}` cannot be combined with `{b}`"),
-        );
-    };
-    if f.model.is_set() && f.collection.is_set() {
-        conflict("collection", "model", f.collection.span());
-    }
-    if f.via.is_set() && !f.collection.is_set() {
-        cx.error_at(
-            f.via.span().unwrap_or_else(|| f.ident.span()),
-            "`via` only goes with `collection`\nhelp: write `#[model(collection = Pet, via = owner)]`",
-        );
-    }
-    if f.required.is_set() && f.default.is_set() {
-        conflict("default", "required", f.default.span());
-    }
-    if f.created_at.is_set() && f.updated_at.is_set() {
-        conflict("updated_at", "created_at", f.updated_at.span());
-    }
-    if f.auto_increment.is_set() && !is_pk {
-        cx.error_at(
-            f.auto_increment.span().unwrap_or_else(|| f.ident.span()),
-            "`auto_increment` only goes with the primary key",
-        );
-    }
-    let assoc = f.assoc().is_some();
-    if assoc {
-        for (name, span) in [
-            ("primary_key", f.primary_key.span()),
-            ("type", f.explicit_ty.span()),
-            ("unique", f.unique.span()),
-            ("default", f.default.span()),
-            ("created_at", f.created_at.span()),
-            ("updated_at", f.updated_at.span()),
-            (
-                "column",
-                if f.collection.is_set() {
-                    f.column.span()
-                } else {
-                    None
-                },
+    let a = &f.attrs;
+    conflict(
+        cx,
+        a.collection.written(),
+        a.model.is_set().then_some(symbol::MODEL),
+    );
+    if a.via.is_set() && !a.collection.is_set() {
+        report(
+            cx,
+            f,
+            a.via.span(),
+            format!(
+                "`{}` only goes with `{}`\nhelp: write `#[{}({} = Pet, {} = owner)]`",
+                symbol::VIA,
+                symbol::COLLECTION,
+                symbol::NAMESPACE,
+                symbol::COLLECTION,
+                symbol::VIA
             ),
-        ] {
-            if let Some(s) = span {
-                cx.error_at(s, format!("`{name}` does not apply to an association"));
-            }
-        }
+        );
+    }
+    conflict(
+        cx,
+        a.default.written(),
+        a.required.is_set().then_some(symbol::REQUIRED),
+    );
+    conflict(
+        cx,
+        a.updated_at.written(),
+        a.created_at.is_set().then_some(symbol::CREATED_AT),
+    );
+    conflict(
+        cx,
+        a.json.written(),
+        a.explicit_ty.is_set().then_some(symbol::TYPE),
+    );
+    if a.auto_increment.is_set() && !is_pk {
+        report(
+            cx,
+            f,
+            a.auto_increment.span(),
+            format!(
+                "`{}` only goes with the primary key",
+                symbol::AUTO_INCREMENT
+            ),
+        );
+    }
+    if f.assoc().is_some() {
+        let column = a.collection.is_set().then(|| a.column.written()).flatten();
+        let keys = [
+            a.primary_key.written(),
+            a.explicit_ty.written(),
+            a.unique.written(),
+            a.default.written(),
+            a.created_at.written(),
+            a.updated_at.written(),
+            column,
+        ];
+        not_here(cx, &keys, "an association");
     }
     if is_pk {
-        for (name, span) in [
-            ("allow_null", f.allow_null.span()),
-            ("default", f.default.span()),
-        ] {
-            if let Some(s) = span {
-                cx.error_at(s, format!("`{name}` does not apply to the primary key"));
-            }
-        }
+        not_here(
+            cx,
+            &[a.allow_null.written(), a.default.written()],
+            "the primary key",
+        );
         if let Some(r) = r {
             if r.optional {
                 cx.error(&f.ty, "the primary key cannot be an `Option`");
@@ -180,50 +207,69 @@ pub(crate) fn combinations(cx: &Ctxt, f: &FieldAst, is_pk: bool, r: Option<&Reso
     }
 }
 
+/// Reports `key`, where it was written, when `other` is written too.
+fn conflict(cx: &Ctxt, key: Option<(Symbol, Span)>, other: Option<Symbol>) {
+    if let (Some((key, at)), Some(other)) = (key, other) {
+        cx.error_at(at, format!("`{key}` cannot be combined with `{other}`"));
+    }
+}
+
+/// Reports each key written of `keys`: it does not apply to `what`.
+fn not_here(cx: &Ctxt, keys: &[Option<(Symbol, Span)>], what: &str) {
+    for (key, at) in keys.iter().flatten() {
+        cx.error_at(*at, format!("`{key}` does not apply to {what}"));
+    }
+}
+
+/// Reports each key written of `keys`: it only applies to `what`.
+fn only_for(cx: &Ctxt, keys: &[Option<(Symbol, Span)>], what: &str) {
+    for (key, at) in keys.iter().flatten() {
+        cx.error_at(*at, format!("`{key}` only applies to {what}"));
+    }
+}
+
 /// Rules and defaults must fit the attribute's type.
 pub(crate) fn rules_fit_type(cx: &Ctxt, f: &FieldAst, r: &Resolved) {
-    let string_rules = [
-        ("is_email", f.is_email.span()),
-        ("min_length", f.min_length.span()),
-        ("max_length", f.max_length.span()),
-        ("regex", f.regex.span()),
-    ];
+    let a = &f.attrs;
     if r.ty != Ty::String {
-        for (name, span) in string_rules {
-            if let Some(s) = span {
-                cx.error_at(s, format!("`{name}` only applies to string attributes"));
-            }
-        }
+        let string_rules = [
+            a.is_email.written(),
+            a.min_length.written(),
+            a.max_length.written(),
+            a.regex.written(),
+        ];
+        only_for(cx, &string_rules, "string attributes");
     }
     if !matches!(r.ty, Ty::Integer | Ty::Number) {
-        for (name, span) in [("min", f.min.span()), ("max", f.max.span())] {
-            if let Some(s) = span {
-                cx.error_at(s, format!("`{name}` only applies to number attributes"));
-            }
-        }
+        only_for(cx, &[a.min.written(), a.max.written()], "number attributes");
     }
-    if (f.created_at.is_set() || f.updated_at.is_set()) && r.ty != Ty::Integer {
+    if (a.created_at.is_set() || a.updated_at.is_set()) && r.ty != Ty::Integer {
         cx.error(
             &f.ty,
             "an automatic timestamp holds epoch milliseconds: use an integer type such as `i64`",
         );
     }
-    if let Some(d) = f.default.get() {
+    if let Some(d) = a.default.get() {
         let ok =
             d.ty() == r.ty || (r.ty == Ty::Number && d.ty() == Ty::Integer) || r.ty == Ty::Json;
         if !ok {
             cx.error_at(
-                f.default.span().unwrap_or_else(|| f.ty.span()),
-                "the `default` value does not match the attribute's type",
+                a.default.span().unwrap_or_else(|| f.ty.span()),
+                format!(
+                    "the `{}` value does not match the attribute's type",
+                    symbol::DEFAULT
+                ),
             );
         }
     }
-    if let Some(re) = f.regex.get()
+    if let Some(re) = a.regex.get()
         && re.is_empty()
     {
-        cx.error_at(
-            f.regex.span().unwrap_or_else(|| f.ident.span()),
-            "`regex` needs a pattern",
+        report(
+            cx,
+            f,
+            a.regex.span(),
+            format!("`{}` needs a pattern", symbol::REGEX),
         );
     }
 }

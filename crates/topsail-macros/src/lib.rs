@@ -5,8 +5,11 @@
 //! Set `TOPSAIL_MACROS_DEBUG=1` while building to print every expansion.
 
 mod ast;
+mod attr;
 mod check;
+mod ctxt;
 mod expand;
+mod symbol;
 
 use proc_macro::TokenStream;
 
@@ -23,3 +26,6 @@ pub fn derive_model(input: TokenStream) -> TokenStream {
     }
     out.into()
 }
+
+#[cfg(test)]
+mod tests;
