@@ -293,3 +293,31 @@ async fn mirror_sends_the_requester_its_own_messages() {
     store.close().await;
     cleanup.run().await;
 }
+
+#[tokio::test]
+async fn an_app_publisher_hears_every_change_beside_the_sockets() {
+    let published = topsail::RecordingPublisher::new();
+    let (store, cleanup) = topsail_tests::fresh_store(topsail_tests::Db::Sqlite).await;
+    let app = example_zoo::builder()
+        .store(store.clone())
+        .realtime(topsail::RealtimeConfig::default())
+        .publisher(Arc::new(published.clone()))
+        .build()
+        .await
+        .unwrap();
+    assert!(app.sockets().is_some(), "realtime is on");
+    app.model::<example_zoo::User>()
+        .create(json!({"name": "A", "email": "a@example.com"}))
+        .await
+        .unwrap();
+    let sent = broadcasts(&published.take());
+    assert_eq!(
+        sent.len(),
+        1,
+        "the app's publisher is not replaced: {sent:?}"
+    );
+    assert_eq!(sent[0].0, "sails_model_create_user");
+    assert_eq!(sent[0].2["verb"], "created");
+    store.close().await;
+    cleanup.run().await;
+}

@@ -135,3 +135,74 @@ async fn lifecycle_callbacks_rules_and_strict_mode() {
         "a rejected destroy keeps the record"
     );
 }
+
+#[tokio::test]
+async fn find_with_a_projection_builds_structs_with_base_values() {
+    let app = Topsail::builder()
+        .model::<Note>()
+        .database_url("sqlite::memory:")
+        .create_schema()
+        .build()
+        .await
+        .unwrap();
+    let notes = app.model::<Note>();
+    notes
+        .create(json!({"title": "hello", "stars": 3, "summary": "s"}))
+        .await
+        .unwrap();
+    // `title` is required and `select` leaves it out: it takes its base value.
+    let picked = notes
+        .find(&Criteria::new().select(["stars"]))
+        .await
+        .unwrap();
+    assert_eq!(picked.len(), 1);
+    assert_eq!((picked[0].title.as_str(), picked[0].stars), ("", 3));
+    assert_eq!(picked[0].summary, None, "null where null is allowed");
+    assert_eq!(picked[0].state, "draft", "the default where there is one");
+    let omitted = notes
+        .find(&Criteria::new().omit(["title", "summary"]))
+        .await
+        .unwrap();
+    assert_eq!((omitted[0].title.as_str(), omitted[0].stars), ("", 3));
+}
+
+#[tokio::test]
+async fn the_typed_api_takes_typed_values() {
+    #[derive(serde::Serialize)]
+    struct NewNote<'a> {
+        title: &'a str,
+        stars: i64,
+    }
+    #[derive(serde::Serialize)]
+    struct Stars {
+        stars: i64,
+    }
+    let app = Topsail::builder()
+        .model::<Note>()
+        .database_url("sqlite::memory:")
+        .create_schema()
+        .build()
+        .await
+        .unwrap();
+    let notes = app.model::<Note>();
+    let n = notes
+        .create(NewNote {
+            title: "typed",
+            stars: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!((n.title.as_str(), n.stars), ("typed", 2));
+    let n = notes.update(n.id, Stars { stars: 5 }).await.unwrap();
+    assert_eq!(n.stars, 5);
+    match notes
+        .create(NewNote {
+            title: "",
+            stars: 2,
+        })
+        .await
+    {
+        Err(Error::Usage { code, .. }) => assert_eq!(code.as_str(), "E_INVALID_NEW_RECORD"),
+        other => panic!("typed values are validated as a client's: {other:?}"),
+    }
+}

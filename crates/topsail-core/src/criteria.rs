@@ -744,58 +744,14 @@ fn escape_like(s: &str) -> String {
     out
 }
 
+/// One `{modifier: operand}` of an attribute's constraint.
 fn modifier(t: &Target, m: &str, operand: &Value, budget: &mut usize) -> Result<Filter> {
-    let op = match m {
-        "<" | "lessThan" => Some(CmpOp::Lt),
-        "<=" | "lessThanOrEqual" => Some(CmpOp::Le),
-        ">" | "greaterThan" => Some(CmpOp::Gt),
-        ">=" | "greaterThanOrEqual" => Some(CmpOp::Ge),
-        _ => None,
-    };
-    if let Some(op) = op {
-        spend(budget, 1)?;
-        if operand.is_null() || operand.is_array() || operand.is_object() {
-            return Err(Error::criteria(format!(
-                "Invalid `{m}` modifier for `{}`: expected a single value, got {operand}",
-                t.name
-            )));
-        }
-        return Ok(Filter::Cmp {
-            col: t.col(),
-            op,
-            value: t.bind(operand)?,
-        });
-    }
     match m {
-        "!=" | "not" | "!" | "!==" => match operand {
-            Value::Array(items) => in_list(t, items, true, budget),
-            Value::Null => {
-                spend(budget, 1)?;
-                Ok(Filter::Null {
-                    col: t.col(),
-                    negated: true,
-                })
-            }
-            Value::Object(_) => Err(Error::criteria(format!(
-                "Invalid `{m}` modifier for `{}`: expected a value",
-                t.name
-            ))),
-            v => {
-                spend(budget, 1)?;
-                // SQL `<>` never matches NULL; Waterline's `!=` does.
-                Ok(Filter::Or(vec![
-                    Filter::Cmp {
-                        col: t.col(),
-                        op: CmpOp::Ne,
-                        value: t.bind(v)?,
-                    },
-                    Filter::Null {
-                        col: t.col(),
-                        negated: false,
-                    },
-                ]))
-            }
-        },
+        "<" | "lessThan" => compare(t, m, CmpOp::Lt, operand, budget),
+        "<=" | "lessThanOrEqual" => compare(t, m, CmpOp::Le, operand, budget),
+        ">" | "greaterThan" => compare(t, m, CmpOp::Gt, operand, budget),
+        ">=" | "greaterThanOrEqual" => compare(t, m, CmpOp::Ge, operand, budget),
+        "!=" | "not" | "!" | "!==" => not_equal(t, m, operand, budget),
         "in" | "nin" => match operand {
             Value::Array(items) => in_list(t, items, m == "nin", budget),
             other => Err(Error::criteria(format!(
@@ -803,40 +759,93 @@ fn modifier(t: &Target, m: &str, operand: &Value, budget: &mut usize) -> Result<
                 t.name
             ))),
         },
-        "contains" | "startsWith" | "endsWith" | "like" => {
-            spend(budget, 1)?;
-            if t.ty != AttrType::String {
-                return Err(Error::criteria(format!(
-                    "Cannot use the `{m}` modifier with `{}`: it is only usable with string attributes",
-                    t.name
-                )));
-            }
-            let s = match operand {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                other => {
-                    return Err(Error::criteria(format!(
-                        "Invalid `{m}` modifier for `{}`: expected a string, got {other}",
-                        t.name
-                    )));
-                }
-            };
-            let pattern = match m {
-                "contains" => format!("%{}%", escape_like(&s)),
-                "startsWith" => format!("{}%", escape_like(&s)),
-                "endsWith" => format!("%{}", escape_like(&s)),
-                _ => s,
-            };
-            Ok(Filter::Like {
-                col: t.col(),
-                pattern,
-            })
-        }
+        "contains" | "startsWith" | "endsWith" | "like" => like(t, m, operand, budget),
         other => Err(Error::criteria(format!(
             "Unrecognized modifier (`{other}`) within the constraint for `{}`",
             t.name
         ))),
     }
+}
+
+/// `<`, `<=`, `>`, `>=`: one value.
+fn compare(t: &Target, m: &str, op: CmpOp, operand: &Value, budget: &mut usize) -> Result<Filter> {
+    spend(budget, 1)?;
+    if operand.is_null() || operand.is_array() || operand.is_object() {
+        return Err(Error::criteria(format!(
+            "Invalid `{m}` modifier for `{}`: expected a single value, got {operand}",
+            t.name
+        )));
+    }
+    Ok(Filter::Cmp {
+        col: t.col(),
+        op,
+        value: t.bind(operand)?,
+    })
+}
+
+/// `!=`: not in a list, not null, or not a value.
+fn not_equal(t: &Target, m: &str, operand: &Value, budget: &mut usize) -> Result<Filter> {
+    match operand {
+        Value::Array(items) => in_list(t, items, true, budget),
+        Value::Null => {
+            spend(budget, 1)?;
+            Ok(Filter::Null {
+                col: t.col(),
+                negated: true,
+            })
+        }
+        Value::Object(_) => Err(Error::criteria(format!(
+            "Invalid `{m}` modifier for `{}`: expected a value",
+            t.name
+        ))),
+        v => {
+            spend(budget, 1)?;
+            // SQL `<>` never matches NULL; Waterline's `!=` does.
+            Ok(Filter::Or(vec![
+                Filter::Cmp {
+                    col: t.col(),
+                    op: CmpOp::Ne,
+                    value: t.bind(v)?,
+                },
+                Filter::Null {
+                    col: t.col(),
+                    negated: false,
+                },
+            ]))
+        }
+    }
+}
+
+/// `contains`, `startsWith`, `endsWith` (the operand matched literally)
+/// and `like` (a pattern), on string attributes.
+fn like(t: &Target, m: &str, operand: &Value, budget: &mut usize) -> Result<Filter> {
+    spend(budget, 1)?;
+    if t.ty != AttrType::String {
+        return Err(Error::criteria(format!(
+            "Cannot use the `{m}` modifier with `{}`: it is only usable with string attributes",
+            t.name
+        )));
+    }
+    let s = match operand {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => {
+            return Err(Error::criteria(format!(
+                "Invalid `{m}` modifier for `{}`: expected a string, got {other}",
+                t.name
+            )));
+        }
+    };
+    let pattern = match m {
+        "contains" => format!("%{}%", escape_like(&s)),
+        "startsWith" => format!("{}%", escape_like(&s)),
+        "endsWith" => format!("%{}", escape_like(&s)),
+        _ => s,
+    };
+    Ok(Filter::Like {
+        col: t.col(),
+        pattern,
+    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,6 @@ pub use model::ModelDef;
 pub use pubsub::{Actor, Effect, Publisher};
 pub use record::{Pk, Record};
 pub use registry::{Registry, RegistryError};
-pub use typed::{DecodeError, Lifecycle, Link, Model};
+pub use typed::{DecodeError, Lifecycle, Link, Model, from_projected};
 #[doc(hidden)]
 pub use typed::{decode_field, encode_field};

@@ -126,6 +126,19 @@ impl<'de, M: Model> Deserialize<'de> for Link<M> {
     }
 }
 
+/// Builds `M` from a record a projection may have cut: attributes that
+/// `select` or `omit` left out take their base value (the default, null
+/// where null is allowed, else `""`, `0` or `false`), as they would on a
+/// create, so a struct can still be built from a partial record.
+pub fn from_projected<M: Model>(mut record: Record) -> Result<M, DecodeError> {
+    for attr in &M::def().attrs {
+        if !record.contains_key(attr.name) {
+            record.insert(attr.name.to_owned(), attr.base_value());
+        }
+    }
+    M::from_record(record)
+}
+
 /// Decodes one field of a record (used by derived `from_record`).
 #[doc(hidden)]
 pub fn decode_field<T: DeserializeOwned>(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use topsail_core::Actor;
 
 use crate::sockets::{Sockets, SocketsError};
@@ -65,8 +66,40 @@ impl SocketRequest {
     }
 }
 
+/// Rejection of [`SocketRequest`] for a request that did not come from a
+/// socket: 400 `This route only answers socket requests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NotASocketRequest;
+
+impl NotASocketRequest {
+    /// The status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::BAD_REQUEST
+    }
+
+    /// The body it is answered with.
+    pub fn body_text(&self) -> &'static str {
+        "This route only answers socket requests"
+    }
+}
+
+impl std::fmt::Display for NotASocketRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.body_text())
+    }
+}
+
+impl std::error::Error for NotASocketRequest {}
+
+impl IntoResponse for NotASocketRequest {
+    fn into_response(self) -> Response {
+        (self.status(), self.body_text()).into_response()
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for SocketRequest {
-    type Rejection = (StatusCode, &'static str);
+    type Rejection = NotASocketRequest;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         parts
@@ -74,10 +107,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SocketRequest {
             .get::<SocketContext>()
             .cloned()
             .map(|ctx| SocketRequest { ctx })
-            .ok_or((
-                StatusCode::BAD_REQUEST,
-                "This route only answers socket requests",
-            ))
+            .ok_or(NotASocketRequest)
     }
 }
 

@@ -30,8 +30,8 @@ use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::Socket;
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
-pub use extract::SocketRequest;
-pub use sockets::{DEFAULT_EVENT, SocketPublisher, Sockets, SocketsError};
+pub use extract::{NotASocketRequest, SocketRequest};
+pub use sockets::{AdapterFailure, DEFAULT_EVENT, SocketPublisher, Sockets, SocketsError};
 
 /// Socket server settings.
 #[derive(Debug, Clone)]
@@ -205,8 +205,11 @@ async fn get_cookie(headers: HeaderMap) -> Response {
 #[non_exhaustive]
 pub enum RealtimeError {
     /// Redis could not be reached, or the URL is wrong.
-    #[error("cannot use Redis for the socket cluster: {0}")]
-    Redis(String),
+    #[error("cannot use Redis for the socket cluster")]
+    Redis(#[source] redis::RedisError),
+    /// The socket server's namespace could not be set up on the cluster.
+    #[error("cannot set up the socket namespace on the cluster")]
+    Namespace(#[source] sockets::AdapterFailure),
 }
 
 /// A socket.io server wired to a topsail app.
@@ -267,11 +270,11 @@ impl Realtime {
     /// room changes by socket id and room-to-room moves reach every node.
     pub async fn redis(redis_url: &str, config: &RealtimeConfig) -> Result<Self, RealtimeError> {
         use socketioxide_redis::{CustomRedisAdapter, RedisAdapterCtr};
-        let client = redis::Client::open(cluster::resp3_url(redis_url))
-            .map_err(|e| RealtimeError::Redis(e.to_string()))?;
+        let client =
+            redis::Client::open(cluster::resp3_url(redis_url)).map_err(RealtimeError::Redis)?;
         let driver = cluster::ResilientDriver::connect(client)
             .await
-            .map_err(|e| RealtimeError::Redis(e.to_string()))?;
+            .map_err(RealtimeError::Redis)?;
         let ctr = RedisAdapterCtr::new_with_driver(driver, Default::default());
         let (layer, io) = configure(
             SocketIo::builder()
@@ -283,7 +286,7 @@ impl Realtime {
         let sockets = Sockets::new(io.clone());
         io.ns("/", connect_handler(router.clone(), sockets.clone()))
             .await
-            .map_err(|e| RealtimeError::Redis(e.to_string()))?;
+            .map_err(|e| RealtimeError::Namespace(sockets::AdapterFailure::capture(&e)))?;
         Ok(Self::assemble(io, layer, router, sockets))
     }
 

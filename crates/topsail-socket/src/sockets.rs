@@ -1,5 +1,5 @@
 /*!
-The sockets API (Sails' `sails.sockets`, spec 5) over any socketioxide
+The sockets API (Sails' `sails.sockets`) over any socketioxide
 adapter, and the [`Publisher`] that carries out the engine's pub-sub plan.
 
 Every socket sits in a room named after its own id, so "a socket" and "a
@@ -23,10 +23,60 @@ use topsail_core::pubsub::{Effect, Publisher};
 /// The event name Sails uses when none is given.
 pub const DEFAULT_EVENT: &str = "message";
 
-/// A sockets operation failed (the adapter could not reach other nodes).
+/// A sockets operation failed.
 #[derive(Debug, thiserror::Error)]
-#[error("sockets operation failed: {0}")]
-pub struct SocketsError(pub String);
+#[non_exhaustive]
+pub enum SocketsError {
+    /// The socket adapter failed (with the Redis adapter: Redis could not
+    /// be reached).
+    #[error(transparent)]
+    Adapter(AdapterFailure),
+    /// The other nodes did not answer within the cluster deadline.
+    #[error("the other nodes did not answer in time")]
+    ClusterTimeout,
+    /// The cluster could not be reached: the message went to this node's
+    /// sockets only.
+    #[error("the cluster is unreachable; delivered to this node's sockets only")]
+    DeliveredLocally,
+    /// The data to send could not be serialized.
+    #[error("the data to send could not be serialized")]
+    Serialize(#[source] serde_json::Error),
+}
+
+/// An error of the socket adapter, with its causes.
+///
+/// socketioxide's adapter errors are `Send` but not `Sync`, and an error
+/// that is not `Sync` cannot go into `Box<dyn Error + Send + Sync>` (or
+/// `anyhow`) with `?`. So each cause's message is captured, in order, and
+/// [`source`](std::error::Error::source) walks them as the original did.
+#[derive(Debug)]
+pub struct AdapterFailure {
+    message: String,
+    cause: Option<Box<AdapterFailure>>,
+}
+
+impl AdapterFailure {
+    pub(crate) fn capture(e: &(dyn std::error::Error + 'static)) -> Self {
+        AdapterFailure {
+            message: e.to_string(),
+            cause: e.source().map(|c| Box::new(AdapterFailure::capture(c))),
+        }
+    }
+}
+
+impl std::fmt::Display for AdapterFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for AdapterFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// The operations topsail needs from a socket.io server, object-safe so
 /// one handle serves every adapter.
@@ -67,8 +117,8 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn err(e: impl std::fmt::Display) -> SocketsError {
-    SocketsError(e.to_string())
+fn err(e: impl std::error::Error + 'static) -> SocketsError {
+    SocketsError::Adapter(AdapterFailure::capture(&e))
 }
 
 impl<A: Adapter> Io<A> {
@@ -78,14 +128,14 @@ impl<A: Adapter> Io<A> {
 
     /// Runs a cluster-wide operation under the deadline; on failure the
     /// node works alone for a while.
-    async fn cluster<T, E: std::fmt::Display>(
+    async fn cluster<T, E: std::error::Error + 'static>(
         &self,
         op: impl Future<Output = Result<T, E>>,
     ) -> Result<T, SocketsError> {
         match tokio::time::timeout(CLUSTER_DEADLINE, op).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.give_up(err(e))),
-            Err(_) => Err(self.give_up(SocketsError("the cluster did not answer in time".into()))),
+            Err(_) => Err(self.give_up(SocketsError::ClusterTimeout)),
         }
     }
 
@@ -177,9 +227,7 @@ impl<A: Adapter> Backend for Io<A> {
         build(true).emit(event, data).await.map_err(err)?;
         match failure {
             Some(e) => Err(e),
-            None => Err(SocketsError(
-                "the cluster is unreachable; delivered to this node's sockets only".into(),
-            )),
+            None => Err(SocketsError::DeliveredLocally),
         }
     }
 
@@ -245,7 +293,7 @@ impl std::fmt::Debug for Sockets {
 }
 
 fn to_value<T: Serialize + ?Sized>(data: &T) -> Result<Value, SocketsError> {
-    serde_json::to_value(data).map_err(err)
+    serde_json::to_value(data).map_err(SocketsError::Serialize)
 }
 
 impl Sockets {

@@ -50,7 +50,7 @@ pub struct Builder {
     registry: Registry,
     url: Option<String>,
     store: Option<SqlStore>,
-    publisher: Arc<dyn Publisher>,
+    publisher: Option<Arc<dyn Publisher>>,
     config: EngineConfig,
     schema: Schema,
     realtime: Option<RealtimeConfig>,
@@ -86,9 +86,12 @@ impl Builder {
         self
     }
 
-    /// Publishes pub-sub effects through `publisher` (the realtime layer).
+    /// Publishes pub-sub effects through `publisher` too: with realtime
+    /// on, each change's effects go to the sockets first, then to
+    /// `publisher` (an audit log, a recorder in tests); without, to
+    /// `publisher` only.
     pub fn publisher(mut self, publisher: Arc<dyn Publisher>) -> Self {
-        self.publisher = publisher;
+        self.publisher = Some(publisher);
         self
     }
 
@@ -155,9 +158,11 @@ impl Builder {
             (Some(cfg), None) => Some(Realtime::local(cfg)),
             (None, _) => None,
         };
-        let publisher: Arc<dyn Publisher> = match &realtime {
-            Some(rt) => Arc::new(rt.publisher()),
-            None => self.publisher,
+        let publisher: Arc<dyn Publisher> = match (&realtime, self.publisher) {
+            (Some(rt), Some(app)) => Arc::new(Both(Arc::new(rt.publisher()), app)),
+            (Some(rt), None) => Arc::new(rt.publisher()),
+            (None, Some(app)) => app,
+            (None, None) => Arc::new(NoPublisher),
         };
         let engine = Engine::new(Arc::new(store.clone()), publisher, self.config);
         Ok(Topsail {
@@ -166,6 +171,17 @@ impl Builder {
             store,
             realtime,
         })
+    }
+}
+
+/// Two publishers, in order: the sockets, then the app's own.
+struct Both(Arc<dyn Publisher>, Arc<dyn Publisher>);
+
+#[async_trait::async_trait]
+impl Publisher for Both {
+    async fn publish(&self, effects: Vec<topsail_core::Effect>) {
+        self.0.publish(effects.clone()).await;
+        self.1.publish(effects).await;
     }
 }
 
@@ -185,7 +201,7 @@ impl Topsail {
             registry: Registry::new(),
             url: None,
             store: None,
-            publisher: Arc::new(NoPublisher),
+            publisher: None,
             config: EngineConfig::default(),
             schema: Schema::Existing,
             realtime: None,

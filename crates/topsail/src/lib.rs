@@ -8,8 +8,9 @@ pub use typed::Models;
 
 /// Re-exported for implementing [`Publisher`] and the store traits.
 pub use async_trait::async_trait;
-pub use topsail_blueprints::{BlueprintAction, Blueprints, Policy};
+pub use topsail_blueprints::{BlueprintAction, Blueprints, Params, Policy, name_errors, parse_qs};
 pub use topsail_core::criteria::{Criteria, Populate};
+pub use topsail_core::http::UsageRejection;
 pub use topsail_core::pubsub::{
     Actor, Effect, NoPublisher, Publisher, RecordingPublisher, class_room, record_room,
 };
@@ -18,7 +19,9 @@ pub use topsail_core::{
     Registry, RegistryError, Result, UsageCode,
 };
 pub use topsail_macros::Model;
-pub use topsail_socket::{RealtimeConfig, SocketRequest, Sockets, SocketsError};
+pub use topsail_socket::{
+    AdapterFailure, NotASocketRequest, RealtimeConfig, SocketRequest, Sockets, SocketsError,
+};
 pub use topsail_sql::{
     ConnectError, MigrateError, Migration, SqlStore, create_schema, ddl, migrate,
 };

@@ -3,9 +3,10 @@
 
 use std::marker::PhantomData;
 
+use serde::Serialize;
 use serde_json::Value;
 use topsail_core::pubsub::{Effect, class_room, record_room};
-use topsail_core::{Actor, Criteria, Engine, Error, Model, Pk, Populate, Result};
+use topsail_core::{Actor, Criteria, Engine, Error, Model, Pk, Populate, Result, UsageCode};
 
 /// The actions of model `M`, from [`Topsail::model`](crate::Topsail::model).
 ///
@@ -20,7 +21,13 @@ pub struct Models<'a, M> {
 }
 
 fn decode<M: Model>(r: topsail_core::Record) -> Result<M> {
-    M::from_record(r).map_err(Error::from)
+    topsail_core::from_projected(r).map_err(Error::from)
+}
+
+/// The values an app passes, as the JSON object a client would send.
+fn to_values(values: impl Serialize, code: UsageCode) -> Result<Value> {
+    serde_json::to_value(values)
+        .map_err(|e| Error::usage(code, format!("The values could not be serialized: {e}")))
 }
 
 impl<'a, M: Model> Models<'a, M> {
@@ -39,7 +46,8 @@ impl<'a, M: Model> Models<'a, M> {
         self
     }
 
-    /// Records matching `criteria`.
+    /// Records matching `criteria`. Attributes a `select` or `omit` leaves
+    /// out take their base value in the structs.
     pub async fn find(&self, criteria: &Criteria) -> Result<Vec<M>> {
         self.engine
             .find(M::def(), criteria, &self.actor)
@@ -67,9 +75,34 @@ impl<'a, M: Model> Models<'a, M> {
         self.engine.count(M::def(), criteria).await
     }
 
-    /// Creates a record from `values` (a JSON object, as a client would
-    /// send it).
-    pub async fn create(&self, values: Value) -> Result<M> {
+    /// Creates a record from `values`: a JSON object as a client would send
+    /// it, or any `Serialize` value that serializes to one (a struct of the
+    /// attributes to set, say), validated as a client's would be.
+    ///
+    /// ```
+    /// # use topsail::{Model, Topsail};
+    /// #[derive(Model)]
+    /// struct Pet {
+    ///     id: i64,
+    ///     #[model(required)]
+    ///     name: String,
+    /// }
+    ///
+    /// #[derive(serde::Serialize)]
+    /// struct NewPet<'a> {
+    ///     name: &'a str,
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> topsail::Result<()> {
+    /// # let app = Topsail::builder().model::<Pet>().database_url("sqlite::memory:").create_schema().build().await.unwrap();
+    /// let rex = app.model::<Pet>().create(NewPet { name: "Rex" }).await?;
+    /// let max = app.model::<Pet>().create(serde_json::json!({"name": "Max"})).await?;
+    /// assert_eq!((rex.name.as_str(), max.id), ("Rex", 2));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn create(&self, values: impl Serialize) -> Result<M> {
+        let values = to_values(values, UsageCode::InvalidNewRecord)?;
         decode(
             self.engine
                 .create(M::def(), &values, &Populate::All, &self.actor)
@@ -77,8 +110,11 @@ impl<'a, M: Model> Models<'a, M> {
         )
     }
 
-    /// Sets `values` on record `id`; `Error::NotFound` if it does not exist.
-    pub async fn update(&self, id: impl Into<Pk>, values: Value) -> Result<M> {
+    /// Sets `values` (a JSON object, or any `Serialize` value that
+    /// serializes to one) on record `id`; `Error::NotFound` if it does not
+    /// exist.
+    pub async fn update(&self, id: impl Into<Pk>, values: impl Serialize) -> Result<M> {
+        let values = to_values(values, UsageCode::InvalidValuesToSet)?;
         decode(
             self.engine
                 .update(M::def(), &id.into(), &values, &self.actor)
