@@ -1,5 +1,6 @@
-//! Helpers for the integration tests: a fresh database per test (in-memory
-//! SQLite, or a fresh PostgreSQL schema), the zoo app over it with a
+//! Helpers for the integration tests: a fresh database per test (a SQLite
+//! file in the temporary directory, or a fresh PostgreSQL schema), the zoo
+//! app over it with a
 //! recording publisher, and a client that drives the router in process.
 
 use std::str::FromStr;
@@ -24,7 +25,7 @@ pub fn pg_url() -> String {
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
-    /// In-memory SQLite.
+    /// A fresh SQLite file (a pool of connections shares it, as in an app).
     Sqlite,
     /// A fresh schema on PostgreSQL.
     Postgres,
@@ -108,6 +109,7 @@ pub async fn fresh_store(db: Db) -> (SqlStore, Cleanup) {
 }
 
 /// The zoo over a fresh database.
+#[derive(Debug)]
 pub struct Zoo {
     /// The app handle (typed API).
     pub app: Topsail,

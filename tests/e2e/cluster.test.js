@@ -1,4 +1,4 @@
-// Two zoo processes sharing one PostgreSQL database and a Redis (spec 7):
+// Two zoo processes sharing one PostgreSQL database and a Redis:
 // pub-sub, sender exclusion, _introduce and the sockets API across nodes,
 // and a Redis outage that neither node dies of.
 'use strict';

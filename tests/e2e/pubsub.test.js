@@ -1,4 +1,4 @@
-// Resourceful pub-sub (spec 4) as the stock client sees it: every message,
+// Resourceful pub-sub as the stock client sees it: every message,
 // its exact recipients (watcher, record subscriber, actor, bystander), the
 // cross-model fan-out in order, and the requester never echoed.
 'use strict';
@@ -87,7 +87,7 @@ for (const dialect of ['sqlite', 'postgres']) {
       await waitFor(watcher, 3);
       const [a, w, s] = await settle(sockets);
       assert.deepEqual(a, []);
-      // Reads subscribe deeply (spec 4.3): the pet's reader is also in the
+      // Reads subscribe deeply (subscribeDeep): the pet's reader is also in the
       // owner's and the tag's rooms, and the user's and tag's reader is in
       // the pet's room. Both hear all three, in order.
       const expected = [

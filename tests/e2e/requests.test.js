@@ -1,4 +1,4 @@
-// Virtual requests (spec 6) with the stock sails.io.js client: every verb,
+// Virtual requests with the stock sails.io.js client: every verb,
 // the JWR, parse errors, the handshake rules, concurrency, EIO4 clients.
 'use strict';
 const { describe, it, before, after } = require('node:test');

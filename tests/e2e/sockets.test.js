@@ -1,4 +1,4 @@
-// The sockets API (spec 5) and the model-level pub-sub API, driven through
+// The sockets API (sails.sockets) and the model-level pub-sub API, driven through
 // the zoo's own routes.
 'use strict';
 const { describe, it, before, after, beforeEach, afterEach } = require('node:test');

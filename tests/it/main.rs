@@ -1,13 +1,13 @@
 //! The integration suite: one binary, one module per area. Every test that
-//! touches a database runs twice, on in-memory SQLite and on a fresh
+//! touches a database runs twice, on a fresh SQLite file and on a fresh
 //! PostgreSQL schema (the `both!` macro); PostgreSQL must be reachable.
 
 // Tests may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-// The record actions, routes and record rules of spec 1 and 3.
+// The record actions, the routes, and the rules a record's values follow.
 mod crud;
-// The criteria language of spec 2.2 and 2.4.
+// The criteria language: where, limit, skip, sort, select, omit, populate.
 mod criteria;
 // Associations: populate, add, remove, replace, and what destroy unlinks.
 mod associations;
@@ -17,7 +17,7 @@ mod policies;
 mod sockets;
 // Client mistakes: every one a 4xx with a stable code, never a 500.
 mod errors;
-// The pub-sub plan of every action (spec 4.3-4.6), recorded.
+// The pub-sub plan of every action (subscriptions, messages, their order), recorded.
 mod pubsub;
 // String and client-chosen keys, via-less collections.
 mod keys;

@@ -148,7 +148,7 @@ async fn run(db: Db) {
         create(
             &app,
             book,
-            json!({"title": format!("t{i}"), "open": i % 2 == 0, "weight": 3.0 - i as f64 * 0.75,
+            json!({"title": format!("t{i}"), "open": i % 2 == 0, "weight": (i as f64).mul_add(-0.75, 3.0),
                    "big": BIG - i, "meta": meta, "note": if i == 1 { json!(null) } else { json!("n") },
                    "shelf": a}),
         )

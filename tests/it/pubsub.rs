@@ -1,4 +1,5 @@
-//! The effects every action hands the publisher, checked against spec 4:
+//! The effects every action hands the publisher, checked against Sails'
+//! resourceful pub-sub:
 //! rooms, payloads, order, who is subscribed, who is left out.
 
 use std::collections::BTreeSet;

@@ -30,7 +30,7 @@ async fn next_text(ws: &mut Ws) -> String {
                 ws.send(Message::text("3")).await.unwrap()
             }
             Ok(Some(Ok(Message::Text(t)))) => return t.to_string(),
-            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Ok(_))) => {}
             other => panic!("no frame: {other:?}"),
         }
     }

@@ -23,6 +23,7 @@ fn e(x: impl std::fmt::Display) -> String {
 }
 
 /// One keep-alive HTTP/1.1 connection.
+#[derive(Debug)]
 pub struct Http {
     stream: BufReader<TcpStream>,
     host: String,
@@ -103,7 +104,7 @@ struct AckStatus {
 }
 
 /// A socket speaking the protocol of sails.io.js 1.2.1 (Engine.IO 3).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Socket {
     tx: mpsc::UnboundedSender<Message>,
     pending: Pending,

@@ -200,7 +200,8 @@ impl Fanout {
         Arc::new(move |frame: &str| {
             // `["pet",{"verb":"created","data":{"name":"b17",...},"id":..}]`,
             // parsed into borrowed fields (no tree is built).
-            let Ok((event, msg)) = serde_json::from_str::<(Cow<str>, PetMessage)>(frame) else {
+            let Ok((event, msg)) = serde_json::from_str::<(Cow<'_, str>, PetMessage<'_>)>(frame)
+            else {
                 return;
             };
             if event != "pet" || msg.verb != "created" {

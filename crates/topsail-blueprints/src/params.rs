@@ -1,5 +1,5 @@
 /*!
-Request parameters as Sails sees them (spec 2.1): query strings with the
+Request parameters as Sails sees them: query strings with the
 `qs` bracket syntax (`?name[contains]=o`, `sort[]=age DESC`), JSON and
 urlencoded bodies, and route parameters, merged as `req.allParams()`.
 */

@@ -1,5 +1,7 @@
 /*!
-The Waterline criteria language (spec 2.2 and 2.4).
+The Waterline criteria language: `where` (with its modifiers, `and`, `or`
+and the shorthands), `limit`, `skip`, `sort`, `select`, `omit` and
+`populate` with subcriteria.
 
 [`Criteria`] is what a client or app code asks for, still in JSON terms; the
 router builds it from request parameters and app code builds it with methods.
@@ -347,7 +349,8 @@ pub fn normalize_populate(model: &'static ModelDef, p: &Populate) -> Result<Vec<
 
 impl Criteria {
     /// Normalises these criteria as the subcriteria of populating `assoc`.
-    /// An explicit populate has no default limit (spec 2.2).
+    /// A populate named explicitly has no default limit (only the
+    /// populate-everything default caps collections).
     fn normalize_as_populate(&self, assoc: &'static AssocDef) -> Result<PopulateQuery> {
         let target = assoc.target();
         let sub = Criteria {
@@ -402,10 +405,10 @@ fn name_list(v: Option<&Value>, clause: &str) -> Result<Option<Vec<String>>> {
     }
 }
 
-/// Reads the `populate` parameter (spec 2.2).
+/// Reads the `populate` parameter: `false`, or aliases separated by commas.
 fn populate_param(v: Option<&Value>) -> Result<Populate> {
     let names: Vec<String> = match v {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(Populate::All),
+        None | Some(Value::Null | Value::Bool(false)) => return Ok(Populate::All),
         Some(Value::String(s)) if s.is_empty() => return Ok(Populate::All),
         Some(Value::String(s)) if s == "false" => return Ok(Populate::Nothing),
         Some(Value::String(s)) => s.split(',').map(|p| p.trim().to_owned()).collect(),
@@ -623,7 +626,7 @@ fn normalize_where(
     }
     let obj = match w {
         Value::Object(o) => o,
-        // Shorthand: an array of primary keys, or one key (spec 2.2).
+        // Shorthand: `where` may be an array of primary keys, or one key.
         Value::Array(_) | Value::Number(_) | Value::String(_) if depth == 0 => {
             let pk = attr_target(model, model.pk_attr());
             return constraint(&pk, w, budget);

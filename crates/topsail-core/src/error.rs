@@ -3,7 +3,7 @@ The one error type of the engine. Every variant maps to a fixed HTTP status
 and body in `topsail-blueprints`; only [`Error::Store`] is a server fault.
 */
 
-/// A Waterline usage-error code (the `code` of a 400 body, spec 3.3).
+/// A Waterline usage-error code: the `code` of a 400 body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum UsageCode {

@@ -163,7 +163,9 @@ impl AttrDef {
         }
     }
 
-    /// The value an omitted optional attribute gets (spec 3.4).
+    /// The value an omitted optional attribute gets, as in Sails: its
+    /// default, else null where null is allowed, else `""`, `0`, `false`
+    /// (null for JSON).
     pub fn base_value(&self) -> Value {
         if let Some(lit) = &self.default {
             return lit.to_json();

@@ -32,7 +32,8 @@ pub enum Pk {
 }
 
 impl Pk {
-    /// The key as a JSON value (numbers stay numbers: spec 4.1 `parseId`).
+    /// The key as a JSON value: integer keys are numbers in messages, as
+    /// Sails' `parseId` makes them.
     pub fn to_json(&self) -> Value {
         match self {
             Pk::Int(i) => Value::from(*i),

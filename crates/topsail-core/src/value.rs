@@ -1,5 +1,6 @@
 /*!
-Loose value coercion (Sails' rttc "loose" validation, spec 3.4) and the typed
+Loose value coercion (Sails' rttc "loose" validation: `"42"` is 42 for a
+number, `"true"` is true for a boolean) and the typed
 values bound to SQL parameters.
 */
 

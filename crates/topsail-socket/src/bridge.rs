@@ -1,5 +1,5 @@
 /*!
-sails.io.js virtual requests (spec 6): a socket event named after an HTTP
+sails.io.js virtual requests: a socket event named after an HTTP
 verb carries `{method, url, data, headers}`; it becomes an `http::Request`
 dispatched through the app's own Router (same routes, same policies), and
 the response goes back as the JWR ack `{body, headers, statusCode}`.
@@ -157,7 +157,7 @@ fn parse_virtual(verb: &str, hs: &Handshake, payload: Value) -> Result<Virtual, 
     };
     let url = match msg.get("url") {
         Some(Value::String(u)) if !u.is_empty() => u,
-        Some(Value::String(_)) | None | Some(Value::Null) => {
+        Some(Value::String(_) | Value::Null) | None => {
             return Err("No url provided in request".into());
         }
         Some(other) => return Err(format!("The url must be a string, got {other}")),
@@ -170,7 +170,7 @@ fn parse_virtual(verb: &str, hs: &Handshake, payload: Value) -> Result<Virtual, 
     let uri: http::Uri = sanitize_url(&path_and_query)
         .parse()
         .map_err(|e| format!("The url `{url}` could not be parsed: {e}"))?;
-    // HEAD runs as GET: Sails' virtual responses keep their body (spec 6.5).
+    // HEAD runs as GET: Sails answers a virtual HEAD with the GET's body.
     let method = match verb {
         "head" => Method::GET,
         other => {

@@ -1,5 +1,5 @@
 /*!
-Scale-out through Redis (spec 7): socketioxide-redis carries broadcasts,
+Scale-out through Redis: socketioxide-redis carries broadcasts,
 room changes and socket queries between processes.
 
 The stock driver of socketioxide-redis holds one multiplexed connection that

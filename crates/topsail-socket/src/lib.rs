@@ -169,7 +169,7 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, router: Arc<OnceLock<Router>>, s
     });
 }
 
-/// `GET /__getcookie` (spec 6.1): lets a cross-origin page connect with the
+/// `GET /__getcookie`: lets a cross-origin page connect with the
 /// stock client, which loads it as a script before it connects.
 async fn get_cookie(headers: HeaderMap) -> Response {
     let mut res = (

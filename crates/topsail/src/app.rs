@@ -73,6 +73,15 @@ impl Builder {
         self
     }
 
+    /// Registers every model of `registry` (an app that lists its models
+    /// once, for the builder, the schema printer and its tests).
+    pub fn models(mut self, registry: &Registry) -> Self {
+        for &def in registry.models() {
+            self.registry = self.registry.def(def);
+        }
+        self
+    }
+
     /// Connects to this database (`sqlite://app.sqlite`, `sqlite::memory:`,
     /// `postgres://...`).
     pub fn database_url(mut self, url: impl Into<String>) -> Self {

@@ -112,9 +112,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://zoo.sqlite";
 /// A builder with the zoo's models and migrations; add a database.
 pub fn builder() -> topsail::Builder {
     Topsail::builder()
-        .model::<User>()
-        .model::<Pet>()
-        .model::<Tag>()
+        .models(&registry())
         .migrations(SQLITE_MIGRATIONS, POSTGRES_MIGRATIONS)
 }
 

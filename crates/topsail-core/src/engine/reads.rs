@@ -191,7 +191,8 @@ impl Engine {
             }
             c
         } else {
-            // A to-one keeps only the projection (spec 2.3).
+            // Populating a to-one takes only `select` and `omit` of the
+            // criteria, as in Sails.
             Criteria {
                 select: criteria.select.clone(),
                 omit: criteria.omit.clone(),

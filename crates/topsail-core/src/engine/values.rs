@@ -1,5 +1,5 @@
 /*!
-Normalising the values of a create or an update (spec 3.4): required
+Normalising the values of a create or an update, as Waterline does: required
 attributes, base values, loose coercion, validation rules, automatic
 timestamps, unknown keys dropped (or refused in strict mode).
 */
@@ -285,7 +285,8 @@ pub(crate) fn new_record(
     Ok((out, collections))
 }
 
-/// Normalises the values to set on record `id` (spec 4.4 `updated.data`):
+/// Normalises the values to set on record `id` (what an `updated`
+/// message carries as `data`):
 /// the client's known keys in their order, coerced, then the primary key,
 /// then `updatedAt` unless the client sent one. Collections come back apart.
 pub(crate) fn values_to_set(
