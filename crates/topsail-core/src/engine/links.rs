@@ -166,7 +166,8 @@ pub(super) async fn link_children(
                 .into_iter()
                 .filter_map(|(child, old)| old.filter(|o| o != parent).map(|o| (child, o)))
                 .collect();
-            set_parent(conn, assoc, via.column, parent, &linked).await?;
+            let key = SqlValue::from_pk(parent);
+            set_foreign_key(conn, assoc, via.column, key, &linked, None).await?;
             (linked, stolen)
         }
         CollectionStorage::Join(j) => {
@@ -200,25 +201,31 @@ fn known_in_order<'k>(ids: &[Pk], known: impl Iterator<Item = &'k Pk>) -> Vec<Pk
     ids.iter().filter(|k| known.contains(k)).cloned().collect()
 }
 
-/// Points the foreign key `column` of `children` at `parent`.
-async fn set_parent(
+/// Sets the foreign key `via` of the `children` of `assoc` to `value`;
+/// with `from`, only on children that point at `from` now.
+async fn set_foreign_key(
     conn: &mut dyn Conn,
     assoc: &'static AssocDef,
-    column: &'static str,
-    parent: &Pk,
+    via: &'static str,
+    value: SqlValue,
     children: &[Pk],
+    from: Option<&Pk>,
 ) -> Result<()> {
     if children.is_empty() {
         return Ok(());
     }
     let target = assoc.target();
+    let mut filter = Filter::any_of(
+        target.pk_column().into(),
+        children.iter().map(SqlValue::from_pk).collect(),
+    );
+    if let Some(from) = from {
+        filter = filter.and(Filter::eq(via.into(), SqlValue::from_pk(from)));
+    }
     conn.update(&Update {
         table: target.table.into(),
-        set: vec![(column.into(), SqlValue::from_pk(parent))],
-        filter: Filter::any_of(
-            target.pk_column().into(),
-            children.iter().map(SqlValue::from_pk).collect(),
-        ),
+        set: vec![(via.into(), value)],
+        filter,
     })
     .await?;
     Ok(())
@@ -235,28 +242,22 @@ async fn unlink_children(
     if ids.is_empty() {
         return Ok(());
     }
-    let target = assoc.target();
-    let keys: Vec<SqlValue> = ids.iter().map(SqlValue::from_pk).collect();
     match collection_storage(model, assoc) {
         CollectionStorage::ForeignKey { via } => {
-            let upd = Update {
-                table: target.table.into(),
-                set: vec![(via.column.into(), SqlValue::Null(model.pk_kind.attr_type()))],
-                filter: Filter::any_of(target.pk_column().into(), keys)
-                    .and(Filter::eq(via.column.into(), SqlValue::from_pk(parent))),
-            };
-            conn.update(&upd).await?;
+            let null = SqlValue::Null(model.pk_kind.attr_type());
+            set_foreign_key(conn, assoc, via.column, null, ids, Some(parent)).await
         }
         CollectionStorage::Join(j) => {
-            let del = Delete {
+            let keys: Vec<SqlValue> = ids.iter().map(SqlValue::from_pk).collect();
+            conn.delete(&Delete {
                 table: j.table.into(),
                 filter: Filter::eq(j.parent_column.into(), SqlValue::from_pk(parent))
                     .and(Filter::any_of(j.child_column.into(), keys)),
-            };
-            conn.delete(&del).await?;
+            })
+            .await?;
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// What replacing a collection changed.

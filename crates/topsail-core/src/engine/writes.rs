@@ -226,6 +226,18 @@ async fn insert_row(
     Ok((id, record))
 }
 
+/// Reads record `id` with what `populate` names; `lock` locks its row
+/// for the rest of the transaction.
+async fn load_by_key(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    id: &Pk,
+    populate: Vec<PopulateQuery>,
+    lock: bool,
+) -> Result<Option<Record>> {
+    load_single(conn, model, &Query::by_pk(model, id, populate), lock).await
+}
+
 /// Reads a record inside a transaction, locking its row; 404 if missing.
 pub(super) async fn fetch_locked(
     conn: &mut dyn Conn,
@@ -233,7 +245,7 @@ pub(super) async fn fetch_locked(
     id: &Pk,
     populate: Vec<PopulateQuery>,
 ) -> Result<Record> {
-    load_single(conn, model, &Query::by_pk(model, id, populate), true)
+    load_by_key(conn, model, id, populate, true)
         .await?
         .ok_or(Error::NotFound)
 }
@@ -245,13 +257,13 @@ async fn refetch(
     id: &Pk,
     populate: Vec<PopulateQuery>,
 ) -> Result<Record> {
-    load_single(conn, model, &Query::by_pk(model, id, populate), false)
+    let missing = || {
+        let what = format!("could not find `{}` {id} after writing it", model.identity);
+        Error::Store(StoreError::Database(what.into()))
+    };
+    load_by_key(conn, model, id, populate, false)
         .await?
-        .ok_or_else(|| {
-            Error::Store(StoreError::Database(
-                format!("could not find `{}` {id} after writing it", model.identity).into(),
-            ))
-        })
+        .ok_or_else(missing)
 }
 
 /// Reads back, populated by default, a record written in this transaction.
