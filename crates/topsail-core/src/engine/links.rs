@@ -13,9 +13,10 @@ use crate::model::{AssocDef, AttrType, CollectionStorage, ModelDef, collection_s
 use crate::pubsub::{Actor, Linked};
 use crate::query::{ColRef, Delete, Dir, Filter, Ident, Insert, Select, Update};
 use crate::record::{Pk, Record};
-use crate::store::Conn;
+use crate::store::{Conn, Tx};
 use crate::value::SqlValue;
 
+use super::writes::{fetch_locked, refetch_populated};
 use super::{Engine, checked_key, values};
 
 impl Engine {
@@ -29,18 +30,14 @@ impl Engine {
         child: &Pk,
         actor: &Actor,
     ) -> Result<Record> {
-        let assoc = collection(model, alias)?;
-        let parent = checked_key(model, parent, UsageCode::InvalidCriteria)?;
+        let (assoc, parent) = collection_of(model, parent, alias)?;
         let child = checked_key(assoc.target(), child, UsageCode::InvalidAssociatedIds)?;
-        let mut tx = self.store.begin().await?;
-        super::writes::fetch_locked(tx.as_mut(), model, &parent, Vec::new()).await?;
+        let mut tx = self.lock_parent(model, &parent).await?;
         let link = link_children(tx.as_mut(), model, assoc, &parent, &[child]).await?;
         if link.linked.is_empty() {
             return Err(Error::NotFound);
         }
-        let record = super::writes::refetch_populated(tx.as_mut(), model, &parent).await?;
-        tx.commit().await?;
-
+        let record = commit_with_parent(tx, model, &parent).await?;
         let mut plan = self.plan(actor);
         plan.add(model, &parent, &link);
         self.publish(plan).await;
@@ -56,12 +53,10 @@ impl Engine {
         child: &Pk,
         actor: &Actor,
     ) -> Result<Record> {
-        let assoc = collection(model, alias)?;
+        let (assoc, parent) = collection_of(model, parent, alias)?;
         let target = assoc.target();
-        let parent = checked_key(model, parent, UsageCode::InvalidCriteria)?;
         let child = checked_key(target, child, UsageCode::InvalidAssociatedIds)?;
-        let mut tx = self.store.begin().await?;
-        super::writes::fetch_locked(tx.as_mut(), model, &parent, Vec::new()).await?;
+        let mut tx = self.lock_parent(model, &parent).await?;
         let children = std::slice::from_ref(&child);
         if existing_with(tx.as_mut(), target, children, None)
             .await?
@@ -70,9 +65,7 @@ impl Engine {
             return Err(Error::NotFound);
         }
         unlink_children(tx.as_mut(), model, assoc, &parent, children).await?;
-        let record = super::writes::refetch_populated(tx.as_mut(), model, &parent).await?;
-        tx.commit().await?;
-
+        let record = commit_with_parent(tx, model, &parent).await?;
         let mut plan = self.plan(actor);
         plan.remove(model, assoc, &parent, &child);
         self.publish(plan).await;
@@ -89,26 +82,47 @@ impl Engine {
         ids: &Value,
         actor: &Actor,
     ) -> Result<Record> {
-        let assoc = collection(model, alias)?;
-        let parent = checked_key(model, parent, UsageCode::InvalidCriteria)?;
+        let (assoc, parent) = collection_of(model, parent, alias)?;
         let ids = replacement_ids(assoc, ids)?;
-        let mut tx = self.store.begin().await?;
-        super::writes::fetch_locked(tx.as_mut(), model, &parent, Vec::new()).await?;
-        let replaced = replace_children(tx.as_mut(), model, assoc, &parent, &ids).await?;
-        let record = super::writes::refetch_populated(tx.as_mut(), model, &parent).await?;
-        tx.commit().await?;
-
+        let mut tx = self.lock_parent(model, &parent).await?;
+        let r = replace_children(tx.as_mut(), model, assoc, &parent, &ids).await?;
+        let record = commit_with_parent(tx, model, &parent).await?;
         let mut plan = self.plan(actor);
-        plan.replace(
-            model,
-            &parent,
-            &replaced.before,
-            &replaced.removed,
-            &replaced.link,
-        );
+        plan.replace(model, &parent, &r.before, &r.removed, &r.link);
         self.publish(plan).await;
         Ok(record)
     }
+
+    /// A collection action's transaction, with the parent's row locked
+    /// (404 when there is no such parent).
+    async fn lock_parent(&self, model: &'static ModelDef, parent: &Pk) -> Result<Box<dyn Tx>> {
+        let mut tx = self.store.begin().await?;
+        fetch_locked(tx.as_mut(), model, parent, Vec::new()).await?;
+        Ok(tx)
+    }
+}
+
+/// Reads the parent back, populated, and commits.
+async fn commit_with_parent(
+    mut tx: Box<dyn Tx>,
+    model: &'static ModelDef,
+    parent: &Pk,
+) -> Result<Record> {
+    let record = refetch_populated(tx.as_mut(), model, parent).await?;
+    tx.commit().await?;
+    Ok(record)
+}
+
+/// The collection `alias` of `model` (404 when there is none) and the
+/// parent's key, checked.
+fn collection_of(
+    model: &'static ModelDef,
+    parent: &Pk,
+    alias: &str,
+) -> Result<(&'static AssocDef, Pk)> {
+    let assoc = collection(model, alias)?;
+    let parent = checked_key(model, parent, UsageCode::InvalidCriteria)?;
+    Ok((assoc, parent))
 }
 
 /// The collection `alias` of `model`; 404 when there is none.
