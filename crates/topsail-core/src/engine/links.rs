@@ -16,7 +16,7 @@ use crate::record::{Pk, Record};
 use crate::store::{Conn, Tx};
 use crate::value::SqlValue;
 
-use super::writes::{fetch_locked, refetch_populated};
+use super::read::{fetch_locked, refetch_populated};
 use super::{Engine, checked_key, values};
 
 impl Engine {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::criteria::{PopulateQuery, Query};
-use crate::error::Result;
+use crate::error::{Error, Result, StoreError};
 use crate::model::{AssocKind, AttrType, CollectionStorage, ModelDef, collection_storage};
 use crate::query::{ColRef, Dir, Filter, Ident, Join, Nested, Select};
 use crate::record::{Pk, Record};
@@ -329,4 +329,53 @@ impl<'p> Children<'p> {
         }
         Ok(())
     }
+}
+
+/// Reads record `id` with what `populate` names; `lock` locks its row
+/// for the rest of the transaction.
+async fn load_by_key(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    id: &Pk,
+    populate: Vec<PopulateQuery>,
+    lock: bool,
+) -> Result<Option<Record>> {
+    load_single(conn, model, &Query::by_pk(model, id, populate), lock).await
+}
+
+/// Reads a record inside a transaction, locking its row; 404 if missing.
+pub(crate) async fn fetch_locked(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    id: &Pk,
+    populate: Vec<PopulateQuery>,
+) -> Result<Record> {
+    load_by_key(conn, model, id, populate, true)
+        .await?
+        .ok_or(Error::NotFound)
+}
+
+/// Reads back a record written in this transaction.
+pub(crate) async fn refetch(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    id: &Pk,
+    populate: Vec<PopulateQuery>,
+) -> Result<Record> {
+    let missing = || {
+        let what = format!("could not find `{}` {id} after writing it", model.identity);
+        Error::Store(StoreError::Database(what.into()))
+    };
+    load_by_key(conn, model, id, populate, false)
+        .await?
+        .ok_or_else(missing)
+}
+
+/// Reads back, populated by default, a record written in this transaction.
+pub(crate) async fn refetch_populated(
+    conn: &mut dyn Conn,
+    model: &'static ModelDef,
+    id: &Pk,
+) -> Result<Record> {
+    refetch(conn, model, id, super::default_populates(model)).await
 }

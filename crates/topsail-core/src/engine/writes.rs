@@ -6,7 +6,7 @@ one), and publishes its messages only once the change has committed.
 
 use serde_json::Value;
 
-use crate::criteria::{Populate, PopulateQuery, Query, normalize_populate};
+use crate::criteria::{Populate, PopulateQuery, normalize_populate};
 use crate::error::{Error, Result, StoreError, UsageCode};
 use crate::model::{AssocDef, AssocKind, ModelDef};
 use crate::pubsub::{Actor, Linked};
@@ -16,7 +16,7 @@ use crate::store::Conn;
 use crate::value::SqlValue;
 
 use super::links::{link_children, replace_children};
-use super::read::{self, load_single};
+use super::read::{self, fetch_locked, refetch};
 use super::{Engine, checked_key, default_populates, values};
 
 impl Engine {
@@ -224,53 +224,4 @@ async fn insert_row(
     let record = read::row_record(model, inserted);
     let id = model.key_of(&record).ok_or_else(no_row)?;
     Ok((id, record))
-}
-
-/// Reads record `id` with what `populate` names; `lock` locks its row
-/// for the rest of the transaction.
-async fn load_by_key(
-    conn: &mut dyn Conn,
-    model: &'static ModelDef,
-    id: &Pk,
-    populate: Vec<PopulateQuery>,
-    lock: bool,
-) -> Result<Option<Record>> {
-    load_single(conn, model, &Query::by_pk(model, id, populate), lock).await
-}
-
-/// Reads a record inside a transaction, locking its row; 404 if missing.
-pub(super) async fn fetch_locked(
-    conn: &mut dyn Conn,
-    model: &'static ModelDef,
-    id: &Pk,
-    populate: Vec<PopulateQuery>,
-) -> Result<Record> {
-    load_by_key(conn, model, id, populate, true)
-        .await?
-        .ok_or(Error::NotFound)
-}
-
-/// Reads back a record written in this transaction.
-async fn refetch(
-    conn: &mut dyn Conn,
-    model: &'static ModelDef,
-    id: &Pk,
-    populate: Vec<PopulateQuery>,
-) -> Result<Record> {
-    let missing = || {
-        let what = format!("could not find `{}` {id} after writing it", model.identity);
-        Error::Store(StoreError::Database(what.into()))
-    };
-    load_by_key(conn, model, id, populate, false)
-        .await?
-        .ok_or_else(missing)
-}
-
-/// Reads back, populated by default, a record written in this transaction.
-pub(super) async fn refetch_populated(
-    conn: &mut dyn Conn,
-    model: &'static ModelDef,
-    id: &Pk,
-) -> Result<Record> {
-    refetch(conn, model, id, default_populates(model)).await
 }
