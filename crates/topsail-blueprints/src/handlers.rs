@@ -70,10 +70,11 @@ async fn find_one(
 
 async fn create(
     State(route): State<RouteState>,
-    Projection(c): Projection,
     Values(mut values): Values,
     actor: Actor,
 ) -> Result<Response, Error> {
+    // What the answer populates, read from the same parameters.
+    let c = Criteria::projection_from_params(&values)?;
     // `populate` chooses what the answer populates, unless it is an attribute.
     if route.model.field("populate").is_none() {
         values.remove("populate");
