@@ -224,6 +224,9 @@ impl Criteria {
                     return Err(Error::criteria("Cannot `omit` the primary key"));
                 }
                 Some(Field::Attr(a)) => omit.push(a.name),
+                // Waterline drops a plural association from `omit`: it is
+                // there only when populated.
+                Some(Field::Assoc(a)) if a.is_collection() => {}
                 Some(Field::Assoc(a)) => omit.push(a.name),
                 None => {
                     return Err(Error::criteria(format!(
@@ -233,6 +236,15 @@ impl Criteria {
             }
         }
         let populate = normalize_populate(model, &self.populate)?;
+        if let Some(p) = populate.iter().find(|p| omit.contains(&p.assoc.name)) {
+            return Err(Error::usage(
+                UsageCode::InvalidPopulates,
+                format!(
+                    "Could not populate `{}`.  This query also indicates that this attribute should be omitted.  Cannot populate AND omit an association at the same time!",
+                    p.assoc.name
+                ),
+            ));
+        }
         Ok(Query {
             filter,
             limit,
@@ -510,6 +522,35 @@ fn sort_string(model: &ModelDef, s: &str) -> Result<(Ident, Dir)> {
     Ok((sortable(model, attr)?, dir))
 }
 
+/// A `sort` given as a dictionary: Waterline's legacy Mongo-style form,
+/// `{"name": 1, "age": -1}` (1 ascending, -1 descending). One key with a
+/// string direction is a comparator that was meant to be in an array, and
+/// is refused as Waterline refuses it.
+fn sort_dictionary(
+    model: &ModelDef,
+    o: &serde_json::Map<String, Value>,
+) -> Result<Vec<(Ident, Dir)>> {
+    if o.len() == 1 && o.values().all(Value::is_string) {
+        return Err(Error::criteria(
+            "Invalid `sort`: a dictionary is not supported; wrap it in an array, like [{\"name\":\"ASC\"}]",
+        ));
+    }
+    o.iter()
+        .map(|(k, d)| {
+            let dir = match d.as_f64() {
+                Some(1.0) => Dir::Asc,
+                Some(-1.0) => Dir::Desc,
+                _ => {
+                    return Err(Error::criteria(format!(
+                        "Invalid `sort`: as a dictionary it uses -1 and 1 for the direction (like {{\"name\": -1}}), but `{k}` is {d}"
+                    )));
+                }
+            };
+            Ok((sortable(model, k)?, dir))
+        })
+        .collect()
+}
+
 fn normalize_sort(model: &ModelDef, v: Option<&Value>) -> Result<Vec<(Ident, Dir)>> {
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
@@ -534,9 +575,7 @@ fn normalize_sort(model: &ModelDef, v: Option<&Value>) -> Result<Vec<(Ident, Dir
                 ))),
             })
             .collect(),
-        Some(Value::Object(_)) => Err(Error::criteria(
-            "Invalid `sort`: a dictionary is not supported; wrap it in an array, like [{\"name\":\"ASC\"}]",
-        )),
+        Some(Value::Object(o)) => sort_dictionary(model, o),
         Some(other) => Err(Error::criteria(format!("Invalid `sort` ({other})"))),
     }
 }
@@ -736,6 +775,17 @@ fn constraint(t: &Target, v: &Value, budget: &mut usize) -> Result<Filter> {
     }
 }
 
+/// A `like` pattern whose last character is a lone backslash escapes
+/// nothing; PostgreSQL refuses it (SQLite matches it literally). It is
+/// matched literally on both: doubled, an escaped backslash.
+fn literal_trailing_backslash(mut pattern: String) -> String {
+    let trailing = pattern.chars().rev().take_while(|c| *c == '\\').count();
+    if trailing % 2 == 1 {
+        pattern.push('\\');
+    }
+    pattern
+}
+
 fn escape_like(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     for c in s.chars() {
@@ -839,11 +889,17 @@ fn like(t: &Target, m: &str, operand: &Value, budget: &mut usize) -> Result<Filt
             )));
         }
     };
+    if s.contains('\0') {
+        return Err(Error::criteria(format!(
+            "Invalid `{m}` modifier for `{}`: the text holds a NUL character (`\\u0000`)",
+            t.name
+        )));
+    }
     let pattern = match m {
         "contains" => format!("%{}%", escape_like(&s)),
         "startsWith" => format!("{}%", escape_like(&s)),
         "endsWith" => format!("%{}", escape_like(&s)),
-        _ => s,
+        _ => literal_trailing_backslash(s),
     };
     Ok(Filter::Like {
         col: t.col(),

@@ -86,13 +86,31 @@ fn parse_js_number(s: &str) -> Option<f64> {
     t.parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
+/// Whether `v` holds a NUL character in a string (or, for JSON, in any
+/// string or key within it). PostgreSQL cannot store one in `text` or
+/// `jsonb`, so topsail refuses it on both databases: the same value is
+/// accepted or refused whichever database an app runs on.
+pub fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
 /// Coerces `v` to `ty` the way Waterline does before it writes or compares.
 /// `null` is rejected here; callers decide whether the attribute allows it.
+/// A string holding a NUL character is rejected for every type (see
+/// [`holds_nul`]).
 pub fn coerce(ty: AttrType, v: &Value) -> Result<Value, CoercionError> {
     let fail = |expected| CoercionError {
         expected,
         got: v.clone(),
     };
+    if holds_nul(v) {
+        return Err(fail("a value without NUL characters (`\\u0000`)"));
+    }
     match ty {
         AttrType::Json => Ok(v.clone()),
         AttrType::String => match v {

@@ -6,11 +6,13 @@
 //! every identifier from model metadata.
 
 mod pool;
+mod redact;
 mod render;
 mod schema;
 mod store;
 
 pub use pool::Pooled;
+pub use redact::redacted;
 pub use render::{Built, quote};
 pub use schema::{MigrateError, Migration, create_schema, ddl, migrate};
 pub use store::{ConnectError, SqlStore};

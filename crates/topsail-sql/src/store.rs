@@ -28,7 +28,8 @@ use crate::render::{self, Built};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The scheme is neither `sqlite:` nor `postgres:`/`postgresql:`.
+    /// The scheme is neither `sqlite:` nor `postgres:`/`postgresql:`. The
+    /// URL is kept with its password replaced by `***`.
     #[error(
         "unsupported database URL `{0}`: expected `sqlite://<file>`, `sqlite::memory:` or `postgres://...`"
     )]
@@ -101,7 +102,7 @@ impl SqlStore {
             .map_err(ConnectError::InvalidUrl)?;
             return Self::connect_sqlite(opts, memory).await;
         }
-        Err(ConnectError::UnsupportedUrl(url.to_owned()))
+        Err(ConnectError::UnsupportedUrl(crate::redacted(url)))
     }
 
     /// Connects to SQLite with explicit options. An in-memory database lives

@@ -61,7 +61,8 @@ impl std::fmt::Debug for Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Builder")
             .field("registry", &self.registry)
-            .field("url", &self.url)
+            // The password never reaches a log line.
+            .field("url", &self.url.as_deref().map(topsail_sql::redacted))
             .finish_non_exhaustive()
     }
 }
@@ -298,4 +299,35 @@ async fn log_http(
         "request"
     );
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builder_does_not_print_a_database_password() {
+        let b = Topsail::builder().database_url("postgres://app:s3cret@db.example/zoo");
+        let printed = format!("{b:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(
+            printed.contains("postgres://app:***@db.example/zoo"),
+            "{printed}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unusable_url_is_reported_without_its_password() {
+        let err = Topsail::builder()
+            .database_url("mysql://app:s3cret@db.example/zoo")
+            .build()
+            .await
+            .expect_err("mysql is not supported");
+        let printed = format!("{err} {err:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(
+            printed.contains("mysql://app:***@db.example/zoo"),
+            "{printed}"
+        );
+    }
 }

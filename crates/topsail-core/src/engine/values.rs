@@ -186,10 +186,17 @@ pub(crate) fn id_list(
 
 fn to_one_value(assoc: &AssocDef, v: &Value, code: UsageCode) -> Result<Value> {
     let target = assoc.target();
-    let v = match v {
-        Value::Object(o) => o.get(target.pk).unwrap_or(&Value::Null),
-        other => other,
-    };
+    // Waterline takes a key here, never a record (nested creates and
+    // updates are not a thing).
+    if v.is_object() || v.is_array() {
+        return Err(Error::usage(
+            code,
+            format!(
+                "Expecting an id representing the associated record, or `null` to indicate there will be no associated record.  But the specified value is not a valid `{}`: a `{}` key, but instead, got: {v}",
+                assoc.name, target.identity
+            ),
+        ));
+    }
     if v.is_null() {
         return Ok(Value::Null);
     }
