@@ -111,3 +111,117 @@ async fn policies_guard_socket_requests_too() {
     store.close().await;
     cleanup.run().await;
 }
+
+/// Opens a raw Engine.IO 4 socket (over `stream`), connects the namespace
+/// and watches `user` (a virtual `GET /user?limit=1`).
+async fn watching_user<S>(
+    stream: S,
+    addr: std::net::SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let url =
+        format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let frame = |t: Option<Result<Message, _>>| match t {
+        Some(Ok(Message::Text(t))) => t.to_string(),
+        other => panic!("no frame: {other:?}"),
+    };
+    assert!(frame(ws.next().await).starts_with("0{"));
+    ws.send(Message::text("40")).await.unwrap();
+    assert!(frame(ws.next().await).starts_with("40{"));
+    let watch = json!(["get", {"url": "/user?limit=1"}]);
+    ws.send(Message::text(format!("421{watch}"))).await.unwrap();
+    loop {
+        if frame(ws.next().await).starts_with("431") {
+            return ws;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_costs_no_one_a_duplicate() {
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let app = example_zoo::builder()
+        .store(store.clone())
+        .realtime(RealtimeConfig::default())
+        .build()
+        .await
+        .unwrap();
+    let router = app.serve(app.blueprints().router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, served).await });
+
+    // A watcher with a tiny receive window that never reads again: its
+    // outgoing queue on the server fills after a few large messages.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let stalled = watching_user(socket.connect(addr).await.unwrap(), addr).await;
+    // A watcher that reads everything.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut reader = watching_user(tcp, addr).await;
+    let counted = tokio::spawn(async move {
+        let mut created = std::collections::HashMap::<i64, u32>::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, reader.next()).await {
+            let Message::Text(t) = m else { continue };
+            if t.as_str() == "2" {
+                let _ = reader.send(Message::text("3")).await;
+                continue;
+            }
+            if let Some(event) = t.strip_prefix("42")
+                && let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(event)
+                && parts[1]["verb"] == "created"
+            {
+                *created
+                    .entry(parts[1]["id"].as_i64().unwrap_or(0))
+                    .or_default() += 1;
+            }
+            if created.len() == 200 {
+                // Any duplicate would follow within moments.
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                while let Ok(Some(Ok(Message::Text(t)))) =
+                    tokio::time::timeout(std::time::Duration::from_millis(200), reader.next()).await
+                {
+                    if let Some(event) = t.strip_prefix("42")
+                        && let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(event)
+                    {
+                        *created
+                            .entry(parts[1]["id"].as_i64().unwrap_or(0))
+                            .or_default() += 1;
+                    }
+                }
+                break;
+            }
+        }
+        created
+    });
+
+    // 200 users with 64 KiB names: far more than the stalled socket's
+    // kernel buffers and its queue of 128 packets hold.
+    let long_name = "n".repeat(64 * 1024);
+    for i in 0..200 {
+        let r = topsail_tests::call(
+            &router,
+            None,
+            http::Method::POST,
+            "/user",
+            Some(json!({"name": long_name, "email": format!("u{i}@example.com")})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let created = counted.await.unwrap();
+    assert_eq!(created.len(), 200, "the reader heard every create");
+    let repeated: Vec<_> = created.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "no message twice: {repeated:?}");
+
+    drop(stalled);
+    server.abort();
+    app.close_sockets().await;
+    store.close().await;
+    cleanup.run().await;
+}

@@ -15,8 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
-use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
+use socketioxide::{BroadcastError, SocketError, SocketIo};
 use tokio::sync::mpsc;
 use topsail_core::pubsub::{Effect, Publisher};
 
@@ -115,6 +115,23 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// A broadcast reached every socket but `missed`: sockets whose outgoing
+/// queue was full (a reader that stopped reading) or that had just closed.
+/// socketioxide reports them without their ids, after sending to every
+/// other socket.
+fn missed_by_slow_readers(event: &str, missed: &[SocketError]) {
+    let full = missed
+        .iter()
+        .filter(|e| matches!(e, SocketError::InternalChannelFull))
+        .count();
+    tracing::debug!(
+        event,
+        queue_full = full,
+        closed = missed.len() - full,
+        "a broadcast missed sockets that are not reading"
+    );
 }
 
 fn err(e: impl std::error::Error + 'static) -> SocketsError {
@@ -219,12 +236,23 @@ impl<A: Adapter> Backend for Io<A> {
             // The adapter publishes to the other nodes first and delivers
             // locally only once that succeeded: on failure nothing was
             // delivered yet, so the local fallback sends nothing twice.
-            match self.cluster(build(false).emit(event, data)).await {
-                Ok(()) => return Ok(()),
-                Err(e) => failure = Some(e),
+            match tokio::time::timeout(CLUSTER_DEADLINE, build(false).emit(event, data)).await {
+                Ok(Ok(())) => return Ok(()),
+                // Delivered everywhere but to local sockets that could not
+                // take it: not a cluster failure, and nothing to send again.
+                Ok(Err(BroadcastError::Socket(missed))) => {
+                    missed_by_slow_readers(event, &missed);
+                    return Ok(());
+                }
+                Ok(Err(e)) => failure = Some(self.give_up(err(e))),
+                Err(_) => failure = Some(self.give_up(SocketsError::ClusterTimeout)),
             }
         }
-        build(true).emit(event, data).await.map_err(err)?;
+        match build(true).emit(event, data).await {
+            Ok(()) => {}
+            Err(BroadcastError::Socket(missed)) => missed_by_slow_readers(event, &missed),
+            Err(e) => return Err(err(e)),
+        }
         match failure {
             Some(e) => Err(e),
             None => Err(SocketsError::DeliveredLocally),
