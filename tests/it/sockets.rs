@@ -225,3 +225,59 @@ async fn a_reader_that_stops_reading_costs_no_one_a_duplicate() {
     store.close().await;
     cleanup.run().await;
 }
+
+#[tokio::test]
+async fn a_message_over_max_payload_closes_only_its_own_connection() {
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let app = example_zoo::builder()
+        .store(store.clone())
+        .realtime(RealtimeConfig {
+            max_payload: 16 * 1024,
+            ..RealtimeConfig::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let router = app.serve(app.blueprints().router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut big = watching_user(tokio::net::TcpStream::connect(addr).await.unwrap(), addr).await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut other = watching_user(tokio_tungstenite::MaybeTlsStream::Plain(tcp), addr).await;
+    // A 64 KiB websocket message, four times the limit: the server closes
+    // this connection instead of parsing it.
+    let name = "n".repeat(64 * 1024);
+    let request =
+        json!(["post", {"url": "/user", "data": {"name": name, "email": "big@example.com"}}]);
+    let _ = big.send(Message::text(format!("422{request}"))).await;
+    let closed = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), big.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => {
+                let _ = big.send(Message::text("3")).await;
+            }
+            Ok(Some(Ok(Message::Text(t)))) => {
+                assert!(
+                    !t.starts_with("432"),
+                    "the oversized request was answered: {t}"
+                );
+            }
+            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) => break true,
+            Ok(Some(Ok(_))) => {}
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the connection that sent it is closed");
+    // Nothing was created, and the other socket is served as before.
+    let jwr = virtual_request(&mut other, 3, "get", json!({"url": "/user"})).await;
+    assert_eq!(
+        (jwr["statusCode"].clone(), jwr["body"].clone()),
+        (json!(200), json!([]))
+    );
+
+    server.abort();
+    app.close_sockets().await;
+    store.close().await;
+    cleanup.run().await;
+}

@@ -25,6 +25,9 @@ use crate::sockets::Sockets;
 /// The verbs sails.io.js emits as events.
 pub(crate) const VERBS: [&str; 7] = ["get", "post", "put", "patch", "delete", "head", "options"];
 
+/// The most headers a virtual request may carry.
+pub(crate) const MAX_HEADERS: usize = 100;
+
 /// The largest response body forwarded in an ack.
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
@@ -198,6 +201,14 @@ fn parse_virtual(verb: &str, hs: &Handshake, payload: Value) -> Result<Virtual, 
     };
     let mut headers = HeaderMap::new();
     if let Some(Value::Object(h)) = msg.get("headers") {
+        // An `http::HeaderMap` panics past its capacity (about 24,000
+        // entries), and no browser sends more than a few dozen.
+        if h.len() > MAX_HEADERS {
+            return Err(format!(
+                "The request has {} headers; at most {MAX_HEADERS} are accepted",
+                h.len()
+            ));
+        }
         for (name, value) in h {
             let lower = name.to_ascii_lowercase();
             // The socket's own cookie and origin win, whatever the case.
@@ -374,6 +385,21 @@ mod tests {
             check_sdk(&h, Some("__sails_io_sdk_version=0.1.0")).is_ok(),
             "headers first"
         );
+    }
+
+    #[test]
+    fn too_many_headers_are_a_parse_error_not_a_panic() {
+        let headers: Map<String, Value> = (0..25_000)
+            .map(|i| (format!("x-h{i}"), Value::from("v")))
+            .collect();
+        let err = parse_virtual("get", &hs(), json!({"url": "/user", "headers": headers}))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("at most 100"), "{err}");
+        let few: Map<String, Value> = (0..MAX_HEADERS)
+            .map(|i| (format!("x-h{i}"), Value::from("v")))
+            .collect();
+        assert!(parse_virtual("get", &hs(), json!({"url": "/user", "headers": few})).is_ok());
     }
 
     #[test]

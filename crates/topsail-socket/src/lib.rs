@@ -40,7 +40,9 @@ pub struct RealtimeConfig {
     /// sticky sessions needed behind a load balancer). `false` also allows
     /// long polling.
     pub websocket_only: bool,
-    /// The largest message a client may send, in bytes.
+    /// The largest message a client may send, in bytes: a longer
+    /// websocket message (or frame), or polling payload, closes the
+    /// connection before it is parsed.
     pub max_payload: u64,
     /// Engine.IO ping interval (Sails: 25 s).
     pub ping_interval: Duration,
@@ -70,6 +72,10 @@ fn configure<A: Adapter>(b: SocketIoBuilder<A>, cfg: &RealtimeConfig) -> SocketI
         .ping_interval(cfg.ping_interval)
         .ping_timeout(cfg.ping_timeout)
         .max_payload(cfg.max_payload)
+        // The websocket transport has limits of its own (64 MiB messages by
+        // default): they follow `max_payload` too.
+        .ws_max_message_size(usize::try_from(cfg.max_payload).unwrap_or(usize::MAX))
+        .ws_max_frame_size(usize::try_from(cfg.max_payload).unwrap_or(usize::MAX))
         .ws_read_buffer_size(cfg.read_buffer);
     if cfg.websocket_only {
         b.transports([TransportType::Websocket])
