@@ -335,3 +335,52 @@ async fn a_read_and_its_populates_are_one_statement() {
     assert!(one["owner"].is_object() && one["tags"].as_array().unwrap().len() == 1);
     assert_eq!(selects.load(Ordering::SeqCst), 1, "findOne: one statement");
 }
+
+/// `Blueprints::max_limit` caps every read: `limit=-1`, a limit above it,
+/// the default, an explicit populate and the populate action.
+async fn reads_are_capped_at_max_limit(db: topsail_tests::Db) {
+    let z = topsail_tests::zoo_with(db, |b| b.max_limit(40)).await;
+    let store = z.app.store().clone();
+    let cleanup = z.cleanup.clone();
+    let ann = z.user("Ann").await;
+    for i in 0..44 {
+        z.user(&format!("U{i}")).await;
+        z.pet(&format!("P{i}"), json!({"owner": ann})).await;
+    }
+    let len = |v: serde_json::Value| v.as_array().map(Vec::len);
+    assert_eq!(
+        len(z.get("/user?limit=-1").await),
+        Some(40),
+        "Sails' no limit"
+    );
+    assert_eq!(len(z.get("/user?limit=100").await), Some(40));
+    assert_eq!(len(z.get("/user").await), Some(30), "the default stands");
+    assert_eq!(
+        len(z.get("/user?limit=3").await),
+        Some(3),
+        "a smaller limit stands"
+    );
+    let one = z.get(&format!("/user/{ann}?populate=pets")).await;
+    assert_eq!(len(one["pets"].clone()), Some(40), "an explicit populate");
+    let listed = z.get("/user?name=Ann&populate=pets").await;
+    assert_eq!(
+        len(listed[0]["pets"].clone()),
+        Some(40),
+        "an explicit populate in a find"
+    );
+    let action = z.get(&format!("/user/{ann}/pets?limit=-1")).await;
+    assert_eq!(len(action), Some(40), "the populate action");
+    let page = z.get("/user?limit=10&skip=40").await;
+    assert_eq!(len(page), Some(5), "paging goes on past the cap");
+    let r = z.send(http::Method::GET, "/user?limit=abc", None).await;
+    assert_eq!(
+        r.code(),
+        "E_INVALID_CRITERIA",
+        "a bad limit is still refused"
+    );
+    drop(z);
+    store.close().await;
+    cleanup.run().await;
+}
+
+topsail_tests::each_db!(reads_are_capped_at_max_limit, reads_are_capped_at_max_limit);

@@ -27,6 +27,10 @@ pub(crate) struct Route {
     pub(crate) engine: Engine,
     pub(crate) model: &'static ModelDef,
     pub(crate) assoc: Option<&'static AssocDef>,
+    /// The most records one read may return ([`Criteria::cap_limit`]).
+    ///
+    /// [`Criteria::cap_limit`]: topsail_core::Criteria::cap_limit
+    pub(crate) max_limit: u64,
 }
 
 impl Route {

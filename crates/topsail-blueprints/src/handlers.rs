@@ -74,7 +74,7 @@ async fn create(
     actor: Actor,
 ) -> Result<Response, Error> {
     // What the answer populates, read from the same parameters.
-    let c = Criteria::projection_from_params(&values)?;
+    let c = Criteria::projection_from_params(&values)?.cap_limit(route.max_limit);
     // `populate` chooses what the answer populates, unless it is an attribute.
     if route.model.field("populate").is_none() {
         values.remove("populate");
@@ -194,9 +194,10 @@ struct FindCriteria(Criteria);
 impl FromRequestParts<RouteState> for FindCriteria {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, _: &RouteState) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, route: &RouteState) -> Result<Self, Error> {
         let all = all_params(parts)?;
-        Criteria::from_params(&all, &[]).map(FindCriteria)
+        let c = Criteria::from_params(&all, &[])?;
+        Ok(FindCriteria(c.cap_limit(route.max_limit)))
     }
 }
 
@@ -207,9 +208,10 @@ struct PopulateCriteria(Criteria);
 impl FromRequestParts<RouteState> for PopulateCriteria {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, _: &RouteState) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, route: &RouteState) -> Result<Self, Error> {
         let all = all_params(parts)?;
-        Criteria::from_params(&all, &["parentid"]).map(PopulateCriteria)
+        let c = Criteria::from_params(&all, &["parentid"])?;
+        Ok(PopulateCriteria(c.cap_limit(route.max_limit)))
     }
 }
 
@@ -219,9 +221,10 @@ struct Projection(Criteria);
 impl FromRequestParts<RouteState> for Projection {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, _: &RouteState) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, route: &RouteState) -> Result<Self, Error> {
         let all = all_params(parts)?;
-        Criteria::projection_from_params(&all).map(Projection)
+        let c = Criteria::projection_from_params(&all)?;
+        Ok(Projection(c.cap_limit(route.max_limit)))
     }
 }
 

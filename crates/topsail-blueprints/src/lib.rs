@@ -68,10 +68,15 @@ struct Options {
     rest: bool,
     shortcuts: bool,
     body_limit: usize,
+    max_limit: u64,
 }
 
 /// The default request body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The default cap on the records one read returns (see
+/// [`Blueprints::max_limit`]).
+pub const DEFAULT_MAX_LIMIT: u64 = 1_000;
 
 /// Builds the blueprint router.
 ///
@@ -136,6 +141,7 @@ impl Blueprints {
                 rest: true,
                 shortcuts: true,
                 body_limit: DEFAULT_BODY_LIMIT,
+                max_limit: DEFAULT_MAX_LIMIT,
             },
             policies: Policies::default(),
         }
@@ -175,6 +181,16 @@ impl Blueprints {
     /// The largest request body accepted (413 above it).
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.options.body_limit = bytes;
+        self
+    }
+
+    /// The most records one read returns (default 1,000): a `limit` above
+    /// it, `limit=-1` (Sails' "no limit"), and an explicitly populated
+    /// collection are capped at `max`, on `find`, `findOne`, the populate
+    /// action and what `create` answers. It is at least the default page
+    /// size, 30 (a smaller `max` counts as 30); `u64::MAX` lifts the cap.
+    pub fn max_limit(mut self, max: u64) -> Self {
+        self.options.max_limit = max.max(topsail_core::criteria::DEFAULT_LIMIT);
         self
     }
 
@@ -277,6 +293,7 @@ impl Blueprints {
             engine: self.engine.clone(),
             model: bound.model,
             assoc: bound.assoc,
+            max_limit: self.options.max_limit,
         });
         let method = MethodFilter::try_from(def.method.clone()).unwrap_or(MethodFilter::GET);
         let limit = self.options.body_limit;

@@ -122,6 +122,22 @@ impl Criteria {
         self
     }
 
+    /// Caps how many records these criteria can read at `max`: a `limit`
+    /// above it, or none (`limit=-1`), becomes `max`, and so does the limit
+    /// of every explicitly populated collection (which has none by
+    /// default). The default limit of 30 is below any sensible cap. A
+    /// `limit` that does not parse is left for [`normalize`](Self::normalize)
+    /// to refuse. (Sails apps do this in `parseBlueprintOptions`.)
+    pub fn cap_limit(mut self, max: u64) -> Self {
+        self.limit = cap(self.limit.take(), max, false);
+        if let Populate::Only(list) = &mut self.populate {
+            for (_, sub) in list.iter_mut() {
+                sub.limit = cap(sub.limit.take(), max, true);
+            }
+        }
+        self
+    }
+
     /// Builds criteria from request parameters the way the `find` blueprint
     /// does: a `where` parameter (JSON text or an object) or else the loose
     /// parameters, plus the clause parameters. `exclude` names further
@@ -456,6 +472,21 @@ fn natural(v: &Value) -> Option<u64> {
         _ => return None,
     };
     (f >= 0.0 && f.fract() == 0.0 && f <= 9_007_199_254_740_991.0).then_some(f as u64)
+}
+
+/// A `limit` capped at `max`. `unlimited_when_absent`: an absent limit
+/// reads everything (an explicit populate) rather than the default 30.
+fn cap(limit: Option<Value>, max: u64, unlimited_when_absent: bool) -> Option<Value> {
+    let capped = Some(Value::from(max));
+    match limit {
+        None if unlimited_when_absent => capped,
+        None => None,
+        Some(v) => match normalize_limit(Some(&v)) {
+            Ok(None) => capped,
+            Ok(Some(n)) if n > max => capped,
+            _ => Some(v),
+        },
+    }
 }
 
 fn normalize_limit(v: Option<&Value>) -> Result<Option<u64>> {
