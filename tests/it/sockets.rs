@@ -124,20 +124,33 @@ where
     let url =
         format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1");
     let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-    let frame = |t: Option<Result<Message, _>>| match t {
-        Some(Ok(Message::Text(t))) => t.to_string(),
-        other => panic!("no frame: {other:?}"),
-    };
-    assert!(frame(ws.next().await).starts_with("0{"));
-    ws.send(Message::text("40")).await.unwrap();
-    assert!(frame(ws.next().await).starts_with("40{"));
-    let watch = json!(["get", {"url": "/user?limit=1"}]);
-    ws.send(Message::text(format!("421{watch}"))).await.unwrap();
-    loop {
-        if frame(ws.next().await).starts_with("431") {
-            return ws;
+    // The next text frame that is not a ping (answered, as a client does).
+    async fn frame<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                    ws.send(Message::text("3")).await.unwrap()
+                }
+                Some(Ok(Message::Text(t))) => return t.to_string(),
+                Some(Ok(_)) => {}
+                other => panic!("no frame: {other:?}"),
+            }
         }
     }
+    assert!(frame(&mut ws).await.starts_with("0{"));
+    ws.send(Message::text("40")).await.unwrap();
+    let connected = frame(&mut ws).await;
+    assert!(
+        connected.starts_with("40{"),
+        "the namespace connect: {connected}"
+    );
+    let watch = json!(["get", {"url": "/user?limit=1"}]);
+    ws.send(Message::text(format!("421{watch}"))).await.unwrap();
+    while !frame(&mut ws).await.starts_with("431") {}
+    ws
 }
 
 #[tokio::test]
@@ -275,6 +288,85 @@ async fn a_message_over_max_payload_closes_only_its_own_connection() {
         (jwr["statusCode"].clone(), jwr["body"].clone()),
         (json!(200), json!([]))
     );
+
+    server.abort();
+    app.close_sockets().await;
+    store.close().await;
+    cleanup.run().await;
+}
+
+#[tokio::test]
+async fn a_socket_is_bounded_in_requests_in_flight_and_in_time() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let app = example_zoo::builder()
+        .store(store.clone())
+        .realtime(RealtimeConfig {
+            max_in_flight: 2,
+            request_timeout: std::time::Duration::from_millis(200),
+            ..RealtimeConfig::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    // A route that takes a second, and counts how many runs finished.
+    let finished = std::sync::Arc::new(AtomicUsize::new(0));
+    let done = finished.clone();
+    let slow = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(move || {
+            let done = done.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                done.fetch_add(1, Ordering::SeqCst);
+                "slow"
+            }
+        }),
+    );
+    let router = app.serve(app.blueprints().mount(slow));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut ws = watching_user(tokio_tungstenite::MaybeTlsStream::Plain(tcp), addr).await;
+
+    for n in 1..=3 {
+        let request = json!(["get", {"url": "/slow"}]);
+        ws.send(Message::text(format!("42{}{request}", n + 10)))
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    let mut acks = std::collections::BTreeMap::new();
+    while acks.len() < 3 {
+        let frame = next_text(&mut ws).await;
+        for n in 11..=13 {
+            if let Some(rest) = frame.strip_prefix(&format!("43{n}")) {
+                let jwr: Vec<Value> = serde_json::from_str(rest).unwrap();
+                acks.insert(n, (jwr[0]["statusCode"].clone(), started.elapsed()));
+            }
+        }
+    }
+    assert_eq!(
+        acks[&13].0,
+        json!(429),
+        "the third in flight is refused at once"
+    );
+    assert!(acks[&13].1 < std::time::Duration::from_millis(150));
+    for n in [11, 12] {
+        assert_eq!(acks[&n].0, json!(504), "past the time limit");
+        assert!(
+            acks[&n].1 < std::time::Duration::from_millis(900),
+            "{:?}",
+            acks[&n].1
+        );
+    }
+    // The timed-out requests were not cut short; once they end, their
+    // places are free again.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert_eq!(finished.load(Ordering::SeqCst), 2);
+    let jwr = virtual_request(&mut ws, 14, "get", json!({"url": "/user"})).await;
+    assert_eq!(jwr["statusCode"], 200);
 
     server.abort();
     app.close_sockets().await;

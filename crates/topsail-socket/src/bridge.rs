@@ -106,7 +106,8 @@ enum JwrBody {
 }
 
 impl Jwr {
-    fn plain(status: u16, text: &str) -> Self {
+    /// A JWR with a text body.
+    pub(crate) fn plain(status: u16, text: &str) -> Self {
         Jwr {
             body: Some(JwrBody::Text(text.to_owned())),
             headers: Map::new(),

@@ -53,6 +53,16 @@ pub struct RealtimeConfig {
     /// most of an idle socket's memory, so servers holding many sockets
     /// want it small.
     pub read_buffer: usize,
+    /// The most virtual requests one socket may have in flight at once; one
+    /// more is answered 429 `Too Many Requests` at once. (sails.io.js sends
+    /// each call as it is made, so a page that fires many at once needs a
+    /// higher figure.)
+    pub max_in_flight: usize,
+    /// How long a virtual request may run before the socket is answered
+    /// 504 `Gateway Timeout`. The request itself is not cut short: a write
+    /// still commits and publishes, and it keeps its place in
+    /// `max_in_flight` until it ends.
+    pub request_timeout: Duration,
 }
 
 impl Default for RealtimeConfig {
@@ -63,7 +73,16 @@ impl Default for RealtimeConfig {
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(60),
             read_buffer: 1024,
+            max_in_flight: 64,
+            request_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+fn limits(cfg: &RealtimeConfig) -> Limits {
+    Limits {
+        in_flight: cfg.max_in_flight.max(1),
+        timeout: cfg.request_timeout,
     }
 }
 
@@ -99,14 +118,22 @@ impl<A: Adapter> FromMessageParts<A> for AckRequested {
     }
 }
 
+/// What bounds one socket's virtual requests.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    in_flight: usize,
+    timeout: Duration,
+}
+
 /// The connect handler for the root namespace, generic over the adapter
 /// (`ns` itself can only be called on a concrete adapter).
 fn connect_handler<A: Adapter>(
     router: Arc<OnceLock<Router>>,
     sockets: Sockets,
+    limits: Limits,
 ) -> impl Fn(SocketRef<A>) -> std::future::Ready<()> + Clone + Send + Sync + 'static {
     move |socket: SocketRef<A>| {
-        on_connect(socket, router.clone(), sockets.clone());
+        on_connect(socket, router.clone(), sockets.clone(), limits);
         std::future::ready(())
     }
 }
@@ -116,9 +143,50 @@ struct Bridge {
     hs: bridge::Handshake,
     router: Arc<OnceLock<Router>>,
     sockets: Sockets,
+    /// One permit per request in flight on this socket.
+    in_flight: tokio::sync::Semaphore,
+    timeout: Duration,
 }
 
-fn on_connect<A: Adapter>(socket: SocketRef<A>, router: Arc<OnceLock<Router>>, sockets: Sockets) {
+impl Bridge {
+    /// Answers a virtual request: 429 when the socket has too many in
+    /// flight; 504 when it runs past the time limit, in which case the
+    /// request still runs to its end (a write that commits publishes)
+    /// before its place is freed, and its own answer is dropped.
+    async fn answer(&self, verb: &str, payload: Value, send: impl FnOnce(bridge::Reply)) {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return send(bridge::Reply::Jwr(bridge::Jwr::plain(
+                429,
+                "Too Many Requests",
+            )));
+        };
+        let mut request = std::pin::pin!(bridge::dispatch(
+            verb,
+            &self.hs,
+            payload,
+            &self.router,
+            &self.sockets
+        ));
+        match tokio::time::timeout(self.timeout, &mut request).await {
+            Ok(reply) => send(reply),
+            Err(_) => {
+                tracing::info!(sid = %self.hs.sid, verb, "virtual request timed out; answered 504");
+                send(bridge::Reply::Jwr(bridge::Jwr::plain(
+                    504,
+                    "Gateway Timeout",
+                )));
+                let _ = request.await;
+            }
+        }
+    }
+}
+
+fn on_connect<A: Adapter>(
+    socket: SocketRef<A>,
+    router: Arc<OnceLock<Router>>,
+    sockets: Sockets,
+    limits: Limits,
+) {
     let parts = socket.req_parts();
     let sid: Arc<str> = Arc::from(socket.id.to_string());
     let hs = bridge::Handshake {
@@ -137,6 +205,8 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, router: Arc<OnceLock<Router>>, s
         hs,
         router,
         sockets,
+        in_flight: tokio::sync::Semaphore::new(limits.in_flight),
+        timeout: limits.timeout,
     });
     socket.on_fallback(
         move |s: SocketRef<A>,
@@ -150,22 +220,24 @@ fn on_connect<A: Adapter>(socket: SocketRef<A>, router: Arc<OnceLock<Router>>, s
                 let Some(verb) = bridge::VERBS.iter().find(|v| **v == event) else {
                     return;
                 };
-                let reply = match payload {
-                    Ok(p) => bridge::dispatch(verb, &ctx.hs, p, &ctx.router, &ctx.sockets).await,
-                    Err(e) => bridge::Reply::ParseError(bridge::parse_error(format!(
-                        "The request could not be decoded: {e}"
-                    ))),
-                };
-                let sent = match (&reply, wants_ack) {
-                    (bridge::Reply::Jwr(jwr), true) => ack.send(jwr),
-                    (bridge::Reply::ParseError(err), true) => ack.send(err),
-                    (bridge::Reply::ParseError(err), false) => {
-                        s.emit("sails:parseError", err)
+                let send = |reply: bridge::Reply| {
+                    let sent = match (&reply, wants_ack) {
+                        (bridge::Reply::Jwr(jwr), true) => ack.send(jwr),
+                        (bridge::Reply::ParseError(err), true) => ack.send(err),
+                        (bridge::Reply::ParseError(err), false) => {
+                            s.emit("sails:parseError", err)
+                        }
+                        (bridge::Reply::Jwr(_), false) => Ok(()),
+                    };
+                    if let Err(e) = sent {
+                        tracing::debug!(error = %e, "could not answer a virtual request (socket gone?)");
                     }
-                    (bridge::Reply::Jwr(_), false) => Ok(()),
                 };
-                if let Err(e) = sent {
-                    tracing::debug!(error = %e, "could not answer a virtual request (socket gone?)");
+                match payload {
+                    Ok(p) => ctx.answer(verb, p, send).await,
+                    Err(e) => send(bridge::Reply::ParseError(bridge::parse_error(format!(
+                        "The request could not be decoded: {e}"
+                    )))),
                 }
             }
         },
@@ -267,7 +339,10 @@ impl Realtime {
         let (layer, io) = configure(SocketIo::builder(), config).build_layer();
         let router = Arc::new(OnceLock::new());
         let sockets = Sockets::new(io.clone());
-        io.ns("/", connect_handler(router.clone(), sockets.clone()));
+        io.ns(
+            "/",
+            connect_handler(router.clone(), sockets.clone(), limits(config)),
+        );
         Self::assemble(io, layer, router, sockets)
     }
 
@@ -290,9 +365,12 @@ impl Realtime {
         .build_layer();
         let router = Arc::new(OnceLock::new());
         let sockets = Sockets::new(io.clone());
-        io.ns("/", connect_handler(router.clone(), sockets.clone()))
-            .await
-            .map_err(|e| RealtimeError::Namespace(sockets::AdapterFailure::capture(&e)))?;
+        io.ns(
+            "/",
+            connect_handler(router.clone(), sockets.clone(), limits(config)),
+        )
+        .await
+        .map_err(|e| RealtimeError::Namespace(sockets::AdapterFailure::capture(&e)))?;
         Ok(Self::assemble(io, layer, router, sockets))
     }
 
