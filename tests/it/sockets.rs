@@ -153,20 +153,59 @@ where
     ws
 }
 
+/// The zoo served on a free port with `config`, `routes` mounted beside
+/// the blueprints.
+struct Served {
+    app: topsail::Topsail,
+    router: axum::Router,
+    addr: std::net::SocketAddr,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    store: topsail::SqlStore,
+    cleanup: topsail_tests::Cleanup,
+}
+
+impl Served {
+    async fn start(config: RealtimeConfig, routes: axum::Router) -> Self {
+        let (store, cleanup) = fresh_store(Db::Sqlite).await;
+        let app = example_zoo::builder()
+            .store(store.clone())
+            .realtime(config)
+            .build()
+            .await
+            .unwrap();
+        let router = app.serve(app.blueprints().mount(routes));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = router.clone();
+        let server = tokio::spawn(async move { axum::serve(listener, served).await });
+        Served {
+            app,
+            router,
+            addr,
+            server,
+            store,
+            cleanup,
+        }
+    }
+
+    /// A plain socket watching `user`.
+    async fn socket(&self) -> Ws {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        watching_user(tokio_tungstenite::MaybeTlsStream::Plain(tcp), self.addr).await
+    }
+
+    async fn stop(self) {
+        self.server.abort();
+        self.app.close_sockets().await;
+        self.store.close().await;
+        self.cleanup.run().await;
+    }
+}
+
 #[tokio::test]
 async fn a_reader_that_stops_reading_costs_no_one_a_duplicate() {
-    let (store, cleanup) = fresh_store(Db::Sqlite).await;
-    let app = example_zoo::builder()
-        .store(store.clone())
-        .realtime(RealtimeConfig::default())
-        .build()
-        .await
-        .unwrap();
-    let router = app.serve(app.blueprints().router());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = router.clone();
-    let server = tokio::spawn(async move { axum::serve(listener, served).await });
+    let zoo = Served::start(RealtimeConfig::default(), axum::Router::new()).await;
+    let (addr, router) = (zoo.addr, zoo.router.clone());
 
     // A watcher with a tiny receive window that never reads again: its
     // outgoing queue on the server fills after a few large messages.
@@ -174,8 +213,7 @@ async fn a_reader_that_stops_reading_costs_no_one_a_duplicate() {
     socket.set_recv_buffer_size(2048).unwrap();
     let stalled = watching_user(socket.connect(addr).await.unwrap(), addr).await;
     // A watcher that reads everything.
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut reader = watching_user(tcp, addr).await;
+    let mut reader = zoo.socket().await;
     let counted = tokio::spawn(async move {
         let mut created = std::collections::HashMap::<i64, u32>::new();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -233,32 +271,18 @@ async fn a_reader_that_stops_reading_costs_no_one_a_duplicate() {
     assert!(repeated.is_empty(), "no message twice: {repeated:?}");
 
     drop(stalled);
-    server.abort();
-    app.close_sockets().await;
-    store.close().await;
-    cleanup.run().await;
+    zoo.stop().await;
 }
 
 #[tokio::test]
 async fn a_message_over_max_payload_closes_only_its_own_connection() {
-    let (store, cleanup) = fresh_store(Db::Sqlite).await;
-    let app = example_zoo::builder()
-        .store(store.clone())
-        .realtime(RealtimeConfig {
-            max_payload: 16 * 1024,
-            ..RealtimeConfig::default()
-        })
-        .build()
-        .await
-        .unwrap();
-    let router = app.serve(app.blueprints().router());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-
-    let mut big = watching_user(tokio::net::TcpStream::connect(addr).await.unwrap(), addr).await;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut other = watching_user(tokio_tungstenite::MaybeTlsStream::Plain(tcp), addr).await;
+    let config = RealtimeConfig {
+        max_payload: 16 * 1024,
+        ..RealtimeConfig::default()
+    };
+    let zoo = Served::start(config, axum::Router::new()).await;
+    let mut big = zoo.socket().await;
+    let mut other = zoo.socket().await;
     // A 64 KiB websocket message, four times the limit: the server closes
     // this connection instead of parsing it.
     let name = "n".repeat(64 * 1024);
@@ -288,27 +312,12 @@ async fn a_message_over_max_payload_closes_only_its_own_connection() {
         (jwr["statusCode"].clone(), jwr["body"].clone()),
         (json!(200), json!([]))
     );
-
-    server.abort();
-    app.close_sockets().await;
-    store.close().await;
-    cleanup.run().await;
+    zoo.stop().await;
 }
 
 #[tokio::test]
 async fn a_socket_is_bounded_in_requests_in_flight_and_in_time() {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let (store, cleanup) = fresh_store(Db::Sqlite).await;
-    let app = example_zoo::builder()
-        .store(store.clone())
-        .realtime(RealtimeConfig {
-            max_in_flight: 2,
-            request_timeout: std::time::Duration::from_millis(200),
-            ..RealtimeConfig::default()
-        })
-        .build()
-        .await
-        .unwrap();
     // A route that takes a second, and counts how many runs finished.
     let finished = std::sync::Arc::new(AtomicUsize::new(0));
     let done = finished.clone();
@@ -323,12 +332,13 @@ async fn a_socket_is_bounded_in_requests_in_flight_and_in_time() {
             }
         }),
     );
-    let router = app.serve(app.blueprints().mount(slow));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut ws = watching_user(tokio_tungstenite::MaybeTlsStream::Plain(tcp), addr).await;
+    let config = RealtimeConfig {
+        max_in_flight: 2,
+        request_timeout: std::time::Duration::from_millis(200),
+        ..RealtimeConfig::default()
+    };
+    let zoo = Served::start(config, slow).await;
+    let mut ws = zoo.socket().await;
 
     for n in 1..=3 {
         let request = json!(["get", {"url": "/slow"}]);
@@ -368,8 +378,5 @@ async fn a_socket_is_bounded_in_requests_in_flight_and_in_time() {
     let jwr = virtual_request(&mut ws, 14, "get", json!({"url": "/user"})).await;
     assert_eq!(jwr["statusCode"], 200);
 
-    server.abort();
-    app.close_sockets().await;
-    store.close().await;
-    cleanup.run().await;
+    zoo.stop().await;
 }
