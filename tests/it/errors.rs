@@ -267,3 +267,20 @@ both! {
         assert_eq!(users[0]["pets"].as_array().map(Vec::len), Some(1), "{users}");
     }
 }
+
+both! {
+    async fn a_client_cannot_choose_an_auto_increment_key(z) {
+        for id in [json!(9_223_372_036_854_775_807_i64), json!(5), json!("7")] {
+            let body = json!({"id": id, "name": "A", "email": "a@example.com"});
+            expect(&z, Method::POST, "/user", Some(body), BAD, "E_INVALID_NEW_RECORD").await;
+        }
+        expect(&z, Method::GET, "/user/create?id=5&name=A&email=a@example.com", None, BAD, "E_INVALID_NEW_RECORD").await;
+        // Later creates get their keys from the database, as before.
+        let a = z.user("Ann").await;
+        let b = z.user("Bob").await;
+        assert!(b > a, "{a} then {b}");
+        // `null` means "assign one", as in Waterline.
+        let c = z.post("/user", json!({"id": null, "name": "Cid", "email": "cid@example.com"})).await;
+        assert!(c["id"].as_i64().unwrap_or_default() > b, "{c}");
+    }
+}

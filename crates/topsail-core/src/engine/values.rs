@@ -247,6 +247,18 @@ pub(crate) fn new_record(
         let is_pk = attr.name == model.pk;
         let value = match given.get(attr.name) {
             Some(v) if is_pk && model.pk_kind == PkKind::AutoIncrement && v.is_null() => continue,
+            // A key the client chooses would put the database's counter
+            // out of step (PostgreSQL's identity hands it out again; past
+            // SQLite's largest key no create works again): refused.
+            Some(_) if is_pk && model.pk_kind == PkKind::AutoIncrement => {
+                return Err(Error::usage(
+                    code,
+                    format!(
+                        "The primary key `{}` of `{}` is assigned by the database: leave it out of a create (a model whose clients choose its keys declares `#[model(auto_increment = false)]`)",
+                        attr.name, model.identity
+                    ),
+                ));
+            }
             Some(v) if is_pk => coerce_pk(model.pk_kind, v)
                 .map(|k| k.to_json())
                 .map_err(|e| {
