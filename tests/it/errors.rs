@@ -284,3 +284,78 @@ both! {
         assert!(c["id"].as_i64().unwrap_or_default() > b, "{c}");
     }
 }
+
+/// Sends `method uri` (with a JSON `body`) through `router`: the status and
+/// the `Retry-After` header.
+async fn status_and_retry_after(
+    router: &axum::Router,
+    method: Method,
+    uri: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, Option<String>) {
+    use tower::ServiceExt;
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        ))
+        .unwrap();
+    let res = router.clone().oneshot(req).await.unwrap();
+    let retry = res
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (res.status(), retry)
+}
+
+#[tokio::test]
+async fn every_connection_busy_is_503_with_retry_after() {
+    use topsail::core::store::Store;
+    // A pool of one connection that waits 200 ms for a free one, on a fresh
+    // PostgreSQL schema.
+    let (schema_store, cleanup) = topsail_tests::fresh_store(topsail_tests::Db::Postgres).await;
+    schema_store.close().await;
+    let topsail_tests::Cleanup::Schema(schema) = cleanup.clone() else {
+        panic!("a PostgreSQL schema");
+    };
+    let opts =
+        <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&topsail_tests::pg_url())
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_millis(200))
+        .connect_with(opts)
+        .await
+        .unwrap();
+    let store = topsail::SqlStore::Postgres(topsail::Pooled::new(pool));
+    let app = example_zoo::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let router = app.blueprints().router();
+    // Another request holds the one connection.
+    let held = store.begin().await.unwrap();
+    let create = json!({"name": "A", "email": "a@example.com"});
+    for (method, uri, body) in [
+        (Method::GET, "/user", None),
+        (Method::POST, "/user", Some(create)),
+    ] {
+        let (status, retry) = status_and_retry_after(&router, method.clone(), uri, body).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}");
+        assert_eq!(retry.as_deref(), Some("1"), "Retry-After");
+    }
+    drop(held);
+    let (status, _) = status_and_retry_after(&router, Method::GET, "/user", None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "served again once a connection is free"
+    );
+    store.close().await;
+    cleanup.run().await;
+}

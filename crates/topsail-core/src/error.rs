@@ -48,6 +48,10 @@ pub enum StoreError {
         /// when the database did not say).
         columns: Vec<String>,
     },
+    /// Every connection stayed busy past the pool's wait (the server is
+    /// overloaded): answered 503 with `Retry-After`.
+    #[error("no database connection became free in time")]
+    Unavailable,
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -8,7 +8,8 @@ blueprints answer with, so an app's own handler can return
 | [`Error::NotFound`] | 404 | `Not Found` (text) |
 | [`Error::Usage`] | 400 | `{code, details, message}` |
 | [`Error::Unique`] | 400 | `{code: "E_UNIQUE", message, modelIdentity, attrNames}` |
-| [`Error::Store`], [`Error::Decode`] | 500 | `Internal Server Error` (text), logged |
+| [`Error::Store`] with [`StoreError::Unavailable`] (every connection busy) | 503 | `Service Unavailable` (text), `Retry-After: 1` |
+| any other [`Error::Store`], [`Error::Decode`] | 500 | `Internal Server Error` (text), logged |
 
 A usage body's `message` names the request (`` `GET /pet` ``), as Sails'
 does. A response does not know its request, so [`UsageRejection`] renders a
@@ -25,7 +26,7 @@ use http::request::Parts;
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use crate::error::{Error, UsageCode};
+use crate::error::{Error, StoreError, UsageCode};
 use crate::pubsub::Actor;
 
 /// A 4xx answered with Sails' usage-error body `{code, details, message}`.
@@ -149,6 +150,7 @@ impl Error {
         match self {
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::Usage { .. } | Error::Unique { .. } => StatusCode::BAD_REQUEST,
+            Error::Store(StoreError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Store(_) | Error::Decode(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -162,6 +164,13 @@ impl IntoResponse for Error {
                 UsageRejection::bad_request(code, details).into_response()
             }
             Error::Unique { model, attrs } => unique_response(model, &attrs),
+            Error::Store(StoreError::Unavailable) => {
+                tracing::warn!("no database connection became free in time; answered 503");
+                let mut res = text_response(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                res
+            }
             fault @ (Error::Store(_) | Error::Decode(_)) => {
                 tracing::error!(error = %fault, "request failed");
                 text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")

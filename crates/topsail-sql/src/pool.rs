@@ -100,8 +100,11 @@ pub(crate) struct PooledTx<DB: Database> {
 
 impl<DB: Database> Pooled<DB> {
     /// Fronts `pool` (whose `max_connections` and `acquire_timeout` it
-    /// takes).
-    pub(crate) fn new(pool: Pool<DB>) -> Self {
+    /// takes): a store with the app's own pool settings is
+    /// `SqlStore::Postgres(Pooled::new(pool))`. A request that waits longer
+    /// than `acquire_timeout` for a connection is answered 503 with
+    /// `Retry-After`.
+    pub fn new(pool: Pool<DB>) -> Self {
         let opts = pool.options();
         let shared = Shared {
             permits: Arc::new(Semaphore::new(opts.get_max_connections() as usize)),

@@ -178,6 +178,9 @@ impl SqlStore {
 /// Maps a sqlx error, recognising unique violations and naming their
 /// columns.
 pub(crate) fn store_error(e: sqlx::Error) -> StoreError {
+    if matches!(e, sqlx::Error::PoolTimedOut) {
+        return StoreError::Unavailable;
+    }
     if let sqlx::Error::Database(db) = &e
         && db.kind() == sqlx::error::ErrorKind::UniqueViolation
     {
