@@ -23,6 +23,9 @@ pub const DEFAULT_LIMIT: u64 = 30;
 pub const MAX_WHERE_DEPTH: usize = 32;
 /// The most terms (comparisons and `in` list items) accepted in a `where`.
 pub const MAX_WHERE_TERMS: usize = 5_000;
+/// The longest text a `contains`, `startsWith`, `endsWith` or `like` may
+/// match, in bytes (SQLite refuses a pattern of 50,000 or more).
+pub const MAX_LIKE_TEXT: usize = 10_000;
 
 /// Parameters that are criteria clauses, not loose `where` terms.
 pub const CLAUSE_PARAMS: [&str; 6] = ["limit", "skip", "sort", "populate", "select", "omit"];
@@ -920,6 +923,13 @@ fn like(t: &Target, m: &str, operand: &Value, budget: &mut usize) -> Result<Filt
             )));
         }
     };
+    if s.len() > MAX_LIKE_TEXT {
+        return Err(Error::criteria(format!(
+            "Invalid `{m}` modifier for `{}`: the text is {} bytes long; at most {MAX_LIKE_TEXT} are accepted",
+            t.name,
+            s.len()
+        )));
+    }
     if s.contains('\0') {
         return Err(Error::criteria(format!(
             "Invalid `{m}` modifier for `{}`: the text holds a NUL character (`\\u0000`)",

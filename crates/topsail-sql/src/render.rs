@@ -73,6 +73,29 @@ impl Renderer {
         self.sql.push_str(&quote(name));
     }
 
+    /// `(a OR b OR ...)`, grouped into a balanced tree of parentheses once
+    /// it is long: SQLite parses `a OR b OR c` as a left-deep tree and
+    /// refuses one deeper than 1,000 ("expression tree is too large"), so a
+    /// `where` of thousands of terms stays about 40 deep instead.
+    fn balanced(&mut self, parts: &[Filter], sep: &str) {
+        const FLAT: usize = 32;
+        self.sql.push('(');
+        if parts.len() <= FLAT {
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    self.sql.push_str(sep);
+                }
+                self.filter(p);
+            }
+        } else {
+            let (left, right) = parts.split_at(parts.len() / 2);
+            self.balanced(left, sep);
+            self.sql.push_str(sep);
+            self.balanced(right, sep);
+        }
+        self.sql.push(')');
+    }
+
     fn filter(&mut self, f: &Filter) {
         match f {
             Filter::True => self.sql.push_str("1=1"),
@@ -90,14 +113,7 @@ impl Renderer {
                 } else {
                     " OR "
                 };
-                self.sql.push('(');
-                for (i, p) in parts.iter().enumerate() {
-                    if i > 0 {
-                        self.sql.push_str(sep);
-                    }
-                    self.filter(p);
-                }
-                self.sql.push(')');
+                self.balanced(parts, sep);
             }
             Filter::Cmp { col, op, value } => {
                 self.col(col);
