@@ -322,3 +322,106 @@ async fn an_app_publisher_hears_every_change_beside_the_sockets() {
     store.close().await;
     cleanup.run().await;
 }
+
+/// A store whose inserts take 300 ms more once the row is written: a
+/// window in which the client can go away.
+struct SlowInserts(topsail::SqlStore);
+
+struct SlowConn(Box<dyn topsail::core::store::Conn>);
+
+#[topsail::async_trait]
+impl topsail::core::store::Conn for SlowConn {
+    async fn fetch(
+        &mut self,
+        q: &topsail::core::query::Select,
+    ) -> Result<Vec<topsail::core::store::Row>, topsail::core::StoreError> {
+        self.0.fetch(q).await
+    }
+    async fn insert(
+        &mut self,
+        q: &topsail::core::query::Insert,
+    ) -> Result<Option<topsail::core::store::Row>, topsail::core::StoreError> {
+        let row = self.0.insert(q).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        row
+    }
+    async fn update(
+        &mut self,
+        q: &topsail::core::query::Update,
+    ) -> Result<u64, topsail::core::StoreError> {
+        self.0.update(q).await
+    }
+    async fn delete(
+        &mut self,
+        q: &topsail::core::query::Delete,
+    ) -> Result<u64, topsail::core::StoreError> {
+        self.0.delete(q).await
+    }
+    async fn count(
+        &mut self,
+        q: &topsail::core::query::Select,
+    ) -> Result<u64, topsail::core::StoreError> {
+        self.0.count(q).await
+    }
+}
+
+#[topsail::async_trait]
+impl topsail::core::store::Store for SlowInserts {
+    fn dialect(&self) -> topsail::core::store::Dialect {
+        self.0.dialect()
+    }
+    async fn conn(&self) -> Result<Box<dyn topsail::core::store::Conn>, topsail::core::StoreError> {
+        Ok(Box::new(SlowConn(self.0.conn().await?)))
+    }
+    async fn begin(&self) -> Result<Box<dyn topsail::core::store::Tx>, topsail::core::StoreError> {
+        self.0.begin().await
+    }
+}
+
+#[tokio::test]
+async fn a_write_whose_client_went_away_still_publishes() {
+    use topsail::core::store::Store;
+    let (store, cleanup) = topsail_tests::fresh_store(topsail_tests::Db::Sqlite).await;
+    let app = example_zoo::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let published = topsail::RecordingPublisher::new();
+    let engine = topsail::Engine::new(
+        Arc::new(SlowInserts(store.clone())),
+        Arc::new(published.clone()),
+        topsail::EngineConfig::default(),
+    );
+    let router = topsail::Blueprints::new(engine, app.registry().clone()).router();
+    // The client gives up while the insert is written but not yet answered
+    // (hyper drops the request's future when its connection closes).
+    let request = topsail_tests::call(
+        &router,
+        None,
+        Method::POST,
+        "/user",
+        Some(json!({"name": "Ann", "email": "ann@example.com"})),
+    );
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(100), request)
+            .await
+            .is_err(),
+        "the request was dropped before it ended"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let sent = broadcasts(&published.take());
+    assert_eq!(
+        sent.len(),
+        1,
+        "the committed create was published: {sent:?}"
+    );
+    assert_eq!(sent[0].2["verb"], "created");
+    assert_eq!(sent[0].2["data"]["name"], "Ann");
+    let mut conn = store.conn().await.unwrap();
+    let sel = topsail::core::query::Select::new("user".into(), Vec::new());
+    assert_eq!(conn.count(&sel).await.unwrap(), 1, "and it is stored");
+    drop(conn);
+    store.close().await;
+    cleanup.run().await;
+}

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::{Map, Value};
 use topsail_core::http::json_response;
-use topsail_core::{Actor, Criteria, Error, Record};
+use topsail_core::{Actor, Criteria, Error, Record, StoreError};
 
 use crate::extract::{ChildKey, Key, RouteState, params};
 use crate::params::Params;
@@ -39,6 +39,20 @@ pub(crate) fn method_router(action: Action, method: MethodFilter) -> MethodRoute
 /// JSON already written by the engine.
 fn json_bytes(body: Vec<u8>) -> Response {
     json_response(StatusCode::OK, body)
+}
+
+/// Runs a write on a task of its own, so that it runs to its end even when
+/// the request is dropped (the client went away while it committed): once a
+/// change commits, its messages are published. The request waits for it as
+/// before.
+async fn to_the_end<F>(write: F) -> Result<Record, Error>
+where
+    F: std::future::Future<Output = Result<Record, Error>> + Send + 'static,
+{
+    tokio::spawn(write).await.unwrap_or_else(|failed| {
+        let what = format!("a write stopped before it ended: {failed}");
+        Err(Error::Store(StoreError::Database(what.into())))
+    })
 }
 
 /// A record, as JSON.
@@ -79,10 +93,14 @@ async fn create(
     if route.model.field("populate").is_none() {
         values.remove("populate");
     }
-    let created = route
-        .engine
-        .create(route.model, &Value::Object(values), &c.populate, &actor)
-        .await?;
+    let created = to_the_end(async move {
+        let values = Value::Object(values);
+        route
+            .engine
+            .create(route.model, &values, &c.populate, &actor)
+            .await
+    })
+    .await?;
     Ok(record(created))
 }
 
@@ -97,10 +115,11 @@ async fn update(
         tracing::debug!("Using `PUT` to update a record is deprecated; use `PATCH`");
     }
     values.remove("id");
-    let updated = route
-        .engine
-        .update(route.model, &id, &Value::Object(values), &actor)
-        .await?;
+    let updated = to_the_end(async move {
+        let values = Value::Object(values);
+        route.engine.update(route.model, &id, &values, &actor).await
+    })
+    .await?;
     Ok(record(updated))
 }
 
@@ -109,9 +128,9 @@ async fn destroy(
     Key(id): Key,
     actor: Actor,
 ) -> Result<Response, Error> {
-    Ok(record(
-        route.engine.destroy(route.model, &id, &actor).await?,
-    ))
+    let destroyed =
+        to_the_end(async move { route.engine.destroy(route.model, &id, &actor).await }).await?;
+    Ok(record(destroyed))
 }
 
 async fn destroy_without_id(State(route): State<RouteState>) -> Error {
@@ -141,11 +160,12 @@ async fn add(
     ChildKey(child): ChildKey,
     actor: Actor,
 ) -> Result<Response, Error> {
-    let assoc = route.assoc()?;
-    let parent = route
-        .engine
-        .add(route.model, &parent, assoc.name, &child, &actor)
-        .await?;
+    let alias = route.assoc()?.name;
+    let parent = to_the_end(async move {
+        let (engine, model) = (&route.engine, route.model);
+        engine.add(model, &parent, alias, &child, &actor).await
+    })
+    .await?;
     Ok(record(parent))
 }
 
@@ -155,11 +175,12 @@ async fn remove(
     ChildKey(child): ChildKey,
     actor: Actor,
 ) -> Result<Response, Error> {
-    let assoc = route.assoc()?;
-    let parent = route
-        .engine
-        .remove(route.model, &parent, assoc.name, &child, &actor)
-        .await?;
+    let alias = route.assoc()?.name;
+    let parent = to_the_end(async move {
+        let (engine, model) = (&route.engine, route.model);
+        engine.remove(model, &parent, alias, &child, &actor).await
+    })
+    .await?;
     Ok(record(parent))
 }
 
@@ -175,10 +196,12 @@ async fn replace(
         ids @ Value::Array(_) => ids,
         _ => params.query.get(assoc.name).cloned().unwrap_or(Value::Null),
     };
-    let parent = route
-        .engine
-        .replace(route.model, &parent, assoc.name, &ids, &actor)
-        .await?;
+    let alias = assoc.name;
+    let parent = to_the_end(async move {
+        let (engine, model) = (&route.engine, route.model);
+        engine.replace(model, &parent, alias, &ids, &actor).await
+    })
+    .await?;
     Ok(record(parent))
 }
 
