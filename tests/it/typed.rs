@@ -80,15 +80,20 @@ impl Lifecycle for Note {
     }
 }
 
-#[tokio::test]
-async fn lifecycle_callbacks_rules_and_strict_mode() {
-    let app = Topsail::builder()
+/// An app of `Note`s on an in-memory SQLite database.
+async fn notes_app() -> Topsail {
+    Topsail::builder()
         .model::<Note>()
         .database_url("sqlite::memory:")
         .create_schema()
         .build()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn lifecycle_callbacks_rules_and_strict_mode() {
+    let app = notes_app().await;
     let notes = app.model::<Note>();
     let n = notes
         .create(json!({"title": "  hello  ", "meta": {"a": [1, 2]}}))
@@ -138,13 +143,7 @@ async fn lifecycle_callbacks_rules_and_strict_mode() {
 
 #[tokio::test]
 async fn find_with_a_projection_builds_structs_with_base_values() {
-    let app = Topsail::builder()
-        .model::<Note>()
-        .database_url("sqlite::memory:")
-        .create_schema()
-        .build()
-        .await
-        .unwrap();
+    let app = notes_app().await;
     let notes = app.model::<Note>();
     notes
         .create(json!({"title": "hello", "stars": 3, "summary": "s"}))
@@ -177,13 +176,7 @@ async fn the_typed_api_takes_typed_values() {
     struct Stars {
         stars: i64,
     }
-    let app = Topsail::builder()
-        .model::<Note>()
-        .database_url("sqlite::memory:")
-        .create_schema()
-        .build()
-        .await
-        .unwrap();
+    let app = notes_app().await;
     let notes = app.model::<Note>();
     let n = notes
         .create(NewNote {

@@ -19,12 +19,15 @@ use topsail_core::value::coerce_pk;
 use topsail_core::{Engine, Error, Pk, UsageCode};
 
 use crate::params::{Params, parse_qs};
+use crate::routes::Action;
 
 /// A bound route: the engine, the model and, for association routes, the
 /// association. The state of every blueprint handler.
 #[derive(Debug)]
 pub(crate) struct Route {
     pub(crate) engine: Engine,
+    /// The action the route was bound as.
+    pub(crate) action: Action,
     pub(crate) model: &'static ModelDef,
     pub(crate) assoc: Option<&'static AssocDef>,
     /// The most records one read may return ([`Criteria::cap_limit`]).

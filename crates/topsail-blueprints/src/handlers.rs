@@ -30,8 +30,7 @@ pub(crate) fn method_router(action: Action, method: MethodFilter) -> MethodRoute
         Action::Destroy => on(method, destroy),
         Action::DestroyWithoutId => on(method, destroy_without_id),
         Action::Populate => on(method, populate),
-        Action::Add => on(method, add),
-        Action::Remove => on(method, remove),
+        Action::Add | Action::Remove => on(method, add_or_remove),
         Action::Replace => on(method, replace),
     }
 }
@@ -154,7 +153,9 @@ async fn populate(
     Ok(axum::Json(populated).into_response())
 }
 
-async fn add(
+/// `add` and `remove`: the parent and the child named in the path; the
+/// route says which.
+async fn add_or_remove(
     State(route): State<RouteState>,
     Key(parent): Key,
     ChildKey(child): ChildKey,
@@ -163,22 +164,11 @@ async fn add(
     let alias = route.assoc()?.name;
     let parent = to_the_end(async move {
         let (engine, model) = (&route.engine, route.model);
-        engine.add(model, &parent, alias, &child, &actor).await
-    })
-    .await?;
-    Ok(record(parent))
-}
-
-async fn remove(
-    State(route): State<RouteState>,
-    Key(parent): Key,
-    ChildKey(child): ChildKey,
-    actor: Actor,
-) -> Result<Response, Error> {
-    let alias = route.assoc()?.name;
-    let parent = to_the_end(async move {
-        let (engine, model) = (&route.engine, route.model);
-        engine.remove(model, &parent, alias, &child, &actor).await
+        if route.action == Action::Add {
+            engine.add(model, &parent, alias, &child, &actor).await
+        } else {
+            engine.remove(model, &parent, alias, &child, &actor).await
+        }
     })
     .await?;
     Ok(record(parent))

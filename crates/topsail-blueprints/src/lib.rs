@@ -291,6 +291,7 @@ impl Blueprints {
         let def = bound.def;
         let route = Arc::new(Route {
             engine: self.engine.clone(),
+            action: def.action,
             model: bound.model,
             assoc: bound.assoc,
             max_limit: self.options.max_limit,

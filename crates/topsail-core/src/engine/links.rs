@@ -30,9 +30,7 @@ impl Engine {
         child: &Pk,
         actor: &Actor,
     ) -> Result<Record> {
-        let (assoc, parent) = collection_of(model, parent, alias)?;
-        let child = checked_key(assoc.target(), child, UsageCode::InvalidAssociatedIds)?;
-        let mut tx = self.lock_parent(model, &parent).await?;
+        let (assoc, parent, child, mut tx) = self.open_child(model, parent, alias, child).await?;
         let link = link_children(tx.as_mut(), model, assoc, &parent, &[child]).await?;
         if link.linked.is_empty() {
             return Err(Error::NotFound);
@@ -53,12 +51,9 @@ impl Engine {
         child: &Pk,
         actor: &Actor,
     ) -> Result<Record> {
-        let (assoc, parent) = collection_of(model, parent, alias)?;
-        let target = assoc.target();
-        let child = checked_key(target, child, UsageCode::InvalidAssociatedIds)?;
-        let mut tx = self.lock_parent(model, &parent).await?;
+        let (assoc, parent, child, mut tx) = self.open_child(model, parent, alias, child).await?;
         let children = std::slice::from_ref(&child);
-        if existing_with(tx.as_mut(), target, children, None)
+        if existing_with(tx.as_mut(), assoc.target(), children, None)
             .await?
             .is_empty()
         {
@@ -91,6 +86,22 @@ impl Engine {
         plan.replace(model, &parent, &r.before, &r.removed, &r.link);
         self.publish(plan).await;
         Ok(record)
+    }
+
+    /// What `add` and `remove` start with: the collection, the parent's
+    /// and the child's keys checked, and the transaction with the parent's
+    /// row locked.
+    async fn open_child(
+        &self,
+        model: &'static ModelDef,
+        parent: &Pk,
+        alias: &str,
+        child: &Pk,
+    ) -> Result<(&'static AssocDef, Pk, Pk, Box<dyn Tx>)> {
+        let (assoc, parent) = collection_of(model, parent, alias)?;
+        let child = checked_key(assoc.target(), child, UsageCode::InvalidAssociatedIds)?;
+        let tx = self.lock_parent(model, &parent).await?;
+        Ok((assoc, parent, child, tx))
     }
 
     /// A collection action's transaction, with the parent's row locked
