@@ -125,3 +125,72 @@ both! {
         assert_eq!(z.get(&format!("/tag/{t2}")).await["pets"], json!([]));
     }
 }
+
+/// More keys than a statement may bind (SQLite 32,766 parameters,
+/// PostgreSQL 65,535): a replace, a create's collection, a destroy of a
+/// parent with that many children, over a foreign key and a join table.
+/// Each used to be a 500 (and such a parent could never be destroyed).
+const MANY: i64 = 70_000;
+
+/// Inserts `MANY` unowned pets with keys 1..=MANY into the fresh zoo.
+async fn seed_many_pets(z: &topsail_tests::Zoo) {
+    let series = match z.db {
+        topsail_tests::Db::Sqlite => format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {MANY}) SELECT i FROM n"
+        ),
+        topsail_tests::Db::Postgres => format!("SELECT generate_series(1, {MANY}) AS i"),
+    };
+    z.app
+        .store()
+        .execute_script(&format!(
+            "INSERT INTO pet (name, species, created_at, updated_at) SELECT 'p' || i, '', 0, 0 FROM ({series}) AS s"
+        ))
+        .await
+        .unwrap();
+}
+
+both! {
+    async fn id_lists_longer_than_a_statement_can_bind(z) {
+        seed_many_pets(&z).await;
+        let all: Vec<i64> = (1..=MANY).collect();
+        let pets = z.app.model::<example_zoo::Pet>();
+        let owned_by = |u: i64| topsail::Criteria::new().filter(json!({"owner": u}));
+
+        let ann = z.user("Ann").await;
+        let r = z.send(Method::PUT, &format!("/user/{ann}/pets"), Some(json!(all))).await;
+        assert_eq!(r.status, StatusCode::OK, "replace: {}", r.body);
+        assert_eq!(pets.count(&owned_by(ann)).await.unwrap(), MANY as u64);
+
+        let r = z.send(Method::POST, "/user", Some(json!({"name": "Bo", "email": "bo@example.com", "pets": all}))).await;
+        assert_eq!(r.status, StatusCode::OK, "create with a collection: {}", r.body);
+        let bo = r.body["id"].as_i64().unwrap();
+        assert_eq!(pets.count(&owned_by(bo)).await.unwrap(), MANY as u64, "Bo took every pet");
+        assert_eq!(pets.count(&owned_by(ann)).await.unwrap(), 0);
+
+        let r = z.send(Method::DELETE, &format!("/user/{bo}"), None).await;
+        assert_eq!(r.status, StatusCode::OK, "destroy a parent of {MANY}: {}", r.body);
+        assert_eq!(pets.count(&owned_by(bo)).await.unwrap(), 0);
+        assert_eq!(pets.count(&topsail::Criteria::new()).await.unwrap(), MANY as u64, "the children stay");
+
+        let tag = z.tag("big").await;
+        let tags_of_ends = || async {
+            pets.find(&topsail::Criteria::new().filter(json!({"id": [1, MANY]})))
+                .await
+                .unwrap()
+                .iter()
+                .map(|p| p.tags.len())
+                .sum::<usize>()
+        };
+        let r = z.send(Method::PUT, &format!("/tag/{tag}/pets"), Some(json!(all))).await;
+        assert_eq!(r.status, StatusCode::OK, "replace through a join table: {}", r.body);
+        assert_eq!(tags_of_ends().await, 2);
+        let r = z.send(Method::PUT, &format!("/tag/{tag}/pets"), Some(json!([]))).await;
+        assert_eq!(r.status, StatusCode::OK, "unlink {MANY} through a join table: {}", r.body);
+        assert_eq!(tags_of_ends().await, 0);
+        let r = z.send(Method::PUT, &format!("/tag/{tag}/pets"), Some(json!(all))).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let r = z.send(Method::DELETE, &format!("/tag/{tag}"), None).await;
+        assert_eq!(r.status, StatusCode::OK, "destroy a tag on {MANY} pets: {}", r.body);
+        assert_eq!(tags_of_ends().await, 0, "the join rows went with the tag");
+    }
+}

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 #[cfg(feature = "axum")]
 pub mod http;
+pub mod inflight;
 pub mod model;
 pub mod pubsub;
 pub mod query;
@@ -28,6 +29,7 @@ mod testing;
 pub use criteria::{Criteria, Populate};
 pub use engine::{Engine, EngineConfig};
 pub use error::{Error, Result, StoreError, UsageCode};
+pub use inflight::{Inflight, InflightGuard};
 pub use model::ModelDef;
 pub use pubsub::{Actor, Effect, Publisher};
 pub use record::{Pk, Record};

@@ -17,7 +17,7 @@ use crate::store::{Conn, Tx};
 use crate::value::SqlValue;
 
 use super::read::{fetch_locked, refetch_populated};
-use super::{Engine, checked_key, values};
+use super::{Engine, KEYS_PER_STATEMENT, checked_key, values};
 
 impl Engine {
     /// `add`: links `child` to `parent` through collection `alias`, returns
@@ -240,19 +240,21 @@ async fn set_foreign_key(
         return Ok(());
     }
     let target = assoc.target();
-    let mut filter = Filter::any_of(
-        target.pk_column().into(),
-        children.iter().map(SqlValue::from_pk).collect(),
-    );
-    if let Some(from) = from {
-        filter = filter.and(Filter::eq(via.into(), SqlValue::from_pk(from)));
+    for chunk in children.chunks(KEYS_PER_STATEMENT) {
+        let mut filter = Filter::any_of(
+            target.pk_column().into(),
+            chunk.iter().map(SqlValue::from_pk).collect(),
+        );
+        if let Some(from) = from {
+            filter = filter.and(Filter::eq(via.into(), SqlValue::from_pk(from)));
+        }
+        conn.update(&Update {
+            table: target.table.into(),
+            set: vec![(via.into(), value.clone())],
+            filter,
+        })
+        .await?;
     }
-    conn.update(&Update {
-        table: target.table.into(),
-        set: vec![(via.into(), value)],
-        filter,
-    })
-    .await?;
     Ok(())
 }
 
@@ -273,13 +275,15 @@ async fn unlink_children(
             set_foreign_key(conn, assoc, via.column, null, ids, Some(parent)).await
         }
         CollectionStorage::Join(j) => {
-            let keys: Vec<SqlValue> = ids.iter().map(SqlValue::from_pk).collect();
-            conn.delete(&Delete {
-                table: j.table.into(),
-                filter: Filter::eq(j.parent_column.into(), SqlValue::from_pk(parent))
-                    .and(Filter::any_of(j.child_column.into(), keys)),
-            })
-            .await?;
+            for chunk in ids.chunks(KEYS_PER_STATEMENT) {
+                let keys: Vec<SqlValue> = chunk.iter().map(SqlValue::from_pk).collect();
+                conn.delete(&Delete {
+                    table: j.table.clone().into(),
+                    filter: Filter::eq(j.parent_column.clone().into(), SqlValue::from_pk(parent))
+                        .and(Filter::any_of(j.child_column.clone().into(), keys)),
+                })
+                .await?;
+            }
             Ok(())
         }
     }
@@ -374,23 +378,25 @@ async fn existing_with(
         cols.push((ColRef::Main(c.into()), ty));
     }
     let mut sel = Select::new(model.table.into(), cols);
-    sel.filter = Filter::any_of(
-        model.pk_column().into(),
-        ids.iter().map(SqlValue::from_pk).collect(),
-    );
     sel.order = vec![(model.pk_column().into(), Dir::Asc)];
-    let rows = conn.fetch(&sel).await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|mut r| {
+    let mut found = Vec::new();
+    for chunk in ids.chunks(KEYS_PER_STATEMENT) {
+        sel.filter = Filter::any_of(
+            model.pk_column().into(),
+            chunk.iter().map(SqlValue::from_pk).collect(),
+        );
+        found.extend(conn.fetch(&sel).await?.into_iter().filter_map(|mut r| {
             let extra = if r.len() > 1 {
                 r.pop().and_then(|v| Pk::from_json(&v))
             } else {
                 None
             };
             r.first().and_then(Pk::from_json).map(|k| (k, extra))
-        })
-        .collect())
+        }));
+    }
+    // In key order, as one statement would have returned them.
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
 }
 
 /// Keeps `ids` in the order the client gave them, without duplicates.

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use crate::criteria::PopulateQuery;
 use crate::error::{Error, Result, UsageCode};
+use crate::inflight::Inflight;
 use crate::model::{AttrType, ModelDef};
 use crate::pubsub::{Actor, Plan, Publisher};
 use crate::record::Pk;
@@ -59,6 +60,7 @@ pub struct Engine {
     store: Arc<dyn Store>,
     publisher: Arc<dyn Publisher>,
     config: EngineConfig,
+    writes: Inflight,
 }
 
 impl std::fmt::Debug for Engine {
@@ -77,7 +79,38 @@ impl Engine {
             store,
             publisher,
             config,
+            writes: Inflight::new(),
         }
+    }
+
+    /// The writes running on tasks of their own (see
+    /// [`Engine::detached_write`]), which a graceful shutdown waits for.
+    pub fn writes(&self) -> &Inflight {
+        &self.writes
+    }
+
+    /// Runs `write` (an action of this engine) on a task of its own, so it
+    /// commits and publishes even when the caller is dropped (an HTTP
+    /// client that went away), counted in [`Engine::writes`] until it ends.
+    /// The caller waits for it as it would for `write`.
+    pub async fn detached_write<F, T>(&self, write: F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let guard = self.writes.enter();
+        tokio::spawn(async move {
+            let done = write.await;
+            drop(guard);
+            done
+        })
+        .await
+        .unwrap_or_else(|failed| {
+            let what = format!("a write stopped before it ended: {failed}");
+            Err(Error::Store(crate::error::StoreError::Database(
+                what.into(),
+            )))
+        })
     }
 
     /// The store.
@@ -107,6 +140,13 @@ impl Engine {
         Plan::new(actor, self.config.mirror)
     }
 }
+
+/// The most keys one statement binds in an `IN` list. A list of ids from a
+/// client (a replace, a create's collection) or of a parent's children (a
+/// destroy) can be longer than a statement may bind (SQLite 32,766
+/// parameters, PostgreSQL 65,535), so such lists are sent in chunks of
+/// this size, inside the action's one transaction.
+pub(crate) const KEYS_PER_STATEMENT: usize = 10_000;
 
 /// A key given to the engine, in the form `model` stores it: an integer
 /// key given as `"7"` is 7; one that cannot be is a usage error (`code`).

@@ -19,6 +19,7 @@ use crate::record::{Pk, Record};
 use crate::store::{Conn, Row};
 use crate::value::SqlValue;
 
+use super::KEYS_PER_STATEMENT;
 use super::loaded::{Loaded, Shape, row_field_names};
 
 /// The columns of a model's own row: scalar attributes, then to-one keys.
@@ -234,7 +235,7 @@ impl<'p> Children<'p> {
     /// A to-one: the records the keys point at, by key.
     async fn populate_to_one(self, conn: &mut dyn Conn, records: &mut [Record]) -> Result<()> {
         let shape = self.shape();
-        let Children { p, mut sel, .. } = self;
+        let Children { p, sel, .. } = self;
         let assoc = p.assoc;
         let target = assoc.target();
         let mut keys: Vec<Pk> = records
@@ -243,23 +244,16 @@ impl<'p> Children<'p> {
             .collect();
         keys.sort();
         keys.dedup();
-        let by_pk: HashMap<Pk, Record> = if keys.is_empty() {
-            HashMap::new()
-        } else {
-            sel.filter = Filter::any_of(
-                target.pk_column().into(),
-                keys.iter().map(SqlValue::from_pk).collect(),
-            )
-            .and(sel.filter);
-            conn.fetch(&sel)
-                .await?
-                .into_iter()
-                .map(|mut row| {
-                    let rec = shape.record(&mut row);
-                    (target.key_of(&rec).unwrap_or(Pk::Int(0)), rec)
-                })
-                .collect()
-        };
+        let keys: Vec<SqlValue> = keys.iter().map(SqlValue::from_pk).collect();
+        let col = ColRef::Main(target.pk_column().into());
+        let by_pk: HashMap<Pk, Record> = fetch_in_chunks(conn, &sel, &col, &keys)
+            .await?
+            .into_iter()
+            .map(|mut row| {
+                let rec = shape.record(&mut row);
+                (target.key_of(&rec).unwrap_or(Pk::Int(0)), rec)
+            })
+            .collect();
         for r in records.iter_mut() {
             let v = r
                 .get(assoc.name)
@@ -302,17 +296,11 @@ impl<'p> Children<'p> {
                 sel.columns.len() - 1
             }
         };
-        sel.filter = Filter::In {
-            col: child_key.clone(),
-            values: parents,
-            negated: false,
-        }
-        .and(sel.filter);
         if sel.limit.is_some() || sel.offset > 0 {
-            sel.partition = Some(child_key);
+            sel.partition = Some(child_key.clone());
         }
         let mut groups: HashMap<Pk, Vec<Record>> = HashMap::new();
-        for mut row in conn.fetch(&sel).await? {
+        for mut row in fetch_in_chunks(conn, &sel, &child_key, &parents).await? {
             // Read before the projection, which may leave the key out.
             let parent = row.get(parent_at).and_then(Pk::from_json);
             let rec = shape.record(&mut row);
@@ -329,6 +317,29 @@ impl<'p> Children<'p> {
         }
         Ok(())
     }
+}
+
+/// The rows of `sel` whose `col` is one of `keys`, fetched
+/// [`KEYS_PER_STATEMENT`] keys at a time (a page of parents may hold more
+/// keys than one statement can bind). No keys, no rows.
+async fn fetch_in_chunks(
+    conn: &mut dyn Conn,
+    sel: &Select,
+    col: &ColRef,
+    keys: &[SqlValue],
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        let mut part = sel.clone();
+        part.filter = Filter::In {
+            col: col.clone(),
+            values: chunk.to_vec(),
+            negated: false,
+        }
+        .and(part.filter);
+        rows.extend(conn.fetch(&part).await?);
+    }
+    Ok(rows)
 }
 
 /// Reads record `id` with what `populate` names; `lock` locks its row
