@@ -380,3 +380,128 @@ async fn a_socket_is_bounded_in_requests_in_flight_and_in_time() {
 
     zoo.stop().await;
 }
+
+/// A route that answers the rooms of the socket that asks.
+fn my_rooms() -> axum::Router {
+    axum::Router::new().route(
+        "/my-rooms",
+        axum::routing::get(|socket: topsail::SocketRequest| async move {
+            let rooms = socket.sockets().rooms_of(socket.id()).await.unwrap();
+            axum::Json(json!(rooms))
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_socket_joins_at_most_max_rooms_per_socket() {
+    let config = RealtimeConfig {
+        max_rooms_per_socket: 20,
+        ..RealtimeConfig::default()
+    };
+    let zoo = Served::start(config, my_rooms()).await;
+    let users = zoo.app.model::<example_zoo::User>();
+    for i in 0..40 {
+        let email = format!("u{i}@example.com");
+        users
+            .create(json!({"name": format!("U{i}"), "email": email}))
+            .await
+            .unwrap();
+    }
+    let mut ws = zoo.socket().await;
+    let found = virtual_request(&mut ws, 11, "get", json!({"url": "/user?limit=100"})).await;
+    assert_eq!(found["statusCode"], 200, "the read still answers");
+    assert_eq!(found["body"].as_array().map(Vec::len), Some(40));
+    // The rooms are joined after the answer, by the publisher task.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let rooms = virtual_request(&mut ws, 12, "get", json!({"url": "/my-rooms"})).await;
+    let rooms = rooms["body"].as_array().unwrap().len();
+    assert_eq!(
+        rooms, 20,
+        "its own room, the watches of user and pet, 17 records"
+    );
+
+    // A socket under the cap is not held back.
+    let mut other = zoo.socket().await;
+    virtual_request(&mut other, 11, "get", json!({"url": "/user?limit=5"})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let rooms = virtual_request(&mut other, 12, "get", json!({"url": "/my-rooms"})).await;
+    assert_eq!(
+        rooms["body"].as_array().unwrap().len(),
+        8,
+        "own, 2 watches, 5 records: {rooms}"
+    );
+    zoo.stop().await;
+}
+
+/// `Topsail::shutdown`: a socket's request in flight ends and is answered,
+/// what it published is delivered, a new request is refused with 503, and
+/// only then are the sockets disconnected.
+#[tokio::test]
+async fn shutdown_finishes_socket_work_and_delivers_its_messages_first() {
+    let app_cell = std::sync::Arc::new(std::sync::OnceLock::<topsail::Topsail>::new());
+    let app_for_route = app_cell.clone();
+    let slow_create = axum::Router::new().route(
+        "/slow-create",
+        axum::routing::get(move || {
+            let app = app_for_route.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let users = app.get().unwrap().model::<example_zoo::User>();
+                let ann = json!({"name": "Ann", "email": "ann@example.com"});
+                users.create(ann).await.unwrap();
+                "created"
+            }
+        }),
+    );
+    let zoo = Served::start(RealtimeConfig::default(), slow_create).await;
+    app_cell.set(zoo.app.clone()).unwrap();
+    let mut ws = zoo.socket().await;
+    let slow = json!(["get", {"url": "/slow-create"}]);
+    ws.send(Message::text(format!("4211{slow}"))).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let app = zoo.app.clone();
+    let shutdown =
+        tokio::spawn(async move { app.shutdown(std::time::Duration::from_secs(5)).await });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let late = json!(["get", {"url": "/user"}]);
+    ws.send(Message::text(format!("4212{late}"))).await.unwrap();
+
+    // Everything the socket receives until it is disconnected.
+    let mut frames = Vec::new();
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => {
+                ws.send(Message::text("3")).await.unwrap()
+            }
+            Ok(Some(Ok(Message::Text(t)))) => {
+                // A namespace disconnect, or the Engine.IO close.
+                let disconnected = t.starts_with("41") || t.as_str() == "1";
+                frames.push(t.to_string());
+                if disconnected {
+                    break;
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("{other:?} after {frames:?}"),
+        }
+    }
+    let position = |prefix: &str| {
+        frames
+            .iter()
+            .position(|f| f.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no frame starting {prefix} in {frames:?}"))
+    };
+    let late_ack = &frames[position("4312")];
+    assert!(late_ack.contains("\"statusCode\":503"), "{late_ack}");
+    let slow_ack = &frames[position("4311")];
+    assert!(slow_ack.contains("\"statusCode\":200"), "{slow_ack}");
+    let created = position("42[\"user\"");
+    assert!(frames[created].contains("\"verb\":\"created\""));
+    assert!(
+        created < frames.len() - 1,
+        "delivered before the disconnect"
+    );
+    assert!(shutdown.await.unwrap(), "a clean shutdown");
+    zoo.stop().await;
+}

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::{Map, Value};
 use topsail_core::http::json_response;
-use topsail_core::{Actor, Criteria, Error, Record, StoreError};
+use topsail_core::{Actor, Criteria, Engine, Error, Record};
 
 use crate::extract::{ChildKey, Key, RouteState, params};
 use crate::params::Params;
@@ -43,15 +43,12 @@ fn json_bytes(body: Vec<u8>) -> Response {
 /// Runs a write on a task of its own, so that it runs to its end even when
 /// the request is dropped (the client went away while it committed): once a
 /// change commits, its messages are published. The request waits for it as
-/// before.
-async fn to_the_end<F>(write: F) -> Result<Record, Error>
+/// before, and a graceful shutdown waits for it too.
+async fn to_the_end<F>(engine: &Engine, write: F) -> Result<Record, Error>
 where
     F: std::future::Future<Output = Result<Record, Error>> + Send + 'static,
 {
-    tokio::spawn(write).await.unwrap_or_else(|failed| {
-        let what = format!("a write stopped before it ended: {failed}");
-        Err(Error::Store(StoreError::Database(what.into())))
-    })
+    engine.detached_write(write).await
 }
 
 /// A record, as JSON.
@@ -92,7 +89,7 @@ async fn create(
     if route.model.field("populate").is_none() {
         values.remove("populate");
     }
-    let created = to_the_end(async move {
+    let created = to_the_end(&route.engine.clone(), async move {
         let values = Value::Object(values);
         route
             .engine
@@ -114,7 +111,7 @@ async fn update(
         tracing::debug!("Using `PUT` to update a record is deprecated; use `PATCH`");
     }
     values.remove("id");
-    let updated = to_the_end(async move {
+    let updated = to_the_end(&route.engine.clone(), async move {
         let values = Value::Object(values);
         route.engine.update(route.model, &id, &values, &actor).await
     })
@@ -127,8 +124,10 @@ async fn destroy(
     Key(id): Key,
     actor: Actor,
 ) -> Result<Response, Error> {
-    let destroyed =
-        to_the_end(async move { route.engine.destroy(route.model, &id, &actor).await }).await?;
+    let destroyed = to_the_end(&route.engine.clone(), async move {
+        route.engine.destroy(route.model, &id, &actor).await
+    })
+    .await?;
     Ok(record(destroyed))
 }
 
@@ -162,7 +161,7 @@ async fn add_or_remove(
     actor: Actor,
 ) -> Result<Response, Error> {
     let alias = route.assoc()?.name;
-    let parent = to_the_end(async move {
+    let parent = to_the_end(&route.engine.clone(), async move {
         let (engine, model) = (&route.engine, route.model);
         if route.action == Action::Add {
             engine.add(model, &parent, alias, &child, &actor).await
@@ -187,7 +186,7 @@ async fn replace(
         _ => params.query.get(assoc.name).cloned().unwrap_or(Value::Null),
     };
     let alias = assoc.name;
-    let parent = to_the_end(async move {
+    let parent = to_the_end(&route.engine.clone(), async move {
         let (engine, model) = (&route.engine, route.model);
         engine.replace(model, &parent, alias, &ids, &actor).await
     })

@@ -31,7 +31,10 @@ use socketioxide::socket::Socket;
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
 pub use extract::{NotASocketRequest, SocketRequest};
-pub use sockets::{AdapterFailure, DEFAULT_EVENT, SocketPublisher, Sockets, SocketsError};
+pub use sockets::{
+    AdapterFailure, DEFAULT_EVENT, DEFAULT_MAX_ROOMS_PER_SOCKET, DEFAULT_PUBLISHER_QUEUE,
+    SocketPublisher, Sockets, SocketsError,
+};
 
 /// Socket server settings.
 #[derive(Debug, Clone)]
@@ -63,6 +66,14 @@ pub struct RealtimeConfig {
     /// still commits and publishes, and it keeps its place in
     /// `max_in_flight` until it ends.
     pub request_timeout: Duration,
+    /// The most rooms one socket joins through the pub-sub of its reads
+    /// (one per record it is subscribed to); past it, reads still answer
+    /// but subscribe it to nothing more. See [`Sockets::max_rooms_per_socket`].
+    pub max_rooms_per_socket: usize,
+    /// How many actions' effects may wait to be delivered; a write that
+    /// finds the queue full waits (after its commit) for room. See
+    /// [`Sockets::publisher_queue`].
+    pub publisher_queue: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -75,6 +86,8 @@ impl Default for RealtimeConfig {
             read_buffer: 1024,
             max_in_flight: 64,
             request_timeout: Duration::from_secs(30),
+            max_rooms_per_socket: DEFAULT_MAX_ROOMS_PER_SOCKET,
+            publisher_queue: DEFAULT_PUBLISHER_QUEUE,
         }
     }
 }
@@ -125,15 +138,25 @@ struct Limits {
     timeout: Duration,
 }
 
+/// Every socket's requests on this node, counted for a graceful shutdown.
+type Requests = topsail_core::Inflight;
+
 /// The connect handler for the root namespace, generic over the adapter
 /// (`ns` itself can only be called on a concrete adapter).
 fn connect_handler<A: Adapter>(
     router: Arc<OnceLock<Router>>,
     sockets: Sockets,
     limits: Limits,
+    requests: Requests,
 ) -> impl Fn(SocketRef<A>) -> std::future::Ready<()> + Clone + Send + Sync + 'static {
     move |socket: SocketRef<A>| {
-        on_connect(socket, router.clone(), sockets.clone(), limits);
+        on_connect(
+            socket,
+            router.clone(),
+            sockets.clone(),
+            limits,
+            requests.clone(),
+        );
         std::future::ready(())
     }
 }
@@ -146,6 +169,8 @@ struct Bridge {
     /// One permit per request in flight on this socket.
     in_flight: tokio::sync::Semaphore,
     timeout: Duration,
+    /// The node's requests: counted, and refused once it shuts down.
+    requests: Requests,
 }
 
 impl Bridge {
@@ -154,6 +179,13 @@ impl Bridge {
     /// request still runs to its end (a write that commits publishes)
     /// before its place is freed, and its own answer is dropped.
     async fn answer(&self, verb: &str, payload: Value, send: impl FnOnce(bridge::Reply)) {
+        if self.requests.is_closing() {
+            return send(bridge::Reply::Jwr(bridge::Jwr::plain(
+                503,
+                "Service Unavailable",
+            )));
+        }
+        let _counted = self.requests.enter();
         let Ok(_permit) = self.in_flight.try_acquire() else {
             return send(bridge::Reply::Jwr(bridge::Jwr::plain(
                 429,
@@ -186,6 +218,7 @@ fn on_connect<A: Adapter>(
     router: Arc<OnceLock<Router>>,
     sockets: Sockets,
     limits: Limits,
+    requests: Requests,
 ) {
     let parts = socket.req_parts();
     let sid: Arc<str> = Arc::from(socket.id.to_string());
@@ -207,6 +240,7 @@ fn on_connect<A: Adapter>(
         sockets,
         in_flight: tokio::sync::Semaphore::new(limits.in_flight),
         timeout: limits.timeout,
+        requests,
     });
     socket.on_fallback(
         move |s: SocketRef<A>,
@@ -298,6 +332,7 @@ pub struct Realtime {
     router: Arc<OnceLock<Router>>,
     layer: Arc<dyn Fn(Router) -> Router + Send + Sync>,
     close: Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>,
+    requests: Requests,
 }
 
 impl std::fmt::Debug for Realtime {
@@ -314,9 +349,11 @@ impl Realtime {
         layer: socketioxide::layer::SocketIoLayer<A>,
         router: Arc<OnceLock<Router>>,
         sockets: Sockets,
+        requests: Requests,
     ) -> Self {
         let publisher = sockets.publisher();
         Realtime {
+            requests,
             sockets,
             publisher,
             router,
@@ -334,16 +371,32 @@ impl Realtime {
         (self.close)().await;
     }
 
+    /// The virtual requests in flight on this node. After
+    /// [`Inflight::close`](topsail_core::Inflight::close) every new one is
+    /// answered 503 at once (a client retries on another node), while
+    /// those in flight run to their end.
+    pub fn requests(&self) -> &topsail_core::Inflight {
+        &self.requests
+    }
+
     /// A single-process socket server (the in-memory adapter).
     pub fn local(config: &RealtimeConfig) -> Self {
         let (layer, io) = configure(SocketIo::builder(), config).build_layer();
         let router = Arc::new(OnceLock::new());
-        let sockets = Sockets::new(io.clone());
+        let requests = Requests::new();
+        let sockets = Sockets::new(io.clone())
+            .max_rooms_per_socket(config.max_rooms_per_socket)
+            .publisher_queue(config.publisher_queue);
         io.ns(
             "/",
-            connect_handler(router.clone(), sockets.clone(), limits(config)),
+            connect_handler(
+                router.clone(),
+                sockets.clone(),
+                limits(config),
+                requests.clone(),
+            ),
         );
-        Self::assemble(io, layer, router, sockets)
+        Self::assemble(io, layer, router, sockets, requests)
     }
 
     /// A socket server that is one node of a cluster sharing `redis_url`
@@ -364,14 +417,22 @@ impl Realtime {
         )
         .build_layer();
         let router = Arc::new(OnceLock::new());
-        let sockets = Sockets::new(io.clone());
+        let requests = Requests::new();
+        let sockets = Sockets::new(io.clone())
+            .max_rooms_per_socket(config.max_rooms_per_socket)
+            .publisher_queue(config.publisher_queue);
         io.ns(
             "/",
-            connect_handler(router.clone(), sockets.clone(), limits(config)),
+            connect_handler(
+                router.clone(),
+                sockets.clone(),
+                limits(config),
+                requests.clone(),
+            ),
         )
         .await
         .map_err(|e| RealtimeError::Namespace(sockets::AdapterFailure::capture(&e)))?;
-        Ok(Self::assemble(io, layer, router, sockets))
+        Ok(Self::assemble(io, layer, router, sockets, requests))
     }
 
     /// The sockets API.

@@ -9,7 +9,7 @@ connected to other processes too when the Redis adapter is in use.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -93,6 +93,9 @@ trait Backend: Send + Sync + 'static {
     ) -> Result<(), SocketsError>;
     async fn leave_all(&self, room: &str) -> Result<(), SocketsError>;
     async fn rooms_of(&self, socket: &str) -> Result<Vec<String>, SocketsError>;
+    /// The rooms the socket `socket` is in, when it is connected to this
+    /// node (its own id room included).
+    fn local_rooms(&self, socket: &str) -> Option<Vec<String>>;
 }
 
 /// How long a cluster operation may take before this node gives up on the
@@ -290,6 +293,12 @@ impl<A: Adapter> Backend for Io<A> {
         Ok(())
     }
 
+    fn local_rooms(&self, socket: &str) -> Option<Vec<String>> {
+        let sid = socket.parse().ok()?;
+        let rooms = self.io.get_socket(sid)?.rooms();
+        Some(rooms.into_iter().map(|r| r.to_string()).collect())
+    }
+
     async fn rooms_of(&self, socket: &str) -> Result<Vec<String>, SocketsError> {
         let local = self.alone();
         let found = self
@@ -312,7 +321,14 @@ impl<A: Adapter> Backend for Io<A> {
 #[derive(Clone)]
 pub struct Sockets {
     backend: Arc<dyn Backend>,
+    max_rooms: usize,
+    queue: usize,
 }
+
+/// The default of [`Sockets::max_rooms_per_socket`].
+pub const DEFAULT_MAX_ROOMS_PER_SOCKET: usize = 10_000;
+/// The default of [`Sockets::publisher_queue`].
+pub const DEFAULT_PUBLISHER_QUEUE: usize = 4_096;
 
 impl std::fmt::Debug for Sockets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -332,7 +348,56 @@ impl Sockets {
                 io,
                 alone_until: AtomicU64::new(0),
             }),
+            max_rooms: DEFAULT_MAX_ROOMS_PER_SOCKET,
+            queue: DEFAULT_PUBLISHER_QUEUE,
         }
+    }
+
+    /// The most rooms a socket joins through the pub-sub of reads
+    /// (subscriptions to records, watched models), its own id room
+    /// included. Past it, a read still answers but subscribes the socket to
+    /// no more records; each refused join is logged. Rooms joined through
+    /// [`Sockets::join`] by app code are not counted against it.
+    pub fn max_rooms_per_socket(mut self, n: usize) -> Self {
+        self.max_rooms = n.max(1);
+        self
+    }
+
+    /// How many batches of effects (one per action) may wait for the
+    /// publisher task of [`Sockets::publisher`]. When it is full, the next
+    /// action waits for room after its commit, before it answers: back
+    /// pressure on writers, never a dropped message.
+    pub fn publisher_queue(mut self, batches: usize) -> Self {
+        self.queue = batches.max(1);
+        self
+    }
+
+    /// `rooms`, less those that would take `socket` past
+    /// [`Sockets::max_rooms_per_socket`] (only checked for a socket of this
+    /// node: the socket of a request always is).
+    fn within_room_cap(&self, socket: &str, mut rooms: Vec<String>) -> Vec<String> {
+        let Some(held) = self.backend.local_rooms(socket) else {
+            return rooms;
+        };
+        if held.len() + rooms.len() <= self.max_rooms {
+            return rooms;
+        }
+        // Near the cap: rooms the socket is in already cost nothing.
+        let held: std::collections::HashSet<String> = held.into_iter().collect();
+        rooms.retain(|r| !held.contains(r));
+        let held = held.len();
+        let room_left = self.max_rooms.saturating_sub(held);
+        if rooms.len() > room_left {
+            tracing::warn!(
+                socket,
+                held,
+                refused = rooms.len() - room_left,
+                max = self.max_rooms,
+                "a socket reached its room cap; it is not subscribed to more records"
+            );
+            rooms.truncate(room_left);
+        }
+        rooms
     }
 
     /// The socket `socket` (an id, local or on another node) joins `room`.
@@ -422,7 +487,13 @@ impl Sockets {
 
     async fn apply(&self, effect: Effect) -> Result<(), SocketsError> {
         match effect {
-            Effect::Join { socket, rooms } => self.backend.join(&socket, rooms).await,
+            Effect::Join { socket, rooms } => {
+                let rooms = self.within_room_cap(&socket, rooms);
+                if rooms.is_empty() {
+                    return Ok(());
+                }
+                self.backend.join(&socket, rooms).await
+            }
             Effect::Leave { socket, rooms } => self.backend.leave(&socket, rooms).await,
             Effect::AddMembers { source, dest } => self.backend.join(&source, vec![dest]).await,
             Effect::RemoveMembers { source, dest } => self.backend.leave(&source, vec![dest]).await,
@@ -443,8 +514,10 @@ impl Sockets {
     /// order they were published, without holding up the request that
     /// caused them.
     pub fn publisher(&self) -> SocketPublisher {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Effect>>();
+        let (tx, mut rx) = mpsc::channel::<Vec<Effect>>(self.queue);
+        let pending = Arc::new(AtomicUsize::new(0));
         let sockets = self.clone();
+        let done = pending.clone();
         tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
                 for effect in batch {
@@ -452,22 +525,46 @@ impl Sockets {
                         tracing::error!(error = %e, "could not deliver a pub-sub effect");
                     }
                 }
+                done.fetch_sub(1, Ordering::AcqRel);
             }
         });
-        SocketPublisher { tx }
+        SocketPublisher { tx, pending }
     }
 }
 
 /// Delivers the engine's effects over socket.io (see [`Sockets::publisher`]).
 #[derive(Debug, Clone)]
 pub struct SocketPublisher {
-    tx: mpsc::UnboundedSender<Vec<Effect>>,
+    tx: mpsc::Sender<Vec<Effect>>,
+    /// Batches published and not yet carried out (queued, or in progress).
+    pending: Arc<AtomicUsize>,
+}
+
+impl SocketPublisher {
+    /// How many batches of effects (one per action) are published and not
+    /// yet carried out: waiting in the queue, or being delivered.
+    pub fn queue_depth(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Waits until every batch published so far has been carried out;
+    /// false when `deadline` passed first. For a graceful shutdown.
+    pub async fn flush(&self, deadline: Duration) -> bool {
+        let drained = async {
+            while self.queue_depth() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(deadline, drained).await.is_ok()
+    }
 }
 
 #[async_trait]
 impl Publisher for SocketPublisher {
     async fn publish(&self, effects: Vec<Effect>) {
-        if self.tx.send(effects).is_err() {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(effects).await.is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
             tracing::error!("the pub-sub task has stopped; effects dropped");
         }
     }

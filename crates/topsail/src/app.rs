@@ -262,12 +262,74 @@ impl Topsail {
         router.layer(axum::middleware::from_fn(log_http))
     }
 
-    /// Disconnects every socket of this process, cleanly (call it when the
-    /// server shuts down).
+    /// Disconnects every socket of this process, cleanly. Prefer
+    /// [`Topsail::shutdown`], which lets their work end first.
     pub async fn close_sockets(&self) {
         if let Some(rt) = &self.realtime {
             rt.close().await;
         }
+    }
+
+    /// A graceful shutdown of what the app runs besides the HTTP server;
+    /// call it once the server has stopped accepting and finished its
+    /// requests (`axum::serve(..).with_graceful_shutdown(..)` returned). In
+    /// order: socket requests are refused from now on (503) while those in
+    /// flight end; writes whose HTTP client went away end; every message
+    /// they published is delivered (through Redis in a cluster); then the
+    /// sockets are disconnected cleanly. Returns false, and logs what was
+    /// left, when `deadline` passed first; the sockets are closed anyway.
+    ///
+    /// ```no_run
+    /// # async fn run(app: topsail::Topsail, listener: tokio::net::TcpListener, router: axum::Router) {
+    /// let signal = async { let _ = tokio::signal::ctrl_c().await; };
+    /// axum::serve(listener, router).with_graceful_shutdown(signal).await.unwrap();
+    /// app.shutdown(std::time::Duration::from_secs(10)).await;
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, deadline: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + deadline;
+        let left = || until.saturating_duration_since(std::time::Instant::now());
+        if let Some(rt) = &self.realtime {
+            rt.requests().close();
+        }
+        let requests = match &self.realtime {
+            Some(rt) => rt.requests().idle(left()).await,
+            None => true,
+        };
+        let writes = self.engine.writes().idle(left()).await;
+        let delivered = match &self.realtime {
+            Some(rt) => rt.publisher().flush(left()).await,
+            None => true,
+        };
+        if let Some(rt) = &self.realtime {
+            rt.close().await;
+        }
+        let clean = requests && writes && delivered;
+        if clean {
+            tracing::info!(
+                "shut down cleanly: every request ended and every message was delivered"
+            );
+        } else {
+            tracing::warn!(
+                socket_requests = self.realtime.as_ref().map_or(0, |rt| rt.requests().len()),
+                writes = self.engine.writes().len(),
+                undelivered_batches = self
+                    .realtime
+                    .as_ref()
+                    .map_or(0, |rt| rt.publisher().queue_depth()),
+                "shutdown deadline passed with work left"
+            );
+        }
+        clean
+    }
+
+    /// How many actions' messages wait to be delivered to sockets (0
+    /// without realtime): the depth of the publisher queue, bounded by
+    /// [`RealtimeConfig::publisher_queue`].
+    pub fn publisher_queue_depth(&self) -> usize {
+        self.realtime
+            .as_ref()
+            .map_or(0, |rt| rt.publisher().queue_depth())
     }
 
     /// Blueprints for every registered model; configure, then call

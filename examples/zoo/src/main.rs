@@ -16,6 +16,9 @@ fn env_or(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// How long a shutdown waits for work in flight before closing the sockets.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -83,18 +86,16 @@ async fn main() -> ExitCode {
     });
     let database = database_url.split('@').next_back().unwrap_or(&database_url);
     tracing::info!(url = %format!("http://{host}:{port}"), database, cluster = redis_url.is_some(), "zoo listening");
-    // On Ctrl-C or SIGTERM: disconnect the sockets cleanly, stop accepting,
-    // let in-flight requests finish, exit 0.
-    let shutdown = async move {
-        shutdown_signal().await;
-        app.close_sockets().await;
-    };
+    // On Ctrl-C or SIGTERM: stop accepting and let HTTP requests finish;
+    // then socket requests and detached writes, deliver what they
+    // published, disconnect the sockets cleanly, exit 0.
     if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(shutdown_signal())
         .await
     {
         eprintln!("zoo: server error: {e}");
         return ExitCode::FAILURE;
     }
+    app.shutdown(SHUTDOWN_DEADLINE).await;
     ExitCode::SUCCESS
 }
