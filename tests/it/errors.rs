@@ -384,3 +384,149 @@ both! {
         assert_eq!(z.get(&format!("/user?name[contains]={fits}")).await, json!([]));
     }
 }
+
+/// The zoo on a fresh PostgreSQL schema, through a store whose connections
+/// carry `application_name` (to find them in `pg_stat_activity`) and the
+/// given `statement_timeout`.
+async fn zoo_on_named_pg(
+    application_name: &str,
+    statement_timeout: &str,
+) -> (topsail::Topsail, axum::Router, topsail_tests::Cleanup) {
+    let (schema_store, cleanup) = topsail_tests::fresh_store(topsail_tests::Db::Postgres).await;
+    schema_store.close().await;
+    let topsail_tests::Cleanup::Schema(schema) = cleanup.clone() else {
+        panic!("a PostgreSQL schema");
+    };
+    let opts =
+        <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&topsail_tests::pg_url())
+            .unwrap()
+            .application_name(application_name)
+            .options([
+                ("search_path", schema.as_str()),
+                ("statement_timeout", statement_timeout),
+            ]);
+    let store = topsail::SqlStore::connect_postgres(opts).await.unwrap();
+    let app = example_zoo::builder().store(store).build().await.unwrap();
+    let router = app.blueprints().router();
+    (app, router, cleanup)
+}
+
+/// Every connection of `application_name` is killed by the server, as a
+/// restart would (`pg_terminate_backend`, from another connection).
+async fn terminate_backends(application_name: &str) -> i64 {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&topsail_tests::pg_url())
+        .await
+        .unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1) AS k",
+    )
+    .bind(application_name)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    // Termination is asynchronous: wait until they are gone.
+    for _ in 0..100 {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(application_name)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    killed
+}
+
+/// The server kills every connection of the store (a restart, as the
+/// store sees it): the next reads and writes are answered as if nothing
+/// happened. A read that fails at the connection level is run once more
+/// on a checked connection, a write's transaction is begun again, and the
+/// connections that went idle before the failure are checked before use.
+/// (It used to cost one 500 per connection the store held.)
+#[tokio::test]
+async fn connections_killed_by_the_server_cost_no_error() {
+    let name = format!("topsail_kill_{}", std::process::id());
+    let (app, router, cleanup) = zoo_on_named_pg(&name, "30s").await;
+    let create = |i: u32| json!({"name": format!("U{i}"), "email": format!("u{i}@example.com")});
+    let (status, _) = status_and_retry_after(&router, Method::POST, "/user", Some(create(0))).await;
+    assert_eq!(status, StatusCode::OK);
+    for round in 1..=3 {
+        // Several connections in use at once, then back on the store's
+        // stack and in sqlx's idle queue.
+        let reads = (0..6).map(|_| status_and_retry_after(&router, Method::GET, "/user", None));
+        for (status, _) in futures_util::future::join_all(reads).await {
+            assert_eq!(status, StatusCode::OK);
+        }
+        let killed = terminate_backends(&name).await;
+        assert!(killed >= 1, "round {round}: killed {killed}");
+        for uri in ["/user", "/user/1", "/user?populate=pets", "/pet"] {
+            let (status, _) = status_and_retry_after(&router, Method::GET, uri, None).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "round {round}: GET {uri} after the kill"
+            );
+        }
+        let killed = terminate_backends(&name).await;
+        assert!(killed >= 1);
+        let (status, _) =
+            status_and_retry_after(&router, Method::POST, "/user", Some(create(round))).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "round {round}: a write after the kill"
+        );
+        terminate_backends(&name).await;
+        let rename = json!({"name": format!("Renamed {round}")});
+        let (status, _) =
+            status_and_retry_after(&router, Method::PATCH, "/user/1", Some(rename)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "round {round}: a transaction after the kill"
+        );
+    }
+    app.store().close().await;
+    cleanup.run().await;
+}
+
+/// A statement past PostgreSQL's `statement_timeout` is answered 504, and
+/// the connection serves the next request.
+#[tokio::test]
+async fn a_statement_past_the_statement_timeout_is_504() {
+    use sqlx::Connection;
+    let name = format!("topsail_timeout_{}", std::process::id());
+    let (app, router, cleanup) = zoo_on_named_pg(&name, "300ms").await;
+    let topsail_tests::Cleanup::Schema(schema) = cleanup.clone() else {
+        panic!("a PostgreSQL schema");
+    };
+    // Another session holds the table locked: reads wait on the lock.
+    let mut locker = sqlx::PgConnection::connect(&topsail_tests::pg_url())
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; LOCK TABLE \"{schema}\".\"user\" IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut locker)
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (status, _) = status_and_retry_after(&router, Method::GET, "/user", None).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let create = json!({"name": "A", "email": "a@example.com"});
+    let (status, _) = status_and_retry_after(&router, Method::POST, "/user", Some(create)).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "a write too");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let (status, _) = status_and_retry_after(&router, Method::GET, "/user", None).await;
+    assert_eq!(status, StatusCode::OK, "served again");
+    app.store().close().await;
+    cleanup.run().await;
+}

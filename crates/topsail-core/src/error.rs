@@ -52,6 +52,14 @@ pub enum StoreError {
     /// overloaded): answered 503 with `Retry-After`.
     #[error("no database connection became free in time")]
     Unavailable,
+    /// The connection to the database failed (the server restarted or
+    /// went away): answered 503 with `Retry-After`. Reads were already run
+    /// once more on a checked connection.
+    #[error("the database connection failed")]
+    ConnectionLost(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A statement ran past the database's statement timeout: answered 504.
+    #[error("a statement ran past the statement timeout")]
+    Timeout,
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),

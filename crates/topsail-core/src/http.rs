@@ -8,7 +8,8 @@ blueprints answer with, so an app's own handler can return
 | [`Error::NotFound`] | 404 | `Not Found` (text) |
 | [`Error::Usage`] | 400 | `{code, details, message}` |
 | [`Error::Unique`] | 400 | `{code: "E_UNIQUE", message, modelIdentity, attrNames}` |
-| [`Error::Store`] with [`StoreError::Unavailable`] (every connection busy) | 503 | `Service Unavailable` (text), `Retry-After: 1` |
+| [`Error::Store`] with [`StoreError::Unavailable`] (every connection busy, SQLite's lock still taken) or [`StoreError::ConnectionLost`] (the database went away) | 503 | `Service Unavailable` (text), `Retry-After: 1` |
+| [`Error::Store`] with [`StoreError::Timeout`] (past the statement timeout) | 504 | `Gateway Timeout` (text) |
 | any other [`Error::Store`], [`Error::Decode`] | 500 | `Internal Server Error` (text), logged |
 
 A usage body's `message` names the request (`` `GET /pet` ``), as Sails'
@@ -150,7 +151,10 @@ impl Error {
         match self {
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::Usage { .. } | Error::Unique { .. } => StatusCode::BAD_REQUEST,
-            Error::Store(StoreError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Store(StoreError::Unavailable | StoreError::ConnectionLost(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Store(StoreError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Error::Store(_) | Error::Decode(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -164,12 +168,16 @@ impl IntoResponse for Error {
                 UsageRejection::bad_request(code, details).into_response()
             }
             Error::Unique { model, attrs } => unique_response(model, &attrs),
-            Error::Store(StoreError::Unavailable) => {
-                tracing::warn!("no database connection became free in time; answered 503");
+            Error::Store(e @ (StoreError::Unavailable | StoreError::ConnectionLost(_))) => {
+                tracing::warn!(error = %e, "answered 503");
                 let mut res = text_response(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 res
+            }
+            Error::Store(StoreError::Timeout) => {
+                tracing::warn!("a statement ran past the statement timeout; answered 504");
+                text_response(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
             }
             fault @ (Error::Store(_) | Error::Decode(_)) => {
                 tracing::error!(error = %fault, "request failed");

@@ -15,7 +15,7 @@ pub use pool::Pooled;
 pub use redact::redacted;
 pub use render::{Built, quote};
 pub use schema::{MigrateError, Migration, create_schema, ddl, migrate};
-pub use store::{ConnectError, SqlStore};
+pub use store::{ConnectError, DEFAULT_STATEMENT_TIMEOUT, SqlStore};
 
 /// The rendering functions, for tests and tools that want to see the SQL.
 pub mod sql {

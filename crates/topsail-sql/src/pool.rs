@@ -18,8 +18,9 @@ a free slot for it) or after handing sqlx one from the stack.
 */
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool, Transaction};
@@ -35,6 +36,57 @@ const RENEW_AFTER: Duration = Duration::from_secs(15 * 60);
 /// sqlx, whose idle timeout then closes it: the stack does not keep a
 /// burst's connections open for ever.
 const IDLE_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// Whether `e` says the connection itself failed (the server restarted or
+/// went away, the socket broke), rather than the statement: the connection
+/// is not used again, and a read may be run once more on another.
+pub(crate) fn is_connection_failure(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL: connection exceptions (class 08), and the server
+        // shutting down or starting (57P01..57P03).
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+/// Whether PostgreSQL answered a statement by ending the session
+/// (57P01..57P03: terminated, crash shutdown, starting up): the statement's
+/// transaction was rolled back, so an autocommit write did not happen and
+/// may be sent again. (A broken socket says nothing of the sort.)
+pub(crate) fn is_session_ended(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if db.code().is_some_and(|c| matches!(c.as_ref(), "57P01" | "57P02" | "57P03")))
+}
+
+/// When (ms since the epoch) a connection of this process last failed
+/// (see [`is_connection_failure`]).
+static LAST_CONNECTION_FAILURE: AtomicU64 = AtomicU64::new(0);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Records a connection failure: every connection that went idle before it
+/// may be as dead, so each is checked before it is used again (see
+/// [`idle_since_last_failure`]).
+pub(crate) fn note_connection_failure() {
+    LAST_CONNECTION_FAILURE.store(now_ms(), Ordering::Relaxed);
+}
+
+/// Whether a connection idle for `idle_for` already sat idle when a
+/// connection last failed: it is then checked before it is handed out.
+pub(crate) fn idle_since_last_failure(idle_for: Duration) -> bool {
+    let failed = LAST_CONNECTION_FAILURE.load(Ordering::Relaxed);
+    failed != 0 && now_ms().saturating_sub(idle_for.as_millis() as u64) <= failed
+}
 
 /// A sqlx pool with a stack of clean connections in front of it.
 pub struct Pooled<DB: Database> {
@@ -85,6 +137,7 @@ struct Warm<DB: Database> {
 /// clean; otherwise sqlx checks it.
 pub(crate) struct Lease<DB: Database> {
     conn: Option<PoolConnection<DB>>,
+    pool: Pool<DB>,
     taken: Instant,
     /// Set when the last operation completed; see [`Lease::busy`].
     clean: bool,
@@ -94,8 +147,14 @@ pub(crate) struct Lease<DB: Database> {
 
 /// A transaction on a sqlx connection, holding a permit.
 pub(crate) struct PooledTx<DB: Database> {
-    pub(crate) tx: Transaction<'static, DB>,
+    /// Always there, but while [`PooledTx::renew`] replaces it.
+    tx: Option<Transaction<'static, DB>>,
     _permit: OwnedSemaphorePermit,
+    /// Where it came from, to begin it again (see [`PooledTx::renew`]).
+    pooled: Pooled<DB>,
+    statement: Option<&'static str>,
+    /// Whether a statement of it has completed.
+    used: bool,
 }
 
 impl<DB: Database> Pooled<DB> {
@@ -156,6 +215,7 @@ impl<DB: Database> Pooled<DB> {
         };
         Ok(Lease {
             conn: Some(conn),
+            pool: self.pool.clone(),
             taken,
             clean: true,
             shared: self.shared.clone(),
@@ -165,7 +225,33 @@ impl<DB: Database> Pooled<DB> {
 
     /// A transaction, begun with `statement` (or `BEGIN`), on a connection
     /// from sqlx: its rollback on drop and its check on release are sqlx's.
+    /// When the connection fails before the transaction began (a restarted
+    /// server), it is begun once more, on a connection that is checked:
+    /// nothing was written yet.
     pub(crate) async fn begin(
+        &self,
+        statement: Option<&'static str>,
+    ) -> Result<PooledTx<DB>, sqlx::Error> {
+        match self.try_to_begin(statement).await {
+            Err(e) if is_connection_failure(&e) => {
+                tracing::warn!(error = %e, "a database connection failed; beginning again on a checked one");
+                self.forget_connections();
+                self.try_to_begin(statement).await
+            }
+            other => other,
+        }
+    }
+
+    /// After a connection failed: the other connections may be as dead, so
+    /// the stacked ones go back through sqlx (which checks each), and every
+    /// idle one is checked before it is used (see `before_acquire`).
+    pub(crate) fn forget_connections(&self) {
+        note_connection_failure();
+        let stacked = std::mem::take(&mut *self.shared.stack());
+        drop(stacked);
+    }
+
+    async fn try_to_begin(
         &self,
         statement: Option<&'static str>,
     ) -> Result<PooledTx<DB>, sqlx::Error> {
@@ -187,8 +273,11 @@ impl<DB: Database> Pooled<DB> {
             }
         };
         Ok(PooledTx {
-            tx,
+            tx: Some(tx),
             _permit: permit,
+            pooled: self.clone(),
+            statement,
+            used: false,
         })
     }
 
@@ -202,9 +291,56 @@ impl<DB: Database> Pooled<DB> {
 }
 
 impl<DB: Database> PooledTx<DB> {
+    /// A statement of the transaction completed: from now on it cannot
+    /// move to another connection.
+    pub(crate) fn used(&mut self) {
+        self.used = true;
+    }
+
+    /// Whether nothing has run in the transaction yet, so that a
+    /// connection failure can be met by beginning it again elsewhere.
+    pub(crate) fn is_fresh(&self) -> bool {
+        !self.used
+    }
+
+    /// Begins the transaction again on a checked connection, keeping the
+    /// permit, after its first statement found the connection dead (sqlx
+    /// sends `BEGIN` with that statement, so the failure shows there).
+    pub(crate) async fn renew(&mut self) -> Result<(), sqlx::Error> {
+        self.pooled.forget_connections();
+        // The dead connection goes first: this permit then holds none, so
+        // sqlx has a free slot for it (the invariant above).
+        drop(self.tx.take());
+        let pool = &self.pooled.pool;
+        self.tx = Some(match self.statement {
+            Some(s) => pool.begin_with(s).await?,
+            None => pool.begin().await?,
+        });
+        Ok(())
+    }
+
+    /// The transaction's connection.
+    pub(crate) fn conn(&mut self) -> &mut DB::Connection {
+        self.tx
+            .as_mut()
+            .expect("a transaction is there but while it is renewed")
+    }
+
+    /// Commits the transaction.
+    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match self.tx.take() {
+            Some(tx) => tx.commit().await,
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    }
+
     /// The transaction and the permit it must be held with.
-    pub(crate) fn into_parts(self) -> (Transaction<'static, DB>, OwnedSemaphorePermit) {
-        (self.tx, self._permit)
+    pub(crate) fn into_parts(mut self) -> (Transaction<'static, DB>, OwnedSemaphorePermit) {
+        let tx = self
+            .tx
+            .take()
+            .expect("a transaction is there but while it is renewed");
+        (tx, self._permit)
     }
 }
 
@@ -220,6 +356,25 @@ impl<DB: Database> Lease<DB> {
     /// The operation started by [`Lease::busy`] completed.
     pub(crate) fn done(&mut self) {
         self.clean = true;
+    }
+
+    /// Replaces a connection that failed (see [`is_connection_failure`])
+    /// with one sqlx checks, keeping the permit. The stacked connections go
+    /// back through sqlx first: a restarted server broke them all.
+    pub(crate) async fn renew(&mut self) -> Result<(), sqlx::Error> {
+        if let Some(mut dead) = self.conn.take() {
+            dead.close_on_drop();
+        }
+        note_connection_failure();
+        let stacked = std::mem::take(&mut *self.shared.stack());
+        drop(stacked);
+        // This permit holds no connection and the stack is empty: sqlx has
+        // a free slot for it (the invariant above). Idle connections older
+        // than the failure are pinged by `before_acquire` on the way.
+        self.conn = Some(self.pool.acquire().await?);
+        self.taken = Instant::now();
+        self.clean = true;
+        Ok(())
     }
 }
 
@@ -334,7 +489,7 @@ mod tests {
         drop(c);
         let mut tx = p.begin(None).await.unwrap();
         sqlx::raw_sql(AssertSqlSafe(format!("INSERT INTO {table} VALUES (1)")))
-            .execute(&mut *tx.tx)
+            .execute(tx.conn())
             .await
             .unwrap();
         drop(tx);
@@ -364,8 +519,8 @@ mod tests {
                 for _ in 0..25 {
                     if i % 3 == 0 {
                         let mut tx = p.begin(None).await.unwrap();
-                        sqlx::query("SELECT 1").execute(&mut *tx.tx).await.unwrap();
-                        tx.tx.commit().await.unwrap();
+                        sqlx::query("SELECT 1").execute(tx.conn()).await.unwrap();
+                        tx.commit().await.unwrap();
                     } else {
                         let mut c = p.lease().await.unwrap();
                         backend_pid(&mut c).await;

@@ -71,19 +71,31 @@ fn ping_if_stale<DB: sqlx::Database>(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, sqlx::Error>> + Send + '_>> {
     Box::pin(async move {
         use sqlx::Connection;
-        if meta.idle_for >= STALE_AFTER {
+        if meta.idle_for >= STALE_AFTER || crate::pool::idle_since_last_failure(meta.idle_for) {
             conn.ping().await?;
         }
         Ok(true)
     })
 }
 
+/// PostgreSQL's `statement_timeout` for a store connected from a URL: a
+/// statement still running after it is cancelled by the server, and the
+/// request answered 504. SQLite has no such timeout (its statements run in
+/// the process, bounded by the criteria limits); a write waiting for its
+/// lock gives up after `busy_timeout` (10 s) and is answered 503.
+pub const DEFAULT_STATEMENT_TIMEOUT: &str = "30s";
+
 impl SqlStore {
     /// Connects from a URL: `sqlite://zoo.sqlite` (created if missing),
     /// `sqlite::memory:`, or `postgres://user@host/db`.
     pub async fn connect(url: &str) -> Result<SqlStore, ConnectError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let opts = PgConnectOptions::from_str(url).map_err(ConnectError::InvalidUrl)?;
+            let mut opts = PgConnectOptions::from_str(url).map_err(ConnectError::InvalidUrl)?;
+            // A URL that sets its own (`?options=-c statement_timeout=5s`)
+            // keeps it.
+            if !url.contains("statement_timeout") {
+                opts = opts.options([("statement_timeout", DEFAULT_STATEMENT_TIMEOUT)]);
+            }
             return Self::connect_postgres(opts).await;
         }
         if url.starts_with("sqlite:") {
@@ -181,6 +193,27 @@ pub(crate) fn store_error(e: sqlx::Error) -> StoreError {
     if matches!(e, sqlx::Error::PoolTimedOut) {
         return StoreError::Unavailable;
     }
+    if crate::pool::is_connection_failure(&e) {
+        crate::pool::note_connection_failure();
+        return StoreError::ConnectionLost(Box::new(e));
+    }
+    if let sqlx::Error::Database(db) = &e {
+        match db.code().as_deref() {
+            // PostgreSQL's query_canceled: `statement_timeout` (or a
+            // cancel request).
+            Some("57014") => return StoreError::Timeout,
+            // SQLite's busy and locked (with their extended codes): the
+            // write lock stayed taken past `busy_timeout`, which SQLite
+            // spent retrying with backoff.
+            Some(c)
+                if sqlite_busy(c)
+                    && db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
+            {
+                return StoreError::Unavailable;
+            }
+            _ => {}
+        }
+    }
     if let sqlx::Error::Database(db) = &e
         && db.kind() == sqlx::error::ErrorKind::UniqueViolation
     {
@@ -191,6 +224,12 @@ pub(crate) fn store_error(e: sqlx::Error) -> StoreError {
         return StoreError::Unique { columns };
     }
     StoreError::Database(Box::new(e))
+}
+
+/// Whether a SQLite result code is `SQLITE_BUSY` or `SQLITE_LOCKED`, plain
+/// or extended (the low byte is the primary code).
+fn sqlite_busy(code: &str) -> bool {
+    code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 /// The columns of a PostgreSQL unique violation, from its detail:
@@ -358,7 +397,13 @@ pub(crate) struct PgTx(PooledTx<Postgres>);
 /// [`Exec::finish`] once it completed.
 trait Exec<DB: sqlx::Database> {
     fn start(&mut self) -> &mut DB::Connection;
-    fn finish(&mut self) {}
+    fn finish(&mut self);
+    /// Whether a statement (`read` or not) that failed at the connection
+    /// level (`e`) may be run again on another connection: a read on a
+    /// pooled connection; a write the server refused because it was ending
+    /// the session (it did not commit); any statement that is a
+    /// transaction's first (it was not committed, so it did not happen).
+    fn may_renew(&self, read: bool, e: &sqlx::Error) -> bool;
 }
 
 impl<DB: sqlx::Database> Exec<DB> for Lease<DB> {
@@ -368,12 +413,44 @@ impl<DB: sqlx::Database> Exec<DB> for Lease<DB> {
     fn finish(&mut self) {
         self.done()
     }
+    fn may_renew(&self, read: bool, e: &sqlx::Error) -> bool {
+        read || crate::pool::is_session_ended(e)
+    }
 }
 
 impl<DB: sqlx::Database> Exec<DB> for PooledTx<DB> {
     fn start(&mut self) -> &mut DB::Connection {
-        &mut self.tx
+        self.conn()
     }
+    fn finish(&mut self) {
+        self.used()
+    }
+    fn may_renew(&self, _read: bool, _e: &sqlx::Error) -> bool {
+        self.is_fresh()
+    }
+}
+
+/// Runs a statement (`$run`, an expression using `conn`) on `$exec`; when
+/// it fails at the connection level (a restarted server) and may be run
+/// again ([`Exec::may_renew`]), runs it once more on a checked connection
+/// (the `renew` of a lease or of a transaction),
+/// so a restart costs the client nothing.
+macro_rules! with_retry {
+    ($exec:expr, read = $read:expr, |$conn:ident| $run:expr) => {{
+        let first = {
+            let $conn = $exec.start();
+            $run.await
+        };
+        match first {
+            Err(e) if crate::pool::is_connection_failure(&e) && $exec.may_renew($read, &e) => {
+                tracing::warn!(error = %e, "a database connection failed; running the statement again on a checked one");
+                $exec.renew().await?;
+                let $conn = $exec.start();
+                $run.await
+            }
+            other => other,
+        }
+    }};
 }
 
 /// Implements [`Conn`] for a wrapper whose `.0` is an [`Exec`].
@@ -394,10 +471,14 @@ macro_rules! impl_conn {
         #[async_trait]
         impl Conn for $ty {
             async fn fetch(&mut self, q: &Select) -> Result<Vec<Row>, StoreError> {
-                let rows = Self::prepare(render::select(q, $dialect))
-                    .fetch_all(self.0.start())
-                    .await
-                    .map_err(store_error)?;
+                let rows: Result<_, sqlx::Error> = async {
+                    with_retry!(self.0, read = true, |conn| Self::prepare(render::select(
+                        q, $dialect
+                    ))
+                    .fetch_all(conn))
+                }
+                .await;
+                let rows = rows.map_err(store_error)?;
                 self.0.finish();
                 rows.iter()
                     .map(|row| {
@@ -420,17 +501,18 @@ macro_rules! impl_conn {
             }
 
             async fn insert(&mut self, q: &Insert) -> Result<Option<Row>, StoreError> {
-                let query = Self::prepare(render::insert(q, $dialect));
+                let row: Result<_, sqlx::Error> = async {
+                    with_retry!(self.0, read = false, |conn| Self::prepare(render::insert(
+                        q, $dialect
+                    ))
+                    .fetch_optional(conn))
+                }
+                .await;
+                let row = row.map_err(store_error)?;
+                self.0.finish();
                 if q.returning.is_empty() {
-                    query.execute(self.0.start()).await.map_err(store_error)?;
-                    self.0.finish();
                     return Ok(None);
                 }
-                let row = query
-                    .fetch_optional(self.0.start())
-                    .await
-                    .map_err(store_error)?;
-                self.0.finish();
                 row.map(|r| {
                     q.returning
                         .iter()
@@ -443,28 +525,40 @@ macro_rules! impl_conn {
             }
 
             async fn update(&mut self, q: &Update) -> Result<u64, StoreError> {
-                let r = Self::prepare(render::update(q, $dialect))
-                    .execute(self.0.start())
-                    .await
-                    .map_err(store_error)?;
+                let r: Result<_, sqlx::Error> = async {
+                    with_retry!(self.0, read = false, |conn| Self::prepare(render::update(
+                        q, $dialect
+                    ))
+                    .execute(conn))
+                }
+                .await;
+                let r = r.map_err(store_error)?;
                 self.0.finish();
                 Ok(r.rows_affected())
             }
 
             async fn delete(&mut self, q: &Delete) -> Result<u64, StoreError> {
-                let r = Self::prepare(render::delete(q, $dialect))
-                    .execute(self.0.start())
-                    .await
-                    .map_err(store_error)?;
+                let r: Result<_, sqlx::Error> = async {
+                    with_retry!(self.0, read = false, |conn| Self::prepare(render::delete(
+                        q, $dialect
+                    ))
+                    .execute(conn))
+                }
+                .await;
+                let r = r.map_err(store_error)?;
                 self.0.finish();
                 Ok(r.rows_affected())
             }
 
             async fn count(&mut self, q: &Select) -> Result<u64, StoreError> {
-                let row = Self::prepare(render::count(q, $dialect))
-                    .fetch_one(self.0.start())
-                    .await
-                    .map_err(store_error)?;
+                let row: Result<_, sqlx::Error> = async {
+                    with_retry!(self.0, read = true, |conn| Self::prepare(render::count(
+                        q, $dialect
+                    ))
+                    .fetch_one(conn))
+                }
+                .await;
+                let row = row.map_err(store_error)?;
                 self.0.finish();
                 let n: i64 = row.try_get(0).map_err(store_error)?;
                 Ok(u64::try_from(n).unwrap_or(0))
@@ -493,14 +587,14 @@ impl_conn!(PgTx, Postgres, Dialect::Postgres, bind_pg, decode_pg);
 #[async_trait]
 impl Tx for SqliteTx {
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.0.tx.commit().await.map_err(store_error)
+        self.0.commit().await.map_err(store_error)
     }
 }
 
 #[async_trait]
 impl Tx for PgTx {
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.0.tx.commit().await.map_err(store_error)
+        self.0.commit().await.map_err(store_error)
     }
 }
 

@@ -23,7 +23,8 @@ pub use topsail_socket::{
     AdapterFailure, NotASocketRequest, RealtimeConfig, SocketRequest, Sockets, SocketsError,
 };
 pub use topsail_sql::{
-    ConnectError, MigrateError, Migration, Pooled, SqlStore, create_schema, ddl, migrate,
+    ConnectError, DEFAULT_STATEMENT_TIMEOUT, MigrateError, Migration, Pooled, SqlStore,
+    create_schema, ddl, migrate,
 };
 
 /// The lower layers, for apps that need them.
