@@ -62,6 +62,34 @@ describe('the zoo as a server', () => {
     db.drop();
   });
 
+  it('serves no control routes with NODE_ENV=production', async () => {
+    const db = freshDatabase('sqlite');
+    const zoo = await startZoo(db.url, { NODE_ENV: 'production' });
+    try {
+      const s = await connect(zoo.url);
+      const pet = await request(s, 'post', '/pet', { name: 'Rex' });
+      assert.equal(pet.jwr.statusCode, 200);
+      for (const [method, url] of [
+        ['post', '/blast'],
+        ['post', `/rooms/sails_model_pet_${pet.body.id}:pet/join`],
+        ['post', '/rooms/news/broadcast'],
+        ['post', `/sockets/${s._raw.id}/join/news`],
+        ['get', `/sockets/${s._raw.id}/rooms`],
+        ['post', `/pets/${pet.body.id}/publish`],
+      ]) {
+        const r = await request(s, method, url, { event: 'pet', data: { verb: 'destroyed', id: pet.body.id } });
+        assert.equal(r.jwr.statusCode, 404, `${method} ${url} over a socket`);
+        const h = await fetch(zoo.url + url, { method: method.toUpperCase(), headers: { 'content-type': 'application/json' }, body: method === 'get' ? undefined : '{}' });
+        assert.equal(h.status, 404, `${method} ${url} over HTTP`);
+      }
+      assert.equal((await request(s, 'post', '/pets/watch')).jwr.statusCode, 200, 'the model API routes stay');
+      s.disconnect();
+    } finally {
+      await zoo.stop();
+      db.drop();
+    }
+  });
+
   it('refuses bad settings with one readable line and a non-zero exit', async () => {
     const port = await freePort();
     let r = await run({ DATABASE_URL: 'mysql://nope', PORT: String(port) });

@@ -181,6 +181,31 @@ pub fn routes(app: &Topsail) -> axum::Router {
         .route("/js/sails.io.js", get(sails_io_js))
         .route("/whoami", get(whoami))
         .route("/delay/{ms}", get(delay))
+        .route("/pets/{id}/subscribe", post(subscribe_pet))
+        .route("/pets/{id}/unsubscribe", post(unsubscribe_pet))
+        .route("/pets/watch", post(watch_pets))
+        .route("/pets/unwatch", post(unwatch_pets))
+        .merge(if production() {
+            axum::Router::new()
+        } else {
+            control_routes()
+        })
+        .with_state(app.clone())
+}
+
+/// Whether the zoo runs in production: `NODE_ENV=production`, the setting
+/// Sails reads. There the control routes are not served.
+pub fn production() -> bool {
+    std::env::var("NODE_ENV").is_ok_and(|v| v == "production")
+}
+
+/// The control routes: the sockets API by room and by socket id, `/blast`,
+/// and publishing a pet's messages. They let any client join any room
+/// (and so read every record's messages) or send any message to everyone,
+/// in the name of the app; they exist for the demo page and the end-to-end
+/// tests, and are left out in production (see [`production`]).
+fn control_routes() -> axum::Router<Topsail> {
+    axum::Router::new()
         .route("/rooms/{room}/join", post(join))
         .route("/rooms/{room}/leave", post(leave))
         .route("/rooms/{room}/broadcast", post(broadcast))
@@ -194,12 +219,7 @@ pub fn routes(app: &Topsail) -> axum::Router {
         .route("/sockets/{id}/leave/{room}", post(leave_by_id))
         .route("/sockets/{id}/rooms", get(rooms_of))
         .route("/blast", post(blast))
-        .route("/pets/{id}/subscribe", post(subscribe_pet))
-        .route("/pets/{id}/unsubscribe", post(unsubscribe_pet))
-        .route("/pets/watch", post(watch_pets))
-        .route("/pets/unwatch", post(unwatch_pets))
         .route("/pets/{id}/publish", post(publish_pet))
-        .with_state(app.clone())
 }
 
 /// A static file of the demo page, with its content type.
