@@ -530,3 +530,40 @@ async fn a_statement_past_the_statement_timeout_is_504() {
     app.store().close().await;
     cleanup.run().await;
 }
+
+/// SQLite: a write that finds the database locked by another process's
+/// write waits (SQLite retries with backoff for `busy_timeout`, 10 s) and
+/// is then answered 503 with `Retry-After`, not 500.
+#[tokio::test]
+async fn a_sqlite_write_lock_held_too_long_is_503() {
+    use sqlx::Connection;
+    let z = topsail_tests::zoo(topsail_tests::Db::Sqlite).await;
+    let topsail_tests::Cleanup::File(path) = z.cleanup.clone() else {
+        panic!("a SQLite file");
+    };
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let create = json!({"name": "A", "email": "a@example.com"});
+    let started = std::time::Instant::now();
+    let (status, retry) =
+        status_and_retry_after(&z.router, Method::POST, "/user", Some(create.clone())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(5),
+        "it waited for the lock first: {:?}",
+        started.elapsed()
+    );
+    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+    let (status, _) = status_and_retry_after(&z.router, Method::POST, "/user", Some(create)).await;
+    assert_eq!(status, StatusCode::OK, "served once the lock is free");
+    let (store, cleanup) = (z.app.store().clone(), z.cleanup.clone());
+    drop(z);
+    store.close().await;
+    cleanup.run().await;
+}
