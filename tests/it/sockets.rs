@@ -176,6 +176,11 @@ impl Served {
         let router = app.serve(app.blueprints().mount(routes));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // As an app does: a connection that stops reading is closed (after
+        // a second here).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            topsail::tune_tcp(tcp, std::time::Duration::from_secs(1))
+        });
         let served = router.clone();
         let server = tokio::spawn(async move { axum::serve(listener, served).await });
         Served {
@@ -503,5 +508,56 @@ async fn shutdown_finishes_socket_work_and_delivers_its_messages_first() {
         "delivered before the disconnect"
     );
     assert!(shutdown.await.unwrap(), "a clean shutdown");
+    zoo.stop().await;
+}
+
+/// A socket that stops reading (its queue fills, it answers no ping) is
+/// disconnected by the heartbeat, counted and logged; a socket that reads
+/// is not touched and hears every message.
+#[tokio::test]
+async fn a_socket_that_stops_reading_is_disconnected_by_the_heartbeat() {
+    let config = RealtimeConfig {
+        ping_interval: std::time::Duration::from_millis(300),
+        ping_timeout: std::time::Duration::from_secs(1),
+        send_queue: 16,
+        ..RealtimeConfig::default()
+    };
+    let zoo = Served::start(config, axum::Router::new()).await;
+    let (addr, router) = (zoo.addr, zoo.router.clone());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let stalled = watching_user(socket.connect(addr).await.unwrap(), addr).await;
+    let mut reader = zoo.socket().await;
+    let sockets = zoo.app.sockets().unwrap().clone();
+    assert_eq!(sockets.stalled_disconnects(), 0);
+
+    let started = std::time::Instant::now();
+    let long_name = "n".repeat(64 * 1024);
+    // 12 MiB: more than the kernel buffers of both ends hold.
+    for i in 0..200 {
+        let user = json!({"name": long_name, "email": format!("u{i}@example.com")});
+        let r = topsail_tests::call(&router, None, http::Method::POST, "/user", Some(user)).await;
+        assert_eq!(r.status, StatusCode::OK);
+        // The reader keeps up (and answers pings).
+        while let Ok(Some(Ok(Message::Text(t)))) =
+            tokio::time::timeout(std::time::Duration::from_millis(5), reader.next()).await
+        {
+            if t.as_str() == "2" {
+                reader.send(Message::text("3")).await.unwrap();
+            }
+        }
+    }
+    while sockets.stalled_disconnects() == 0
+        && started.elapsed() < std::time::Duration::from_secs(10)
+    {
+        let jwr = virtual_request(&mut reader, 50, "get", json!({"url": "/user?limit=1"})).await;
+        assert_eq!(jwr["statusCode"], 200);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(sockets.stalled_disconnects(), 1, "the stalled socket, once");
+
+    let jwr = virtual_request(&mut reader, 51, "get", json!({"url": "/user?limit=1"})).await;
+    assert_eq!(jwr["statusCode"], 200, "the reading socket is still served");
+    drop(stalled);
     zoo.stop().await;
 }

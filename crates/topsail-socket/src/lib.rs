@@ -27,7 +27,7 @@ use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::FromMessageParts;
-use socketioxide::socket::Socket;
+use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
 pub use extract::{NotASocketRequest, SocketRequest};
@@ -35,6 +35,41 @@ pub use sockets::{
     AdapterFailure, DEFAULT_EVENT, DEFAULT_MAX_ROOMS_PER_SOCKET, DEFAULT_PUBLISHER_QUEUE,
     SocketPublisher, Sockets, SocketsError,
 };
+
+/// How long a connection may hold data its peer does not take before the
+/// kernel closes it, with [`tune_tcp`].
+pub const DEFAULT_STALLED_AFTER: Duration = Duration::from_secs(30);
+
+/// Tunes a TCP connection the app accepted, for its sockets (call it from
+/// `axum::serve::ListenerExt::tap_io`): no Nagle delay (a small write
+/// after another waited ~40 ms), and on Linux `TCP_USER_TIMEOUT`, so a
+/// connection whose peer stopped reading for `stalled_after` (its window
+/// closed, data waiting) is closed by the kernel. Without it, a client that
+/// stops reading holds its socket, its rooms and its queue for ever: the
+/// heartbeat gives up on it, but the session cannot end while its writer
+/// waits on the full connection.
+///
+/// ```no_run
+/// use axum::serve::ListenerExt;
+/// # async fn run(router: axum::Router) {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:1337").await.unwrap();
+/// let listener = listener.tap_io(|tcp| {
+///     topsail_socket::tune_tcp(tcp, topsail_socket::DEFAULT_STALLED_AFTER)
+/// });
+/// axum::serve(listener, router).await.unwrap();
+/// # }
+/// ```
+pub fn tune_tcp(tcp: &tokio::net::TcpStream, stalled_after: Duration) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(stalled_after)) {
+        tracing::debug!(error = %e, "could not set TCP_USER_TIMEOUT");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = stalled_after;
+}
 
 /// Socket server settings.
 #[derive(Debug, Clone)]
@@ -70,6 +105,14 @@ pub struct RealtimeConfig {
     /// (one per record it is subscribed to); past it, reads still answer
     /// but subscribe it to nothing more. See [`Sockets::max_rooms_per_socket`].
     pub max_rooms_per_socket: usize,
+    /// How many packets may wait to be written to one socket. A socket
+    /// whose queue is full misses what is sent meanwhile (the others do
+    /// not wait for it), and the heartbeat disconnects it: at the first
+    /// ping that finds its queue full, or when it has not answered a ping
+    /// within `ping_timeout`. Its client then reconnects and fetches again
+    /// rather than going on with a gap. Those disconnects are counted
+    /// ([`Sockets::stalled_disconnects`]) and logged.
+    pub send_queue: usize,
     /// How many actions' effects may wait to be delivered; a write that
     /// finds the queue full waits (after its commit) for room. See
     /// [`Sockets::publisher_queue`].
@@ -86,6 +129,7 @@ impl Default for RealtimeConfig {
             read_buffer: 1024,
             max_in_flight: 64,
             request_timeout: Duration::from_secs(30),
+            send_queue: 128,
             max_rooms_per_socket: DEFAULT_MAX_ROOMS_PER_SOCKET,
             publisher_queue: DEFAULT_PUBLISHER_QUEUE,
         }
@@ -104,6 +148,7 @@ fn configure<A: Adapter>(b: SocketIoBuilder<A>, cfg: &RealtimeConfig) -> SocketI
         .ping_interval(cfg.ping_interval)
         .ping_timeout(cfg.ping_timeout)
         .max_payload(cfg.max_payload)
+        .max_buffer_size(cfg.send_queue.max(1))
         // The websocket transport has limits of its own (64 MiB messages by
         // default): they follow `max_payload` too.
         .ws_max_message_size(usize::try_from(cfg.max_payload).unwrap_or(usize::MAX))
@@ -232,6 +277,7 @@ fn on_connect<A: Adapter>(
     // on another node is addressed (join by id, sender exclusion).
     socket.join(sid.to_string());
     tracing::info!(sid = %sid, "socket connected");
+    let stalled = sockets.clone();
     // One handler for every event: the seven verbs are told apart by name,
     // so a socket carries one boxed closure instead of seven.
     let ctx = Arc::new(Bridge {
@@ -276,8 +322,19 @@ fn on_connect<A: Adapter>(
             }
         },
     );
-    socket.on_disconnect(move |s: SocketRef<A>| async move {
-        tracing::info!(sid = %s.id, "socket disconnected");
+    socket.on_disconnect(move |s: SocketRef<A>, reason: DisconnectReason| {
+        let stalled = stalled.clone();
+        async move {
+            eprintln!("DEBUG disconnect {reason:?}");
+            if reason == DisconnectReason::HeartbeatTimeout {
+                // Its outgoing queue was full at a heartbeat, or it stopped
+                // answering pings: either way it was not reading.
+                let n = stalled.note_stalled();
+                tracing::warn!(sid = %s.id, stalled_disconnects = n, "socket disconnected: it stopped reading (queue full or no pong)");
+            } else {
+                tracing::info!(sid = %s.id, ?reason, "socket disconnected");
+            }
+        }
     });
 }
 

@@ -323,6 +323,7 @@ pub struct Sockets {
     backend: Arc<dyn Backend>,
     max_rooms: usize,
     queue: usize,
+    stalled: Arc<AtomicU64>,
 }
 
 /// The default of [`Sockets::max_rooms_per_socket`].
@@ -350,7 +351,20 @@ impl Sockets {
             }),
             max_rooms: DEFAULT_MAX_ROOMS_PER_SOCKET,
             queue: DEFAULT_PUBLISHER_QUEUE,
+            stalled: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How many sockets of this node were disconnected because they stopped
+    /// reading: their outgoing queue was full at a heartbeat, or they did
+    /// not answer a ping in time.
+    pub fn stalled_disconnects(&self) -> u64 {
+        self.stalled.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more stalled disconnect; returns the count.
+    pub(crate) fn note_stalled(&self) -> u64 {
+        self.stalled.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// The most rooms a socket joins through the pub-sub of reads

@@ -80,10 +80,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Without TCP_NODELAY a small write after another waits ~40 ms (Nagle).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    // No Nagle delay, and a connection whose client stopped reading is
+    // closed after 30 s (see `topsail::tune_tcp`).
+    let listener = listener.tap_io(|tcp| topsail::tune_tcp(tcp, topsail::DEFAULT_STALLED_AFTER));
     let database = database_url.split('@').next_back().unwrap_or(&database_url);
     tracing::info!(url = %format!("http://{host}:{port}"), database, cluster = redis_url.is_some(), "zoo listening");
     // On Ctrl-C or SIGTERM: stop accepting and let HTTP requests finish;
