@@ -425,3 +425,41 @@ async fn a_write_whose_client_went_away_still_publishes() {
     store.close().await;
     cleanup.run().await;
 }
+
+/// The typed API in an app handler: when the handler is dropped while its
+/// create is being written, the create still commits and publishes.
+#[tokio::test]
+async fn a_typed_write_whose_caller_was_dropped_still_publishes() {
+    let (store, cleanup) = topsail_tests::fresh_store(topsail_tests::Db::Sqlite).await;
+    let app = example_zoo::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let published = topsail::RecordingPublisher::new();
+    let engine = topsail::Engine::new(
+        Arc::new(SlowInserts(store.clone())),
+        Arc::new(published.clone()),
+        topsail::EngineConfig::default(),
+    );
+    let users = topsail::Models::<example_zoo::User>::new(&engine);
+    let create = users.create(json!({"name": "Ann", "email": "ann@example.com"}));
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(100), create)
+            .await
+            .is_err(),
+        "the caller was dropped before the create ended"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let sent = broadcasts(&published.take());
+    assert_eq!(
+        sent.len(),
+        1,
+        "the committed create was published: {sent:?}"
+    );
+    assert_eq!(sent[0].2["data"]["name"], "Ann");
+    assert!(engine.writes().is_empty(), "and it is no longer counted");
+    drop(app);
+    store.close().await;
+    cleanup.run().await;
+}

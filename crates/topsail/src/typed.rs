@@ -31,7 +31,9 @@ fn to_values(values: impl Serialize, code: UsageCode) -> Result<Value> {
 }
 
 impl<'a, M: Model> Models<'a, M> {
-    pub(crate) fn new(engine: &'a Engine) -> Self {
+    /// The typed actions of `M` over `engine` (`Topsail::model` gives
+    /// them over the app's engine).
+    pub fn new(engine: &'a Engine) -> Self {
         Models {
             engine,
             actor: Actor::Server,
@@ -103,11 +105,12 @@ impl<'a, M: Model> Models<'a, M> {
     /// ```
     pub async fn create(&self, values: impl Serialize) -> Result<M> {
         let values = to_values(values, UsageCode::InvalidNewRecord)?;
-        decode(
-            self.engine
-                .create(M::def(), &values, &Populate::All, &self.actor)
-                .await?,
-        )
+        self.write(move |engine: Engine, actor: Actor| async move {
+            engine
+                .create(M::def(), &values, &Populate::All, &actor)
+                .await
+        })
+        .await
     }
 
     /// Sets `values` (a JSON object, or any `Serialize` value that
@@ -115,38 +118,38 @@ impl<'a, M: Model> Models<'a, M> {
     /// exist.
     pub async fn update(&self, id: impl Into<Pk>, values: impl Serialize) -> Result<M> {
         let values = to_values(values, UsageCode::InvalidValuesToSet)?;
-        decode(
-            self.engine
-                .update(M::def(), &id.into(), &values, &self.actor)
-                .await?,
-        )
+        let id = id.into();
+        self.write(move |engine: Engine, actor: Actor| async move {
+            engine.update(M::def(), &id, &values, &actor).await
+        })
+        .await
     }
 
     /// Destroys record `id`, returning it as it was.
     pub async fn destroy(&self, id: impl Into<Pk>) -> Result<M> {
-        decode(
-            self.engine
-                .destroy(M::def(), &id.into(), &self.actor)
-                .await?,
-        )
+        let id = id.into();
+        self.write(move |engine: Engine, actor: Actor| async move {
+            engine.destroy(M::def(), &id, &actor).await
+        })
+        .await
     }
 
     /// Adds `child` to collection `alias` of record `id`.
     pub async fn add(&self, id: impl Into<Pk>, alias: &str, child: impl Into<Pk>) -> Result<M> {
-        decode(
-            self.engine
-                .add(M::def(), &id.into(), alias, &child.into(), &self.actor)
-                .await?,
-        )
+        let (id, alias, child) = (id.into(), alias.to_owned(), child.into());
+        self.write(move |engine: Engine, actor: Actor| async move {
+            engine.add(M::def(), &id, &alias, &child, &actor).await
+        })
+        .await
     }
 
     /// Removes `child` from collection `alias` of record `id`.
     pub async fn remove(&self, id: impl Into<Pk>, alias: &str, child: impl Into<Pk>) -> Result<M> {
-        decode(
-            self.engine
-                .remove(M::def(), &id.into(), alias, &child.into(), &self.actor)
-                .await?,
-        )
+        let (id, alias, child) = (id.into(), alias.to_owned(), child.into());
+        self.write(move |engine: Engine, actor: Actor| async move {
+            engine.remove(M::def(), &id, &alias, &child, &actor).await
+        })
+        .await
     }
 
     /// Makes `children` the whole of collection `alias` of record `id`.
@@ -156,11 +159,24 @@ impl<'a, M: Model> Models<'a, M> {
         K: Into<Pk>,
     {
         let ids = Value::Array(children.into_iter().map(|k| k.into().to_json()).collect());
-        decode(
-            self.engine
-                .replace(M::def(), &id.into(), alias, &ids, &self.actor)
-                .await?,
-        )
+        let (id, alias) = (id.into(), alias.to_owned());
+        self.write(move |engine: Engine, actor: Actor| async move {
+            engine.replace(M::def(), &id, &alias, &ids, &actor).await
+        })
+        .await
+    }
+
+    /// Runs a write on a task of its own ([`Engine::detached_write`]): when
+    /// the caller is dropped (an app handler whose client went away), a
+    /// write that commits still publishes its messages, and a graceful
+    /// shutdown waits for it.
+    async fn write<F, Fut>(&self, write: F) -> Result<M>
+    where
+        F: FnOnce(Engine, Actor) -> Fut,
+        Fut: std::future::Future<Output = Result<topsail_core::Record>> + Send + 'static,
+    {
+        let (engine, actor) = (self.engine.clone(), self.actor.clone());
+        decode(self.engine.detached_write(write(engine, actor)).await?)
     }
 
     /// The room of record `id`: `sails_model_<identity>_<id>:<identity>`.
