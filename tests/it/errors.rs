@@ -567,3 +567,69 @@ async fn a_sqlite_write_lock_held_too_long_is_503() {
     store.close().await;
     cleanup.run().await;
 }
+
+/// A 12 MB body sent over a real connection by a client that writes all
+/// of it before it reads (as Node's `fetch` and browsers do): it gets the
+/// 413. The server used to answer at once and close the connection under
+/// the client, which saw a reset instead.
+#[tokio::test]
+async fn a_client_still_sending_a_too_large_body_reads_the_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let z = topsail_tests::zoo(topsail_tests::Db::Sqlite).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = z.router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    for declared in [true, false] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body = vec![b' '; 12 * 1024 * 1024];
+        let length = if declared {
+            format!("Content-Length: {}\r\n", body.len())
+        } else {
+            "Transfer-Encoding: chunked\r\n".to_owned()
+        };
+        let head = format!(
+            "POST /user HTTP/1.1\r\nHost: zoo\r\nContent-Type: application/json\r\n{length}\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let sent = async {
+            for chunk in body.chunks(64 * 1024) {
+                if declared {
+                    tcp.write_all(chunk).await?;
+                } else {
+                    tcp.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                        .await?;
+                    tcp.write_all(chunk).await?;
+                    tcp.write_all(b"\r\n").await?;
+                }
+            }
+            if !declared {
+                tcp.write_all(b"0\r\n\r\n").await?;
+            }
+            std::io::Result::Ok(())
+        };
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(20), sent)
+            .await
+            .expect("the body was taken in time");
+        assert!(
+            sent.is_ok(),
+            "declared {declared}: the connection closed under the client: {sent:?}"
+        );
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut answer))
+            .await
+            .expect("an answer")
+            .expect("no reset");
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "declared {declared}: {answer}"
+        );
+        assert!(answer.contains("E_PAYLOAD_TOO_LARGE"), "{answer}");
+    }
+    server.abort();
+    let (store, cleanup) = (z.app.store().clone(), z.cleanup.clone());
+    drop(z);
+    store.close().await;
+    cleanup.run().await;
+}

@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde_json::Value;
 use topsail_core::http::UsageRejection;
 use topsail_core::model::{AssocDef, ModelDef};
@@ -155,6 +156,50 @@ impl IntoResponse for BodyRejection {
     }
 }
 
+/// The most of a too-large body read (and dropped) before the 413 goes out.
+const DISCARD_AT_MOST: usize = 16 * 1024 * 1024;
+/// The longest the rest of a too-large body is read before the 413 goes out.
+const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The body's bytes, or a 413 once they pass `limit` (the rest is then
+/// read and dropped, see [`discard`]).
+async fn collect_within(mut body: axum::body::Body, limit: usize) -> Result<Bytes, BodyRejection> {
+    use http_body_util::BodyExt;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| BodyRejection::Malformed(format!("the body could not be read: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            discard(body).await;
+            return Err(BodyRejection::TooLarge { limit });
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads what is left of a body that is too large, and drops it, up to
+/// [`DISCARD_AT_MOST`] bytes and for at most [`DISCARD_FOR`]: a client
+/// still sending (a browser, Node's `fetch`) then reads the 413 instead of
+/// seeing the connection reset under it. A larger or slower body is cut off
+/// (the connection closes after the answer).
+async fn discard(mut body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > DISCARD_AT_MOST {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_FOR, drain).await;
+}
+
 /// Reads the body (at most `limit` bytes) as JSON or a urlencoded form.
 async fn read_body(
     headers: &HeaderMap,
@@ -166,11 +211,10 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
+        discard(body).await;
         return Err(BodyRejection::TooLarge { limit });
     }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| BodyRejection::TooLarge { limit })?;
+    let bytes = collect_within(body, limit).await?;
     if bytes.is_empty() {
         return Ok(Value::Null);
     }
