@@ -240,4 +240,67 @@ mod tests {
         assert_eq!(all.get("name"), Some(&json!("b")));
         assert_eq!(all.get("age"), Some(&json!("1")));
     }
+
+    /// The query-string parser over any text: it never panics, keeps to its
+    /// bounds, and reads plain pairs back exactly.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Text rich in the characters that mean something to the parser.
+        fn qs_text() -> impl Strategy<Value = String> {
+            let c = prop_oneof![
+                prop::sample::select(vec!['&', '=', '[', ']', '%', '+', 'a', '0', '1']),
+                any::<char>(),
+            ];
+            prop::collection::vec(c, 0..300).prop_map(String::from_iter)
+        }
+
+        fn depth(v: &Value) -> usize {
+            match v {
+                Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+                Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+                _ => 0,
+            }
+        }
+
+        fn leaves(v: &Value) -> usize {
+            match v {
+                Value::Object(m) => m.values().map(leaves).sum(),
+                Value::Array(a) => a.iter().map(leaves).sum(),
+                _ => 1,
+            }
+        }
+
+        fn name() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::char::range('a', 'z'), 1..8).prop_map(String::from_iter)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            #[test]
+            fn any_text_parses_within_the_bounds(qs in qs_text()) {
+                let parsed = Value::Object(parse_qs(&qs));
+                // The root, MAX_DEPTH levels of brackets, the literal rest.
+                prop_assert!(depth(&parsed) <= MAX_DEPTH + 3, "{parsed}");
+                prop_assert!(leaves(&parsed) <= MAX_PAIRS);
+            }
+
+            #[test]
+            fn plain_pairs_read_back(pairs in prop::collection::btree_map(name(), any::<String>(), 1..10)) {
+                use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+                let qs: Vec<String> = pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
+                    .collect();
+                let parsed = parse_qs(&qs.join("&"));
+                let expected: Map<String, Value> = pairs
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect();
+                prop_assert_eq!(parsed, expected);
+            }
+        }
+    }
 }

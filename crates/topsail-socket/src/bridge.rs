@@ -440,4 +440,80 @@ mod tests {
             Method::GET
         );
     }
+
+    /// The virtual-request parser over any payload a socket can send: it
+    /// never panics, and what it accepts is a request the router can take.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "/pet",
+                    "pet/1",
+                    "/user?name[contains]=a",
+                    "",
+                    "/",
+                    "//x",
+                    "/%zz",
+                    "http://h/p",
+                    "/a b",
+                    "cookie",
+                    "Origin",
+                    "content-length",
+                    "x-custom",
+                    "\u{0}",
+                ])
+                .prop_map(str::to_owned),
+                any::<String>(),
+            ]
+        }
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                text().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((text(), inner), 0..6)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A payload shaped like sails.io.js's, with any values in it.
+        fn payload() -> impl Strategy<Value = Value> {
+            let field = prop::sample::select(vec!["url", "method", "headers", "data", "params"]);
+            prop_oneof![
+                json(),
+                prop::collection::vec((field, json()), 0..5).prop_map(|kv| {
+                    Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            #[test]
+            fn any_payload_parses_or_is_refused_cleanly(
+                verb in prop::sample::select(VERBS.to_vec()),
+                payload in payload()
+            ) {
+                let hs = hs();
+                if let Ok(v) = parse_virtual(verb, &hs, payload) {
+                    prop_assert!(v.uri.path().starts_with('/'));
+                    prop_assert_eq!(v.headers.get(header::COOKIE), hs.cookie.as_ref());
+                    prop_assert!(v.headers.get(header::ORIGIN).is_none());
+                    prop_assert!(v.headers.len() <= MAX_HEADERS + 2);
+                    prop_assert!(matches!(v.body, None | Some(Value::Object(_) | Value::Array(_))));
+                }
+            }
+        }
+    }
 }
