@@ -4,26 +4,11 @@
 'use strict';
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
-const { freshDatabase, startZoo, connect, request, waitFor, settle, sleep, freePort } = require('./helpers');
+const { freshDatabase, startZoo, startRedis, connect, request, waitFor, settle, sleep, freePort } = require('./helpers');
 
 const J = { 'content-type': 'application/json' };
 const post = (url, path, body = {}) => fetch(url + path, { method: 'POST', headers: J, body: JSON.stringify(body) }).then((r) => r.json());
 const idOf = async (s) => (await request(s, 'get', '/whoami')).body.id;
-
-async function startRedis(port) {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  for (let i = 0; i < 100; i++) {
-    try {
-      await new Promise((res, rej) => {
-        const s = require('node:net').connect(port, '127.0.0.1', () => { s.end(); res(); });
-        s.on('error', rej);
-      });
-      return child;
-    } catch { await sleep(50); }
-  }
-  throw new Error('redis-server did not start');
-}
 
 describe('cluster of two nodes', () => {
   let db, redis, redisPort, n1, n2;

@@ -70,6 +70,21 @@ function stop(child) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Starts a Redis server on `port` (nothing on disk); resolves once it accepts connections. */
+async function startRedis(port) {
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  for (let i = 0; i < 100; i++) {
+    try {
+      await new Promise((res, rej) => {
+        const s = net.connect(port, '127.0.0.1', () => { s.end(); res(); });
+        s.on('error', rej);
+      });
+      return child;
+    } catch { await sleep(50); }
+  }
+  throw new Error('redis-server did not start');
+}
+
 /** A connected sails.io.js socket that records the events it receives. */
 async function connect(url, { events = ['user', 'pet', 'tag', 'message', 'news', 'sails:parseError'], query, headers } = {}) {
   const opts = { url };
@@ -118,4 +133,4 @@ function strip(v) {
   return v;
 }
 
-module.exports = { freshDatabase, startZoo, connect, request, waitFor, settle, strip, sleep, freePort, SocketIoClient };
+module.exports = { freshDatabase, startZoo, startRedis, connect, request, waitFor, settle, strip, sleep, freePort, SocketIoClient };
