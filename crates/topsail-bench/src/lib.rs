@@ -3,6 +3,8 @@
 //! frames itself, light enough to hold 10,000 sockets on a 2-core machine
 //! (the Node client cannot).
 
+pub mod process;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -5,101 +5,16 @@
 //! Traffic stays on 127.0.0.1; every loop is bounded in count and time.
 
 use std::borrow::Cow;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use topsail_bench::process::{Server, cpu_us, free_port, rss_kb, start, start_cmd};
 use topsail_bench::{Http, OnEvent, Socket, percentile};
 
 type Res<T> = topsail_bench::Result<T>;
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin(name: &str) -> std::path::PathBuf {
-    let me = std::env::current_exe().unwrap_or_default();
-    me.with_file_name(name)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-/// Starts one of the harness's sibling binaries (the zoo, the limit).
-async fn start(name: &str, env: &[(&str, String)]) -> Res<Server> {
-    start_cmd(name, Command::new(bin(name)), env).await
-}
-
-/// Starts `cmd` on a free port (`PORT`) and waits until it accepts.
-async fn start_cmd(name: &str, mut cmd: Command, env: &[(&str, String)]) -> Res<Server> {
-    let port = free_port();
-    cmd.env("PORT", port.to_string())
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {name}: {e}"))?;
-    let addr = format!("127.0.0.1:{port}");
-    // Sails takes several seconds to lift.
-    for _ in 0..600 {
-        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-            return Ok(Server { child, addr });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(format!("{name} did not start"))
-}
-
-/// Server CPU time (user + system) in microseconds, from `/proc/<pid>/stat`.
-fn cpu_us(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Linux reports these in clock ticks of 1/100 s (USER_HZ) on every
-    // architecture the harness runs on.
-    stat_cpu_ticks(&stat).unwrap_or(0) * 10_000
-}
-
-/// utime + stime of a `/proc/<pid>/stat` line, read by position. The
-/// command name (field 2) may hold spaces and parentheses, so fields are
-/// counted from the last `)`: field 3 (state) is the first after it, utime
-/// (field 14) the 12th and stime (field 15) the 13th. Fields such as tpgid
-/// are `-1` for a process without a terminal, so every field counts,
-/// whatever it parses as.
-fn stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let (_, after) = stat.rsplit_once(')')?;
-    let mut fields = after.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 fn now_us() -> u64 {
@@ -731,25 +646,4 @@ async fn run() -> Res<()> {
     .map_err(|e| e.to_string())?;
     println!("results written to {out}");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::stat_cpu_ticks;
-
-    #[test]
-    fn cpu_ticks_are_utime_plus_stime_when_tpgid_is_minus_one() {
-        // A server started by the harness: no controlling terminal (tty 0,
-        // tpgid -1); utime 1234, stime 567, cutime 89, cstime 10.
-        let line = "4242 (zoo (main)) S 4200 4242 4200 0 -1 4194560 3311 0 0 0 \
-                    1234 567 89 10 20 0 3 0 123456 98765432 2048 18446744073709551615 \
-                    1 1 0 0 0 0 0 4096 17664 0 0 0 17 1 0 0 0 0 0";
-        assert_eq!(stat_cpu_ticks(line), Some(1234 + 567));
-    }
-
-    #[test]
-    fn cpu_ticks_of_a_truncated_line_are_none() {
-        assert_eq!(stat_cpu_ticks("4242 (zoo) S 1 2 3"), None);
-        assert_eq!(stat_cpu_ticks(""), None);
-    }
 }
