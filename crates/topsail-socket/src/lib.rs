@@ -325,7 +325,6 @@ fn on_connect<A: Adapter>(
     socket.on_disconnect(move |s: SocketRef<A>, reason: DisconnectReason| {
         let stalled = stalled.clone();
         async move {
-            eprintln!("DEBUG disconnect {reason:?}");
             if reason == DisconnectReason::HeartbeatTimeout {
                 // Its outgoing queue was full at a heartbeat, or it stopped
                 // answering pings: either way it was not reading.
