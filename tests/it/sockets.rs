@@ -19,10 +19,10 @@ async fn admin_only(req: Request, next: Next) -> Response {
     }
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn next_text(ws: &mut Ws) -> String {
+pub(crate) async fn next_text(ws: &mut Ws) -> String {
     loop {
         match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await {
             // Engine.IO 4 servers ping; a client answers and reads on.
@@ -37,7 +37,7 @@ async fn next_text(ws: &mut Ws) -> String {
 }
 
 /// Sends a virtual request with ack id `n` and returns the JWR.
-async fn virtual_request(ws: &mut Ws, n: u32, verb: &str, payload: Value) -> Value {
+pub(crate) async fn virtual_request(ws: &mut Ws, n: u32, verb: &str, payload: Value) -> Value {
     ws.send(Message::text(format!("42{n}{}", json!([verb, payload]))))
         .await
         .unwrap();
@@ -177,9 +177,10 @@ impl Served {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // As an app does: a connection that stops reading is closed (after
-        // a second here).
+        // 3 s here, once the heartbeat of the tests that shorten it has
+        // disconnected the socket).
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            topsail::tune_tcp(tcp, std::time::Duration::from_secs(1))
+            topsail::tune_tcp(tcp, std::time::Duration::from_secs(3))
         });
         let served = router.clone();
         let server = tokio::spawn(async move { axum::serve(listener, served).await });

@@ -37,8 +37,11 @@ pub use sockets::{
 };
 
 /// How long a connection may hold data its peer does not take before the
-/// kernel closes it, with [`tune_tcp`].
-pub const DEFAULT_STALLED_AFTER: Duration = Duration::from_secs(30);
+/// kernel closes it, with [`tune_tcp`]: longer than the default heartbeat
+/// (a 25 s interval and a 60 s timeout), so the heartbeat is what
+/// disconnects a socket that stopped reading (and counts it), and the
+/// kernel then ends its connection.
+pub const DEFAULT_STALLED_AFTER: Duration = Duration::from_secs(90);
 
 /// Tunes a TCP connection the app accepted, for its sockets (call it from
 /// `axum::serve::ListenerExt::tap_io`): no Nagle delay (a small write
@@ -325,6 +328,7 @@ fn on_connect<A: Adapter>(
     socket.on_disconnect(move |s: SocketRef<A>, reason: DisconnectReason| {
         let stalled = stalled.clone();
         async move {
+            stalled.forget(&s.id.to_string());
             if reason == DisconnectReason::HeartbeatTimeout {
                 // Its outgoing queue was full at a heartbeat, or it stopped
                 // answering pings: either way it was not reading.

@@ -324,6 +324,15 @@ pub struct Sockets {
     max_rooms: usize,
     queue: usize,
     stalled: Arc<AtomicU64>,
+    /// Per local socket: rooms joined since they were last counted.
+    budgets: Arc<std::sync::Mutex<std::collections::HashMap<String, RoomBudget>>>,
+}
+
+/// What [`Sockets::within_room_cap`] knows of one socket between counts.
+#[derive(Debug, Default)]
+struct RoomBudget {
+    since_count: usize,
+    full: bool,
 }
 
 /// The default of [`Sockets::max_rooms_per_socket`].
@@ -352,6 +361,7 @@ impl Sockets {
             max_rooms: DEFAULT_MAX_ROOMS_PER_SOCKET,
             queue: DEFAULT_PUBLISHER_QUEUE,
             stalled: Arc::new(AtomicU64::new(0)),
+            budgets: Arc::default(),
         }
     }
 
@@ -389,29 +399,54 @@ impl Sockets {
     /// `rooms`, less those that would take `socket` past
     /// [`Sockets::max_rooms_per_socket`] (only checked for a socket of this
     /// node: the socket of a request always is).
+    ///
+    /// Counting a socket's rooms means copying their names (socketioxide
+    /// has no count), which costs as much as the socket holds: done on
+    /// every read, it made a socket with thousands of rooms slower with
+    /// each one. So the rooms are counted once per tenth of the cap joined,
+    /// and the cap may be passed by at most that tenth; a socket found at
+    /// the cap joins nothing more until the next count.
     fn within_room_cap(&self, socket: &str, mut rooms: Vec<String>) -> Vec<String> {
+        let count_every = (self.max_rooms / 10).max(1);
+        {
+            let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+            let b = budgets.entry(socket.to_owned()).or_default();
+            b.since_count += rooms.len();
+            if b.since_count < count_every {
+                return if b.full { Vec::new() } else { rooms };
+            }
+            b.since_count = 0;
+        }
         let Some(held) = self.backend.local_rooms(socket) else {
             return rooms;
         };
-        if held.len() + rooms.len() <= self.max_rooms {
-            return rooms;
+        let mut full = false;
+        if held.len() + rooms.len() > self.max_rooms {
+            // Near the cap: rooms the socket is in already cost nothing.
+            let held: std::collections::HashSet<String> = held.into_iter().collect();
+            rooms.retain(|r| !held.contains(r));
+            let room_left = self.max_rooms.saturating_sub(held.len());
+            if rooms.len() >= room_left {
+                full = true;
+                tracing::warn!(
+                    socket,
+                    held = held.len(),
+                    refused = rooms.len() - room_left,
+                    max = self.max_rooms,
+                    "a socket reached its room cap; it is not subscribed to more records"
+                );
+                rooms.truncate(room_left);
+            }
         }
-        // Near the cap: rooms the socket is in already cost nothing.
-        let held: std::collections::HashSet<String> = held.into_iter().collect();
-        rooms.retain(|r| !held.contains(r));
-        let held = held.len();
-        let room_left = self.max_rooms.saturating_sub(held);
-        if rooms.len() > room_left {
-            tracing::warn!(
-                socket,
-                held,
-                refused = rooms.len() - room_left,
-                max = self.max_rooms,
-                "a socket reached its room cap; it is not subscribed to more records"
-            );
-            rooms.truncate(room_left);
-        }
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        budgets.entry(socket.to_owned()).or_default().full = full;
         rooms
+    }
+
+    /// Forgets what was counted of a socket that disconnected.
+    pub(crate) fn forget(&self, socket: &str) {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        budgets.remove(socket);
     }
 
     /// The socket `socket` (an id, local or on another node) joins `room`.

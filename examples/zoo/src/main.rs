@@ -81,7 +81,7 @@ async fn main() -> ExitCode {
         }
     };
     // No Nagle delay, and a connection whose client stopped reading is
-    // closed after 30 s (see `topsail::tune_tcp`).
+    // closed after 90 s (see `topsail::tune_tcp`).
     let listener = listener.tap_io(|tcp| topsail::tune_tcp(tcp, topsail::DEFAULT_STALLED_AFTER));
     let database = database_url.split('@').next_back().unwrap_or(&database_url);
     tracing::info!(url = %format!("http://{host}:{port}"), database, cluster = redis_url.is_some(), "zoo listening");
