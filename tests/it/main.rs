@@ -29,3 +29,5 @@ mod nested;
 mod concurrency;
 // The schema: generated DDL, migration files, the migrator.
 mod schema;
+// Private and read-only attributes: never sent to, used or set by a client.
+mod visibility;

@@ -188,12 +188,17 @@ impl IntoResponse for Error {
 }
 
 /// Who is asking: the [`Actor`] the socket bridge put in the request
-/// extensions, or [`Actor::Server`] for an HTTP request.
+/// extensions, or [`Actor::Http`] for an HTTP request (a client either
+/// way: app code that wants to see everything uses `Actor::Server`).
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<Actor>().cloned().unwrap_or_default())
+        Ok(parts
+            .extensions
+            .get::<Actor>()
+            .cloned()
+            .unwrap_or(Actor::Http))
     }
 }
 

@@ -22,6 +22,7 @@ pub mod registry;
 pub mod store;
 mod typed;
 pub mod value;
+pub mod visibility;
 
 #[cfg(test)]
 mod testing;

@@ -138,6 +138,13 @@ pub struct AttrDef {
     pub rules: Vec<Rule>,
     /// An automatic timestamp.
     pub auto: Option<AutoTimestamp>,
+    /// Never sent to a client (answers, published messages, populated
+    /// records), nor selected, filtered, sorted or set by one; app code
+    /// reads and writes it (Sails' `customToJSON` and `protect`).
+    pub private: bool,
+    /// Never set by a client: dropped from its values like an unknown
+    /// attribute (400 on a strict model). App code sets it.
+    pub read_only: bool,
 }
 
 impl AttrDef {
@@ -160,6 +167,8 @@ impl AttrDef {
             default: None,
             rules: Vec::new(),
             auto: None,
+            private: false,
+            read_only: false,
         }
     }
 

@@ -115,6 +115,10 @@ attributes! {
         required: () = REQUIRED by flag,
         unique: () = UNIQUE by flag,
         allow_null: () = ALLOW_NULL by flag,
+        /// Never sent to a client, nor filtered, sorted or set by one.
+        private: () = PRIVATE by flag,
+        /// Never set by a client.
+        read_only: () = READ_ONLY by flag,
         default: Lit = DEFAULT by literal,
         created_at: () = CREATED_AT by flag,
         updated_at: () = UPDATED_AT by flag,

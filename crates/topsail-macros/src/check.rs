@@ -186,6 +186,8 @@ pub(crate) fn combinations(cx: &Ctxt, f: &FieldAst, is_pk: bool, r: Option<&Reso
             a.default.written(),
             a.created_at.written(),
             a.updated_at.written(),
+            a.private.written(),
+            a.read_only.written(),
             column,
         ];
         not_here(cx, &keys, "an association");
@@ -193,7 +195,11 @@ pub(crate) fn combinations(cx: &Ctxt, f: &FieldAst, is_pk: bool, r: Option<&Reso
     if is_pk {
         not_here(
             cx,
-            &[a.allow_null.written(), a.default.written()],
+            &[
+                a.allow_null.written(),
+                a.default.written(),
+                a.private.written(),
+            ],
             "the primary key",
         );
         if let Some(r) = r {

@@ -43,6 +43,12 @@ fn attr_settings(p: &TokenStream, f: &FieldAst, r: &Resolved) -> Vec<TokenStream
     if a.allow_null.is_set() || r.optional {
         sets.push(quote!(__a.allow_null = true;));
     }
+    if a.private.is_set() {
+        sets.push(quote!(__a.private = true;));
+    }
+    if a.read_only.is_set() {
+        sets.push(quote!(__a.read_only = true;));
+    }
     if let Some(d) = a.default.get() {
         let l = some(lit_tokens(p, d));
         sets.push(quote!(__a.default = #l;));

@@ -66,3 +66,17 @@ fn every_mistake_is_reported_at_once() {
         }
     }));
 }
+
+#[test]
+fn private_and_read_only_go_on_attributes_only() {
+    insta::assert_snapshot!(expanded(syn::parse_quote! {
+        struct Account {
+            #[model(private)]
+            id: i64,
+            #[model(private, read_only)]
+            password_hash: String,
+            #[model(model = Team, private, read_only)]
+            team: Option<Link<Team>>,
+        }
+    }));
+}

@@ -28,6 +28,12 @@ pub struct Person {
     /// Active.
     #[model(default = true)]
     pub active: bool,
+    /// Never sent to a client.
+    #[model(private)]
+    pub secret: String,
+    /// Never set by a client.
+    #[model(read_only, default = "member")]
+    pub role: String,
     /// Anything.
     #[model(type = json)]
     pub extra: serde_json::Value,

@@ -17,6 +17,7 @@ use crate::store::{Conn, Tx};
 use crate::value::SqlValue;
 
 use super::read::{fetch_locked, refetch_populated};
+use super::writes::answer;
 use super::{Engine, KEYS_PER_STATEMENT, checked_key, values};
 
 impl Engine {
@@ -39,7 +40,7 @@ impl Engine {
         let mut plan = self.plan(actor);
         plan.add(model, &parent, &link);
         self.publish(plan).await;
-        Ok(record)
+        Ok(answer(model, record, actor))
     }
 
     /// `remove`: unlinks `child` from `parent`, returns the parent populated.
@@ -64,7 +65,7 @@ impl Engine {
         let mut plan = self.plan(actor);
         plan.remove(model, assoc, &parent, &child);
         self.publish(plan).await;
-        Ok(record)
+        Ok(answer(model, record, actor))
     }
 
     /// `replace`: makes `ids` the whole of `parent`'s collection `alias`
@@ -85,7 +86,7 @@ impl Engine {
         let mut plan = self.plan(actor);
         plan.replace(model, &parent, &r.before, &r.removed, &r.link);
         self.publish(plan).await;
-        Ok(record)
+        Ok(answer(model, record, actor))
     }
 
     /// What `add` and `remove` start with: the collection, the parent's

@@ -17,6 +17,15 @@ use super::loaded::Loaded;
 use super::read::load_rows;
 use super::{Engine, checked_key};
 
+/// `q` as `actor` may run it: a client's may not name a private attribute,
+/// and returns none (see [`crate::visibility`]).
+fn client_query(model: &'static ModelDef, mut q: Query, actor: &Actor) -> Result<Query> {
+    if actor.is_client() {
+        crate::visibility::client_query(model, &mut q)?;
+    }
+    Ok(q)
+}
+
 impl Engine {
     /// Sails' `subscribeDeep` for every loaded record: watch every
     /// associated model, subscribe to every populated associated record.
@@ -68,7 +77,7 @@ impl Engine {
         criteria: &Criteria,
         actor: &Actor,
     ) -> Result<Loaded> {
-        let q = criteria.normalize(model)?;
+        let q = client_query(model, criteria.normalize(model)?, actor)?;
         let mut conn = self.store.conn().await?;
         let loaded = load_rows(conn.as_mut(), model, &q, false).await?;
         drop(conn);
@@ -138,6 +147,7 @@ impl Engine {
             ..criteria.clone()
         }
         .normalize(model)?;
+        q = client_query(model, q, actor)?;
         q.filter = Query::by_pk(model, &id, Vec::new()).filter;
         let loaded = self.load_one(model, &q).await?;
         self.subscribe_one(model, &id, &loaded, actor).await;
@@ -202,6 +212,7 @@ impl Engine {
         let q = Criteria::new()
             .populate(Populate::Only(vec![(alias.to_owned(), sub)]))
             .normalize(model)?;
+        let q = client_query(model, q, actor)?;
         let q = Query {
             filter: Query::by_pk(model, &parent, Vec::new()).filter,
             ..q

@@ -210,7 +210,7 @@ fn to_one_value(assoc: &AssocDef, v: &Value, code: UsageCode) -> Result<Value> {
         })
 }
 
-fn unknown(model: &ModelDef, key: &str, code: UsageCode) -> Result<()> {
+pub(super) fn unknown(model: &ModelDef, key: &str, code: UsageCode) -> Result<()> {
     if model.strict {
         Err(Error::usage(
             code,

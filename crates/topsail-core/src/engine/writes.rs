@@ -4,6 +4,8 @@ callbacks and its statements (in one transaction where it takes more than
 one), and publishes its messages only once the change has committed.
 */
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::criteria::{Populate, PopulateQuery, normalize_populate};
@@ -29,7 +31,8 @@ impl Engine {
         populate: &Populate,
         actor: &Actor,
     ) -> Result<Record> {
-        let (mut row, collections) = values::new_record(model, as_values(values)?)?;
+        let given = settable(model, values, actor, UsageCode::InvalidNewRecord)?;
+        let (mut row, collections) = values::new_record(model, &given)?;
         (model.hooks.before_create)(&mut row)
             .map_err(|m| Error::usage(UsageCode::InvalidNewRecord, m))?;
         values::recheck(model, &mut row, UsageCode::InvalidNewRecord)?;
@@ -40,7 +43,7 @@ impl Engine {
         let mut plan = self.plan(actor);
         plan.create(model, &id, &row, &record, &links);
         self.publish(plan).await;
-        Ok(record)
+        Ok(answer(model, record, actor))
     }
 
     /// Inserts `row` and links `collections`: the new key, the record
@@ -86,7 +89,8 @@ impl Engine {
         actor: &Actor,
     ) -> Result<Record> {
         let id = checked_key(model, id, UsageCode::InvalidCriteria)?;
-        let (mut set, collections) = values::values_to_set(model, &id, as_values(values)?)?;
+        let given = settable(model, values, actor, UsageCode::InvalidValuesToSet)?;
+        let (mut set, collections) = values::values_to_set(model, &id, &given)?;
         (model.hooks.before_update)(&mut set)
             .map_err(|m| Error::usage(UsageCode::InvalidValuesToSet, m))?;
         values::recheck(model, &mut set, UsageCode::InvalidValuesToSet)?;
@@ -120,7 +124,7 @@ impl Engine {
         let mut plan = self.plan(actor);
         plan.update(model, &id, set, previous);
         self.publish(plan).await;
-        Ok(record)
+        Ok(answer(model, record, actor))
     }
 
     /// `destroy`: deletes record `id` (unlinking its collections), returns
@@ -153,8 +157,36 @@ impl Engine {
         let mut plan = self.plan(actor);
         plan.destroy(model, &id, &previous, &unlinked);
         self.publish(plan).await;
-        Ok(previous)
+        Ok(answer(model, previous, actor))
     }
+}
+
+/// The values a client gave, less what it may not set: private and
+/// read-only attributes are dropped like unknown ones (refused on a strict
+/// model). App code sets anything.
+fn settable<'v>(
+    model: &ModelDef,
+    values: &'v Value,
+    actor: &Actor,
+    code: UsageCode,
+) -> Result<Cow<'v, serde_json::Map<String, Value>>> {
+    let given = as_values(values)?;
+    if !actor.is_client() || !model.attrs.iter().any(|a| a.private || a.read_only) {
+        return Ok(Cow::Borrowed(given));
+    }
+    let mut own = given.clone();
+    for name in crate::visibility::client_values(model, &mut own) {
+        values::unknown(model, &name, code)?;
+    }
+    Ok(Cow::Owned(own))
+}
+
+/// A write's answer: `record`, without what its actor may not see.
+pub(super) fn answer(model: &ModelDef, mut record: Record, actor: &Actor) -> Record {
+    if actor.is_client() {
+        crate::visibility::strip_private(model, &mut record);
+    }
+    record
 }
 
 /// The values of a create or an update, which must be a dictionary.

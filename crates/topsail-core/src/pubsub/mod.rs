@@ -23,12 +23,16 @@ use crate::record::Pk;
 
 /// Who made a request: the server itself (app code), an HTTP client, or a
 /// socket. Only a socket actor is subscribed by reads and omitted from the
-/// messages its request causes.
+/// messages its request causes; a client (HTTP or socket) never sees a
+/// private attribute nor sets a read-only one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Actor {
-    /// App code or an HTTP request: nobody is subscribed or omitted.
+    /// App code: nobody is subscribed or omitted, and it sees and sets
+    /// every attribute.
     #[default]
     Server,
+    /// An HTTP request: nobody is subscribed or omitted.
+    Http,
     /// A socket request: the socket id (also the name of its own room).
     Socket(Arc<str>),
 }
@@ -38,8 +42,13 @@ impl Actor {
     pub fn socket(&self) -> Option<&Arc<str>> {
         match self {
             Actor::Socket(id) => Some(id),
-            Actor::Server => None,
+            Actor::Server | Actor::Http => None,
         }
+    }
+
+    /// Whether a client made the request (HTTP or socket), not app code.
+    pub fn is_client(&self) -> bool {
+        !matches!(self, Actor::Server)
     }
 
     /// Whether the request came over a socket (Sails' `req.isSocket`).

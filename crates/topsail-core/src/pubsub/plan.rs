@@ -25,6 +25,13 @@ pub(crate) struct Linked {
     pub(crate) stolen: Vec<(Pk, Pk)>,
 }
 
+/// `record` as a client may receive it: messages go to sockets, so no
+/// private attribute is ever in one (see [`crate::visibility`]).
+fn visible(model: &ModelDef, mut record: Record) -> Record {
+    crate::visibility::strip_private(model, &mut record);
+    record
+}
+
 /// Builds the effect list of one operation.
 #[derive(Debug)]
 pub(crate) struct Plan<'a> {
@@ -254,7 +261,7 @@ impl<'a> Plan<'a> {
                 self.reverse_of_to_one(model, assoc, id, &parent, true);
             }
         }
-        self.created(model, id, Value::Object(record.clone()));
+        self.created(model, id, Value::Object(visible(model, record.clone())));
         for link in links {
             self.stolen(model, link);
         }
@@ -285,6 +292,7 @@ impl<'a> Plan<'a> {
                 self.reverse_of_to_one(model, assoc, id, new, true);
             }
         }
+        let (set, previous) = (visible(model, set), visible(model, previous));
         self.updated(model, id, Value::Object(set), Value::Object(previous));
     }
 
@@ -299,7 +307,7 @@ impl<'a> Plan<'a> {
         unlinked: &[(&'static AssocDef, Vec<Pk>)],
     ) {
         self.unsubscribe(model, id);
-        self.destroyed(model, id, Value::Object(previous.clone()));
+        self.destroyed(model, id, Value::Object(visible(model, previous.clone())));
         self.retire(model, id);
         for assoc in &model.assocs {
             let parent = previous.get(assoc.name);
@@ -383,7 +391,7 @@ mod tests {
 
     #[test]
     fn only_socket_actors_are_subscribed_and_omitted() {
-        let http = Actor::Server;
+        let http = Actor::Http;
         let mut plan = Plan::new(&http, false);
         plan.subscribe(user(), [&Pk::Int(1)]);
         plan.watch(user());
