@@ -167,6 +167,13 @@ both! {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         assert_eq!(send("application/json", deep.into_bytes()).await, (BAD, "E_INVALID_REQUEST".to_owned()));
         assert_eq!(send("text/plain", b"hello".to_vec()).await, (StatusCode::UNSUPPORTED_MEDIA_TYPE, "E_UNSUPPORTED_MEDIA_TYPE".to_owned()));
+        // No content type (a cross-site `fetch` sends a JSON text so, without
+        // a preflight): refused, never read as JSON.
+        let no_type = http::Request::post("/user")
+            .body(Body::from(r#"{"name":"Eve","email":"eve@example.com"}"#))
+            .unwrap();
+        let res = z.router.clone().oneshot(no_type).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
         let big = format!("{{\"name\":\"{}\",\"email\":\"a@example.com\"}}", "x".repeat(1024 * 1024 + 1));
         assert_eq!(send("application/json", big.into_bytes()).await, (StatusCode::PAYLOAD_TOO_LARGE, "E_PAYLOAD_TOO_LARGE".to_owned()));
         assert_eq!(z.get("/user").await, json!([]));

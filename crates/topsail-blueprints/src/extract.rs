@@ -149,7 +149,7 @@ impl IntoResponse for BodyRejection {
             BodyRejection::Unsupported => UsageRejection::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "E_UNSUPPORTED_MEDIA_TYPE",
-                "Send the body as application/json or application/x-www-form-urlencoded",
+                "Send the body as application/json or application/x-www-form-urlencoded, with a Content-Type header",
             ),
         }
         .into_response()
@@ -230,7 +230,10 @@ async fn read_body(
             .map_err(|_| BodyRejection::Malformed("the form body is not UTF-8".into()))?;
         return Ok(Value::Object(parse_qs(text)));
     }
-    if mime.is_empty() || mime == "application/json" || mime.ends_with("+json") {
+    // A body without a content type is refused, not read as JSON: a page
+    // on another site can send one with a plain cross-site `fetch` (no
+    // preflight), which must not create records with the visitor's cookies.
+    if mime == "application/json" || mime.ends_with("+json") {
         return match serde_json::from_slice(&bytes) {
             Ok(v @ (Value::Object(_) | Value::Array(_))) => Ok(v),
             Ok(other) => Err(BodyRejection::Malformed(format!(
