@@ -69,6 +69,15 @@ function assertHeardOnce(socket, results, what) {
   assert.deepEqual(twice, [], `${what}: nothing heard twice`);
 }
 
+/** Waits (up to 20 s) until `socket` hears the creates being made now: the cluster is back. */
+async function untilHeard(socket, results) {
+  for (let i = 0; i < 40; i++) {
+    await sleep(500);
+    const latest = results.filter((r) => r.status === 200).slice(-1)[0]?.id;
+    if (latest !== undefined && createdCounts(socket).has(latest)) return;
+  }
+}
+
 function assertNoServerError(results, what, allowed = [200]) {
   const bad = results.filter((r) => r.status !== 0 && !allowed.includes(r.status));
   assert.deepEqual(bad.slice(0, 5), [], `${what}: only ${allowed.join('/')} answers`);
@@ -108,8 +117,8 @@ describe('faults under load, two nodes on PostgreSQL and Redis', () => {
       await sleep(1000);
       const paused = spawn('redis-cli', ['-p', String(redisPort), 'DEBUG', 'SLEEP', '2'], { stdio: 'ignore' });
       await new Promise((res) => paused.once('exit', res));
-      // Past the node's 2 s of working alone, so the cluster is back.
-      await sleep(4000);
+      await untilHeard(w2, writes.results);
+      await sleep(1000);
       const results = await writes.stop();
       await waitQuiet([w1, w2]);
       figures('Redis DEBUG SLEEP 2', results);
@@ -140,7 +149,8 @@ describe('faults under load, two nodes on PostgreSQL and Redis', () => {
       redis.kill('SIGKILL');
       await sleep(1500);
       redis = await startRedis(redisPort);
-      await sleep(5000);
+      await untilHeard(w2, writes.results);
+      await sleep(1000);
       const results = await writes.stop();
       await waitQuiet([w1, w2]);
       figures('Redis killed for 1.5 s', results);

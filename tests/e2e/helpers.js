@@ -133,4 +133,4 @@ function strip(v) {
   return v;
 }
 
-module.exports = { freshDatabase, startZoo, startRedis, connect, request, waitFor, settle, strip, sleep, freePort, SocketIoClient };
+module.exports = { freshDatabase, startZoo, startRedis, connect, request, waitFor, settle, strip, sleep, freePort, SocketIoClient, io };

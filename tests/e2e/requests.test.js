@@ -11,7 +11,8 @@ for (const dialect of ['sqlite', 'postgres']) {
     let db, zoo, a;
     before(async () => {
       db = freshDatabase(dialect);
-      zoo = await startZoo(db.url);
+      // A page of http://good.example may open sockets (see origins.test.js).
+      zoo = await startZoo(db.url, { ALLOWED_ORIGINS: 'http://good.example' });
       a = await connect(zoo.url);
     });
     after(async () => {

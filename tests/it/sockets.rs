@@ -562,3 +562,62 @@ async fn a_socket_that_stops_reading_is_disconnected_by_the_heartbeat() {
     drop(stalled);
     zoo.stop().await;
 }
+
+/// `before_connect` sees each new socket's handshake (its query and
+/// headers) and may refuse it with 403; the origin check runs first.
+#[tokio::test]
+async fn before_connect_may_refuse_a_handshake() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let config = RealtimeConfig {
+        before_connect: Some(topsail::BeforeConnect::new(
+            move |hs: topsail::ConnectRequest| {
+                let log = log.clone();
+                async move {
+                    let query = hs.uri.query().unwrap_or("").to_owned();
+                    log.lock().unwrap().push(query.clone());
+                    query.contains("token=good")
+                }
+            },
+        )),
+        ..RealtimeConfig::default()
+    };
+    let zoo = Served::start(config, axum::Router::new()).await;
+    let open = |query: &str, origin: Option<&str>| {
+        let url = format!(
+            "ws://{}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1&{query}",
+            zoo.addr
+        );
+        let mut req = url.into_client_request().unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(req)
+    };
+    let status = |r: Result<_, tokio_tungstenite::tungstenite::Error>| match r {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => res.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(status(open("token=bad", None).await), 403);
+    assert_eq!(status(open("token=good", None).await), 101);
+    let own = format!("http://{}", zoo.addr);
+    assert_eq!(
+        status(open("token=good", Some(&own)).await),
+        101,
+        "its own origin"
+    );
+    assert_eq!(
+        status(open("token=good", Some("http://evil.example")).await),
+        403,
+        "another origin, whatever the hook says"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        3,
+        "the hook ran for the handshakes past the origin check: {seen:?}"
+    );
+    zoo.stop().await;
+}

@@ -12,6 +12,7 @@
 mod bridge;
 mod cluster;
 mod extract;
+mod handshake;
 mod sockets;
 
 use std::convert::Infallible;
@@ -31,6 +32,7 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
 pub use extract::{NotASocketRequest, SocketRequest};
+pub use handshake::{BeforeConnect, ConnectRequest};
 pub use sockets::{
     AdapterFailure, DEFAULT_EVENT, DEFAULT_MAX_ROOMS_PER_SOCKET, DEFAULT_PUBLISHER_QUEUE,
     SocketPublisher, Sockets, SocketsError,
@@ -120,6 +122,17 @@ pub struct RealtimeConfig {
     /// finds the queue full waits (after its commit) for room. See
     /// [`Sockets::publisher_queue`].
     pub publisher_queue: usize,
+    /// Origins besides the server's own whose pages may open a socket
+    /// (Sails' `onlyAllowOrigins`), as `https://app.example.com`; `*` allows
+    /// any. A handshake from another origin is refused with 403. By default
+    /// only pages of the server's own origin (the `Origin`'s host is the
+    /// `Host` of the request) may; a client that sends no `Origin` (Node, a
+    /// native app) always may. Behind a proxy that rewrites `Host`, list the
+    /// public origin here.
+    pub allowed_origins: Vec<String>,
+    /// The app's check of each new socket (Sails' `beforeConnect`), after
+    /// the origin check.
+    pub before_connect: Option<BeforeConnect>,
 }
 
 impl Default for RealtimeConfig {
@@ -135,6 +148,8 @@ impl Default for RealtimeConfig {
             send_queue: 128,
             max_rooms_per_socket: DEFAULT_MAX_ROOMS_PER_SOCKET,
             publisher_queue: DEFAULT_PUBLISHER_QUEUE,
+            allowed_origins: Vec::new(),
+            before_connect: None,
         }
     }
 }
@@ -393,6 +408,7 @@ pub struct Realtime {
     layer: Arc<dyn Fn(Router) -> Router + Send + Sync>,
     close: Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>,
     requests: Requests,
+    handshakes: Arc<handshake::Policy>,
 }
 
 impl std::fmt::Debug for Realtime {
@@ -410,9 +426,14 @@ impl Realtime {
         router: Arc<OnceLock<Router>>,
         sockets: Sockets,
         requests: Requests,
+        config: &RealtimeConfig,
     ) -> Self {
         let publisher = sockets.publisher();
         Realtime {
+            handshakes: Arc::new(handshake::Policy::new(
+                &config.allowed_origins,
+                config.before_connect.clone(),
+            )),
             requests,
             sockets,
             publisher,
@@ -456,7 +477,7 @@ impl Realtime {
                 requests.clone(),
             ),
         );
-        Self::assemble(io, layer, router, sockets, requests)
+        Self::assemble(io, layer, router, sockets, requests, config)
     }
 
     /// A socket server that is one node of a cluster sharing `redis_url`
@@ -492,7 +513,7 @@ impl Realtime {
         )
         .await
         .map_err(|e| RealtimeError::Namespace(sockets::AdapterFailure::capture(&e)))?;
-        Ok(Self::assemble(io, layer, router, sockets, requests))
+        Ok(Self::assemble(io, layer, router, sockets, requests, config))
     }
 
     /// The sockets API.
@@ -518,6 +539,9 @@ impl Realtime {
                 "Realtime::serve called twice; socket requests keep going to the first router"
             );
         }
-        (self.layer)(routes)
+        (self.layer)(routes).layer(axum::middleware::from_fn_with_state(
+            self.handshakes.clone(),
+            handshake::guard,
+        ))
     }
 }

@@ -20,8 +20,8 @@ pub use topsail_core::{
 };
 pub use topsail_macros::Model;
 pub use topsail_socket::{
-    AdapterFailure, DEFAULT_STALLED_AFTER, NotASocketRequest, RealtimeConfig, SocketRequest,
-    Sockets, SocketsError, tune_tcp,
+    AdapterFailure, BeforeConnect, ConnectRequest, DEFAULT_STALLED_AFTER, NotASocketRequest,
+    RealtimeConfig, SocketRequest, Sockets, SocketsError, tune_tcp,
 };
 pub use topsail_sql::{
     ConnectError, DEFAULT_STATEMENT_TIMEOUT, MigrateError, Migration, Pooled, SqlStore,

@@ -126,9 +126,17 @@ pub async fn app(
     database_url: &str,
     redis_url: Option<&str>,
 ) -> Result<(Topsail, axum::Router), topsail::StartError> {
-    let mut b = builder()
-        .realtime(RealtimeConfig::default())
-        .database_url(database_url);
+    app_with(database_url, redis_url, RealtimeConfig::default()).await
+}
+
+/// [`app`] with the socket server's settings (the zoo's binary sets the
+/// allowed origins from `ALLOWED_ORIGINS`).
+pub async fn app_with(
+    database_url: &str,
+    redis_url: Option<&str>,
+    realtime: RealtimeConfig,
+) -> Result<(Topsail, axum::Router), topsail::StartError> {
+    let mut b = builder().realtime(realtime).database_url(database_url);
     if let Some(url) = redis_url {
         b = b.redis(url);
     }

@@ -1,6 +1,9 @@
 //! The zoo server. Configured from the environment: `PORT` (1337), `HOST`
 //! (127.0.0.1), `DATABASE_URL` (`sqlite://zoo.sqlite`), `REDIS_URL` (unset:
-//! a single process; set: one node of a cluster), `RUST_LOG`.
+//! a single process; set: one node of a cluster), `ALLOWED_ORIGINS`
+//! (comma-separated origins whose pages may open sockets besides the zoo's
+//! own), `NODE_ENV` (`production` leaves out the control routes),
+//! `RUST_LOG`.
 //! `zoo --print-schema sqlite|postgres` prints the DDL of the models.
 
 use std::process::ExitCode;
@@ -66,13 +69,24 @@ async fn main() -> ExitCode {
     let database_url = env_or("DATABASE_URL", example_zoo::DEFAULT_DATABASE_URL);
 
     let redis_url = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
-    let (app, router) = match example_zoo::app(&database_url, redis_url.as_deref()).await {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("zoo: {e}");
-            return ExitCode::FAILURE;
-        }
+    // Pages of other origins may not open sockets, but those listed here.
+    let realtime = topsail::RealtimeConfig {
+        allowed_origins: env_or("ALLOWED_ORIGINS", "")
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        ..topsail::RealtimeConfig::default()
     };
+    let (app, router) =
+        match example_zoo::app_with(&database_url, redis_url.as_deref(), realtime).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("zoo: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let listener = match tokio::net::TcpListener::bind(format!("{host}:{port}")).await {
         Ok(l) => l,
         Err(e) => {
