@@ -31,3 +31,5 @@ mod concurrency;
 mod schema;
 // Private and read-only attributes: never sent to, used or set by a client.
 mod visibility;
+// CSRF protection: tokens over HTTP and sockets, shortcut writes off.
+mod csrf;

@@ -11,6 +11,7 @@
 //! socket actor there, so virtual requests run through these same routes
 //! and policies.
 
+mod csrf;
 mod extract;
 mod handlers;
 mod normalize;
@@ -33,6 +34,7 @@ use topsail_core::http::{name_the_request, text_response};
 use topsail_core::model::ModelDef;
 use topsail_core::{Engine, Registry};
 
+pub use csrf::Csrf;
 pub use params::{Params, parse_qs};
 pub use pluralize::pluralize;
 pub use policy::Policy;
@@ -69,6 +71,7 @@ struct Options {
     shortcuts: bool,
     body_limit: usize,
     max_limit: u64,
+    csrf: Option<Arc<Csrf>>,
 }
 
 /// The default request body limit: 1 MiB.
@@ -142,6 +145,7 @@ impl Blueprints {
                 shortcuts: true,
                 body_limit: DEFAULT_BODY_LIMIT,
                 max_limit: DEFAULT_MAX_LIMIT,
+                csrf: None,
             },
             policies: Policies::default(),
         }
@@ -211,8 +215,38 @@ impl Blueprints {
     /// The router of every blueprint route. Mount it with
     /// [`Blueprints::mount`] to let the app's own routes win.
     pub fn router(self) -> Router {
+        let csrf = self.csrf_layer();
         let (router, statics) = self.routes();
-        normalize::Normalize::new(router.layer(from_fn(name_errors)), statics).into_router()
+        normalize::Normalize::new(csrf(router).layer(from_fn(name_errors)), statics).into_router()
+    }
+
+    /// Sails' `security.csrf`: `GET /csrfToken`, and every `POST`, `PUT`,
+    /// `PATCH` and `DELETE` that carries the session cookie must carry its
+    /// token, over HTTP and sockets, on the blueprints and on the app's own
+    /// routes (with [`Blueprints::mount`]); shortcut routes that change data
+    /// answer 403. See [`Csrf`].
+    pub fn csrf(mut self, csrf: Csrf) -> Self {
+        self.options.csrf = Some(Arc::new(csrf));
+        self
+    }
+
+    /// What CSRF protection adds to a router: the token route and the
+    /// check, or nothing when it is off.
+    fn csrf_layer(&self) -> impl FnOnce(Router) -> Router + use<> {
+        let csrf = self.options.csrf.clone();
+        let limit = self.options.body_limit;
+        move |router: Router| match csrf {
+            None => router,
+            Some(csrf) => router
+                .route(
+                    "/csrfToken",
+                    axum::routing::get(csrf::token_route).with_state(csrf.clone()),
+                )
+                .layer(axum::middleware::from_fn_with_state(
+                    (csrf, limit),
+                    csrf::guard,
+                )),
+        }
     }
 
     /// Mounts the blueprints under `app`: the app's routes win, and any
@@ -225,6 +259,7 @@ impl Blueprints {
     /// as it does for every spelling the blueprint routes accept. (A
     /// `Router` with state: call `.with_state(state)` on it first.)
     pub fn mount(self, app: Router) -> Router {
+        let csrf = self.csrf_layer();
         let (blueprints, statics) = self.routes();
         let fallback = blueprints.clone();
         let app = app
@@ -237,7 +272,7 @@ impl Blueprints {
                         .into_response()
                 }
             });
-        normalize::Normalize::new(app.layer(from_fn(name_errors)), statics).into_router()
+        normalize::Normalize::new(csrf(app).layer(from_fn(name_errors)), statics).into_router()
     }
 
     /// Every bound route, and the static segments their paths hold (what
@@ -297,6 +332,11 @@ impl Blueprints {
             max_limit: self.options.max_limit,
         });
         let method = MethodFilter::try_from(def.method.clone()).unwrap_or(MethodFilter::GET);
+        if self.options.csrf.is_some() && def.method == Method::GET && def.action.changes_data() {
+            // Any page can make a browser load a URL: with CSRF protection
+            // on, a GET must not change anything.
+            return axum::routing::on(method, || async { csrf::shortcut_refused() });
+        }
         let limit = self.options.body_limit;
         let mut mr = handlers::method_router(def.action, method)
             .with_state(route)

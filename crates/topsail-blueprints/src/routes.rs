@@ -25,6 +25,19 @@ pub(crate) enum Action {
 }
 
 impl Action {
+    /// Whether the action writes (every one but the reads).
+    pub(crate) fn changes_data(self) -> bool {
+        matches!(
+            self,
+            Action::Create
+                | Action::Update
+                | Action::Destroy
+                | Action::Add
+                | Action::Remove
+                | Action::Replace
+        )
+    }
+
     /// The Sails action name (`pet/<name>` in policies).
     pub(crate) fn name(self) -> &'static str {
         match self {

@@ -8,7 +8,9 @@ pub use typed::Models;
 
 /// Re-exported for implementing [`Publisher`] and the store traits.
 pub use async_trait::async_trait;
-pub use topsail_blueprints::{BlueprintAction, Blueprints, Params, Policy, name_errors, parse_qs};
+pub use topsail_blueprints::{
+    BlueprintAction, Blueprints, Csrf, Params, Policy, name_errors, parse_qs,
+};
 pub use topsail_core::criteria::{Criteria, Populate};
 pub use topsail_core::http::UsageRejection;
 pub use topsail_core::pubsub::{
