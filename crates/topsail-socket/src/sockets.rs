@@ -618,3 +618,88 @@ impl Publisher for SocketPublisher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::Semaphore;
+
+    /// A backend whose emits wait for a permit: a cluster that is slow to
+    /// answer.
+    struct Gated(Arc<Semaphore>);
+
+    #[async_trait]
+    impl Backend for Gated {
+        async fn join(&self, _: &str, _: Vec<String>) -> Result<(), SocketsError> {
+            Ok(())
+        }
+        async fn leave(&self, _: &str, _: Vec<String>) -> Result<(), SocketsError> {
+            Ok(())
+        }
+        async fn emit(
+            &self,
+            _: Vec<String>,
+            _: Option<&str>,
+            _: &str,
+            _: &Value,
+        ) -> Result<(), SocketsError> {
+            let permit = self.0.acquire().await;
+            drop(permit);
+            Ok(())
+        }
+        async fn leave_all(&self, _: &str) -> Result<(), SocketsError> {
+            Ok(())
+        }
+        async fn rooms_of(&self, _: &str) -> Result<Vec<String>, SocketsError> {
+            Ok(Vec::new())
+        }
+        fn local_rooms(&self, _: &str) -> Option<Vec<String>> {
+            None
+        }
+    }
+
+    fn message() -> Vec<Effect> {
+        vec![Effect::Broadcast {
+            room: "sails_model_create_pet".into(),
+            event: "pet",
+            payload: serde_json::json!({"verb": "created"}),
+            omit: None,
+        }]
+    }
+
+    /// The publisher queue holds `publisher_queue` batches: past it a
+    /// publish waits (back pressure on the writer, nothing dropped), the
+    /// depth says how many wait, and `flush` returns once all are out.
+    #[tokio::test]
+    async fn a_full_publisher_queue_makes_the_writer_wait_and_drops_nothing() {
+        let gate = Arc::new(Semaphore::new(0));
+        let sockets = Sockets {
+            backend: Arc::new(Gated(gate.clone())),
+            max_rooms: DEFAULT_MAX_ROOMS_PER_SOCKET,
+            queue: DEFAULT_PUBLISHER_QUEUE,
+            stalled: Arc::default(),
+            budgets: Arc::default(),
+        }
+        .publisher_queue(1);
+        let publisher = sockets.publisher();
+        // The first batch is taken by the task (and waits in emit), the
+        // second fills the queue of one.
+        publisher.publish(message()).await;
+        publisher.publish(message()).await;
+        let third = {
+            let p = publisher.clone();
+            tokio::spawn(async move { p.publish(message()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!third.is_finished(), "the third publish waits for room");
+        assert_eq!(publisher.queue_depth(), 3);
+        assert!(!publisher.flush(Duration::from_millis(20)).await);
+        gate.add_permits(3);
+        third.await.unwrap();
+        assert!(
+            publisher.flush(Duration::from_secs(5)).await,
+            "all delivered"
+        );
+        assert_eq!(publisher.queue_depth(), 0);
+    }
+}
