@@ -621,3 +621,41 @@ async fn before_connect_may_refuse_a_handshake() {
     );
     zoo.stop().await;
 }
+
+/// Handlers see the socket's handshake (Sails' `req.socket.handshake`): the
+/// query it connected with (where a page puts a token, since a browser sets
+/// no headers on a websocket) and its headers.
+#[tokio::test]
+async fn handlers_see_the_handshake() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let route = axum::Router::new().route(
+        "/handshake",
+        axum::routing::get(|socket: topsail::SocketRequest| async move {
+            let hs = socket.handshake();
+            axum::Json(json!({
+                "query": hs.uri.query(),
+                "client": hs.headers.get("x-client").and_then(|v| v.to_str().ok()),
+            }))
+        }),
+    );
+    let zoo = Served::start(RealtimeConfig::default(), route).await;
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1&token=abc",
+        zoo.addr
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-client", "tests".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert!(next_text(&mut ws).await.starts_with("0{"));
+    ws.send(Message::text("40")).await.unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40{"));
+    let jwr = virtual_request(&mut ws, 1, "get", json!({"url": "/handshake"})).await;
+    assert_eq!(jwr["statusCode"], 200);
+    assert!(
+        jwr["body"]["query"].as_str().unwrap().contains("token=abc"),
+        "{jwr}"
+    );
+    assert_eq!(jwr["body"]["client"], "tests");
+    zoo.stop().await;
+}

@@ -41,6 +41,8 @@ pub(crate) struct Handshake {
     pub(crate) cookie: Option<HeaderValue>,
     /// The handshake `origin` header, likewise.
     pub(crate) origin: Option<HeaderValue>,
+    /// The whole handshake, for handlers (Sails' `req.socket.handshake`).
+    pub(crate) request: Arc<crate::ConnectRequest>,
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -290,6 +292,7 @@ pub(crate) async fn dispatch(
     req.extensions_mut().insert(SocketContext {
         id: hs.sid.clone(),
         sockets: sockets.clone(),
+        handshake: hs.request.clone(),
     });
     let res = match router.clone().oneshot(req).await {
         Ok(r) => r,
@@ -366,6 +369,10 @@ mod tests {
             sdk: Ok(()),
             cookie: Some(HeaderValue::from_static("sails.sid=abc")),
             origin: None,
+            request: Arc::new(crate::ConnectRequest {
+                headers: HeaderMap::new(),
+                uri: http::Uri::from_static("/socket.io/?EIO=4"),
+            }),
         }
     }
 

@@ -18,6 +18,7 @@ use crate::sockets::{Sockets, SocketsError};
 pub(crate) struct SocketContext {
     pub(crate) id: Arc<str>,
     pub(crate) sockets: Sockets,
+    pub(crate) handshake: Arc<crate::ConnectRequest>,
 }
 
 /// The socket a request came from.
@@ -53,6 +54,14 @@ impl SocketRequest {
     /// The sockets API.
     pub fn sockets(&self) -> &Sockets {
         &self.ctx.sockets
+    }
+
+    /// The socket's handshake: the headers and the URI (with its query)
+    /// it connected with (Sails' `req.socket.handshake`). A browser cannot
+    /// set headers on a websocket, so a page passes a token in the query:
+    /// `io.sails.query = 'token=...'`.
+    pub fn handshake(&self) -> &crate::ConnectRequest {
+        &self.ctx.handshake
     }
 
     /// This socket joins `room`.

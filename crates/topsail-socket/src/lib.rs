@@ -290,6 +290,10 @@ fn on_connect<A: Adapter>(
         sdk: bridge::check_sdk(&parts.headers, parts.uri.query()),
         cookie: parts.headers.get(header::COOKIE).cloned(),
         origin: parts.headers.get(header::ORIGIN).cloned(),
+        request: Arc::new(ConnectRequest {
+            headers: parts.headers.clone(),
+            uri: parts.uri.clone(),
+        }),
     };
     // Every socket sits in a room named after its id: that is how a socket
     // on another node is addressed (join by id, sender exclusion).
