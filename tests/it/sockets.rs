@@ -659,3 +659,71 @@ async fn handlers_see_the_handshake() {
     assert_eq!(jwr["body"]["client"], "tests");
     zoo.stop().await;
 }
+
+/// A socket keeps the cookies its answers set, as Sails keeps a socket's
+/// session: a sign-in over a socket holds for its later requests, a
+/// sign-out ends it, and another socket opened with the same handshake
+/// cookie has its own jar.
+#[tokio::test]
+async fn a_sign_in_over_a_socket_holds_for_that_socket() {
+    use axum::http::header::{COOKIE, SET_COOKIE};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let routes = axum::Router::new()
+        .route(
+            "/signin",
+            axum::routing::post(|| async { ([(SET_COOKIE, "user=ann; Path=/; HttpOnly")], "in") }),
+        )
+        .route(
+            "/signout",
+            axum::routing::post(|| async { ([(SET_COOKIE, "user=; Path=/; Max-Age=0")], "out") }),
+        )
+        .route(
+            "/cookies",
+            axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                let c = headers
+                    .get(COOKIE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                axum::Json(json!(c))
+            }),
+        );
+    let zoo = Served::start(RealtimeConfig::default(), routes).await;
+    let open = || async {
+        let url = format!(
+            "ws://{}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1",
+            zoo.addr
+        );
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("cookie", "sails.sid=browser".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert!(next_text(&mut ws).await.starts_with("0{"));
+        ws.send(Message::text("40")).await.unwrap();
+        assert!(next_text(&mut ws).await.starts_with("40{"));
+        ws
+    };
+    let mut a = open().await;
+    let mut b = open().await;
+    let cookies = |jwr: Value| jwr["body"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        cookies(virtual_request(&mut a, 1, "get", json!({"url": "/cookies"})).await),
+        "sails.sid=browser"
+    );
+    virtual_request(&mut a, 2, "post", json!({"url": "/signin"})).await;
+    assert_eq!(
+        cookies(virtual_request(&mut a, 3, "get", json!({"url": "/cookies"})).await),
+        "sails.sid=browser; user=ann",
+        "signed in for its later requests"
+    );
+    assert_eq!(
+        cookies(virtual_request(&mut b, 1, "get", json!({"url": "/cookies"})).await),
+        "sails.sid=browser",
+        "the other socket's jar is its own"
+    );
+    virtual_request(&mut a, 4, "post", json!({"url": "/signout"})).await;
+    assert_eq!(
+        cookies(virtual_request(&mut a, 5, "get", json!({"url": "/cookies"})).await),
+        "sails.sid=browser"
+    );
+    zoo.stop().await;
+}

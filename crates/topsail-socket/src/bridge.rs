@@ -37,8 +37,9 @@ pub(crate) struct Handshake {
     pub(crate) sid: Arc<str>,
     /// The SDK version check: `Err` holds the parse-error details.
     pub(crate) sdk: Result<(), String>,
-    /// The handshake `cookie` header, which message headers cannot override.
-    pub(crate) cookie: Option<HeaderValue>,
+    /// The socket's cookies: the handshake's, updated by the answers to
+    /// it; message headers cannot override them.
+    pub(crate) cookies: crate::jar::Jar,
     /// The handshake `origin` header, likewise.
     pub(crate) origin: Option<HeaderValue>,
     /// The whole handshake, for handlers (Sails' `req.socket.handshake`).
@@ -234,8 +235,8 @@ fn parse_virtual(verb: &str, hs: &Handshake, payload: Value) -> Result<Virtual, 
             }
         }
     }
-    if let Some(c) = &hs.cookie {
-        headers.insert(header::COOKIE, c.clone());
+    if let Some(c) = hs.cookies.header() {
+        headers.insert(header::COOKIE, c);
     }
     if let Some(o) = &hs.origin {
         headers.insert(header::ORIGIN, o.clone());
@@ -300,6 +301,8 @@ pub(crate) async fn dispatch(
     };
     let status = res.status();
     let (parts, body) = res.into_parts();
+    // A cookie set by the answer is the socket's from now on (a sign-in).
+    hs.cookies.update(&parts.headers);
     let bytes = match http_body_util::Limited::new(body, MAX_RESPONSE)
         .collect()
         .await
@@ -367,7 +370,7 @@ mod tests {
         Handshake {
             sid: Arc::from("S"),
             sdk: Ok(()),
-            cookie: Some(HeaderValue::from_static("sails.sid=abc")),
+            cookies: crate::jar::Jar::from_header(Some(&HeaderValue::from_static("sails.sid=abc"))),
             origin: None,
             request: Arc::new(crate::ConnectRequest {
                 headers: HeaderMap::new(),
@@ -515,7 +518,8 @@ mod tests {
                 let hs = hs();
                 if let Ok(v) = parse_virtual(verb, &hs, payload) {
                     prop_assert!(v.uri.path().starts_with('/'));
-                    prop_assert_eq!(v.headers.get(header::COOKIE), hs.cookie.as_ref());
+                    let cookie = hs.cookies.header();
+                    prop_assert_eq!(v.headers.get(header::COOKIE), cookie.as_ref());
                     prop_assert!(v.headers.get(header::ORIGIN).is_none());
                     prop_assert!(v.headers.len() <= MAX_HEADERS + 2);
                     prop_assert!(matches!(v.body, None | Some(Value::Object(_) | Value::Array(_))));

@@ -13,6 +13,7 @@ mod bridge;
 mod cluster;
 mod extract;
 mod handshake;
+mod jar;
 mod sockets;
 
 use std::convert::Infallible;
@@ -288,7 +289,7 @@ fn on_connect<A: Adapter>(
     let hs = bridge::Handshake {
         sid: sid.clone(),
         sdk: bridge::check_sdk(&parts.headers, parts.uri.query()),
-        cookie: parts.headers.get(header::COOKIE).cloned(),
+        cookies: jar::Jar::from_header(parts.headers.get(header::COOKIE)),
         origin: parts.headers.get(header::ORIGIN).cloned(),
         request: Arc::new(ConnectRequest {
             headers: parts.headers.clone(),
