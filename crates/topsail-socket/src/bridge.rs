@@ -27,6 +27,9 @@ pub(crate) const VERBS: [&str; 7] = ["get", "post", "put", "patch", "delete", "h
 
 /// The most headers a virtual request may carry.
 pub(crate) const MAX_HEADERS: usize = 100;
+/// The most bytes of header names and values a virtual request may carry
+/// (hyper's default for an HTTP request's head is about as much).
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The largest response body forwarded in an ack.
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
@@ -213,7 +216,14 @@ fn parse_virtual(verb: &str, hs: &Handshake, payload: Value) -> Result<Virtual, 
                 h.len()
             ));
         }
+        let mut bytes = 0usize;
         for (name, value) in h {
+            bytes += name.len() + value.as_str().map_or(0, str::len);
+            if bytes > MAX_HEADER_BYTES {
+                return Err(format!(
+                    "The request's headers are longer than {MAX_HEADER_BYTES} bytes"
+                ));
+            }
             let lower = name.to_ascii_lowercase();
             // The socket's own cookie and origin win, whatever the case.
             if matches!(
@@ -411,6 +421,11 @@ mod tests {
             .map(|i| (format!("x-h{i}"), Value::from("v")))
             .collect();
         assert!(parse_virtual("get", &hs(), json!({"url": "/user", "headers": few})).is_ok());
+        let long = json!({"x-a": "a".repeat(40_000), "x-b": "b".repeat(40_000)});
+        let err = parse_virtual("get", &hs(), json!({"url": "/user", "headers": long}))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("longer than 65536 bytes"), "{err}");
     }
 
     #[test]
