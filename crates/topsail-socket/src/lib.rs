@@ -300,7 +300,8 @@ fn on_connect<A: Adapter>(
     // on another node is addressed (join by id, sender exclusion).
     socket.join(sid.to_string());
     tracing::info!(sid = %sid, "socket connected");
-    let stalled = sockets.clone();
+    // What the disconnect handler updates: the room counts, the stalled count.
+    let on_gone = sockets.clone();
     // One handler for every event: the seven verbs are told apart by name,
     // so a socket carries one boxed closure instead of seven.
     let ctx = Arc::new(Bridge {
@@ -346,13 +347,13 @@ fn on_connect<A: Adapter>(
         },
     );
     socket.on_disconnect(move |s: SocketRef<A>, reason: DisconnectReason| {
-        let stalled = stalled.clone();
+        let sockets = on_gone.clone();
         async move {
-            stalled.forget(&s.id.to_string());
+            sockets.forget(&s.id.to_string());
             if reason == DisconnectReason::HeartbeatTimeout {
                 // Its outgoing queue was full at a heartbeat, or it stopped
                 // answering pings: either way it was not reading.
-                let n = stalled.note_stalled();
+                let n = sockets.note_stalled();
                 tracing::warn!(sid = %s.id, stalled_disconnects = n, "socket disconnected: it stopped reading (queue full or no pong)");
             } else {
                 tracing::info!(sid = %s.id, ?reason, "socket disconnected");
