@@ -72,7 +72,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Starts a Redis server on `port` (nothing on disk); resolves once it accepts connections. */
 async function startRedis(port) {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  // `DEBUG` (the fault suite's `DEBUG SLEEP`) is refused unless enabled.
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--enable-debug-command', 'local'], { stdio: 'ignore' });
   for (let i = 0; i < 100; i++) {
     try {
       await new Promise((res, rej) => {
