@@ -318,11 +318,9 @@ async fn status_and_retry_after(
     (res.status(), retry)
 }
 
-#[tokio::test]
-async fn every_connection_busy_is_503_with_retry_after() {
-    use topsail::core::store::Store;
-    // A pool of one connection that waits 200 ms for a free one, on a fresh
-    // PostgreSQL schema.
+/// Connection options for a fresh PostgreSQL schema (its `search_path`),
+/// for a test that builds its own pool or store.
+async fn fresh_pg_schema() -> (sqlx::postgres::PgConnectOptions, topsail_tests::Cleanup) {
     let (schema_store, cleanup) = topsail_tests::fresh_store(topsail_tests::Db::Postgres).await;
     schema_store.close().await;
     let topsail_tests::Cleanup::Schema(schema) = cleanup.clone() else {
@@ -332,6 +330,15 @@ async fn every_connection_busy_is_503_with_retry_after() {
         <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&topsail_tests::pg_url())
             .unwrap()
             .options([("search_path", schema.as_str())]);
+    (opts, cleanup)
+}
+
+#[tokio::test]
+async fn every_connection_busy_is_503_with_retry_after() {
+    use topsail::core::store::Store;
+    // A pool of one connection that waits 200 ms for a free one, on a fresh
+    // PostgreSQL schema.
+    let (opts, cleanup) = fresh_pg_schema().await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(std::time::Duration::from_millis(200))
@@ -399,19 +406,10 @@ async fn zoo_on_named_pg(
     application_name: &str,
     statement_timeout: &str,
 ) -> (topsail::Topsail, axum::Router, topsail_tests::Cleanup) {
-    let (schema_store, cleanup) = topsail_tests::fresh_store(topsail_tests::Db::Postgres).await;
-    schema_store.close().await;
-    let topsail_tests::Cleanup::Schema(schema) = cleanup.clone() else {
-        panic!("a PostgreSQL schema");
-    };
-    let opts =
-        <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&topsail_tests::pg_url())
-            .unwrap()
-            .application_name(application_name)
-            .options([
-                ("search_path", schema.as_str()),
-                ("statement_timeout", statement_timeout),
-            ]);
+    let (opts, cleanup) = fresh_pg_schema().await;
+    let opts = opts
+        .application_name(application_name)
+        .options([("statement_timeout", statement_timeout)]);
     let store = topsail::SqlStore::connect_postgres(opts).await.unwrap();
     let app = example_zoo::builder().store(store).build().await.unwrap();
     let router = app.blueprints().router();

@@ -378,6 +378,17 @@ impl topsail::core::store::Store for SlowInserts {
     }
 }
 
+/// An engine over `store` whose inserts are slow, and what it publishes.
+fn slow_engine(store: &topsail::SqlStore) -> (topsail::Engine, topsail::RecordingPublisher) {
+    let published = topsail::RecordingPublisher::new();
+    let engine = topsail::Engine::new(
+        Arc::new(SlowInserts(store.clone())),
+        Arc::new(published.clone()),
+        topsail::EngineConfig::default(),
+    );
+    (engine, published)
+}
+
 #[tokio::test]
 async fn a_write_whose_client_went_away_still_publishes() {
     use topsail::core::store::Store;
@@ -387,12 +398,7 @@ async fn a_write_whose_client_went_away_still_publishes() {
         .build()
         .await
         .unwrap();
-    let published = topsail::RecordingPublisher::new();
-    let engine = topsail::Engine::new(
-        Arc::new(SlowInserts(store.clone())),
-        Arc::new(published.clone()),
-        topsail::EngineConfig::default(),
-    );
+    let (engine, published) = slow_engine(&store);
     let router = topsail::Blueprints::new(engine, app.registry().clone()).router();
     // The client gives up while the insert is written but not yet answered
     // (hyper drops the request's future when its connection closes).
@@ -436,12 +442,7 @@ async fn a_typed_write_whose_caller_was_dropped_still_publishes() {
         .build()
         .await
         .unwrap();
-    let published = topsail::RecordingPublisher::new();
-    let engine = topsail::Engine::new(
-        Arc::new(SlowInserts(store.clone())),
-        Arc::new(published.clone()),
-        topsail::EngineConfig::default(),
-    );
+    let (engine, published) = slow_engine(&store);
     let users = topsail::Models::<example_zoo::User>::new(&engine);
     let create = users.create(json!({"name": "Ann", "email": "ann@example.com"}));
     assert!(

@@ -5,6 +5,10 @@ typed extractors, calls the [`Engine`](topsail_core::Engine), and answers
 
 The order of a handler's extractors is the order its errors are reported
 in, as Sails reports them: the criteria before the record's key.
+
+Writes run through [`Engine::detached_write`](topsail_core::Engine::detached_write):
+a client that goes away while its change commits does not cancel it, so a
+committed change is always published, and a shutdown waits for it.
 */
 
 use axum::extract::{FromRequestParts, State};
@@ -14,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::{Map, Value};
 use topsail_core::http::json_response;
-use topsail_core::{Actor, Criteria, Engine, Error, Record};
+use topsail_core::{Actor, Criteria, Error, Record};
 
 use crate::extract::{ChildKey, Key, RouteState, params};
 use crate::params::Params;
@@ -38,17 +42,6 @@ pub(crate) fn method_router(action: Action, method: MethodFilter) -> MethodRoute
 /// JSON already written by the engine.
 fn json_bytes(body: Vec<u8>) -> Response {
     json_response(StatusCode::OK, body)
-}
-
-/// Runs a write on a task of its own, so that it runs to its end even when
-/// the request is dropped (the client went away while it committed): once a
-/// change commits, its messages are published. The request waits for it as
-/// before, and a graceful shutdown waits for it too.
-async fn to_the_end<F>(engine: &Engine, write: F) -> Result<Record, Error>
-where
-    F: std::future::Future<Output = Result<Record, Error>> + Send + 'static,
-{
-    engine.detached_write(write).await
 }
 
 /// A record, as JSON.
@@ -89,14 +82,17 @@ async fn create(
     if route.model.field("populate").is_none() {
         values.remove("populate");
     }
-    let created = to_the_end(&route.engine.clone(), async move {
-        let values = Value::Object(values);
-        route
-            .engine
-            .create(route.model, &values, &c.populate, &actor)
-            .await
-    })
-    .await?;
+    let created = route
+        .engine
+        .clone()
+        .detached_write(async move {
+            let values = Value::Object(values);
+            route
+                .engine
+                .create(route.model, &values, &c.populate, &actor)
+                .await
+        })
+        .await?;
     Ok(record(created))
 }
 
@@ -111,11 +107,14 @@ async fn update(
         tracing::debug!("Using `PUT` to update a record is deprecated; use `PATCH`");
     }
     values.remove("id");
-    let updated = to_the_end(&route.engine.clone(), async move {
-        let values = Value::Object(values);
-        route.engine.update(route.model, &id, &values, &actor).await
-    })
-    .await?;
+    let updated = route
+        .engine
+        .clone()
+        .detached_write(async move {
+            let values = Value::Object(values);
+            route.engine.update(route.model, &id, &values, &actor).await
+        })
+        .await?;
     Ok(record(updated))
 }
 
@@ -124,10 +123,11 @@ async fn destroy(
     Key(id): Key,
     actor: Actor,
 ) -> Result<Response, Error> {
-    let destroyed = to_the_end(&route.engine.clone(), async move {
-        route.engine.destroy(route.model, &id, &actor).await
-    })
-    .await?;
+    let destroyed = route
+        .engine
+        .clone()
+        .detached_write(async move { route.engine.destroy(route.model, &id, &actor).await })
+        .await?;
     Ok(record(destroyed))
 }
 
@@ -161,15 +161,18 @@ async fn add_or_remove(
     actor: Actor,
 ) -> Result<Response, Error> {
     let alias = route.assoc()?.name;
-    let parent = to_the_end(&route.engine.clone(), async move {
-        let (engine, model) = (&route.engine, route.model);
-        if route.action == Action::Add {
-            engine.add(model, &parent, alias, &child, &actor).await
-        } else {
-            engine.remove(model, &parent, alias, &child, &actor).await
-        }
-    })
-    .await?;
+    let parent = route
+        .engine
+        .clone()
+        .detached_write(async move {
+            let (engine, model) = (&route.engine, route.model);
+            if route.action == Action::Add {
+                engine.add(model, &parent, alias, &child, &actor).await
+            } else {
+                engine.remove(model, &parent, alias, &child, &actor).await
+            }
+        })
+        .await?;
     Ok(record(parent))
 }
 
@@ -186,11 +189,14 @@ async fn replace(
         _ => params.query.get(assoc.name).cloned().unwrap_or(Value::Null),
     };
     let alias = assoc.name;
-    let parent = to_the_end(&route.engine.clone(), async move {
-        let (engine, model) = (&route.engine, route.model);
-        engine.replace(model, &parent, alias, &ids, &actor).await
-    })
-    .await?;
+    let parent = route
+        .engine
+        .clone()
+        .detached_write(async move {
+            let (engine, model) = (&route.engine, route.model);
+            engine.replace(model, &parent, alias, &ids, &actor).await
+        })
+        .await?;
     Ok(record(parent))
 }
 

@@ -16,9 +16,36 @@ use http::{HeaderMap, HeaderValue, header};
 const MAX_COOKIES: usize = 50;
 const MAX_BYTES: usize = 8 * 1024;
 
-/// One socket's cookies, in the order they were set.
+/// One socket's cookies, in the order they were set, and the `Cookie`
+/// header they make (rendered when they change, not on every request).
 #[derive(Debug, Default)]
-pub(crate) struct Jar(Mutex<Vec<(String, String)>>);
+pub(crate) struct Jar(Mutex<Cookies>);
+
+#[derive(Debug, Default)]
+struct Cookies {
+    pairs: Vec<(String, String)>,
+    header: Option<HeaderValue>,
+}
+
+impl Cookies {
+    fn new(pairs: Vec<(String, String)>) -> Self {
+        let mut c = Cookies {
+            pairs,
+            header: None,
+        };
+        c.render();
+        c
+    }
+
+    fn render(&mut self) {
+        let text: Vec<String> = self.pairs.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        self.header = if text.is_empty() {
+            None
+        } else {
+            HeaderValue::from_str(&text.join("; ")).ok()
+        };
+    }
+}
 
 impl Jar {
     /// The cookies of a handshake's `Cookie` header.
@@ -32,29 +59,28 @@ impl Jar {
                     .collect()
             })
             .unwrap_or_default();
-        Jar(Mutex::new(pairs))
+        Jar(Mutex::new(Cookies::new(pairs)))
     }
 
-    fn cookies(&self) -> std::sync::MutexGuard<'_, Vec<(String, String)>> {
-        // Consistent after any panic: whole pairs are pushed and removed.
+    fn cookies(&self) -> std::sync::MutexGuard<'_, Cookies> {
+        // Consistent after any panic: the header is rendered after a change.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The `Cookie` header to send, if there is a cookie.
     pub(crate) fn header(&self) -> Option<HeaderValue> {
-        let cookies = self.cookies();
-        if cookies.is_empty() {
-            return None;
-        }
-        let text: Vec<String> = cookies.iter().map(|(n, v)| format!("{n}={v}")).collect();
-        HeaderValue::from_str(&text.join("; ")).ok()
+        self.cookies().header.clone()
     }
 
     /// Takes in the `Set-Cookie` headers of an answer: a cookie set is
     /// added or replaced, one expired (`Max-Age` of 0 or less, or an
     /// `Expires` in the past) is removed.
     pub(crate) fn update(&self, headers: &HeaderMap) {
-        let mut cookies = self.cookies();
+        if !headers.contains_key(header::SET_COOKIE) {
+            return;
+        }
+        let mut jar = self.cookies();
+        let cookies = &mut jar.pairs;
         for set in headers.get_all(header::SET_COOKIE) {
             let Some((name, value, expired)) = set.to_str().ok().and_then(parse_set_cookie) else {
                 continue;
@@ -74,6 +100,7 @@ impl Jar {
         {
             cookies.remove(0);
         }
+        jar.render();
     }
 }
 

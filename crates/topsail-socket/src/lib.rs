@@ -195,6 +195,19 @@ impl<A: Adapter> FromMessageParts<A> for AckRequested {
     }
 }
 
+/// What a server of either adapter starts with: the router the bridge
+/// will dispatch into (set by `serve`), the count of its requests, and its
+/// sockets API with the configured bounds.
+fn shared_parts<A: Adapter>(
+    io: &SocketIo<A>,
+    config: &RealtimeConfig,
+) -> (Arc<OnceLock<Router>>, Requests, Sockets) {
+    let sockets = Sockets::new(io.clone())
+        .max_rooms_per_socket(config.max_rooms_per_socket)
+        .publisher_queue(config.publisher_queue);
+    (Arc::new(OnceLock::new()), Requests::new(), sockets)
+}
+
 /// What bounds one socket's virtual requests.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
@@ -469,11 +482,7 @@ impl Realtime {
     /// A single-process socket server (the in-memory adapter).
     pub fn local(config: &RealtimeConfig) -> Self {
         let (layer, io) = configure(SocketIo::builder(), config).build_layer();
-        let router = Arc::new(OnceLock::new());
-        let requests = Requests::new();
-        let sockets = Sockets::new(io.clone())
-            .max_rooms_per_socket(config.max_rooms_per_socket)
-            .publisher_queue(config.publisher_queue);
+        let (router, requests, sockets) = shared_parts(&io, config);
         io.ns(
             "/",
             connect_handler(
@@ -503,11 +512,7 @@ impl Realtime {
             config,
         )
         .build_layer();
-        let router = Arc::new(OnceLock::new());
-        let requests = Requests::new();
-        let sockets = Sockets::new(io.clone())
-            .max_rooms_per_socket(config.max_rooms_per_socket)
-            .publisher_queue(config.publisher_queue);
+        let (router, requests, sockets) = shared_parts(&io, config);
         io.ns(
             "/",
             connect_handler(

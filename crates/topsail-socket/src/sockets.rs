@@ -410,7 +410,13 @@ impl Sockets {
         let count_every = (self.max_rooms / 10).max(1);
         {
             let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-            let b = budgets.entry(socket.to_owned()).or_default();
+            // Looked up before inserted: no key copied on every read.
+            if !budgets.contains_key(socket) {
+                budgets.insert(socket.to_owned(), RoomBudget::default());
+            }
+            let Some(b) = budgets.get_mut(socket) else {
+                return rooms;
+            };
             b.since_count += rooms.len();
             if b.since_count < count_every {
                 return if b.full { Vec::new() } else { rooms };
@@ -439,7 +445,9 @@ impl Sockets {
             }
         }
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        budgets.entry(socket.to_owned()).or_default().full = full;
+        if let Some(b) = budgets.get_mut(socket) {
+            b.full = full;
+        }
         rooms
     }
 
