@@ -47,7 +47,7 @@ fn omits(effects: &[Effect]) -> BTreeSet<Option<String>> {
 }
 
 fn socket(id: &str) -> Option<Actor> {
-    Some(Actor::Socket(Arc::from(id)))
+    Some(Actor::socket(id))
 }
 
 /// The `(event, payload-without-timestamps)` of each broadcast, for
@@ -81,7 +81,7 @@ both! {
         let effects = z.published.take();
         assert_eq!(
             effects.iter().find(|e| matches!(e, Effect::AddMembers { .. })),
-            Some(&Effect::AddMembers { source: "sails_model_create_pet".into(), dest: format!("sails_model_pet_{p}:pet") }),
+            Some(&Effect::AddMembers { source: "sails_model_create_pet".into(), dest: format!("sails_model_pet_{p}:pet"), guard: None }),
             "_introduce: watchers get the new record"
         );
         let b = broadcasts(&effects);
@@ -286,7 +286,7 @@ async fn mirror_sends_the_requester_its_own_messages() {
         .await
         .unwrap();
     app.model::<example_zoo::User>()
-        .actor(Actor::Socket("A".into()))
+        .actor(Actor::socket("A"))
         .create(json!({"name": "A", "email": "a@example.com"}))
         .await
         .unwrap();

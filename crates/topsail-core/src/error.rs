@@ -85,9 +85,13 @@ pub enum Error {
         /// The attributes involved.
         attrs: Vec<String>,
     },
-    /// The record does not exist: answered 404.
+    /// The record does not exist (or the caller may not know it does):
+    /// answered 404.
     #[error("not found")]
     NotFound,
+    /// An access rule refused the request: answered 403.
+    #[error("forbidden")]
+    Forbidden,
     /// The store failed: answered 500 and logged.
     #[error(transparent)]
     Store(StoreError),

@@ -6,6 +6,7 @@ blueprints answer with, so an app's own handler can return
 | error | status | body |
 |---|---|---|
 | [`Error::NotFound`] | 404 | `Not Found` (text) |
+| [`Error::Forbidden`] (an access rule refused a write) | 403 | `Forbidden` (text) |
 | [`Error::Usage`] | 400 | `{code, details, message}` |
 | [`Error::Unique`] | 400 | `{code: "E_UNIQUE", message, modelIdentity, attrNames}` |
 | [`Error::Store`] with [`StoreError::Unavailable`] (every connection busy, SQLite's lock still taken) or [`StoreError::ConnectionLost`] (the database went away) | 503 | `Service Unavailable` (text), `Retry-After: 1` |
@@ -27,6 +28,7 @@ use http::request::Parts;
 use http::{Method, StatusCode};
 use serde_json::json;
 
+use crate::access::Principal;
 use crate::error::{Error, StoreError, UsageCode};
 use crate::pubsub::Actor;
 
@@ -150,6 +152,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NotFound => StatusCode::NOT_FOUND,
+            Error::Forbidden => StatusCode::FORBIDDEN,
             Error::Usage { .. } | Error::Unique { .. } => StatusCode::BAD_REQUEST,
             Error::Store(StoreError::Unavailable | StoreError::ConnectionLost(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -164,6 +167,7 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match self {
             Error::NotFound => text_response(StatusCode::NOT_FOUND, "Not Found"),
+            Error::Forbidden => text_response(StatusCode::FORBIDDEN, "Forbidden"),
             Error::Usage { code, details } => {
                 UsageRejection::bad_request(code, details).into_response()
             }
@@ -187,18 +191,25 @@ impl IntoResponse for Error {
     }
 }
 
-/// Who is asking: the [`Actor`] the socket bridge put in the request
-/// extensions, or [`Actor::Http`] for an HTTP request (a client either
-/// way: app code that wants to see everything uses `Actor::Server`).
+/// Who is asking: the transport (the [`Actor`] the socket bridge put in the
+/// request extensions, or [`Actor::Http`]) with the [`Principal`] the
+/// identity layer found (anonymous without one). A client either way: app
+/// code that wants to see everything uses `Actor::Server`.
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or_default();
+        let transport = parts
             .extensions
             .get::<Actor>()
             .cloned()
-            .unwrap_or(Actor::Http))
+            .unwrap_or_else(Actor::http);
+        Ok(transport.with_principal(principal))
     }
 }
 
@@ -206,7 +217,30 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Actor {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<Actor>().cloned())
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or_default();
+        Ok(parts
+            .extensions
+            .get::<Actor>()
+            .cloned()
+            .map(|a| a.with_principal(principal)))
+    }
+}
+
+/// The [`Principal`] the app's identity layer found for this request, over
+/// HTTP and sockets alike; anonymous when there is none.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 

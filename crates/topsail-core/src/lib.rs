@@ -8,6 +8,7 @@
 //! `topsail` facade. With the `axum` feature, [`Error`] answers HTTP
 //! requests exactly as the blueprints do (`http`).
 
+pub mod access;
 pub mod criteria;
 pub mod engine;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod visibility;
 #[cfg(test)]
 mod testing;
 
+pub use access::{Access, Principal, PrincipalSlot, Rules};
 pub use criteria::{Criteria, Populate};
 pub use engine::{Engine, EngineConfig};
 pub use error::{Error, Result, StoreError, UsageCode};

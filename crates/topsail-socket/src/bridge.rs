@@ -47,6 +47,9 @@ pub(crate) struct Handshake {
     pub(crate) origin: Option<HeaderValue>,
     /// The whole handshake, for handlers (Sails' `req.socket.handshake`).
     pub(crate) request: Arc<crate::ConnectRequest>,
+    /// Who the socket was last identified as (set by the app's identity
+    /// layer at each of its requests; read by guarded deliveries).
+    pub(crate) principal: topsail_core::PrincipalSlot,
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -259,6 +262,36 @@ fn parse_virtual(verb: &str, hs: &Handshake, payload: Value) -> Result<Virtual, 
     })
 }
 
+/// What every request of a socket carries: the transport, the socket's
+/// principal slot (for the identity layer) and its context (for handlers).
+fn socket_extensions(req: &mut Request<Body>, hs: &Handshake, sockets: &Sockets) {
+    req.extensions_mut().insert(Actor::socket(hs.sid.clone()));
+    req.extensions_mut().insert(hs.principal.clone());
+    req.extensions_mut().insert(SocketContext {
+        id: hs.sid.clone(),
+        sockets: sockets.clone(),
+        handshake: hs.request.clone(),
+        principal: hs.principal.clone(),
+    });
+}
+
+/// Runs the app's identity layer for the socket, as a request of its own
+/// would (with its cookies and handshake), without running a route.
+pub(crate) async fn identify_again(hs: &Handshake, router: &Router, sockets: &Sockets) {
+    let mut req = Request::new(Body::empty());
+    *req.uri_mut() = http::Uri::from_static("/__topsail/identify");
+    if let Some(c) = hs.cookies.header() {
+        req.headers_mut().insert(header::COOKIE, c);
+    }
+    if let Some(o) = &hs.origin {
+        req.headers_mut().insert(header::ORIGIN, o.clone());
+    }
+    socket_extensions(&mut req, hs, sockets);
+    req.extensions_mut()
+        .insert(topsail_core::access::IdentifyOnly);
+    let _ = router.clone().oneshot(req).await;
+}
+
 /// Runs one virtual request and returns the ack payload.
 pub(crate) async fn dispatch(
     verb: &str,
@@ -299,20 +332,19 @@ pub(crate) async fn dispatch(
             return Reply::ParseError(parse_error(format!("The request could not be built: {e}")));
         }
     };
-    req.extensions_mut().insert(Actor::Socket(hs.sid.clone()));
-    req.extensions_mut().insert(SocketContext {
-        id: hs.sid.clone(),
-        sockets: sockets.clone(),
-        handshake: hs.request.clone(),
-    });
+    socket_extensions(&mut req, hs, sockets);
     let res = match router.clone().oneshot(req).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
     let status = res.status();
     let (parts, body) = res.into_parts();
-    // A cookie set by the answer is the socket's from now on (a sign-in).
-    hs.cookies.update(&parts.headers);
+    // A cookie set by the answer is the socket's from now on (a sign-in),
+    // and who the socket is may have changed with it.
+    if parts.headers.contains_key(header::SET_COOKIE) {
+        hs.cookies.update(&parts.headers);
+        identify_again(hs, router, sockets).await;
+    }
     let bytes = match http_body_util::Limited::new(body, MAX_RESPONSE)
         .collect()
         .await
@@ -386,6 +418,7 @@ mod tests {
                 headers: HeaderMap::new(),
                 uri: http::Uri::from_static("/socket.io/?EIO=4"),
             }),
+            principal: Default::default(),
         }
     }
 

@@ -156,3 +156,47 @@ pub(crate) fn resp3_url(url: &str) -> String {
         format!("{url}?protocol=resp3")
     }
 }
+
+/// The channel guarded effects travel on between nodes.
+pub(crate) const GUARDED_CHANNEL: &str = "topsail#guarded";
+
+/// Relays guarded effects over Redis pub/sub (see `crate::guarded`).
+pub(crate) struct RedisRelay(pub(crate) ResilientDriver);
+
+#[async_trait::async_trait]
+impl crate::sockets::Relay for RedisRelay {
+    async fn send(&self, message: Vec<u8>) -> Result<(), crate::sockets::SocketsError> {
+        let sent = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.0.publish(GUARDED_CHANNEL.to_owned(), message),
+        )
+        .await;
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(crate::sockets::SocketsError::Adapter(
+                crate::sockets::AdapterFailure::capture(&e),
+            )),
+            Err(_) => Err(crate::sockets::SocketsError::ClusterTimeout),
+        }
+    }
+}
+
+/// Delivers what the other nodes relay to this node's sockets, for as long
+/// as the process runs.
+pub(crate) async fn receive_relayed(
+    driver: &ResilientDriver,
+    sockets: crate::Sockets,
+) -> Result<(), redis::RedisError> {
+    use futures_util::StreamExt;
+    let mut stream = driver
+        .subscribe(GUARDED_CHANNEL.to_owned(), 1024)
+        .await
+        .map_err(|RedisError(e)| e)?;
+    tokio::spawn(async move {
+        while let Some((_, bytes)) = stream.next().await {
+            let bytes: Vec<u8> = bytes;
+            sockets.receive_relayed(&bytes).await;
+        }
+    });
+    Ok(())
+}

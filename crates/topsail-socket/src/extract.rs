@@ -19,6 +19,7 @@ pub(crate) struct SocketContext {
     pub(crate) id: Arc<str>,
     pub(crate) sockets: Sockets,
     pub(crate) handshake: Arc<crate::ConnectRequest>,
+    pub(crate) principal: topsail_core::PrincipalSlot,
 }
 
 /// The socket a request came from.
@@ -46,9 +47,10 @@ impl SocketRequest {
         &self.ctx.id
     }
 
-    /// The actor to pass to engine calls made for this socket.
+    /// The actor to pass to engine calls made for this socket, with the
+    /// principal it was last identified as.
     pub fn actor(&self) -> Actor {
-        Actor::Socket(self.ctx.id.clone())
+        Actor::Socket(self.ctx.id.clone(), self.ctx.principal.get())
     }
 
     /// The sockets API.

@@ -12,6 +12,7 @@
 mod bridge;
 mod cluster;
 mod extract;
+mod guarded;
 mod handshake;
 mod jar;
 mod sockets;
@@ -308,6 +309,7 @@ fn on_connect<A: Adapter>(
             headers: parts.headers.clone(),
             uri: parts.uri.clone(),
         }),
+        principal: sockets.principal_slot(&sid),
     };
     // Every socket sits in a room named after its id: that is how a socket
     // on another node is addressed (join by id, sender exclusion).
@@ -325,6 +327,20 @@ fn on_connect<A: Adapter>(
         timeout: limits.timeout,
         requests,
     });
+    let weak = Arc::downgrade(&ctx);
+    on_gone.on_reidentify(
+        &sid,
+        Arc::new(move || {
+            let weak = weak.clone();
+            Box::pin(async move {
+                if let Some(ctx) = weak.upgrade()
+                    && let Some(router) = ctx.router.get()
+                {
+                    bridge::identify_again(&ctx.hs, router, &ctx.sockets).await;
+                }
+            })
+        }),
+    );
     socket.on_fallback(
         move |s: SocketRef<A>,
               Event(event): Event,
@@ -505,6 +521,7 @@ impl Realtime {
         let driver = cluster::ResilientDriver::connect(client)
             .await
             .map_err(RealtimeError::Redis)?;
+        let relay = driver.clone();
         let ctr = RedisAdapterCtr::new_with_driver(driver, Default::default());
         let (layer, io) = configure(
             SocketIo::builder()
@@ -513,6 +530,10 @@ impl Realtime {
         )
         .build_layer();
         let (router, requests, sockets) = shared_parts(&io, config);
+        let sockets = sockets.with_relay(Arc::new(cluster::RedisRelay(relay.clone())));
+        cluster::receive_relayed(&relay, sockets.clone())
+            .await
+            .map_err(RealtimeError::Redis)?;
         io.ns(
             "/",
             connect_handler(

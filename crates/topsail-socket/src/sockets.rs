@@ -18,7 +18,15 @@ use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 use tokio::sync::mpsc;
-use topsail_core::pubsub::{Effect, Publisher};
+use topsail_core::pubsub::{Effect, Guard, Publisher};
+
+use crate::guarded::{Guarding, Relayed, RelayedEffect};
+
+/// A name for this node on the relay, unique enough among a cluster's
+/// processes: its pid and start time.
+fn node_name() -> Arc<str> {
+    Arc::from(format!("{}-{}", std::process::id(), now_ms()))
+}
 
 /// The event name Sails uses when none is given.
 pub const DEFAULT_EVENT: &str = "message";
@@ -96,6 +104,19 @@ trait Backend: Send + Sync + 'static {
     /// The rooms the socket `socket` is in, when it is connected to this
     /// node (its own id room included).
     fn local_rooms(&self, socket: &str) -> Option<Vec<String>>;
+    /// The ids of this node's sockets in `room`, but `except`.
+    fn local_members(&self, room: &str, except: Option<&str>) -> Vec<String>;
+    /// Emits to these sockets of this node (by id), serializing once.
+    async fn emit_local(&self, sockets: Vec<String>, event: &str, data: &Value);
+    /// These sockets of this node join (or leave) `rooms`.
+    async fn local_membership(&self, sockets: Vec<String>, rooms: Vec<String>, join: bool);
+}
+
+/// Carries guarded effects to the other nodes of a cluster (see
+/// [`crate::guarded`]).
+#[async_trait]
+pub(crate) trait Relay: Send + Sync + 'static {
+    async fn send(&self, message: Vec<u8>) -> Result<(), SocketsError>;
 }
 
 /// How long a cluster operation may take before this node gives up on the
@@ -299,6 +320,40 @@ impl<A: Adapter> Backend for Io<A> {
         Some(rooms.into_iter().map(|r| r.to_string()).collect())
     }
 
+    fn local_members(&self, room: &str, except: Option<&str>) -> Vec<String> {
+        let mut op = self.io.local().to(room.to_owned());
+        if let Some(e) = except {
+            op = op.except(e.to_owned());
+        }
+        op.sockets().into_iter().map(|s| s.id.to_string()).collect()
+    }
+
+    async fn emit_local(&self, sockets: Vec<String>, event: &str, data: &Value) {
+        if sockets.is_empty() {
+            return;
+        }
+        match self.io.local().to(sockets).emit(event, data).await {
+            Ok(()) => {}
+            Err(BroadcastError::Socket(missed)) => missed_by_slow_readers(event, &missed),
+            Err(e) => tracing::error!(error = %e, event, "could not deliver a guarded message"),
+        }
+    }
+
+    async fn local_membership(&self, sockets: Vec<String>, rooms: Vec<String>, join: bool) {
+        if sockets.is_empty() || rooms.is_empty() {
+            return;
+        }
+        let op = self.io.local().within(sockets);
+        let done = if join {
+            op.join(rooms).await
+        } else {
+            op.leave(rooms).await
+        };
+        if let Err(e) = done {
+            tracing::error!(error = %e, "could not change the rooms of local sockets");
+        }
+    }
+
     async fn rooms_of(&self, socket: &str) -> Result<Vec<String>, SocketsError> {
         let local = self.alone();
         let found = self
@@ -326,6 +381,12 @@ pub struct Sockets {
     stalled: Arc<AtomicU64>,
     /// Per local socket: rooms joined since they were last counted.
     budgets: Arc<std::sync::Mutex<std::collections::HashMap<String, RoomBudget>>>,
+    /// The read rules and each local socket's principal.
+    guarding: Guarding,
+    /// This node's name on the relay.
+    node: Arc<str>,
+    /// The other nodes, for guarded effects (a cluster only).
+    relay: Option<Arc<dyn Relay>>,
 }
 
 /// What [`Sockets::within_room_cap`] knows of one socket between counts.
@@ -362,7 +423,58 @@ impl Sockets {
             queue: DEFAULT_PUBLISHER_QUEUE,
             stalled: Arc::new(AtomicU64::new(0)),
             budgets: Arc::default(),
+            guarding: Guarding::default(),
+            node: node_name(),
+            relay: None,
         }
+    }
+
+    /// The same sockets, relaying guarded effects through `relay`.
+    pub(crate) fn with_relay(mut self, relay: Arc<dyn Relay>) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    /// Holds every message to the app's read `rules` (see
+    /// `topsail_core::access`), per recipient; `models` are the app's
+    /// models. Set once, when the app is built; false if already set.
+    pub fn guard_with(
+        &self,
+        rules: topsail_core::Rules,
+        models: impl IntoIterator<Item = &'static topsail_core::ModelDef>,
+    ) -> bool {
+        self.guarding.set(rules, models)
+    }
+
+    /// The slot holding the principal of socket `id` (of this node), which
+    /// the delivery of guarded messages reads.
+    pub fn principal_slot(&self, id: &Arc<str>) -> topsail_core::PrincipalSlot {
+        self.guarding.slot(id)
+    }
+
+    /// The ids of this node's sockets whose principal `matches`.
+    pub fn sockets_where(
+        &self,
+        matches: &dyn Fn(&topsail_core::Principal) -> bool,
+    ) -> Vec<Arc<str>> {
+        self.guarding.sockets_where(matches)
+    }
+
+    /// Runs the identity of this node's sockets whose principal `matches`
+    /// again, through the app's identity layer, as their next request
+    /// would (after a sign-out or a role change made over another
+    /// connection); returns how many. A socket whose principal changed
+    /// leaves the rooms of every model with a read rule.
+    pub async fn reidentify(&self, matches: &dyn Fn(&topsail_core::Principal) -> bool) -> usize {
+        let again = self.guarding.reidentifiers(matches);
+        for run in &again {
+            run().await;
+        }
+        again.len()
+    }
+
+    pub(crate) fn on_reidentify(&self, socket: &Arc<str>, again: crate::guarded::Reidentify) {
+        self.guarding.on_reidentify(socket, again);
     }
 
     /// How many sockets of this node were disconnected because they stopped
@@ -455,6 +567,116 @@ impl Sockets {
     pub(crate) fn forget(&self, socket: &str) {
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
         budgets.remove(socket);
+        drop(budgets);
+        self.guarding.forget(socket);
+    }
+
+    /// Delivers a guarded message to this node's members of `room`.
+    async fn deliver_guarded(
+        &self,
+        room: &str,
+        omit: Option<&str>,
+        event: &str,
+        payload: &Value,
+        guard: &Guard,
+    ) {
+        let members = self.backend.local_members(room, omit);
+        if members.is_empty() {
+            return;
+        }
+        let verdict = self.guarding.judge(guard, members);
+        for (hidden, ids) in verdict.groups {
+            if hidden == 0 {
+                self.backend.emit_local(ids, event, payload).await;
+            } else {
+                let shown = guard.redact(payload, hidden);
+                self.backend.emit_local(ids, event, &shown).await;
+            }
+        }
+        if guard.evict {
+            self.backend
+                .local_membership(verdict.refused, vec![room.to_owned()], false)
+                .await;
+        }
+    }
+
+    /// This node's members of `source` that may read the guard's record
+    /// join `dest` (a guarded `_introduce`).
+    async fn introduce_guarded(&self, source: &str, dest: &str, guard: &Guard) {
+        let members = self.backend.local_members(source, None);
+        let verdict = self.guarding.judge(guard, members);
+        let admitted: Vec<String> = verdict
+            .groups
+            .into_iter()
+            .flat_map(|(_, ids)| ids)
+            .collect();
+        self.backend
+            .local_membership(admitted, vec![dest.to_owned()], true)
+            .await;
+    }
+
+    /// Sends a guarded effect to the other nodes (a cluster), which deliver
+    /// it to their own sockets; a failure is logged, this node delivers to
+    /// its own anyway.
+    async fn relay(&self, what: RelayedEffect, guard: &Guard) {
+        let Some(relay) = &self.relay else {
+            return;
+        };
+        let message = Relayed {
+            node: self.node.to_string(),
+            what,
+            guard: guard.into(),
+        };
+        let bytes = match serde_json::to_vec(&message) {
+            Ok(b) => b,
+            Err(e) => return tracing::error!(error = %e, "could not encode a guarded message"),
+        };
+        if let Err(e) = relay.send(bytes).await {
+            tracing::warn!(error = %e, "a guarded message reached this node's sockets only");
+        }
+    }
+
+    /// Delivers a guarded effect another node relayed.
+    pub(crate) async fn receive_relayed(&self, bytes: &[u8]) {
+        let message: Relayed = match serde_json::from_slice(&bytes) {
+            Ok(m) => m,
+            Err(e) => return tracing::warn!(error = %e, "unreadable relayed message"),
+        };
+        if *message.node == *self.node {
+            return;
+        }
+        let Some(guard) = self.guarding.guard_from(message.guard) else {
+            return tracing::warn!("a relayed message names a model this node does not have");
+        };
+        match message.what {
+            RelayedEffect::Broadcast {
+                room,
+                event,
+                payload,
+                omit,
+            } => {
+                self.deliver_guarded(&room, omit.as_deref(), &event, &payload, &guard)
+                    .await
+            }
+            RelayedEffect::Introduce { source, dest } => {
+                self.introduce_guarded(&source, &dest, &guard).await
+            }
+        }
+    }
+
+    /// A socket whose principal changed leaves the rooms of every model
+    /// with a read rule.
+    async fn leave_guarded_rooms(&self, socket: &str) {
+        let Some(rooms) = self.backend.local_rooms(socket) else {
+            return;
+        };
+        let guarded: Vec<String> = rooms
+            .into_iter()
+            .filter(|r| self.guarding.is_guarded_room(r))
+            .collect();
+        self.backend
+            .local_membership(vec![socket.to_owned()], guarded, false)
+            .await;
     }
 
     /// The socket `socket` (an id, local or on another node) joins `room`.
@@ -552,17 +774,57 @@ impl Sockets {
                 self.backend.join(&socket, rooms).await
             }
             Effect::Leave { socket, rooms } => self.backend.leave(&socket, rooms).await,
-            Effect::AddMembers { source, dest } => self.backend.join(&source, vec![dest]).await,
+            Effect::AddMembers {
+                source,
+                dest,
+                guard: None,
+            } => self.backend.join(&source, vec![dest]).await,
+            Effect::AddMembers {
+                source,
+                dest,
+                guard: Some(guard),
+            } => {
+                let what = RelayedEffect::Introduce {
+                    source: source.clone(),
+                    dest: dest.clone(),
+                };
+                self.relay(what, &guard).await;
+                self.introduce_guarded(&source, &dest, &guard).await;
+                Ok(())
+            }
+            Effect::Forget { socket } => {
+                self.leave_guarded_rooms(&socket).await;
+                Ok(())
+            }
             Effect::RemoveMembers { source, dest } => self.backend.leave(&source, vec![dest]).await,
             Effect::Broadcast {
                 room,
                 event,
                 payload,
                 omit,
+                guard: None,
             } => {
                 self.backend
                     .emit(vec![room], omit.as_deref(), event, &payload)
                     .await
+            }
+            Effect::Broadcast {
+                room,
+                event,
+                payload,
+                omit,
+                guard: Some(guard),
+            } => {
+                let what = RelayedEffect::Broadcast {
+                    room: room.clone(),
+                    event: event.to_owned(),
+                    payload: payload.clone(),
+                    omit: omit.as_deref().map(str::to_owned),
+                };
+                self.relay(what, &guard).await;
+                self.deliver_guarded(&room, omit.as_deref(), event, &payload, &guard)
+                    .await;
+                Ok(())
             }
         }
     }
@@ -664,6 +926,11 @@ mod tests {
         fn local_rooms(&self, _: &str) -> Option<Vec<String>> {
             None
         }
+        fn local_members(&self, _: &str, _: Option<&str>) -> Vec<String> {
+            Vec::new()
+        }
+        async fn emit_local(&self, _: Vec<String>, _: &str, _: &Value) {}
+        async fn local_membership(&self, _: Vec<String>, _: Vec<String>, _: bool) {}
     }
 
     fn message() -> Vec<Effect> {
@@ -672,6 +939,7 @@ mod tests {
             event: "pet",
             payload: serde_json::json!({"verb": "created"}),
             omit: None,
+            guard: None,
         }]
     }
 
@@ -687,6 +955,9 @@ mod tests {
             queue: DEFAULT_PUBLISHER_QUEUE,
             stalled: Arc::default(),
             budgets: Arc::default(),
+            guarding: Guarding::default(),
+            node: node_name(),
+            relay: None,
         }
         .publisher_queue(1);
         let publisher = sockets.publisher();

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use topsail_blueprints::Blueprints;
+use topsail_core::access::{Principal, Rules};
 use topsail_core::pubsub::{NoPublisher, Publisher};
 use topsail_core::{Engine, EngineConfig, Model, Registry, RegistryError};
 use topsail_socket::{Realtime, RealtimeConfig, RealtimeError, Sockets};
@@ -55,6 +56,7 @@ pub struct Builder {
     schema: Schema,
     realtime: Option<RealtimeConfig>,
     redis_url: Option<String>,
+    rules: Rules,
 }
 
 impl std::fmt::Debug for Builder {
@@ -121,6 +123,14 @@ impl Builder {
         self
     }
 
+    /// Holds clients to these access rules (see [`Rules`]): in answers, in
+    /// what they populate and watch, in every published message (per
+    /// recipient), and on writes.
+    pub fn rules(mut self, rules: Rules) -> Self {
+        self.rules = rules;
+        self
+    }
+
     /// Engine settings (`auto_watch`, `mirror`).
     pub fn config(mut self, config: EngineConfig) -> Self {
         self.config = config;
@@ -174,7 +184,12 @@ impl Builder {
             (None, Some(app)) => app,
             (None, None) => Arc::new(NoPublisher),
         };
-        let engine = Engine::new(Arc::new(store.clone()), publisher, self.config);
+        if let Some(rt) = &realtime {
+            rt.sockets()
+                .guard_with(self.rules.clone(), self.registry.models().iter().copied());
+        }
+        let engine =
+            Engine::new(Arc::new(store.clone()), publisher, self.config).with_rules(self.rules);
         Ok(Topsail {
             engine,
             registry: self.registry,
@@ -216,6 +231,7 @@ impl Topsail {
             schema: Schema::Existing,
             realtime: None,
             redis_url: None,
+            rules: Rules::new(),
         }
     }
 
@@ -330,6 +346,30 @@ impl Topsail {
         self.realtime
             .as_ref()
             .map_or(0, |rt| rt.publisher().queue_depth())
+    }
+
+    /// The identity layer over `identify`: put it on the routes given to
+    /// [`Topsail::serve`], inside the layers it reads (a session layer goes
+    /// on after it, so it runs first), and every request, HTTP or socket,
+    /// is identified once (see [`Identify`](crate::Identify)).
+    ///
+    /// Layers on the router given to `serve` apply to socket requests too;
+    /// layers added to the router `serve` returns apply to HTTP only.
+    pub fn identity(&self, identify: impl crate::Identify) -> crate::IdentityLayer {
+        crate::IdentityLayer::new(Arc::new(identify), self.engine.publisher().clone())
+    }
+
+    /// Runs the identity of this process' sockets whose principal
+    /// `matches` again, as their next request would: after a sign-out, an
+    /// expiry or a role change made over another connection, so messages
+    /// stop reaching them under the old principal at once. Returns how
+    /// many sockets were identified again. (A cluster: call it on each
+    /// node, or let each socket's next request do it.)
+    pub async fn reidentify(&self, matches: impl Fn(&Principal) -> bool) -> usize {
+        match &self.realtime {
+            Some(rt) => rt.sockets().reidentify(&matches).await,
+            None => 0,
+        }
     }
 
     /// Blueprints for every registered model; configure, then call

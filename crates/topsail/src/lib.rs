@@ -1,9 +1,11 @@
 #![doc = include_str!("../../../README.md")]
 
 mod app;
+mod identity;
 mod typed;
 
 pub use app::{Builder, StartError, Topsail};
+pub use identity::{Identify, IdentityLayer, IdentityService};
 pub use typed::Models;
 
 /// Re-exported for implementing [`Publisher`] and the store traits.
@@ -11,6 +13,7 @@ pub use async_trait::async_trait;
 pub use topsail_blueprints::{
     BlueprintAction, Blueprints, Csrf, Params, Policy, name_errors, parse_qs,
 };
+pub use topsail_core::access::{Access, Denied, Principal, PrincipalSlot, Rules};
 pub use topsail_core::criteria::{Criteria, Populate};
 pub use topsail_core::http::UsageRejection;
 pub use topsail_core::pubsub::{

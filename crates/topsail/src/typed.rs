@@ -74,7 +74,7 @@ impl<'a, M: Model> Models<'a, M> {
 
     /// How many records match `criteria`'s `where`.
     pub async fn count(&self, criteria: &Criteria) -> Result<u64> {
-        self.engine.count(M::def(), criteria).await
+        self.engine.count(M::def(), criteria, &self.actor).await
     }
 
     /// Creates a record from `values`: a JSON object as a client would send
@@ -237,6 +237,9 @@ impl<'a, M: Model> Models<'a, M> {
                 event: M::def().event(),
                 payload: data.clone(),
                 omit: omit.map(Into::into),
+                // The app's own data, to the record's subscribers (who
+                // could read it when they subscribed).
+                guard: None,
             })
             .collect();
         self.engine.publisher().publish(effects).await;

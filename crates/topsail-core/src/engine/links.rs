@@ -31,7 +31,8 @@ impl Engine {
         child: &Pk,
         actor: &Actor,
     ) -> Result<Record> {
-        let (assoc, parent, child, mut tx) = self.open_child(model, parent, alias, child).await?;
+        let (assoc, parent, child, mut tx) =
+            self.open_child(model, parent, alias, child, actor).await?;
         let link = link_children(tx.as_mut(), model, assoc, &parent, &[child]).await?;
         if link.linked.is_empty() {
             return Err(Error::NotFound);
@@ -52,7 +53,8 @@ impl Engine {
         child: &Pk,
         actor: &Actor,
     ) -> Result<Record> {
-        let (assoc, parent, child, mut tx) = self.open_child(model, parent, alias, child).await?;
+        let (assoc, parent, child, mut tx) =
+            self.open_child(model, parent, alias, child, actor).await?;
         let children = std::slice::from_ref(&child);
         if existing_with(tx.as_mut(), assoc.target(), children, None)
             .await?
@@ -80,7 +82,10 @@ impl Engine {
     ) -> Result<Record> {
         let (assoc, parent) = collection_of(model, parent, alias)?;
         let ids = replacement_ids(assoc, ids)?;
-        let mut tx = self.lock_parent(model, &parent).await?;
+        let mut tx = self.lock_parent(model, &parent, actor).await?;
+        let ids = self
+            .writable_children(tx.as_mut(), assoc.target(), ids, actor)
+            .await?;
         let r = replace_children(tx.as_mut(), model, assoc, &parent, &ids).await?;
         let record = commit_with_parent(tx, model, &parent).await?;
         let mut plan = self.plan(actor);
@@ -98,18 +103,32 @@ impl Engine {
         parent: &Pk,
         alias: &str,
         child: &Pk,
+        actor: &Actor,
     ) -> Result<(&'static AssocDef, Pk, Pk, Box<dyn Tx>)> {
         let (assoc, parent) = collection_of(model, parent, alias)?;
         let child = checked_key(assoc.target(), child, UsageCode::InvalidAssociatedIds)?;
-        let tx = self.lock_parent(model, &parent).await?;
+        let mut tx = self.lock_parent(model, &parent, actor).await?;
+        let allowed = self
+            .writable_children(tx.as_mut(), assoc.target(), vec![child.clone()], actor)
+            .await?;
+        if allowed.is_empty() {
+            return Err(Error::NotFound);
+        }
         Ok((assoc, parent, child, tx))
     }
 
     /// A collection action's transaction, with the parent's row locked
-    /// (404 when there is no such parent).
-    async fn lock_parent(&self, model: &'static ModelDef, parent: &Pk) -> Result<Box<dyn Tx>> {
+    /// (404 when there is no such parent, or `actor` may not read it; 403
+    /// when it may not change it).
+    async fn lock_parent(
+        &self,
+        model: &'static ModelDef,
+        parent: &Pk,
+        actor: &Actor,
+    ) -> Result<Box<dyn Tx>> {
         let mut tx = self.store.begin().await?;
-        fetch_locked(tx.as_mut(), model, parent, Vec::new()).await?;
+        let record = fetch_locked(tx.as_mut(), model, parent, Vec::new()).await?;
+        self.check_write(model, &record, actor)?;
         Ok(tx)
     }
 }

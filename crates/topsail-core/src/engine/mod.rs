@@ -22,11 +22,13 @@ mod links;
 mod loaded;
 mod read;
 mod reads;
+mod rules;
 mod values;
 mod writes;
 
 use std::sync::Arc;
 
+use crate::access::Rules;
 use crate::criteria::PopulateQuery;
 use crate::error::{Error, Result, UsageCode};
 use crate::inflight::Inflight;
@@ -61,6 +63,7 @@ pub struct Engine {
     publisher: Arc<dyn Publisher>,
     config: EngineConfig,
     writes: Inflight,
+    rules: Arc<Rules>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -80,7 +83,19 @@ impl Engine {
             publisher,
             config,
             writes: Inflight::new(),
+            rules: Arc::new(Rules::new()),
         }
+    }
+
+    /// The same engine, holding clients to `rules` (see [`crate::access`]).
+    pub fn with_rules(mut self, rules: Rules) -> Self {
+        self.rules = Arc::new(rules);
+        self
+    }
+
+    /// The access rules.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
     }
 
     /// The writes running on tasks of their own (see
@@ -136,8 +151,8 @@ impl Engine {
     }
 
     /// A new plan for a request made by `actor`.
-    fn plan<'a>(&self, actor: &'a Actor) -> Plan<'a> {
-        Plan::new(actor, self.config.mirror)
+    fn plan<'a>(&'a self, actor: &'a Actor) -> Plan<'a> {
+        Plan::new(actor, self.config.mirror, &self.rules)
     }
 }
 

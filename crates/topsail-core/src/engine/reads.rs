@@ -17,16 +17,18 @@ use super::loaded::Loaded;
 use super::read::load_rows;
 use super::{Engine, checked_key};
 
-/// `q` as `actor` may run it: a client's may not name a private attribute,
-/// and returns none (see [`crate::visibility`]).
-fn client_query(model: &'static ModelDef, mut q: Query, actor: &Actor) -> Result<Query> {
-    if actor.is_client() {
-        crate::visibility::client_query(model, &mut q)?;
-    }
-    Ok(q)
-}
-
 impl Engine {
+    /// `q` as `actor` may run it: a client's may not name a private
+    /// attribute, returns none (see [`crate::visibility`]), and reads only
+    /// the records the read rules let it (see [`crate::access`]).
+    fn client_query(&self, model: &'static ModelDef, mut q: Query, actor: &Actor) -> Result<Query> {
+        if actor.is_client() {
+            crate::visibility::client_query(model, &mut q)?;
+            self.restrict(model, &mut q, actor)?;
+        }
+        Ok(q)
+    }
+
     /// Sails' `subscribeDeep` for every loaded record: watch every
     /// associated model, subscribe to every populated associated record.
     fn subscribe_deep(&self, plan: &mut Plan<'_>, model: &'static ModelDef, loaded: &Loaded) {
@@ -38,7 +40,7 @@ impl Engine {
         for i in 0..loaded.len() {
             for (assoc, ids) in model.assocs.iter().zip(&per_assoc) {
                 let target = assoc.target();
-                if self.config.auto_watch {
+                if self.config.auto_watch && self.may_watch(target, plan.actor()) {
                     plan.watch(target);
                 }
                 if let Some(ids) = ids.as_ref().and_then(|ids| ids.get(i)) {
@@ -77,14 +79,14 @@ impl Engine {
         criteria: &Criteria,
         actor: &Actor,
     ) -> Result<Loaded> {
-        let q = client_query(model, criteria.normalize(model)?, actor)?;
+        let q = self.client_query(model, criteria.normalize(model)?, actor)?;
         let mut conn = self.store.conn().await?;
         let loaded = load_rows(conn.as_mut(), model, &q, false).await?;
         drop(conn);
         if actor.is_socket() {
             let mut plan = self.plan(actor);
             plan.subscribe(model, &loaded.ids());
-            if self.config.auto_watch {
+            if self.config.auto_watch && self.may_watch(model, actor) {
                 plan.watch(model);
             }
             self.subscribe_deep(&mut plan, model, &loaded);
@@ -93,9 +95,15 @@ impl Engine {
         Ok(loaded)
     }
 
-    /// Counts the records matching `criteria`'s `where`.
-    pub async fn count(&self, model: &'static ModelDef, criteria: &Criteria) -> Result<u64> {
-        let q = criteria.normalize(model)?;
+    /// Counts the records matching `criteria`'s `where` (that `actor` may
+    /// read).
+    pub async fn count(
+        &self,
+        model: &'static ModelDef,
+        criteria: &Criteria,
+        actor: &Actor,
+    ) -> Result<u64> {
+        let q = self.client_query(model, criteria.normalize(model)?, actor)?;
         if q.filter == Filter::False {
             return Ok(0);
         }
@@ -147,8 +155,9 @@ impl Engine {
             ..criteria.clone()
         }
         .normalize(model)?;
-        q = client_query(model, q, actor)?;
-        q.filter = Query::by_pk(model, &id, Vec::new()).filter;
+        q.filter = Filter::True;
+        q = self.client_query(model, q, actor)?;
+        q.filter = Query::by_pk(model, &id, Vec::new()).filter.and(q.filter);
         let loaded = self.load_one(model, &q).await?;
         self.subscribe_one(model, &id, &loaded, actor).await;
         Ok(loaded)
@@ -212,11 +221,17 @@ impl Engine {
         let q = Criteria::new()
             .populate(Populate::Only(vec![(alias.to_owned(), sub)]))
             .normalize(model)?;
-        let q = client_query(model, q, actor)?;
-        let q = Query {
-            filter: Query::by_pk(model, &parent, Vec::new()).filter,
-            ..q
-        };
+        let mut q = self.client_query(
+            model,
+            Query {
+                filter: Filter::True,
+                ..q
+            },
+            actor,
+        )?;
+        q.filter = Query::by_pk(model, &parent, Vec::new())
+            .filter
+            .and(q.filter);
         let loaded = self.load_one(model, &q).await?;
         let value = match loaded.first_field(alias) {
             Some(v) if !v.is_null() => v,

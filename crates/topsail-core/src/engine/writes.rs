@@ -31,11 +31,15 @@ impl Engine {
         populate: &Populate,
         actor: &Actor,
     ) -> Result<Record> {
-        let given = settable(model, values, actor, UsageCode::InvalidNewRecord)?;
+        let mut given = settable(model, values, actor, UsageCode::InvalidNewRecord)?;
+        if self.rules().governs(model) {
+            self.on_create(model, given.to_mut(), actor)?;
+        }
         let (mut row, collections) = values::new_record(model, &given)?;
         (model.hooks.before_create)(&mut row)
             .map_err(|m| Error::usage(UsageCode::InvalidNewRecord, m))?;
         values::recheck(model, &mut row, UsageCode::InvalidNewRecord)?;
+        self.check_result(model, &row, actor)?;
         let populate = normalize_populate(model, populate)?;
         let (id, record, links) = self.insert(model, &row, &collections, &populate).await?;
         (model.hooks.after_create)(&record);
@@ -98,6 +102,7 @@ impl Engine {
 
         let mut tx = self.store.begin().await?;
         let previous = fetch_locked(tx.as_mut(), model, &id, populate.clone()).await?;
+        self.check_write(model, &previous, actor)?;
         let columns: Vec<_> = row_values(model, &set)
             .into_iter()
             .filter(|(c, _)| c != model.pk_column())
@@ -118,11 +123,13 @@ impl Engine {
             replace_children(tx.as_mut(), model, assoc, &id, ids).await?;
         }
         let record = refetch(tx.as_mut(), model, &id, populate).await?;
+        // Dropping the transaction rolls the change back.
+        self.check_result(model, &record, actor)?;
         tx.commit().await.map_err(|e| unique_violation(model, e))?;
         (model.hooks.after_update)(&record);
 
         let mut plan = self.plan(actor);
-        plan.update(model, &id, set, previous);
+        plan.update(model, &id, set, &record, previous);
         self.publish(plan).await;
         Ok(answer(model, record, actor))
     }
@@ -139,6 +146,7 @@ impl Engine {
         let populate = default_populates(model);
         let mut tx = self.store.begin().await?;
         let previous = fetch_locked(tx.as_mut(), model, &id, populate).await?;
+        self.check_write(model, &previous, actor)?;
         (model.hooks.before_destroy)(&previous)
             .map_err(|m| Error::usage(UsageCode::InvalidRequest, m))?;
         let mut unlinked: Vec<(&'static AssocDef, Vec<Pk>)> = Vec::new();

@@ -18,31 +18,61 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::access::{Access, Principal, Rules};
 use crate::model::ModelDef;
-use crate::record::Pk;
+use crate::record::{Pk, Record};
 
 /// Who made a request: the server itself (app code), an HTTP client, or a
-/// socket. Only a socket actor is subscribed by reads and omitted from the
-/// messages its request causes; a client (HTTP or socket) never sees a
-/// private attribute nor sets a read-only one.
+/// socket, with the [`Principal`] the app identified. Only a socket actor
+/// is subscribed by reads and omitted from the messages its request
+/// causes; a client (HTTP or socket) never sees a private attribute nor
+/// sets a read-only one, and is held to the access [`Rules`](crate::Rules).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Actor {
-    /// App code: nobody is subscribed or omitted, and it sees and sets
-    /// every attribute.
+    /// App code: nobody is subscribed or omitted, it sees and sets every
+    /// attribute, and no access rule applies.
     #[default]
     Server,
     /// An HTTP request: nobody is subscribed or omitted.
-    Http,
+    Http(Principal),
     /// A socket request: the socket id (also the name of its own room).
-    Socket(Arc<str>),
+    Socket(Arc<str>, Principal),
 }
 
 impl Actor {
-    /// The socket id, for a socket request.
-    pub fn socket(&self) -> Option<&Arc<str>> {
+    /// An anonymous HTTP client.
+    pub fn http() -> Self {
+        Actor::Http(Principal::anonymous())
+    }
+
+    /// An anonymous client on socket `id`.
+    pub fn socket(id: impl Into<Arc<str>>) -> Self {
+        Actor::Socket(id.into(), Principal::anonymous())
+    }
+
+    /// The same client, identified as `principal` (app code stays app
+    /// code).
+    pub fn with_principal(self, principal: Principal) -> Self {
         match self {
-            Actor::Socket(id) => Some(id),
-            Actor::Server | Actor::Http => None,
+            Actor::Server => Actor::Server,
+            Actor::Http(_) => Actor::Http(principal),
+            Actor::Socket(id, _) => Actor::Socket(id, principal),
+        }
+    }
+
+    /// The socket id, for a socket request.
+    pub fn socket_id(&self) -> Option<&Arc<str>> {
+        match self {
+            Actor::Socket(id, _) => Some(id),
+            Actor::Server | Actor::Http(_) => None,
+        }
+    }
+
+    /// The client's principal; `None` for app code, which no rule limits.
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Actor::Server => None,
+            Actor::Http(p) | Actor::Socket(_, p) => Some(p),
         }
     }
 
@@ -53,7 +83,7 @@ impl Actor {
 
     /// Whether the request came over a socket (Sails' `req.isSocket`).
     pub fn is_socket(&self) -> bool {
-        matches!(self, Actor::Socket(_))
+        matches!(self, Actor::Socket(..))
     }
 }
 
@@ -85,12 +115,15 @@ pub enum Effect {
         rooms: Vec<String>,
     },
     /// Every member of `source` joins `dest` (`_introduce`: watchers get
-    /// subscribed to a new record), cluster-wide.
+    /// subscribed to a new record), cluster-wide; with a guard, only those
+    /// who may read its record.
     AddMembers {
         /// The room whose members join.
         source: String,
         /// The room they join.
         dest: String,
+        /// Who may join.
+        guard: Option<Guard>,
     },
     /// Every member of `source` leaves `dest` (`_retire`).
     RemoveMembers {
@@ -98,6 +131,13 @@ pub enum Effect {
         source: String,
         /// The room they leave.
         dest: String,
+    },
+    /// The socket's principal changed (signed in, out, or as someone
+    /// else): it leaves every room of a model with a read rule, joined
+    /// under the old principal, and joins again what it reads next.
+    Forget {
+        /// The socket id.
+        socket: Arc<str>,
     },
     /// Emit `event` with `payload` to everyone in `room` but `omit`.
     Broadcast {
@@ -109,7 +149,112 @@ pub enum Effect {
         payload: Value,
         /// The socket to leave out (the requester).
         omit: Option<Arc<str>>,
+        /// Who may receive it, when a model concerned has a read rule.
+        guard: Option<Guard>,
     },
+}
+
+/// Who may receive a message, decided per recipient by the read rules (see
+/// [`crate::access`]) against records in hand: the record the message is
+/// about, and the records populated into it.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// The model of the record the message is about.
+    pub model: &'static ModelDef,
+    /// That record as the rule sees it (a `created`'s record, an
+    /// `updated`'s record after the change, a `destroyed`'s record before
+    /// it): private attributes included, never sent.
+    pub record: Arc<Record>,
+    /// Recipients the rule refuses also leave the room: the record stopped
+    /// being readable to them.
+    pub evict: bool,
+    /// Populated records inside the payload whose model has a read rule.
+    pub nested: Vec<Nested>,
+}
+
+/// A populated record inside a message: `payload[key][assoc]` (a to-one)
+/// or `payload[key][assoc][index]` (a collection's element).
+#[derive(Debug, Clone)]
+pub struct Nested {
+    /// `data` or `previous`.
+    pub key: &'static str,
+    /// The association.
+    pub assoc: &'static str,
+    /// The element of a collection; `None` for a to-one.
+    pub index: Option<usize>,
+    /// The populated record's model.
+    pub model: &'static ModelDef,
+    /// The populated record.
+    pub record: Record,
+}
+
+impl PartialEq for Guard {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.model, other.model)
+            && self.record == other.record
+            && self.evict == other.evict
+            && self.nested.len() == other.nested.len()
+    }
+}
+
+impl Guard {
+    /// Whether `principal` may read the message's record.
+    pub fn admits(&self, rules: &Rules, principal: &Principal) -> bool {
+        rules
+            .readable(self.model, principal)
+            .allows(self.model, &self.record)
+    }
+
+    /// Which populated records `principal` may not read, as a bit set over
+    /// [`Guard::nested`] (recipients with the same set get the same
+    /// payload, serialized once). Past 64 populated records, the rest
+    /// count as one group with the 64th.
+    pub fn hidden(&self, rules: &Rules, principal: &Principal) -> u64 {
+        let mut mask = 0u64;
+        let mut verdicts: Vec<(&'static str, Access)> = Vec::new();
+        for (i, n) in self.nested.iter().enumerate() {
+            let access = match verdicts.iter().find(|(m, _)| *m == n.model.identity) {
+                Some((_, a)) => a,
+                None => {
+                    verdicts.push((n.model.identity, rules.readable(n.model, principal)));
+                    &verdicts.last().expect("just pushed").1
+                }
+            };
+            if !access.allows(n.model, &n.record) {
+                mask |= 1 << i.min(63);
+            }
+        }
+        mask
+    }
+
+    /// `payload` without the populated records in `hidden`: a to-one is
+    /// left as its key (as if not populated), a collection loses the
+    /// element.
+    pub fn redact(&self, payload: &Value, hidden: u64) -> Value {
+        let mut out = payload.clone();
+        // Backwards, so removing an element keeps the later indices right.
+        for (i, n) in self.nested.iter().enumerate().rev() {
+            if hidden & (1 << i.min(63)) == 0 {
+                continue;
+            }
+            let Some(slot) = out.get_mut(n.key).and_then(|v| v.get_mut(n.assoc)) else {
+                continue;
+            };
+            match (n.index, slot) {
+                (Some(at), Value::Array(items)) if at < items.len() => {
+                    items.remove(at);
+                }
+                (None, slot) => {
+                    *slot = n
+                        .model
+                        .key_of(&n.record)
+                        .map_or(Value::Null, |k| k.to_json());
+                }
+                _ => {}
+            }
+        }
+        out
+    }
 }
 
 /// Delivers effects. Implemented by the socket layer; [`NoPublisher`] drops

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{Actor, Effect, class_room, record_room};
+use super::{Actor, Effect, Guard, Nested, class_room, record_room};
+use crate::access::Rules;
 use crate::model::{AssocDef, AssocKind, ModelDef};
 use crate::record::{Pk, Record};
 
@@ -36,6 +37,8 @@ fn visible(model: &ModelDef, mut record: Record) -> Record {
 #[derive(Debug)]
 pub(crate) struct Plan<'a> {
     actor: &'a Actor,
+    /// Decides which messages carry a [`Guard`].
+    rules: &'a Rules,
     /// The socket omitted from broadcasts (the requester, unless mirroring).
     omit: Option<Arc<str>>,
     /// Rooms the actor already joins in this plan (a deep read can name
@@ -45,18 +48,24 @@ pub(crate) struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    pub(crate) fn new(actor: &'a Actor, mirror: bool) -> Self {
+    pub(crate) fn new(actor: &'a Actor, mirror: bool, rules: &'a Rules) -> Self {
         let omit = if mirror {
             None
         } else {
-            actor.socket().cloned()
+            actor.socket_id().cloned()
         };
         Plan {
             actor,
+            rules,
             omit,
             joined: HashSet::new(),
             effects: Vec::new(),
         }
+    }
+
+    /// Who made the request.
+    pub(crate) fn actor(&self) -> &'a Actor {
+        self.actor
     }
 
     /// Subscribes the requesting socket to records of `model`.
@@ -65,7 +74,7 @@ impl<'a> Plan<'a> {
         model: &ModelDef,
         ids: impl IntoIterator<Item = &'p Pk>,
     ) {
-        if let Some(socket) = self.actor.socket() {
+        if let Some(socket) = self.actor.socket_id() {
             let rooms: Vec<String> = ids.into_iter().map(|id| record_room(model, id)).collect();
             if !rooms.is_empty() {
                 self.push_join(socket.clone(), rooms);
@@ -75,7 +84,7 @@ impl<'a> Plan<'a> {
 
     /// Unsubscribes the requesting socket from a record.
     pub(crate) fn unsubscribe(&mut self, model: &ModelDef, id: &Pk) {
-        if let Some(socket) = self.actor.socket() {
+        if let Some(socket) = self.actor.socket_id() {
             let room = record_room(model, id);
             self.joined.remove(&room);
             self.effects.push(Effect::Leave {
@@ -87,7 +96,7 @@ impl<'a> Plan<'a> {
 
     /// The requesting socket watches `model`'s class room.
     pub(crate) fn watch(&mut self, model: &ModelDef) {
-        if let Some(socket) = self.actor.socket() {
+        if let Some(socket) = self.actor.socket_id() {
             self.push_join(socket.clone(), vec![class_room(model)]);
         }
     }
@@ -117,12 +126,77 @@ impl<'a> Plan<'a> {
         });
     }
 
-    /// `_introduce`: watchers of `model` are subscribed to the new record.
-    pub(crate) fn introduce(&mut self, model: &ModelDef, id: &Pk) {
+    /// `_introduce`: watchers of `model` are subscribed to the new record
+    /// (those who may read it, when `model` has a read rule).
+    pub(crate) fn introduce(&mut self, model: &'static ModelDef, id: &Pk, record: &Record) {
+        let guard = self
+            .rules
+            .read_rule(model)
+            .map(|_| self.guard_of(model, record, false, &[]));
         self.effects.push(Effect::AddMembers {
             source: class_room(model),
             dest: record_room(model, id),
+            guard,
         });
+    }
+
+    /// The guard of a message about `record`, with the populated records of
+    /// `populated` (`(payload key, record)`), or none when no model
+    /// concerned has a read rule.
+    fn guarded(
+        &self,
+        model: &'static ModelDef,
+        record: &Record,
+        evict: bool,
+        populated: &[(&'static str, &Record)],
+    ) -> Option<Guard> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let guard = self.guard_of(model, record, evict, populated);
+        (self.rules.read_rule(model).is_some() || !guard.nested.is_empty()).then_some(guard)
+    }
+
+    fn guard_of(
+        &self,
+        model: &'static ModelDef,
+        record: &Record,
+        evict: bool,
+        populated: &[(&'static str, &Record)],
+    ) -> Guard {
+        let mut nested = Vec::new();
+        for (key, rec) in populated {
+            for assoc in model.assocs.iter() {
+                let target = assoc.target();
+                if self.rules.read_rule(target).is_none() {
+                    continue;
+                }
+                let one = |index, record: &serde_json::Map<String, Value>| Nested {
+                    key,
+                    assoc: assoc.name,
+                    index,
+                    model: target,
+                    record: record.clone(),
+                };
+                match rec.get(assoc.name) {
+                    Some(Value::Object(r)) => nested.push(one(None, r)),
+                    Some(Value::Array(items)) => {
+                        for (i, item) in items.iter().enumerate() {
+                            if let Value::Object(r) = item {
+                                nested.push(one(Some(i), r));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Guard {
+            model,
+            record: Arc::new(record.clone()),
+            evict,
+            nested,
+        }
     }
 
     /// `_retire`: watchers of `model` leave the record's room.
@@ -134,25 +208,49 @@ impl<'a> Plan<'a> {
     }
 
     fn broadcast(&mut self, room: String, model: &ModelDef, payload: Value) {
+        self.guarded_broadcast(room, model, payload, None);
+    }
+
+    fn guarded_broadcast(
+        &mut self,
+        room: String,
+        model: &ModelDef,
+        payload: Value,
+        guard: Option<Guard>,
+    ) {
         self.effects.push(Effect::Broadcast {
             room,
             event: model.event(),
             payload,
             omit: self.omit.clone(),
+            guard,
         });
     }
 
     /// `created` to the class room.
-    pub(crate) fn created(&mut self, model: &ModelDef, id: &Pk, record: Value) {
-        let payload = json!({"verb": "created", "data": record, "id": id.to_json()});
-        self.broadcast(class_room(model), model, payload);
+    pub(crate) fn created(&mut self, model: &'static ModelDef, id: &Pk, record: &Record) {
+        let guard = self.guarded(model, record, false, &[("data", record)]);
+        let data = Value::Object(visible(model, record.clone()));
+        let payload = json!({"verb": "created", "data": data, "id": id.to_json()});
+        self.guarded_broadcast(class_room(model), model, payload, guard);
     }
 
-    /// `updated` with `previous` (the primary message of an update).
-    pub(crate) fn updated(&mut self, model: &ModelDef, id: &Pk, data: Value, previous: Value) {
+    /// `updated` with `previous` (the primary message of an update), to
+    /// those who may read the record as it now is; those who may not any
+    /// more leave its room.
+    pub(crate) fn updated(
+        &mut self,
+        model: &'static ModelDef,
+        id: &Pk,
+        data: Record,
+        record: &Record,
+        previous: Record,
+    ) {
+        let guard = self.guarded(model, record, true, &[("previous", &previous)]);
+        let (data, previous) = (visible(model, data), visible(model, previous));
         let payload =
             json!({"verb": "updated", "data": data, "id": id.to_json(), "previous": previous});
-        self.broadcast(record_room(model, id), model, payload);
+        self.guarded_broadcast(record_room(model, id), model, payload, guard);
     }
 
     /// The reverse-side `updated`: `{<alias>: value}`, no `previous`.
@@ -163,10 +261,13 @@ impl<'a> Plan<'a> {
         self.broadcast(record_room(model, id), model, payload);
     }
 
-    /// `destroyed` with `previous`.
-    pub(crate) fn destroyed(&mut self, model: &ModelDef, id: &Pk, previous: Value) {
-        let payload = json!({"verb": "destroyed", "id": id.to_json(), "previous": previous});
-        self.broadcast(record_room(model, id), model, payload);
+    /// `destroyed` with `previous`, to those who could read the record
+    /// before it was destroyed.
+    pub(crate) fn destroyed(&mut self, model: &'static ModelDef, id: &Pk, previous: &Record) {
+        let guard = self.guarded(model, previous, false, &[("previous", previous)]);
+        let shown = Value::Object(visible(model, previous.clone()));
+        let payload = json!({"verb": "destroyed", "id": id.to_json(), "previous": shown});
+        self.guarded_broadcast(record_room(model, id), model, payload, guard);
     }
 
     /// `addedTo` on a parent.
@@ -243,14 +344,14 @@ impl<'a> Plan<'a> {
     /// record and the model's watchers are introduced to it.
     pub(crate) fn create(
         &mut self,
-        model: &ModelDef,
+        model: &'static ModelDef,
         id: &Pk,
         values: &Record,
         record: &Record,
         links: &[Linked],
     ) {
         self.subscribe(model, [id]);
-        self.introduce(model, id);
+        self.introduce(model, id, record);
         for link in links {
             for child in &link.linked {
                 self.reverse_of_collection(model, link.assoc, id, child, true);
@@ -261,7 +362,7 @@ impl<'a> Plan<'a> {
                 self.reverse_of_to_one(model, assoc, id, &parent, true);
             }
         }
-        self.created(model, id, Value::Object(visible(model, record.clone())));
+        self.created(model, id, record);
         for link in links {
             self.stolen(model, link);
         }
@@ -271,7 +372,14 @@ impl<'a> Plan<'a> {
     /// changed, then `updated` with the values set and the record as it
     /// was. (A collection set by an update is replaced silently, as in
     /// Sails.)
-    pub(crate) fn update(&mut self, model: &ModelDef, id: &Pk, set: Record, previous: Record) {
+    pub(crate) fn update(
+        &mut self,
+        model: &'static ModelDef,
+        id: &Pk,
+        set: Record,
+        record: &Record,
+        previous: Record,
+    ) {
         self.subscribe(model, [id]);
         for (key, new) in &set {
             let Some(assoc) = model.assoc(key) else {
@@ -292,8 +400,7 @@ impl<'a> Plan<'a> {
                 self.reverse_of_to_one(model, assoc, id, new, true);
             }
         }
-        let (set, previous) = (visible(model, set), visible(model, previous));
-        self.updated(model, id, Value::Object(set), Value::Object(previous));
+        self.updated(model, id, set, record, previous);
     }
 
     /// A destroy's messages: `destroyed` with the record as it was, the
@@ -301,13 +408,13 @@ impl<'a> Plan<'a> {
     /// to-one keys and of the children `unlinked` from its collections.
     pub(crate) fn destroy(
         &mut self,
-        model: &ModelDef,
+        model: &'static ModelDef,
         id: &Pk,
         previous: &Record,
         unlinked: &[(&'static AssocDef, Vec<Pk>)],
     ) {
         self.unsubscribe(model, id);
-        self.destroyed(model, id, Value::Object(visible(model, previous.clone())));
+        self.destroyed(model, id, previous);
         self.retire(model, id);
         for assoc in &model.assocs {
             let parent = previous.get(assoc.name);
@@ -391,18 +498,19 @@ mod tests {
 
     #[test]
     fn only_socket_actors_are_subscribed_and_omitted() {
-        let http = Actor::Http;
-        let mut plan = Plan::new(&http, false);
+        let http = Actor::http();
+        let rules = Rules::new();
+        let mut plan = Plan::new(&http, false, &rules);
         plan.subscribe(user(), [&Pk::Int(1)]);
         plan.watch(user());
-        plan.created(user(), &Pk::Int(1), json!({}));
+        plan.created(user(), &Pk::Int(1), &Record::new());
         assert!(matches!(
             plan.effects.as_slice(),
             [Effect::Broadcast { omit: None, .. }]
         ));
 
-        let socket = Actor::Socket("S".into());
-        let mut plan = Plan::new(&socket, false);
+        let socket = Actor::socket("S");
+        let mut plan = Plan::new(&socket, false, &rules);
         plan.subscribe(user(), [&Pk::Int(1), &Pk::Int(2)]);
         plan.watch(user());
         plan.watch(user());
@@ -423,12 +531,13 @@ mod tests {
                     event: "user",
                     payload: json!({"id": 1, "verb": "removedFrom", "attribute": "pets", "removedId": 7}),
                     omit: Some("S".into()),
+                    guard: None,
                 },
             ],
             "consecutive joins merge, without duplicates"
         );
-        let mut mirrored = Plan::new(&socket, true);
-        mirrored.destroyed(pet(), &Pk::Int(3), json!({}));
+        let mut mirrored = Plan::new(&socket, true, &rules);
+        mirrored.destroyed(pet(), &Pk::Int(3), &Record::new());
         assert!(
             matches!(
                 mirrored.effects.as_slice(),

@@ -1,0 +1,517 @@
+/*!
+Who may see and change what: the [`Principal`] an app identified, and the
+per-model [`Rules`] written in terms of it.
+
+A read rule is declared once, as a function from the principal to an
+[`Access`]: all records, none, or those matching a small condition over
+the record's attributes ("owner is me, or shared is true"). The same
+condition is used twice, so the two can never disagree:
+
+- as a SQL filter, ANDed into every read a client makes (`find`, `findOne`,
+  `count`, the populate action, and each association populated into
+  another model's records);
+- in memory, per recipient, on every published message: a condition over
+  a record in hand needs no database read.
+
+Conditions are equalities and `in` lists over scalar attributes and to-one
+keys, combined with `and`/`or`: exactly the comparisons SQL and a JSON
+record agree on (no collation, no pattern, no range over text).
+*/
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::criteria::Criteria;
+use crate::error::{Error, Result, StoreError};
+use crate::model::ModelDef;
+use crate::query::Filter;
+use crate::record::Record;
+use crate::typed::Model;
+
+/// Who is asking, as the app identified them: anonymous, or a value of the
+/// app's own type (an account, a token's claims), optionally until an
+/// instant (a session's expiry), after which it reads as anonymous.
+#[derive(Clone, Default)]
+pub struct Principal {
+    who: Option<Arc<dyn Any + Send + Sync>>,
+    /// `P`'s equality, over the erased values.
+    same: Option<fn(&dyn Any, &dyn Any) -> bool>,
+    until: Option<Instant>,
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("anonymous", &self.is_anonymous())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Two principals are equal when both are anonymous, or both hold equal
+/// values of the same type (a request identifying the same account again
+/// is no change of principal), with the same expiry.
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        if self.is_anonymous() || other.is_anonymous() {
+            return self.is_anonymous() && other.is_anonymous();
+        }
+        match (&self.who, &other.who, self.same) {
+            (Some(a), Some(b), Some(same)) => self.until == other.until && same(&**a, &**b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Principal {}
+
+impl Principal {
+    /// Nobody signed in.
+    pub fn anonymous() -> Self {
+        Principal::default()
+    }
+
+    /// `who`, the app's own description of the caller.
+    pub fn new<P: Any + Send + Sync + PartialEq>(who: P) -> Self {
+        fn same<P: Any + PartialEq>(a: &dyn Any, b: &dyn Any) -> bool {
+            matches!((a.downcast_ref::<P>(), b.downcast_ref::<P>()), (Some(a), Some(b)) if a == b)
+        }
+        Principal {
+            who: Some(Arc::new(who)),
+            same: Some(same::<P>),
+            until: None,
+        }
+    }
+
+    /// The same principal, anonymous from `instant` on (a session's expiry
+    /// reaches connected sockets without a request of theirs).
+    pub fn until(mut self, instant: Instant) -> Self {
+        self.until = Some(instant);
+        self
+    }
+
+    /// The app's value, if the principal is of type `P` and not expired.
+    pub fn get<P: Any>(&self) -> Option<&P> {
+        if self.until.is_some_and(|t| Instant::now() >= t) {
+            return None;
+        }
+        self.who.as_deref()?.downcast_ref()
+    }
+
+    /// Whether nobody (or nobody any more) is signed in.
+    pub fn is_anonymous(&self) -> bool {
+        self.who.is_none() || self.until.is_some_and(|t| Instant::now() >= t)
+    }
+}
+
+/// The principal a socket was last identified as, shared by its requests
+/// (the identity layer sets it) and by the delivery of messages to it
+/// (which reads it, per recipient, with no database read).
+#[derive(Debug, Clone, Default)]
+pub struct PrincipalSlot(Arc<std::sync::RwLock<Principal>>);
+
+impl PrincipalSlot {
+    /// The principal now.
+    pub fn get(&self) -> Principal {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sets the principal; true when it changed (another account, signed
+    /// in or out).
+    pub fn set(&self, principal: Principal) -> bool {
+        let mut now = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let changed = *now != principal;
+        *now = principal;
+        changed
+    }
+
+    /// Reads the principal in place (no clone): for a check per message.
+    pub fn with<T>(&self, f: impl FnOnce(&Principal) -> T) -> T {
+        f(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Marks a request the socket layer makes only to identify a socket again
+/// (after an answer set a cookie on it, or when the app asks): the
+/// identity layer answers it at once, without running any route. Only
+/// server code can put it in a request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct IdentifyOnly;
+
+/// Which records of a model a principal may read (or change): all, none,
+/// or those matching a condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Access {
+    /// Every record.
+    All,
+    /// No record.
+    Nothing,
+    /// Records whose attribute (or to-one key) equals the value.
+    Eq(&'static str, Value),
+    /// Records whose attribute (or to-one key) is one of the values.
+    In(&'static str, Vec<Value>),
+    /// Records matching every condition.
+    And(Vec<Access>),
+    /// Records matching any condition.
+    Or(Vec<Access>),
+}
+
+impl Access {
+    /// Records whose `attr` equals `value`.
+    pub fn eq(attr: &'static str, value: impl Into<Value>) -> Access {
+        Access::Eq(attr, value.into())
+    }
+
+    /// Records whose `attr` is one of `values`.
+    pub fn one_of<V: Into<Value>>(
+        attr: &'static str,
+        values: impl IntoIterator<Item = V>,
+    ) -> Access {
+        Access::In(attr, values.into_iter().map(Into::into).collect())
+    }
+
+    /// Records matching `self` or `other`.
+    pub fn or(self, other: Access) -> Access {
+        match (self, other) {
+            (Access::All, _) | (_, Access::All) => Access::All,
+            (Access::Nothing, a) | (a, Access::Nothing) => a,
+            (Access::Or(mut a), b) => {
+                a.push(b);
+                Access::Or(a)
+            }
+            (a, b) => Access::Or(vec![a, b]),
+        }
+    }
+
+    /// Records matching `self` and `other`.
+    pub fn and(self, other: Access) -> Access {
+        match (self, other) {
+            (Access::Nothing, _) | (_, Access::Nothing) => Access::Nothing,
+            (Access::All, a) | (a, Access::All) => a,
+            (Access::And(mut a), b) => {
+                a.push(b);
+                Access::And(a)
+            }
+            (a, b) => Access::And(vec![a, b]),
+        }
+    }
+
+    /// The condition as a Waterline `where` clause.
+    fn to_where(&self, model: &ModelDef) -> Value {
+        let each = |list: &[Access]| list.iter().map(|a| a.to_where(model)).collect::<Vec<_>>();
+        match self {
+            Access::All => json!({ model.pk: {"nin": []} }),
+            Access::Nothing => json!({ model.pk: {"in": []} }),
+            Access::Eq(attr, v) => json!({ *attr: v }),
+            Access::In(attr, vs) => json!({ *attr: {"in": vs} }),
+            Access::And(all) => json!({"and": each(all)}),
+            Access::Or(any) => json!({"or": each(any)}),
+        }
+    }
+
+    /// The condition as the SQL filter of a read of `model`. A condition
+    /// that names no attribute of the model is the app's mistake: an error
+    /// answered 500 and logged, never a 400 blaming the client.
+    pub fn to_filter(&self, model: &'static ModelDef) -> Result<Filter> {
+        match self {
+            Access::All => return Ok(Filter::True),
+            Access::Nothing => return Ok(Filter::False),
+            _ => {}
+        }
+        let q = Criteria::new()
+            .filter(self.to_where(model))
+            .normalize(model)
+            .map_err(|e| {
+                let what = format!("the access rule of `{}` is invalid: {e}", model.identity);
+                Error::Store(StoreError::Database(what.into()))
+            })?;
+        Ok(q.filter)
+    }
+
+    /// Whether `record` (of `model`, as read or as published: a to-one is
+    /// its key or the populated record) matches the condition.
+    pub fn allows(&self, model: &ModelDef, record: &Record) -> bool {
+        match self {
+            Access::All => true,
+            Access::Nothing => false,
+            Access::Eq(attr, v) => same(&field(model, record, attr), v),
+            Access::In(attr, vs) => {
+                let got = field(model, record, attr);
+                vs.iter().any(|v| same(&got, v))
+            }
+            Access::And(all) => all.iter().all(|a| a.allows(model, record)),
+            Access::Or(any) => any.iter().any(|a| a.allows(model, record)),
+        }
+    }
+}
+
+/// The value a condition compares: the attribute, or a to-one's key
+/// whether the record holds the key or the populated record.
+fn field(model: &ModelDef, record: &Record, attr: &str) -> Value {
+    let v = record.get(attr).unwrap_or(&Value::Null);
+    match model.assoc(attr) {
+        Some(a) if !a.is_collection() => a
+            .target()
+            .key_of_link(v)
+            .map_or(Value::Null, |k| k.to_json()),
+        _ => v.clone(),
+    }
+}
+
+/// Equality as SQL sees it for the types a condition may compare: numbers
+/// by value (`1` = `1.0`), a boolean also as SQLite's 0/1; null equals
+/// nothing.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Null, _) | (_, Value::Null) => false,
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        (Value::Bool(x), Value::Number(n)) | (Value::Number(n), Value::Bool(x)) => {
+            n.as_i64() == Some(i64::from(*x))
+        }
+        _ => a == b,
+    }
+}
+
+/// A read or write rule: the records of a model a principal may read or
+/// change.
+pub type Rule = Arc<dyn Fn(&Principal) -> Access + Send + Sync>;
+
+/// What a create by a principal sets or refuses: it may change the values
+/// (a note belongs to whoever creates it, whatever owner the client sent)
+/// or refuse the create (answered 403).
+pub type CreateRule =
+    Arc<dyn Fn(&Principal, &mut Record) -> std::result::Result<(), Denied> + Send + Sync>;
+
+/// A rule refused the request: answered 403.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied;
+
+/// The rules of one model.
+#[derive(Clone, Default)]
+struct ModelRules {
+    def: Option<&'static ModelDef>,
+    read: Option<Rule>,
+    write: Option<Rule>,
+    create: Option<CreateRule>,
+}
+
+/// The access rules of an app, per model. A model without rules is public,
+/// as in Sails; rules apply to clients (HTTP and socket requests), never
+/// to app code (`Actor::Server`).
+///
+/// ```
+/// use topsail_core::access::{Access, Principal, Rules};
+/// # use topsail_core::{Model, ModelDef};
+/// # fn rules<Note: Model>() -> Rules {
+/// struct Me { id: i64 }
+/// Rules::new()
+///     // Read: my notes and shared ones; signed out, nothing.
+///     .read::<Note>(|p: &Principal| match p.get::<Me>() {
+///         Some(me) => Access::eq("owner", me.id).or(Access::eq("shared", true)),
+///         None => Access::Nothing,
+///     })
+///     // Change: my notes only.
+///     .write::<Note>(|p: &Principal| match p.get::<Me>() {
+///         Some(me) => Access::eq("owner", me.id),
+///         None => Access::Nothing,
+///     })
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct Rules {
+    by_model: HashMap<&'static str, ModelRules>,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_model.keys()).finish()
+    }
+}
+
+impl Rules {
+    /// No rules: every model public.
+    pub fn new() -> Self {
+        Rules::default()
+    }
+
+    fn of(&mut self, model: &'static ModelDef) -> &mut ModelRules {
+        let rules = self.by_model.entry(model.identity).or_default();
+        rules.def = Some(model);
+        rules
+    }
+
+    /// The governed models.
+    pub fn models(&self) -> impl Iterator<Item = &'static ModelDef> + '_ {
+        self.by_model.values().filter_map(|r| r.def)
+    }
+
+    /// The records of `M` a principal may read: in answers, in what other
+    /// models' records populate, and in published messages.
+    pub fn read<M: Model>(
+        mut self,
+        rule: impl Fn(&Principal) -> Access + Send + Sync + 'static,
+    ) -> Self {
+        self.of(M::def()).read = Some(Arc::new(rule));
+        self
+    }
+
+    /// The records of `M` a principal may change (update, destroy, add,
+    /// remove, replace), also what an update or create may make of them.
+    /// A record it may read but not change answers 403; one it may not
+    /// read answers 404, as if it did not exist.
+    pub fn write<M: Model>(
+        mut self,
+        rule: impl Fn(&Principal) -> Access + Send + Sync + 'static,
+    ) -> Self {
+        self.of(M::def()).write = Some(Arc::new(rule));
+        self
+    }
+
+    /// Runs on the values of every client create of `M`, before they are
+    /// validated and stored.
+    pub fn on_create<M: Model>(
+        mut self,
+        rule: impl Fn(&Principal, &mut Record) -> std::result::Result<(), Denied>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.of(M::def()).create = Some(Arc::new(rule));
+        self
+    }
+
+    /// Whether no model has a rule.
+    pub fn is_empty(&self) -> bool {
+        self.by_model.is_empty()
+    }
+
+    /// Whether `model` has any rule.
+    pub fn governs(&self, model: &ModelDef) -> bool {
+        self.by_model.contains_key(model.identity)
+    }
+
+    /// What `principal` may read of `model` (everything without a rule).
+    pub fn readable(&self, model: &ModelDef, principal: &Principal) -> Access {
+        match self
+            .by_model
+            .get(model.identity)
+            .and_then(|r| r.read.as_ref())
+        {
+            Some(rule) => rule(principal),
+            None => Access::All,
+        }
+    }
+
+    /// The read rule of `model`, if it has one.
+    pub fn read_rule(&self, model: &ModelDef) -> Option<&Rule> {
+        self.by_model
+            .get(model.identity)
+            .and_then(|r| r.read.as_ref())
+    }
+
+    /// What `principal` may change of `model` (what it may read, without a
+    /// write rule).
+    pub fn writable(&self, model: &ModelDef, principal: &Principal) -> Access {
+        match self
+            .by_model
+            .get(model.identity)
+            .and_then(|r| r.write.as_ref())
+        {
+            Some(rule) => rule(principal),
+            None => Access::All,
+        }
+    }
+
+    /// Runs the create rule of `model` on `values`.
+    pub fn on_create_of(
+        &self,
+        model: &ModelDef,
+        principal: &Principal,
+        values: &mut Record,
+    ) -> std::result::Result<(), Denied> {
+        match self
+            .by_model
+            .get(model.identity)
+            .and_then(|r| r.create.as_ref())
+        {
+            Some(rule) => rule(principal, values),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::pet;
+
+    fn rec(v: Value) -> Record {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_condition_matches_keys_whether_populated_or_not() {
+        let mine = Access::eq("owner", 7);
+        assert!(mine.allows(pet(), &rec(json!({"id": 1, "owner": 7}))));
+        assert!(mine.allows(
+            pet(),
+            &rec(json!({"id": 1, "owner": {"id": 7, "name": "Ann"}}))
+        ));
+        assert!(!mine.allows(pet(), &rec(json!({"id": 1, "owner": 8}))));
+        assert!(!mine.allows(pet(), &rec(json!({"id": 1, "owner": null}))));
+        assert!(
+            !mine.allows(pet(), &rec(json!({"id": 1}))),
+            "a missing value is null"
+        );
+    }
+
+    #[test]
+    fn and_or_all_and_nothing_combine_as_sql_does() {
+        let r = rec(json!({"id": 3, "name": "Rex", "owner": 1}));
+        let either = Access::eq("owner", 2).or(Access::one_of("id", [1, 3]));
+        assert!(either.allows(pet(), &r));
+        assert!(
+            !Access::eq("owner", 1)
+                .and(Access::eq("name", "Max"))
+                .allows(pet(), &r)
+        );
+        assert!(Access::Nothing.or(Access::All).allows(pet(), &r));
+        assert!(!Access::All.and(Access::Nothing).allows(pet(), &r));
+        assert!(Access::eq("id", 3.0).allows(pet(), &r), "numbers by value");
+    }
+
+    #[test]
+    fn a_condition_is_the_same_sql_filter() {
+        assert_eq!(Access::All.to_filter(pet()).unwrap(), Filter::True);
+        assert_eq!(Access::Nothing.to_filter(pet()).unwrap(), Filter::False);
+        let f = Access::eq("owner", 7).to_filter(pet()).unwrap();
+        assert!(matches!(f, Filter::Cmp { .. }), "{f:?}");
+        let bad = Access::eq("nope", 1).to_filter(pet()).unwrap_err();
+        assert!(
+            matches!(bad, Error::Store(_)),
+            "an app's mistake, not the client's"
+        );
+    }
+
+    #[test]
+    fn an_expired_principal_reads_as_anonymous() {
+        let p = Principal::new(5_i64);
+        assert_eq!(p, Principal::new(5_i64), "equal by value");
+        assert_ne!(p, Principal::new(6_i64));
+        assert_ne!(p, Principal::anonymous());
+        let slot = PrincipalSlot::default();
+        assert!(!slot.set(Principal::anonymous()), "anonymous to anonymous");
+        assert!(slot.set(p.clone()), "signed in");
+        assert!(!slot.set(Principal::new(5_i64)), "the same account again");
+        assert_eq!(p.get::<i64>(), Some(&5));
+        let gone = p.until(Instant::now());
+        assert!(gone.is_anonymous());
+        assert_eq!(gone.get::<i64>(), None);
+    }
+}

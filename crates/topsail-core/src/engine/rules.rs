@@ -1,0 +1,148 @@
+/*!
+The access rules (see [`crate::access`]) where the engine applies them: a
+client's reads are filtered in SQL, its writes checked against the record
+inside the write's transaction. App code (`Actor::Server`) is not limited.
+*/
+
+use crate::access::Access;
+use crate::criteria::Query;
+use crate::error::{Error, Result};
+use crate::model::ModelDef;
+use crate::pubsub::Actor;
+use crate::query::Filter;
+use crate::record::{Pk, Record};
+use crate::store::Conn;
+use crate::value::SqlValue;
+
+use super::Engine;
+use super::read::load_rows;
+
+impl Engine {
+    /// What `actor` may read of `model`, when a rule limits it.
+    fn read_limit(&self, model: &ModelDef, actor: &Actor) -> Option<Access> {
+        let principal = actor.principal()?;
+        self.rules.read_rule(model)?;
+        Some(self.rules.readable(model, principal))
+    }
+
+    /// The SQL filter of what `actor` may read of `model`.
+    pub(super) fn read_filter(&self, model: &'static ModelDef, actor: &Actor) -> Result<Filter> {
+        match self.read_limit(model, actor) {
+            Some(access) => access.to_filter(model),
+            None => Ok(Filter::True),
+        }
+    }
+
+    /// `q` limited to what `actor` may read: its records, and the records
+    /// each association it populates brings in.
+    pub(super) fn restrict(
+        &self,
+        model: &'static ModelDef,
+        q: &mut Query,
+        actor: &Actor,
+    ) -> Result<()> {
+        if actor.principal().is_none() || self.rules.is_empty() {
+            return Ok(());
+        }
+        let own = self.read_filter(model, actor)?;
+        q.filter = std::mem::replace(&mut q.filter, Filter::True).and(own);
+        for p in &mut q.populate {
+            let theirs = self.read_filter(p.assoc.target(), actor)?;
+            p.filter = std::mem::replace(&mut p.filter, Filter::True).and(theirs);
+        }
+        Ok(())
+    }
+
+    /// Whether `actor` may watch `model` (be told of records created): not
+    /// when it may read none of them.
+    pub(super) fn may_watch(&self, model: &ModelDef, actor: &Actor) -> bool {
+        self.read_limit(model, actor) != Some(Access::Nothing)
+    }
+
+    /// Whether `actor` may change `record` of `model`: 404 when it may not
+    /// read it (its existence must not leak), 403 when it may read but not
+    /// change it.
+    pub(super) fn check_write(
+        &self,
+        model: &'static ModelDef,
+        record: &Record,
+        actor: &Actor,
+    ) -> Result<()> {
+        let Some(principal) = actor.principal() else {
+            return Ok(());
+        };
+        if !self.rules.readable(model, principal).allows(model, record) {
+            return Err(Error::NotFound);
+        }
+        self.check_result(model, record, actor)
+    }
+
+    /// Whether what a write makes of a record is still one `actor` may
+    /// change (a note given to someone else is not): 403 otherwise.
+    pub(super) fn check_result(
+        &self,
+        model: &'static ModelDef,
+        record: &Record,
+        actor: &Actor,
+    ) -> Result<()> {
+        match actor.principal() {
+            Some(p) if !self.rules.writable(model, p).allows(model, record) => {
+                Err(Error::Forbidden)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The create rule of `model` on a client's values.
+    pub(super) fn on_create(
+        &self,
+        model: &ModelDef,
+        values: &mut Record,
+        actor: &Actor,
+    ) -> Result<()> {
+        match actor.principal() {
+            Some(p) => self
+                .rules
+                .on_create_of(model, p, values)
+                .map_err(|_| Error::Forbidden),
+            None => Ok(()),
+        }
+    }
+
+    /// Of `ids` (children a collection action links or unlinks), those
+    /// `actor` may read; 403 when one of them it may not change. Unreadable
+    /// children count as missing, as unknown ids do.
+    pub(super) async fn writable_children(
+        &self,
+        conn: &mut dyn Conn,
+        target: &'static ModelDef,
+        ids: Vec<Pk>,
+        actor: &Actor,
+    ) -> Result<Vec<Pk>> {
+        if actor.principal().is_none() || !self.rules.governs(target) || ids.is_empty() {
+            return Ok(ids);
+        }
+        let mut readable = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(super::KEYS_PER_STATEMENT) {
+            let keys = chunk.iter().map(SqlValue::from_pk).collect();
+            let q = Query {
+                filter: Filter::any_of(target.pk_column().into(), keys),
+                limit: None,
+                skip: 0,
+                sort: Vec::new(),
+                select: None,
+                omit: Vec::new(),
+                populate: Vec::new(),
+            };
+            for record in load_rows(conn, target, &q, false).await?.into_records() {
+                match self.check_write(target, &record, actor) {
+                    Ok(()) => readable.extend(target.key_of(&record)),
+                    Err(Error::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let found: std::collections::HashSet<Pk> = readable.into_iter().collect();
+        Ok(ids.into_iter().filter(|k| found.contains(k)).collect())
+    }
+}

@@ -1,0 +1,247 @@
+/*!
+Messages delivered per recipient under the app's read rules (see
+`topsail_core::access`).
+
+A guarded message is never handed to the adapter as a room broadcast,
+which would reach every member. Each node delivers it to its own members
+of the room: it reads each member's principal (kept in memory, set by the
+identity layer at each request of the socket), asks the rule whether that
+principal may read the message's record and which populated records it may
+not, groups the members by that answer, and emits once per group, so a
+payload is serialized once per distinct answer, not per recipient. A
+member the rule refuses receives nothing; with `evict` (an `updated` whose
+record stopped being readable to it) it also leaves the room.
+
+In a cluster the message goes to the other nodes over a Redis channel of
+its own, and each node delivers it to its own sockets the same way.
+*/
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use topsail_core::access::{PrincipalSlot, Rules};
+use topsail_core::model::ModelDef;
+use topsail_core::pubsub::{Guard, Nested};
+use topsail_core::{Principal, Record};
+
+/// What a node needs to decide for its own sockets: the rules, the models
+/// they may name (for messages from other nodes), and each local socket's
+/// principal.
+#[derive(Clone, Default)]
+pub(crate) struct Guarding {
+    /// Set once the app is built (the sockets exist before the engine).
+    rules: Arc<std::sync::OnceLock<Rules>>,
+    models: Arc<std::sync::OnceLock<HashMap<&'static str, &'static ModelDef>>>,
+    principals: Arc<std::sync::RwLock<HashMap<Arc<str>, Local>>>,
+}
+
+/// Runs a socket's identity again (through the app's identity layer).
+pub(crate) type Reidentify =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// What a node keeps of one of its sockets.
+#[derive(Clone, Default)]
+struct Local {
+    slot: PrincipalSlot,
+    again: Option<Reidentify>,
+}
+
+/// The rules before the app set them: none.
+static NO_RULES: std::sync::LazyLock<Rules> = std::sync::LazyLock::new(Rules::new);
+
+impl std::fmt::Debug for Guarding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarding")
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who of a room's local members gets which payload.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Verdict {
+    /// Members by the set of populated records hidden from them.
+    pub(crate) groups: Vec<(u64, Vec<String>)>,
+    /// Members the rule refused.
+    pub(crate) refused: Vec<String>,
+}
+
+impl Guarding {
+    /// Sets the rules and the models, once; false when they were set.
+    pub(crate) fn set(
+        &self,
+        rules: Rules,
+        models: impl IntoIterator<Item = &'static ModelDef>,
+    ) -> bool {
+        let models = models.into_iter().map(|m| (m.identity, m)).collect();
+        self.rules.set(rules).is_ok() && self.models.set(models).is_ok()
+    }
+
+    pub(crate) fn rules(&self) -> &Rules {
+        self.rules.get().unwrap_or(&NO_RULES)
+    }
+
+    /// The principal slot of a local socket, created at its connection.
+    pub(crate) fn slot(&self, socket: &Arc<str>) -> PrincipalSlot {
+        let mut all = self.principals.write().unwrap_or_else(|e| e.into_inner());
+        all.entry(socket.clone()).or_default().slot.clone()
+    }
+
+    /// How to identify a local socket again.
+    pub(crate) fn on_reidentify(&self, socket: &Arc<str>, again: Reidentify) {
+        let mut all = self.principals.write().unwrap_or_else(|e| e.into_inner());
+        all.entry(socket.clone()).or_default().again = Some(again);
+    }
+
+    /// The ways to identify again the local sockets whose principal
+    /// `matches`.
+    pub(crate) fn reidentifiers(&self, matches: &dyn Fn(&Principal) -> bool) -> Vec<Reidentify> {
+        let all = self.principals.read().unwrap_or_else(|e| e.into_inner());
+        all.values()
+            .filter(|l| l.slot.with(matches))
+            .filter_map(|l| l.again.clone())
+            .collect()
+    }
+
+    /// Forgets a socket that disconnected.
+    pub(crate) fn forget(&self, socket: &str) {
+        let mut all = self.principals.write().unwrap_or_else(|e| e.into_inner());
+        all.remove(socket);
+    }
+
+    /// The local sockets whose principal `matches`.
+    pub(crate) fn sockets_where(&self, matches: &dyn Fn(&Principal) -> bool) -> Vec<Arc<str>> {
+        let all = self.principals.read().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .filter(|(_, l)| l.slot.with(matches))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Splits `members` by what the guard lets each read.
+    pub(crate) fn judge(&self, guard: &Guard, members: Vec<String>) -> Verdict {
+        let all = self.principals.read().unwrap_or_else(|e| e.into_inner());
+        let anonymous = PrincipalSlot::default();
+        let mut verdict = Verdict::default();
+        for id in members {
+            let slot = all.get(id.as_str()).map_or(&anonymous, |l| &l.slot);
+            let seen = slot.with(|p| {
+                guard
+                    .admits(self.rules(), p)
+                    .then(|| guard.hidden(self.rules(), p))
+            });
+            match seen {
+                None => verdict.refused.push(id),
+                Some(mask) => match verdict.groups.iter_mut().find(|(m, _)| *m == mask) {
+                    Some((_, ids)) => ids.push(id),
+                    None => verdict.groups.push((mask, vec![id])),
+                },
+            }
+        }
+        verdict
+    }
+
+    /// Whether `room` belongs to a model with a read rule (a record room
+    /// `sails_model_<identity>_<id>:<identity>` or a class room
+    /// `sails_model_create_<identity>`): the rooms a socket leaves when
+    /// its principal changes.
+    pub(crate) fn is_guarded_room(&self, room: &str) -> bool {
+        let rules = self.rules();
+        rules.models().any(|m| {
+            rules.read_rule(m).is_some()
+                && (room
+                    .strip_prefix("sails_model_create_")
+                    .is_some_and(|i| i == m.identity)
+                    || room.rsplit_once(':').is_some_and(|(head, i)| {
+                        i == m.identity && head.starts_with("sails_model_")
+                    }))
+        })
+    }
+
+    /// A guard received from another node, with this node's models.
+    pub(crate) fn guard_from(&self, wire: WireGuard) -> Option<Guard> {
+        let model = *self.models.get()?.get(wire.model.as_str())?;
+        let nested = wire
+            .nested
+            .into_iter()
+            .filter_map(|n| {
+                let assoc = model.assoc(&n.assoc)?;
+                Some(Nested {
+                    key: if n.key == "data" { "data" } else { "previous" },
+                    assoc: assoc.name,
+                    index: n.index,
+                    model: assoc.target(),
+                    record: n.record,
+                })
+            })
+            .collect();
+        Some(Guard {
+            model,
+            record: Arc::new(wire.record),
+            evict: wire.evict,
+            nested,
+        })
+    }
+}
+
+/// A [`Guard`] as it travels between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WireGuard {
+    model: String,
+    record: Record,
+    evict: bool,
+    nested: Vec<WireNested>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WireNested {
+    key: String,
+    assoc: String,
+    index: Option<usize>,
+    record: Record,
+}
+
+impl From<&Guard> for WireGuard {
+    fn from(g: &Guard) -> Self {
+        WireGuard {
+            model: g.model.identity.to_owned(),
+            record: (*g.record).clone(),
+            evict: g.evict,
+            nested: g
+                .nested
+                .iter()
+                .map(|n| WireNested {
+                    key: n.key.to_owned(),
+                    assoc: n.assoc.to_owned(),
+                    index: n.index,
+                    record: n.record.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A guarded effect relayed to the other nodes of a cluster.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Relayed {
+    /// The node that sent it (it delivered to its own sockets already).
+    pub(crate) node: String,
+    pub(crate) what: RelayedEffect,
+    pub(crate) guard: WireGuard,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum RelayedEffect {
+    Broadcast {
+        room: String,
+        event: String,
+        payload: Value,
+        omit: Option<String>,
+    },
+    Introduce {
+        source: String,
+        dest: String,
+    },
+}
