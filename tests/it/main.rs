@@ -33,3 +33,5 @@ mod schema;
 mod visibility;
 // CSRF protection: tokens over HTTP and sockets, shortcut writes off.
 mod csrf;
+// Access rules: reads filtered, writes refused, messages per recipient.
+mod access;

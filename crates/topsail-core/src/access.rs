@@ -32,6 +32,9 @@ use crate::query::Filter;
 use crate::record::Record;
 use crate::typed::Model;
 
+/// Equality of two erased principals of one type.
+type SameFn = fn(&dyn Any, &dyn Any) -> bool;
+
 /// Who is asking, as the app identified them: anonymous, or a value of the
 /// app's own type (an account, a token's claims), optionally until an
 /// instant (a session's expiry), after which it reads as anonymous.
@@ -39,7 +42,7 @@ use crate::typed::Model;
 pub struct Principal {
     who: Option<Arc<dyn Any + Send + Sync>>,
     /// `P`'s equality, over the erased values.
-    same: Option<fn(&dyn Any, &dyn Any) -> bool>,
+    same: Option<SameFn>,
     until: Option<Instant>,
 }
 

@@ -638,7 +638,7 @@ impl Sockets {
 
     /// Delivers a guarded effect another node relayed.
     pub(crate) async fn receive_relayed(&self, bytes: &[u8]) {
-        let message: Relayed = match serde_json::from_slice(&bytes) {
+        let message: Relayed = match serde_json::from_slice(bytes) {
             Ok(m) => m,
             Err(e) => return tracing::warn!(error = %e, "unreadable relayed message"),
         };

@@ -228,8 +228,8 @@ impl Guard {
     }
 
     /// `payload` without the populated records in `hidden`: a to-one is
-    /// left as its key (as if not populated), a collection loses the
-    /// element.
+    /// null (as an answer populates a record the reader may not read), a
+    /// collection loses the element.
     pub fn redact(&self, payload: &Value, hidden: u64) -> Value {
         let mut out = payload.clone();
         // Backwards, so removing an element keeps the later indices right.
@@ -244,12 +244,7 @@ impl Guard {
                 (Some(at), Value::Array(items)) if at < items.len() => {
                     items.remove(at);
                 }
-                (None, slot) => {
-                    *slot = n
-                        .model
-                        .key_of(&n.record)
-                        .map_or(Value::Null, |k| k.to_json());
-                }
+                (None, slot) => *slot = Value::Null,
                 _ => {}
             }
         }
