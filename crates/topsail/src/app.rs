@@ -365,7 +365,7 @@ impl Topsail {
     /// stop reaching them under the old principal at once. Returns how
     /// many sockets were identified again. (A cluster: call it on each
     /// node, or let each socket's next request do it.)
-    pub async fn reidentify(&self, matches: impl Fn(&Principal) -> bool) -> usize {
+    pub async fn reidentify(&self, matches: impl Fn(&Principal) -> bool + Send + Sync) -> usize {
         match &self.realtime {
             Some(rt) => rt.sockets().reidentify(&matches).await,
             None => 0,
