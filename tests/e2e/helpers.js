@@ -8,6 +8,7 @@ const path = require('node:path');
 const fs = require('node:fs');
 
 const ZOO = process.env.ZOO_BIN || path.join(__dirname, '..', '..', 'target', 'debug', 'zoo');
+const NOTES = process.env.NOTES_BIN || path.join(__dirname, '..', '..', 'target', 'debug', 'notes');
 const PG = process.env.TOPSAIL_E2E_PG || 'postgres://postgres@127.0.0.1:5432';
 const SocketIoClient = require('socket.io-client');
 // sails.io.js augments the client module once; every socket comes from it.
@@ -41,10 +42,19 @@ function freshDatabase(dialect) {
 }
 
 /** Starts a zoo process; resolves once it answers HTTP. */
-async function startZoo(databaseUrl, env = {}) {
+function startZoo(databaseUrl, env = {}) {
+  return startServer(ZOO, databaseUrl, env);
+}
+
+/** Starts the notes example; resolves once it answers HTTP. */
+function startNotes(databaseUrl, env = {}) {
+  return startServer(NOTES, databaseUrl, env);
+}
+
+async function startServer(bin, databaseUrl, env) {
   const port = await freePort();
   const log = [];
-  const child = spawn(ZOO, [], {
+  const child = spawn(bin, [], {
     env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), RUST_LOG: process.env.RUST_LOG || 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -52,11 +62,11 @@ async function startZoo(databaseUrl, env = {}) {
   child.stderr.on('data', (d) => log.push(String(d)));
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 300; i++) {
-    if (child.exitCode !== null) throw new Error(`zoo exited (${child.exitCode}):\n${log.join('')}`);
+    if (child.exitCode !== null) throw new Error(`${path.basename(bin)} exited (${child.exitCode}):\n${log.join('')}`);
     try { await fetch(url + '/__getcookie'); return { url, child, log, port, stop: () => stop(child) }; } catch { await sleep(50); }
   }
   child.kill('SIGKILL');
-  throw new Error(`zoo did not start:\n${log.join('')}`);
+  throw new Error(`${path.basename(bin)} did not start:\n${log.join('')}`);
 }
 
 function stop(child) {
@@ -134,4 +144,4 @@ function strip(v) {
   return v;
 }
 
-module.exports = { freshDatabase, startZoo, startRedis, connect, request, waitFor, settle, strip, sleep, freePort, SocketIoClient, io };
+module.exports = { freshDatabase, startZoo, startNotes, startRedis, connect, request, waitFor, settle, strip, sleep, freePort, SocketIoClient, io };

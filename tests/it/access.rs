@@ -587,6 +587,24 @@ async fn each_socket_hears_only_what_it_may_read(db: Db) {
         .unwrap_or_else(|| panic!("{heard_b:#?}"));
     assert_eq!(destroyed["message"]["previous"]["owner"], Value::Null);
 
+    // A note shared later reaches Bo from then on: he joins its room.
+    let later = t.note(ann, "later", false).await;
+    notes
+        .update(later, json!({"shared": true, "title": "now-shared"}))
+        .await
+        .unwrap();
+    notes
+        .update(later, json!({"title": "still-shared"}))
+        .await
+        .unwrap();
+    t.note(ann, "marker-1b", true).await;
+    let heard_b = heard_until(&mut b, "marker-1b").await;
+    let text = serde_json::to_string(&heard_b).unwrap();
+    assert!(
+        text.contains("now-shared") && text.contains("still-shared"),
+        "Bo hears a note shared with him, and its next change: {heard_b:#?}"
+    );
+
     // The anonymous socket may read no note: it watches nothing, hears
     // nothing. A request after the marker shows it is alive.
     let jwr = virtual_request(&mut anon, 2, "get", json!({"url": "/note"})).await;

@@ -55,15 +55,15 @@ impl std::fmt::Debug for Principal {
 }
 
 /// Two principals are equal when both are anonymous, or both hold equal
-/// values of the same type (a request identifying the same account again
-/// is no change of principal), with the same expiry.
+/// values of the same type: a request identifying the same account again
+/// is no change of principal, even when its session's expiry moved on.
 impl PartialEq for Principal {
     fn eq(&self, other: &Self) -> bool {
         if self.is_anonymous() || other.is_anonymous() {
             return self.is_anonymous() && other.is_anonymous();
         }
         match (&self.who, &other.who, self.same) {
-            (Some(a), Some(b), Some(same)) => self.until == other.until && same(&**a, &**b),
+            (Some(a), Some(b), Some(same)) => same(&**a, &**b),
             _ => false,
         }
     }
@@ -512,6 +512,11 @@ mod tests {
         assert!(!slot.set(Principal::anonymous()), "anonymous to anonymous");
         assert!(slot.set(p.clone()), "signed in");
         assert!(!slot.set(Principal::new(5_i64)), "the same account again");
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        assert!(
+            !slot.set(Principal::new(5_i64).until(later)),
+            "a session whose expiry moved on is the same principal"
+        );
         assert_eq!(p.get::<i64>(), Some(&5));
         let gone = p.until(Instant::now());
         assert!(gone.is_anonymous());

@@ -465,7 +465,10 @@ impl Sockets {
     /// would (after a sign-out or a role change made over another
     /// connection); returns how many. A socket whose principal changed
     /// leaves the rooms of every model with a read rule.
-    pub async fn reidentify(&self, matches: &(dyn Fn(&topsail_core::Principal) -> bool + Sync)) -> usize {
+    pub async fn reidentify(
+        &self,
+        matches: &(dyn Fn(&topsail_core::Principal) -> bool + Sync),
+    ) -> usize {
         let again = self.guarding.reidentifiers(matches);
         for run in &again {
             run().await;

@@ -213,14 +213,19 @@ fn hash(password: &str) -> Result<String, topsail::Error> {
     argon2::Argon2::default()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| topsail::Error::Store(topsail::core::StoreError::Database(e.to_string().into())))
+        .map_err(|e| {
+            topsail::Error::Store(topsail::core::StoreError::Database(e.to_string().into()))
+        })
 }
 
 fn verify(password: &str, hash: &str) -> bool {
     use argon2::password_hash::PasswordVerifier;
     use argon2::password_hash::phc::PasswordHash;
-    PasswordHash::new(hash)
-        .is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(hash).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// Signs `session` in as `account`, with a new session id (no fixation).
@@ -239,7 +244,11 @@ async fn signup(
 ) -> Result<Response, topsail::Error> {
     if form.password.chars().count() < 8 {
         let details = "A password has at least 8 characters.";
-        return Ok(topsail::UsageRejection::bad_request(topsail::UsageCode::InvalidNewRecord, details).into_response());
+        return Ok(topsail::UsageRejection::bad_request(
+            topsail::UsageCode::InvalidNewRecord,
+            details,
+        )
+        .into_response());
     }
     let password_hash = hash(&form.password)?;
     let created = app
@@ -264,7 +273,9 @@ async fn signin(
     static NOBODY: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| hash("no account has this password").unwrap_or_default());
     let account = found.into_iter().next();
-    let hash = account.as_ref().map_or(NOBODY.as_str(), |a| a.password_hash.as_str());
+    let hash = account
+        .as_ref()
+        .map_or(NOBODY.as_str(), |a| a.password_hash.as_str());
     match account {
         Some(a) if verify(&form.password, hash) => {
             sign_in(&session, a.id).await?;
@@ -283,10 +294,9 @@ async fn signout(
     session: Session,
 ) -> Result<Response, topsail::Error> {
     let was = me(&principal);
-    session
-        .flush()
-        .await
-        .map_err(|e| topsail::Error::Store(topsail::core::StoreError::Database(e.to_string().into())))?;
+    session.flush().await.map_err(|e| {
+        topsail::Error::Store(topsail::core::StoreError::Database(e.to_string().into()))
+    })?;
     // Other sockets of this browser (its other tabs) carry the same
     // session: identify them again now, so they stop hearing this
     // account's notes at once.
@@ -296,7 +306,10 @@ async fn signout(
     Ok(Json(json!({})).into_response())
 }
 
-async fn whoami(State(app): State<Topsail>, principal: Principal) -> Result<Response, topsail::Error> {
+async fn whoami(
+    State(app): State<Topsail>,
+    principal: Principal,
+) -> Result<Response, topsail::Error> {
     match me(&principal) {
         Some(id) => Ok(account_json(&app, id).await?.into_response()),
         None => Ok(unauthorized("Not signed in.")),
@@ -336,8 +349,19 @@ fn routes(app: &Topsail) -> Router {
         .route("/signin", post(signin))
         .route("/signout", post(signout))
         .route("/me", get(whoami))
-        .route("/", get(|| async { file("text/html; charset=utf-8", include_str!("../web/index.html")) }))
-        .route("/app.js", get(|| async { file("application/javascript", include_str!("../web/app.js")) }))
+        .route(
+            "/",
+            get(|| async {
+                file(
+                    "text/html; charset=utf-8",
+                    include_str!("../web/index.html"),
+                )
+            }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { file("application/javascript", include_str!("../web/app.js")) }),
+        )
         .route("/js/sails.io.js", get(sails_io_js))
         .with_state(app.clone())
 }
@@ -371,7 +395,9 @@ pub async fn app(
         .with_name("sails.sid")
         .with_secure(false)
         .with_same_site(tower_sessions::cookie::SameSite::Lax)
-        .with_expiry(Expiry::OnInactivity(tower_sessions::cookie::time::Duration::days(7)));
+        .with_expiry(Expiry::OnInactivity(
+            tower_sessions::cookie::time::Duration::days(7),
+        ));
     // The session layer runs first, then the identity layer that reads
     // it, then the routes: on the router given to `serve`, so socket
     // requests go through both too.

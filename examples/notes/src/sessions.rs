@@ -93,7 +93,8 @@ impl SessionStore for SqlSessions {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        const SQL: &str = "SELECT data, expiry_date FROM session WHERE id = $1 AND expiry_date > $2";
+        const SQL: &str =
+            "SELECT data, expiry_date FROM session WHERE id = $1 AND expiry_date > $2";
         let row: Option<(String, i64)> = match &self.store {
             SqlStore::Sqlite(p) => sqlx::query_as(SQL)
                 .bind(id.to_string())
@@ -111,7 +112,8 @@ impl SessionStore for SqlSessions {
         let Some((data, expiry)) = row else {
             return Ok(None);
         };
-        let data = serde_json::from_str(&data).map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        let data =
+            serde_json::from_str(&data).map_err(|e| session_store::Error::Decode(e.to_string()))?;
         let expiry_date = tower_sessions::cookie::time::OffsetDateTime::from_unix_timestamp(expiry)
             .map_err(|e| session_store::Error::Decode(e.to_string()))?;
         Ok(Some(Record {

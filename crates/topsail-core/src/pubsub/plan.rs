@@ -236,8 +236,8 @@ impl<'a> Plan<'a> {
     }
 
     /// `updated` with `previous` (the primary message of an update), to
-    /// those who may read the record as it now is; those who may not any
-    /// more leave its room.
+    /// those who may read the record as it now is: watchers who just gained
+    /// access join its room first, those who lost it leave.
     pub(crate) fn updated(
         &mut self,
         model: &'static ModelDef,
@@ -247,6 +247,11 @@ impl<'a> Plan<'a> {
         previous: Record,
     ) {
         let guard = self.guarded(model, record, true, &[("previous", &previous)]);
+        if self.rules.read_rule(model).is_some() {
+            // Watchers who may read the record now (it was shared with
+            // them) join its room, so this message and the next reach them.
+            self.introduce(model, id, record);
+        }
         let (data, previous) = (visible(model, data), visible(model, previous));
         let payload =
             json!({"verb": "updated", "data": data, "id": id.to_json(), "previous": previous});
