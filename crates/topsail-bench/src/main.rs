@@ -391,7 +391,7 @@ async fn run() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let secs = if quick { 2 } else { 5 };
-    // `--only http,socket,fanout,memory,cluster,sqlite` runs a subset.
+    // `--only http,socket,fanout,rules,memory,cluster,sqlite` runs a subset.
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -465,6 +465,51 @@ async fn run() -> Res<()> {
             fan.push(row);
         }
         results.insert("fanout".into(), Value::Array(fan));
+    }
+
+    if runs("rules") {
+        // What a read rule costs: the same fan-out on the zoo and on the
+        // zoo with a rule checked for every recipient, twice each,
+        // alternating (the machine's noise falls on both).
+        let ruled = start("zoo-ruled", &[("DATABASE_URL", url.clone())]).await?;
+        let (subs, n) = if quick { (2000, 20) } else { (10_000, 20) };
+        let mut plain = Vec::new();
+        let mut checked = Vec::new();
+        for _ in 0..2 {
+            plain.push(fanout(&zoo, &[&zoo], subs, n, false, Load::Burst).await?);
+            checked.push(fanout(&ruled, &[&ruled], subs, n, false, Load::Burst).await?);
+        }
+        let best = |rows: &[Value], key: &str, low: bool| {
+            let it = rows.iter().filter_map(|r| r[key].as_f64());
+            if low {
+                it.fold(f64::MAX, f64::min)
+            } else {
+                it.fold(0.0, f64::max)
+            }
+        };
+        let row = json!({
+            "subscribers": subs, "creates": n,
+            "plain": plain, "rule": checked,
+            "events_per_s_ratio": best(&plain, "events_per_s", false) / best(&checked, "events_per_s", false).max(0.001),
+            "p99_ratio": best(&checked, "p99_ms", true) / best(&plain, "p99_ms", true).max(0.001),
+            "cpu_per_event_ratio": best(&checked, "server_cpu_us_per_event", true) / best(&plain, "server_cpu_us_per_event", true).max(0.001),
+        });
+        for (label, r) in [("plain", &plain), ("rule", &checked)] {
+            for (i, run) in r.iter().enumerate() {
+                print_row(
+                    &format!("6. fan-out {subs} x {n}, {label} (run {})", i + 1),
+                    run,
+                );
+            }
+        }
+        println!(
+            "   a read rule per recipient costs: {:.2}x events/s, {:.2}x p99, {:.2}x CPU per event (best of 2 each)",
+            row["events_per_s_ratio"].as_f64().unwrap_or(0.0),
+            row["p99_ratio"].as_f64().unwrap_or(0.0),
+            row["cpu_per_event_ratio"].as_f64().unwrap_or(0.0)
+        );
+        results.insert("rules".into(), row);
+        drop(ruled);
     }
 
     if runs("memory") {
