@@ -291,6 +291,21 @@ pub type Rule = Arc<dyn Fn(&Principal) -> Access + Send + Sync>;
 pub type CreateRule =
     Arc<dyn Fn(&Principal, &mut Record) -> std::result::Result<(), Denied> + Send + Sync>;
 
+/// Runs an app's rule. A rule that panics grants nothing (and is logged):
+/// one recipient's failing rule never stops a delivery to the others, nor
+/// the task delivering them.
+fn run(rule: &Rule, model: &ModelDef, principal: &Principal) -> Access {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rule(principal))).unwrap_or_else(
+        |_| {
+            tracing::error!(
+                model = model.identity,
+                "an access rule panicked; it grants nothing"
+            );
+            Access::Nothing
+        },
+    )
+}
+
 /// A rule refused the request: answered 403.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied;
@@ -406,7 +421,7 @@ impl Rules {
             .get(model.identity)
             .and_then(|r| r.read.as_ref())
         {
-            Some(rule) => rule(principal),
+            Some(rule) => run(rule, model, principal),
             None => Access::All,
         }
     }
@@ -426,7 +441,7 @@ impl Rules {
             .get(model.identity)
             .and_then(|r| r.write.as_ref())
         {
-            Some(rule) => rule(principal),
+            Some(rule) => run(rule, model, principal),
             None => Access::All,
         }
     }
@@ -499,6 +514,36 @@ mod tests {
         assert!(
             matches!(bad, Error::Store(_)),
             "an app's mistake, not the client's"
+        );
+    }
+
+    #[test]
+    fn a_rule_that_panics_grants_nothing() {
+        #[derive(Clone, Copy, PartialEq)]
+        struct Odd(i64);
+        let rules = Rules {
+            by_model: [(
+                pet().identity,
+                ModelRules {
+                    def: Some(pet()),
+                    read: Some(Arc::new(|p: &Principal| match p.get::<Odd>() {
+                        Some(Odd(n)) if n % 2 == 1 => panic!("a bug in the app's rule"),
+                        _ => Access::All,
+                    })),
+                    ..ModelRules::default()
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        assert_eq!(
+            rules.readable(pet(), &Principal::new(Odd(1))),
+            Access::Nothing
+        );
+        assert_eq!(
+            rules.readable(pet(), &Principal::new(Odd(2))),
+            Access::All,
+            "the others go on"
         );
     }
 
