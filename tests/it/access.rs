@@ -38,6 +38,15 @@ struct Note {
     shared: bool,
 }
 
+/// A comment on a note; no rule of its own.
+#[derive(Model, Debug, Clone)]
+struct Comment {
+    id: i64,
+    text: String,
+    #[model(model = Note)]
+    note: Option<Link<Note>>,
+}
+
 /// The signed-in account (the principal's type).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Me(i64);
@@ -109,6 +118,7 @@ async fn app(db: Db) -> App {
     let app = Topsail::builder()
         .model::<Account>()
         .model::<Note>()
+        .model::<Comment>()
         .store(store)
         .create_schema()
         .rules(rules())
@@ -400,6 +410,33 @@ async fn writes_answer_404_or_403_and_change_nothing(db: Db) {
         assert_eq!(n.title, title);
         assert_eq!(n.owner.and_then(|o| o.id()), Some(owner.into()), "{title}");
     }
+
+    // A write's answer populates like a read: a comment on a note Bo may
+    // not read does not show him the note.
+    let r = t
+        .send(
+            Some(bo),
+            Method::POST,
+            "/comment",
+            Some(json!({"text": "hi", "note": a_private})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["note"], Value::Null, "{}", r.body);
+    let comment = r.body["id"].clone();
+    let r = t
+        .send(
+            Some(bo),
+            Method::PATCH,
+            &format!("/comment/{comment}"),
+            Some(json!({"text": "again"})),
+        )
+        .await;
+    assert_eq!(r.body["note"], Value::Null, "{}", r.body);
+    let r = t
+        .send(Some(ann), Method::GET, &format!("/comment/{comment}"), None)
+        .await;
+    assert_eq!(r.body["note"]["title"], "a-private", "its owner sees it");
 
     // What is allowed works: my own note, and a create is mine whatever
     // owner I send.

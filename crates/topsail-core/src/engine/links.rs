@@ -17,7 +17,6 @@ use crate::store::{Conn, Tx};
 use crate::value::SqlValue;
 
 use super::read::{fetch_locked, refetch_populated};
-use super::writes::answer;
 use super::{Engine, KEYS_PER_STATEMENT, checked_key, values};
 
 impl Engine {
@@ -41,7 +40,7 @@ impl Engine {
         let mut plan = self.plan(actor);
         plan.add(model, &parent, &link);
         self.publish(plan).await;
-        Ok(answer(model, record, actor))
+        Ok(self.answer(model, record, actor))
     }
 
     /// `remove`: unlinks `child` from `parent`, returns the parent populated.
@@ -67,7 +66,7 @@ impl Engine {
         let mut plan = self.plan(actor);
         plan.remove(model, assoc, &parent, &child);
         self.publish(plan).await;
-        Ok(answer(model, record, actor))
+        Ok(self.answer(model, record, actor))
     }
 
     /// `replace`: makes `ids` the whole of `parent`'s collection `alias`
@@ -91,7 +90,7 @@ impl Engine {
         let mut plan = self.plan(actor);
         plan.replace(model, &parent, &r.before, &r.removed, &r.link);
         self.publish(plan).await;
-        Ok(answer(model, record, actor))
+        Ok(self.answer(model, record, actor))
     }
 
     /// What `add` and `remove` start with: the collection, the parent's

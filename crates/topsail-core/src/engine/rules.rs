@@ -4,6 +4,8 @@ client's reads are filtered in SQL, its writes checked against the record
 inside the write's transaction. App code (`Actor::Server`) is not limited.
 */
 
+use serde_json::Value;
+
 use crate::access::Access;
 use crate::criteria::Query;
 use crate::error::{Error, Result};
@@ -18,6 +20,46 @@ use super::Engine;
 use super::read::load_rows;
 
 impl Engine {
+    /// A write's answer: `record` without what its actor may not see: its
+    /// private attributes, and the populated records it may not read (a
+    /// to-one is null, a collection leaves them out), as a read would
+    /// answer them.
+    pub(super) fn answer(
+        &self,
+        model: &'static ModelDef,
+        mut record: Record,
+        actor: &Actor,
+    ) -> Record {
+        if !actor.is_client() {
+            return record;
+        }
+        if let Some(principal) = actor.principal() {
+            for assoc in model.assocs.iter() {
+                let target = assoc.target();
+                if self.rules.read_rule(target).is_none() {
+                    continue;
+                }
+                let access = self.rules.readable(target, principal);
+                match record.get_mut(assoc.name) {
+                    Some(Value::Array(items)) => items.retain(|item| match item {
+                        Value::Object(r) => access.allows(target, r),
+                        _ => true,
+                    }),
+                    Some(slot @ Value::Object(_)) => {
+                        if let Value::Object(r) = &*slot
+                            && !access.allows(target, r)
+                        {
+                            *slot = Value::Null;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        crate::visibility::strip_private(model, &mut record);
+        record
+    }
+
     /// What `actor` may read of `model`, when a rule limits it.
     fn read_limit(&self, model: &ModelDef, actor: &Actor) -> Option<Access> {
         let principal = actor.principal()?;

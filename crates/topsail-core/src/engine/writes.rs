@@ -47,7 +47,7 @@ impl Engine {
         let mut plan = self.plan(actor);
         plan.create(model, &id, &row, &record, &links);
         self.publish(plan).await;
-        Ok(answer(model, record, actor))
+        Ok(self.answer(model, record, actor))
     }
 
     /// Inserts `row` and links `collections`: the new key, the record
@@ -131,7 +131,7 @@ impl Engine {
         let mut plan = self.plan(actor);
         plan.update(model, &id, set, &record, previous);
         self.publish(plan).await;
-        Ok(answer(model, record, actor))
+        Ok(self.answer(model, record, actor))
     }
 
     /// `destroy`: deletes record `id` (unlinking its collections), returns
@@ -165,7 +165,7 @@ impl Engine {
         let mut plan = self.plan(actor);
         plan.destroy(model, &id, &previous, &unlinked);
         self.publish(plan).await;
-        Ok(answer(model, previous, actor))
+        Ok(self.answer(model, previous, actor))
     }
 }
 
@@ -187,14 +187,6 @@ fn settable<'v>(
         values::unknown(model, &name, code)?;
     }
     Ok(Cow::Owned(own))
-}
-
-/// A write's answer: `record`, without what its actor may not see.
-pub(super) fn answer(model: &ModelDef, mut record: Record, actor: &Actor) -> Record {
-    if actor.is_client() {
-        crate::visibility::strip_private(model, &mut record);
-    }
-    record
 }
 
 /// The values of a create or an update, which must be a dictionary.
