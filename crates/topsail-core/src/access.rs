@@ -112,28 +112,68 @@ impl Principal {
 
 /// The principal a socket was last identified as, shared by its requests
 /// (the identity layer sets it) and by the delivery of messages to it
-/// (which reads it, per recipient, with no database read).
+/// (which reads it, per recipient, with no database read). It keeps what
+/// each rule answered for it, so a message to ten thousand sockets does
+/// not run the rule ten thousand times per socket's lifetime, only once.
 #[derive(Debug, Clone, Default)]
-pub struct PrincipalSlot(Arc<std::sync::RwLock<Principal>>);
+pub struct PrincipalSlot(Arc<std::sync::RwLock<Slot>>);
+
+#[derive(Debug, Default)]
+struct Slot {
+    principal: Principal,
+    /// Per model: the rule's answer, and whether the principal had expired
+    /// when it was asked.
+    answers: Vec<(&'static str, bool, Arc<Access>)>,
+}
 
 impl PrincipalSlot {
     /// The principal now.
     pub fn get(&self) -> Principal {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .principal
+            .clone()
     }
 
     /// Sets the principal; true when it changed (another account, signed
-    /// in or out).
+    /// in or out). A new principal forgets the rules' answers.
     pub fn set(&self, principal: Principal) -> bool {
-        let mut now = self.0.write().unwrap_or_else(|e| e.into_inner());
-        let changed = *now != principal;
-        *now = principal;
+        let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let changed = slot.principal != principal;
+        if changed {
+            slot.answers.clear();
+        }
+        slot.principal = principal;
         changed
     }
 
-    /// Reads the principal in place (no clone): for a check per message.
+    /// Reads the principal in place (no clone).
     pub fn with<T>(&self, f: impl FnOnce(&Principal) -> T) -> T {
-        f(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+        f(&self.0.read().unwrap_or_else(|e| e.into_inner()).principal)
+    }
+
+    /// What the principal may read of `model` under `rules`: the rule runs
+    /// once per principal (again once it expires), then the answer is
+    /// kept.
+    pub fn readable(&self, rules: &Rules, model: &ModelDef) -> Arc<Access> {
+        {
+            let slot = self.0.read().unwrap_or_else(|e| e.into_inner());
+            let expired = slot.principal.is_anonymous();
+            if let Some((_, _, a)) = slot
+                .answers
+                .iter()
+                .find(|(m, e, _)| *m == model.identity && *e == expired)
+            {
+                return a.clone();
+            }
+        }
+        let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let expired = slot.principal.is_anonymous();
+        let answer = Arc::new(rules.readable(model, &slot.principal));
+        slot.answers.retain(|(m, _, _)| *m != model.identity);
+        slot.answers.push((model.identity, expired, answer.clone()));
+        answer
     }
 }
 
@@ -240,10 +280,9 @@ impl Access {
         match self {
             Access::All => true,
             Access::Nothing => false,
-            Access::Eq(attr, v) => same(&field(model, record, attr), v),
+            Access::Eq(attr, v) => field_is(model, record, attr, |got| same(got, v)),
             Access::In(attr, vs) => {
-                let got = field(model, record, attr);
-                vs.iter().any(|v| same(&got, v))
+                field_is(model, record, attr, |got| vs.iter().any(|v| same(got, v)))
             }
             Access::And(all) => all.iter().all(|a| a.allows(model, record)),
             Access::Or(any) => any.iter().any(|a| a.allows(model, record)),
@@ -251,16 +290,16 @@ impl Access {
     }
 }
 
-/// The value a condition compares: the attribute, or a to-one's key
-/// whether the record holds the key or the populated record.
-fn field(model: &ModelDef, record: &Record, attr: &str) -> Value {
+/// Tests the value a condition compares: the attribute, or a to-one's key
+/// whether the record holds the key or the populated record. Borrowed, not
+/// copied: this runs for every recipient of a message.
+fn field_is(model: &ModelDef, record: &Record, attr: &str, test: impl Fn(&Value) -> bool) -> bool {
     let v = record.get(attr).unwrap_or(&Value::Null);
-    match model.assoc(attr) {
-        Some(a) if !a.is_collection() => a
-            .target()
-            .key_of_link(v)
-            .map_or(Value::Null, |k| k.to_json()),
-        _ => v.clone(),
+    match (v, model.assoc(attr)) {
+        (Value::Object(populated), Some(a)) if !a.is_collection() => {
+            test(populated.get(a.target().pk).unwrap_or(&Value::Null))
+        }
+        _ => test(v),
     }
 }
 

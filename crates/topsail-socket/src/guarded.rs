@@ -127,12 +127,7 @@ impl Guarding {
         let mut verdict = Verdict::default();
         for id in members {
             let slot = all.get(id.as_str()).map_or(&anonymous, |l| &l.slot);
-            let seen = slot.with(|p| {
-                guard
-                    .admits(self.rules(), p)
-                    .then(|| guard.hidden(self.rules(), p))
-            });
-            match seen {
+            match guard.seen_by(self.rules(), slot) {
                 None => verdict.refused.push(id),
                 Some(mask) => match verdict.groups.iter_mut().find(|(m, _)| *m == mask) {
                     Some((_, ids)) => ids.push(id),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::access::{Access, Principal, Rules};
+use crate::access::{Principal, PrincipalSlot, Rules};
 use crate::model::ModelDef;
 use crate::record::{Pk, Record};
 
@@ -205,26 +205,27 @@ impl Guard {
             .allows(self.model, &self.record)
     }
 
-    /// Which populated records `principal` may not read, as a bit set over
-    /// [`Guard::nested`] (recipients with the same set get the same
-    /// payload, serialized once). Past 64 populated records, the rest
-    /// count as one group with the 64th.
-    pub fn hidden(&self, rules: &Rules, principal: &Principal) -> u64 {
+    /// What the socket whose principal is in `slot` may see of the
+    /// message: `None` when it may not read its record, else the bit set
+    /// of [`Guard::nested`] records it may not read (recipients with the
+    /// same set get the same payload, serialized once; past 64 populated
+    /// records, the rest count as one group with the 64th). The rules'
+    /// answers come from the slot, computed once per principal.
+    pub fn seen_by(&self, rules: &Rules, slot: &PrincipalSlot) -> Option<u64> {
+        if rules.read_rule(self.model).is_some()
+            && !slot
+                .readable(rules, self.model)
+                .allows(self.model, &self.record)
+        {
+            return None;
+        }
         let mut mask = 0u64;
-        let mut verdicts: Vec<(&'static str, Access)> = Vec::new();
         for (i, n) in self.nested.iter().enumerate() {
-            let access = match verdicts.iter().find(|(m, _)| *m == n.model.identity) {
-                Some((_, a)) => a,
-                None => {
-                    verdicts.push((n.model.identity, rules.readable(n.model, principal)));
-                    &verdicts.last().expect("just pushed").1
-                }
-            };
-            if !access.allows(n.model, &n.record) {
+            if !slot.readable(rules, n.model).allows(n.model, &n.record) {
                 mask |= 1 << i.min(63);
             }
         }
-        mask
+        Some(mask)
     }
 
     /// `payload` without the populated records in `hidden`: a to-one is
