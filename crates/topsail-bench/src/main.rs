@@ -198,6 +198,10 @@ async fn fanout(
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        // A mark to profile the measured phase alone (`perf record -p`).
+        eprintln!("fan-out: creates start (pid {})", server.child.id());
+    }
     let cpu0 = subs_at.iter().map(|s| cpu_us(s.child.id())).sum::<u64>();
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));

@@ -121,9 +121,9 @@ pub struct PrincipalSlot(Arc<std::sync::RwLock<Slot>>);
 #[derive(Debug, Default)]
 struct Slot {
     principal: Principal,
-    /// Per model: the rule's answer, and whether the principal had expired
-    /// when it was asked.
-    answers: Vec<(&'static str, bool, Arc<Access>)>,
+    /// Per model (by address: one comparison, not a string's): the rule's
+    /// answer, and whether the principal had expired when it was asked.
+    answers: Vec<(usize, bool, Access)>,
 }
 
 impl PrincipalSlot {
@@ -153,27 +153,29 @@ impl PrincipalSlot {
         f(&self.0.read().unwrap_or_else(|e| e.into_inner()).principal)
     }
 
-    /// What the principal may read of `model` under `rules`: the rule runs
-    /// once per principal (again once it expires), then the answer is
-    /// kept.
-    pub fn readable(&self, rules: &Rules, model: &ModelDef) -> Arc<Access> {
+    /// Whether the principal may read `record` of `model` under `rules`:
+    /// the rule runs once per principal (again once it expires), then its
+    /// answer is kept.
+    pub fn allows(&self, rules: &Rules, model: &'static ModelDef, record: &Record) -> bool {
+        let key = std::ptr::from_ref(model) as usize;
         {
             let slot = self.0.read().unwrap_or_else(|e| e.into_inner());
             let expired = slot.principal.is_anonymous();
             if let Some((_, _, a)) = slot
                 .answers
                 .iter()
-                .find(|(m, e, _)| *m == model.identity && *e == expired)
+                .find(|(m, e, _)| *m == key && *e == expired)
             {
-                return a.clone();
+                return a.allows(model, record);
             }
         }
         let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
         let expired = slot.principal.is_anonymous();
-        let answer = Arc::new(rules.readable(model, &slot.principal));
-        slot.answers.retain(|(m, _, _)| *m != model.identity);
-        slot.answers.push((model.identity, expired, answer.clone()));
-        answer
+        let answer = rules.readable(model, &slot.principal);
+        let allowed = answer.allows(model, record);
+        slot.answers.retain(|(m, _, _)| *m != key);
+        slot.answers.push((key, expired, answer));
+        allowed
     }
 }
 

@@ -181,22 +181,26 @@ impl crate::sockets::Relay for RedisRelay {
     }
 }
 
-/// Delivers what the other nodes relay to this node's sockets, for as long
-/// as the process runs.
-pub(crate) async fn receive_relayed(
+/// Subscribes to what the other nodes relay.
+pub(crate) async fn subscribe_relayed(
     driver: &ResilientDriver,
-    sockets: crate::Sockets,
-) -> Result<(), redis::RedisError> {
-    use futures_util::StreamExt;
-    let mut stream = driver
+) -> Result<MessageStream<ChanItem>, redis::RedisError> {
+    driver
         .subscribe(GUARDED_CHANNEL.to_owned(), 1024)
         .await
-        .map_err(|RedisError(e)| e)?;
+        .map_err(|RedisError(e)| e)
+}
+
+/// Hands what the other nodes relay to this node's publisher task, for as
+/// long as the process runs.
+pub(crate) fn forward_relayed(
+    mut stream: MessageStream<ChanItem>,
+    publisher: crate::sockets::SocketPublisher,
+) {
+    use futures_util::StreamExt;
     tokio::spawn(async move {
         while let Some((_, bytes)) = stream.next().await {
-            let bytes: Vec<u8> = bytes;
-            sockets.receive_relayed(&bytes).await;
+            publisher.relayed(bytes).await;
         }
     });
-    Ok(())
 }

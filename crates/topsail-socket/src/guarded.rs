@@ -177,6 +177,7 @@ impl Guarding {
             record: Arc::new(wire.record),
             evict: wire.evict,
             nested,
+            join: wire.join,
         })
     }
 }
@@ -188,6 +189,7 @@ pub(crate) struct WireGuard {
     record: Record,
     evict: bool,
     nested: Vec<WireNested>,
+    join: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -204,6 +206,7 @@ impl From<&Guard> for WireGuard {
             model: g.model.identity.to_owned(),
             record: (*g.record).clone(),
             evict: g.evict,
+            join: g.join.clone(),
             nested: g
                 .nested
                 .iter()

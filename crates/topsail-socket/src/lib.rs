@@ -531,7 +531,7 @@ impl Realtime {
         .build_layer();
         let (router, requests, sockets) = shared_parts(&io, config);
         let sockets = sockets.with_relay(Arc::new(cluster::RedisRelay(relay.clone())));
-        cluster::receive_relayed(&relay, sockets.clone())
+        let relayed = cluster::subscribe_relayed(&relay)
             .await
             .map_err(RealtimeError::Redis)?;
         io.ns(
@@ -545,7 +545,9 @@ impl Realtime {
         )
         .await
         .map_err(|e| RealtimeError::Namespace(sockets::AdapterFailure::capture(&e)))?;
-        Ok(Self::assemble(io, layer, router, sockets, requests, config))
+        let realtime = Self::assemble(io, layer, router, sockets, requests, config);
+        cluster::forward_relayed(relayed, realtime.publisher());
+        Ok(realtime)
     }
 
     /// The sockets API.

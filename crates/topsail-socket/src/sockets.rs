@@ -110,6 +110,11 @@ trait Backend: Send + Sync + 'static {
     async fn emit_local(&self, sockets: Vec<String>, event: &str, data: &Value);
     /// These sockets of this node join (or leave) `rooms`.
     async fn local_membership(&self, sockets: Vec<String>, rooms: Vec<String>, join: bool);
+    /// Emits to this node's members of `room` but `except` (socket ids),
+    /// serializing once.
+    async fn emit_local_except(&self, room: &str, except: Vec<String>, event: &str, data: &Value);
+    /// This node's members of `room` but `except` join `dest`.
+    async fn join_local_except(&self, room: &str, except: Vec<String>, dest: &str);
 }
 
 /// Carries guarded effects to the other nodes of a cluster (see
@@ -336,6 +341,28 @@ impl<A: Adapter> Backend for Io<A> {
             Ok(()) => {}
             Err(BroadcastError::Socket(missed)) => missed_by_slow_readers(event, &missed),
             Err(e) => tracing::error!(error = %e, event, "could not deliver a guarded message"),
+        }
+    }
+
+    async fn emit_local_except(&self, room: &str, except: Vec<String>, event: &str, data: &Value) {
+        match self
+            .io
+            .local()
+            .to(room.to_owned())
+            .except(except)
+            .emit(event, data)
+            .await
+        {
+            Ok(()) => {}
+            Err(BroadcastError::Socket(missed)) => missed_by_slow_readers(event, &missed),
+            Err(e) => tracing::error!(error = %e, event, "could not deliver a guarded message"),
+        }
+    }
+
+    async fn join_local_except(&self, room: &str, except: Vec<String>, dest: &str) {
+        let op = self.io.local().within(room.to_owned()).except(except);
+        if let Err(e) = op.join(dest.to_owned()).await {
+            tracing::error!(error = %e, "could not change the rooms of local sockets");
         }
     }
 
@@ -575,6 +602,14 @@ impl Sockets {
     }
 
     /// Delivers a guarded message to this node's members of `room`.
+    ///
+    /// The largest group of recipients (usually all of them) is sent the
+    /// message as a room broadcast less everyone else, which costs what an
+    /// unguarded broadcast does; the other groups by socket id. Members
+    /// are judged on a snapshot taken just before: every effect that joins
+    /// a socket to a room (its reads, `_introduce`, what other nodes relay)
+    /// runs on this same task, so only app code joining a socket to the
+    /// room at that very moment (`Sockets::join`) could add one unjudged.
     async fn deliver_guarded(
         &self,
         room: &str,
@@ -588,13 +623,35 @@ impl Sockets {
             return;
         }
         let verdict = self.guarding.judge(guard, members);
-        for (hidden, ids) in verdict.groups {
-            if hidden == 0 {
-                self.backend.emit_local(ids, event, payload).await;
-            } else {
-                let shown = guard.redact(payload, hidden);
-                self.backend.emit_local(ids, event, &shown).await;
+        let shown = |hidden: u64| match hidden {
+            0 => std::borrow::Cow::Borrowed(payload),
+            hidden => std::borrow::Cow::Owned(guard.redact(payload, hidden)),
+        };
+        let mut left_out: Vec<String> = verdict.refused.clone();
+        left_out.extend(omit.map(str::to_owned));
+        let largest = verdict
+            .groups
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, (_, ids))| ids.len())
+            .map(|(i, _)| i);
+        if let Some(dest) = &guard.join {
+            self.backend
+                .join_local_except(room, left_out.clone(), dest)
+                .await;
+        }
+        for (i, (hidden, ids)) in verdict.groups.iter().enumerate() {
+            if Some(i) != largest {
+                left_out.extend(ids.iter().cloned());
+                self.backend
+                    .emit_local(ids.clone(), event, &shown(*hidden))
+                    .await;
             }
+        }
+        if let Some((hidden, _)) = largest.and_then(|i| verdict.groups.get(i)) {
+            self.backend
+                .emit_local_except(room, left_out, event, &shown(*hidden))
+                .await;
         }
         if guard.evict {
             self.backend
@@ -836,16 +893,21 @@ impl Sockets {
     /// order they were published, without holding up the request that
     /// caused them.
     pub fn publisher(&self) -> SocketPublisher {
-        let (tx, mut rx) = mpsc::channel::<Vec<Effect>>(self.queue);
+        let (tx, mut rx) = mpsc::channel::<Work>(self.queue);
         let pending = Arc::new(AtomicUsize::new(0));
         let sockets = self.clone();
         let done = pending.clone();
         tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
-                for effect in batch {
-                    if let Err(e) = sockets.apply(effect).await {
-                        tracing::error!(error = %e, "could not deliver a pub-sub effect");
+            while let Some(work) = rx.recv().await {
+                match work {
+                    Work::Local(batch) => {
+                        for effect in batch {
+                            if let Err(e) = sockets.apply(effect).await {
+                                tracing::error!(error = %e, "could not deliver a pub-sub effect");
+                            }
+                        }
                     }
+                    Work::Relayed(bytes) => sockets.receive_relayed(&bytes).await,
                 }
                 done.fetch_sub(1, Ordering::AcqRel);
             }
@@ -854,10 +916,19 @@ impl Sockets {
     }
 }
 
+/// What the publisher task carries out, in order: this node's effects, and
+/// the guarded effects other nodes relay (on the same task, so every
+/// change of a guarded room's members is made between two deliveries).
+#[derive(Debug)]
+enum Work {
+    Local(Vec<Effect>),
+    Relayed(Vec<u8>),
+}
+
 /// Delivers the engine's effects over socket.io (see [`Sockets::publisher`]).
 #[derive(Debug, Clone)]
 pub struct SocketPublisher {
-    tx: mpsc::Sender<Vec<Effect>>,
+    tx: mpsc::Sender<Work>,
     /// Batches published and not yet carried out (queued, or in progress).
     pending: Arc<AtomicUsize>,
 }
@@ -879,16 +950,25 @@ impl SocketPublisher {
         };
         tokio::time::timeout(deadline, drained).await.is_ok()
     }
+
+    /// Queues a guarded effect another node relayed.
+    pub(crate) async fn relayed(&self, bytes: Vec<u8>) {
+        self.send(Work::Relayed(bytes)).await;
+    }
+
+    async fn send(&self, work: Work) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(work).await.is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            tracing::error!("the pub-sub task has stopped; effects dropped");
+        }
+    }
 }
 
 #[async_trait]
 impl Publisher for SocketPublisher {
     async fn publish(&self, effects: Vec<Effect>) {
-        self.pending.fetch_add(1, Ordering::AcqRel);
-        if self.tx.send(effects).await.is_err() {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
-            tracing::error!("the pub-sub task has stopped; effects dropped");
-        }
+        self.send(Work::Local(effects)).await;
     }
 }
 
@@ -934,6 +1014,8 @@ mod tests {
         }
         async fn emit_local(&self, _: Vec<String>, _: &str, _: &Value) {}
         async fn local_membership(&self, _: Vec<String>, _: Vec<String>, _: bool) {}
+        async fn emit_local_except(&self, _: &str, _: Vec<String>, _: &str, _: &Value) {}
+        async fn join_local_except(&self, _: &str, _: Vec<String>, _: &str) {}
     }
 
     fn message() -> Vec<Effect> {

@@ -170,6 +170,10 @@ pub struct Guard {
     pub evict: bool,
     /// Populated records inside the payload whose model has a read rule.
     pub nested: Vec<Nested>,
+    /// The members who receive it also join this room (a `created`'s
+    /// `_introduce` of watchers into the new record's room, decided with
+    /// the same check).
+    pub join: Option<String>,
 }
 
 /// A populated record inside a message: `payload[key][assoc]` (a to-one)
@@ -194,6 +198,7 @@ impl PartialEq for Guard {
             && self.record == other.record
             && self.evict == other.evict
             && self.nested.len() == other.nested.len()
+            && self.join == other.join
     }
 }
 
@@ -212,16 +217,12 @@ impl Guard {
     /// records, the rest count as one group with the 64th). The rules'
     /// answers come from the slot, computed once per principal.
     pub fn seen_by(&self, rules: &Rules, slot: &PrincipalSlot) -> Option<u64> {
-        if rules.read_rule(self.model).is_some()
-            && !slot
-                .readable(rules, self.model)
-                .allows(self.model, &self.record)
-        {
+        if rules.read_rule(self.model).is_some() && !slot.allows(rules, self.model, &self.record) {
             return None;
         }
         let mut mask = 0u64;
         for (i, n) in self.nested.iter().enumerate() {
-            if !slot.readable(rules, n.model).allows(n.model, &n.record) {
+            if !slot.allows(rules, n.model, &n.record) {
                 mask |= 1 << i.min(63);
             }
         }

@@ -196,6 +196,7 @@ impl<'a> Plan<'a> {
             record: Arc::new(record.clone()),
             evict,
             nested,
+            join: None,
         }
     }
 
@@ -227,9 +228,16 @@ impl<'a> Plan<'a> {
         });
     }
 
-    /// `created` to the class room.
+    /// `created` to the class room. With a read rule on `model`, the
+    /// watchers who receive it are also introduced to the record's room
+    /// (one check for both).
     pub(crate) fn created(&mut self, model: &'static ModelDef, id: &Pk, record: &Record) {
-        let guard = self.guarded(model, record, false, &[("data", record)]);
+        let mut guard = self.guarded(model, record, false, &[("data", record)]);
+        if self.rules.read_rule(model).is_some()
+            && let Some(g) = guard.as_mut()
+        {
+            g.join = Some(record_room(model, id));
+        }
         let data = Value::Object(visible(model, record.clone()));
         let payload = json!({"verb": "created", "data": data, "id": id.to_json()});
         self.guarded_broadcast(class_room(model), model, payload, guard);
@@ -356,7 +364,10 @@ impl<'a> Plan<'a> {
         links: &[Linked],
     ) {
         self.subscribe(model, [id]);
-        self.introduce(model, id, record);
+        if self.rules.read_rule(model).is_none() {
+            // (With a read rule, `created` introduces those who may read it.)
+            self.introduce(model, id, record);
+        }
         for link in links {
             for child in &link.linked {
                 self.reverse_of_collection(model, link.assoc, id, child, true);
