@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use socketioxide::socket::Sid;
 use topsail_core::access::{PrincipalSlot, Rules};
 use topsail_core::model::ModelDef;
 use topsail_core::pubsub::{Guard, Nested};
@@ -34,7 +35,8 @@ pub(crate) struct Guarding {
     /// Set once the app is built (the sockets exist before the engine).
     rules: Arc<std::sync::OnceLock<Rules>>,
     models: Arc<std::sync::OnceLock<HashMap<&'static str, &'static ModelDef>>>,
-    principals: Arc<std::sync::RwLock<HashMap<Arc<str>, Local>>>,
+    /// By socket id (a 16-byte key: cheaper to hash than its text).
+    principals: Arc<std::sync::RwLock<HashMap<Sid, Local>>>,
 }
 
 /// Runs a socket's identity again (through the app's identity layer).
@@ -63,9 +65,9 @@ impl std::fmt::Debug for Guarding {
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Verdict {
     /// Members by the set of populated records hidden from them.
-    pub(crate) groups: Vec<(u64, Vec<String>)>,
+    pub(crate) groups: Vec<(u64, Vec<Sid>)>,
     /// Members the rule refused.
-    pub(crate) refused: Vec<String>,
+    pub(crate) refused: Vec<Sid>,
 }
 
 impl Guarding {
@@ -84,15 +86,15 @@ impl Guarding {
     }
 
     /// The principal slot of a local socket, created at its connection.
-    pub(crate) fn slot(&self, socket: &Arc<str>) -> PrincipalSlot {
+    pub(crate) fn slot(&self, socket: Sid) -> PrincipalSlot {
         let mut all = self.principals.write().unwrap_or_else(|e| e.into_inner());
-        all.entry(socket.clone()).or_default().slot.clone()
+        all.entry(socket).or_default().slot.clone()
     }
 
     /// How to identify a local socket again.
-    pub(crate) fn on_reidentify(&self, socket: &Arc<str>, again: Reidentify) {
+    pub(crate) fn on_reidentify(&self, socket: Sid, again: Reidentify) {
         let mut all = self.principals.write().unwrap_or_else(|e| e.into_inner());
-        all.entry(socket.clone()).or_default().again = Some(again);
+        all.entry(socket).or_default().again = Some(again);
     }
 
     /// The ways to identify again the local sockets whose principal
@@ -106,9 +108,9 @@ impl Guarding {
     }
 
     /// Forgets a socket that disconnected.
-    pub(crate) fn forget(&self, socket: &str) {
+    pub(crate) fn forget(&self, socket: Sid) {
         let mut all = self.principals.write().unwrap_or_else(|e| e.into_inner());
-        all.remove(socket);
+        all.remove(&socket);
     }
 
     /// The local sockets whose principal `matches`.
@@ -116,17 +118,17 @@ impl Guarding {
         let all = self.principals.read().unwrap_or_else(|e| e.into_inner());
         all.iter()
             .filter(|(_, l)| l.slot.with(matches))
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| Arc::from(id.to_string()))
             .collect()
     }
 
     /// Splits `members` by what the guard lets each read.
-    pub(crate) fn judge(&self, guard: &Guard, members: Vec<String>) -> Verdict {
+    pub(crate) fn judge(&self, guard: &Guard, members: Vec<Sid>) -> Verdict {
         let all = self.principals.read().unwrap_or_else(|e| e.into_inner());
         let anonymous = PrincipalSlot::default();
         let mut verdict = Verdict::default();
         for id in members {
-            let slot = all.get(id.as_str()).map_or(&anonymous, |l| &l.slot);
+            let slot = all.get(&id).map_or(&anonymous, |l| &l.slot);
             match guard.seen_by(self.rules(), slot) {
                 None => verdict.refused.push(id),
                 Some(mask) => match verdict.groups.iter_mut().find(|(m, _)| *m == mask) {

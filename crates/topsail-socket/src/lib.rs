@@ -309,7 +309,7 @@ fn on_connect<A: Adapter>(
             headers: parts.headers.clone(),
             uri: parts.uri.clone(),
         }),
-        principal: sockets.principal_slot(&sid),
+        principal: sockets.principal_slot(socket.id),
     };
     // Every socket sits in a room named after its id: that is how a socket
     // on another node is addressed (join by id, sender exclusion).
@@ -329,7 +329,7 @@ fn on_connect<A: Adapter>(
     });
     let weak = Arc::downgrade(&ctx);
     on_gone.on_reidentify(
-        &sid,
+        socket.id,
         Arc::new(move || {
             let weak = weak.clone();
             Box::pin(async move {

@@ -20,6 +20,8 @@ use socketioxide::{BroadcastError, SocketError, SocketIo};
 use tokio::sync::mpsc;
 use topsail_core::pubsub::{Effect, Guard, Publisher};
 
+use socketioxide::socket::Sid;
+
 use crate::guarded::{Guarding, Relayed, RelayedEffect};
 
 /// A name for this node on the relay, unique enough among a cluster's
@@ -105,7 +107,7 @@ trait Backend: Send + Sync + 'static {
     /// node (its own id room included).
     fn local_rooms(&self, socket: &str) -> Option<Vec<String>>;
     /// The ids of this node's sockets in `room`, but `except`.
-    fn local_members(&self, room: &str, except: Option<&str>) -> Vec<String>;
+    fn local_members(&self, room: &str, except: Option<&str>) -> Vec<Sid>;
     /// Emits to these sockets of this node (by id), serializing once.
     async fn emit_local(&self, sockets: Vec<String>, event: &str, data: &Value);
     /// These sockets of this node join (or leave) `rooms`.
@@ -325,12 +327,12 @@ impl<A: Adapter> Backend for Io<A> {
         Some(rooms.into_iter().map(|r| r.to_string()).collect())
     }
 
-    fn local_members(&self, room: &str, except: Option<&str>) -> Vec<String> {
+    fn local_members(&self, room: &str, except: Option<&str>) -> Vec<Sid> {
         let mut op = self.io.local().to(room.to_owned());
         if let Some(e) = except {
             op = op.except(e.to_owned());
         }
-        op.sockets().into_iter().map(|s| s.id.to_string()).collect()
+        op.sockets().into_iter().map(|s| s.id).collect()
     }
 
     async fn emit_local(&self, sockets: Vec<String>, event: &str, data: &Value) {
@@ -475,7 +477,7 @@ impl Sockets {
 
     /// The slot holding the principal of socket `id` (of this node), which
     /// the delivery of guarded messages reads.
-    pub fn principal_slot(&self, id: &Arc<str>) -> topsail_core::PrincipalSlot {
+    pub(crate) fn principal_slot(&self, id: Sid) -> topsail_core::PrincipalSlot {
         self.guarding.slot(id)
     }
 
@@ -503,7 +505,7 @@ impl Sockets {
         again.len()
     }
 
-    pub(crate) fn on_reidentify(&self, socket: &Arc<str>, again: crate::guarded::Reidentify) {
+    pub(crate) fn on_reidentify(&self, socket: Sid, again: crate::guarded::Reidentify) {
         self.guarding.on_reidentify(socket, again);
     }
 
@@ -598,7 +600,9 @@ impl Sockets {
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
         budgets.remove(socket);
         drop(budgets);
-        self.guarding.forget(socket);
+        if let Ok(sid) = socket.parse() {
+            self.guarding.forget(sid);
+        }
     }
 
     /// Delivers a guarded message to this node's members of `room`.
@@ -627,7 +631,8 @@ impl Sockets {
             0 => std::borrow::Cow::Borrowed(payload),
             hidden => std::borrow::Cow::Owned(guard.redact(payload, hidden)),
         };
-        let mut left_out: Vec<String> = verdict.refused.clone();
+        let text = |ids: &[Sid]| ids.iter().map(Sid::to_string).collect::<Vec<_>>();
+        let mut left_out = text(&verdict.refused);
         left_out.extend(omit.map(str::to_owned));
         let largest = verdict
             .groups
@@ -642,10 +647,9 @@ impl Sockets {
         }
         for (i, (hidden, ids)) in verdict.groups.iter().enumerate() {
             if Some(i) != largest {
+                let ids = text(ids);
                 left_out.extend(ids.iter().cloned());
-                self.backend
-                    .emit_local(ids.clone(), event, &shown(*hidden))
-                    .await;
+                self.backend.emit_local(ids, event, &shown(*hidden)).await;
             }
         }
         if let Some((hidden, _)) = largest.and_then(|i| verdict.groups.get(i)) {
@@ -655,7 +659,7 @@ impl Sockets {
         }
         if guard.evict {
             self.backend
-                .local_membership(verdict.refused, vec![room.to_owned()], false)
+                .local_membership(text(&verdict.refused), vec![room.to_owned()], false)
                 .await;
         }
     }
@@ -669,6 +673,7 @@ impl Sockets {
             .groups
             .into_iter()
             .flat_map(|(_, ids)| ids)
+            .map(|id| id.to_string())
             .collect();
         self.backend
             .local_membership(admitted, vec![dest.to_owned()], true)
@@ -1009,7 +1014,7 @@ mod tests {
         fn local_rooms(&self, _: &str) -> Option<Vec<String>> {
             None
         }
-        fn local_members(&self, _: &str, _: Option<&str>) -> Vec<String> {
+        fn local_members(&self, _: &str, _: Option<&str>) -> Vec<Sid> {
             Vec::new()
         }
         async fn emit_local(&self, _: Vec<String>, _: &str, _: &Value) {}
