@@ -123,7 +123,37 @@ struct Slot {
     principal: Principal,
     /// Per model (by address: one comparison, not a string's): the rule's
     /// answer, and whether the principal had expired when it was asked.
-    answers: Vec<(usize, bool, Access)>,
+    /// The first model's is kept inline: a delivery reads it for each
+    /// recipient, and another allocation would be one more cache miss each.
+    first: Option<Answer>,
+    more: Vec<Answer>,
+}
+
+type Answer = (usize, bool, Access);
+
+impl Slot {
+    fn answer(&self, key: usize, expired: bool) -> Option<&Access> {
+        std::iter::once(&self.first)
+            .flatten()
+            .chain(&self.more)
+            .find(|(m, e, _)| *m == key && *e == expired)
+            .map(|(_, _, a)| a)
+    }
+
+    fn keep(&mut self, answer: Answer) {
+        let key = answer.0;
+        if self.first.as_ref().is_none_or(|(m, _, _)| *m == key) {
+            self.first = Some(answer);
+        } else {
+            self.more.retain(|(m, _, _)| *m != key);
+            self.more.push(answer);
+        }
+    }
+
+    fn forget(&mut self) {
+        self.first = None;
+        self.more.clear();
+    }
 }
 
 impl PrincipalSlot {
@@ -142,7 +172,7 @@ impl PrincipalSlot {
         let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
         let changed = slot.principal != principal;
         if changed {
-            slot.answers.clear();
+            slot.forget();
         }
         slot.principal = principal;
         changed
@@ -161,11 +191,7 @@ impl PrincipalSlot {
         {
             let slot = self.0.read().unwrap_or_else(|e| e.into_inner());
             let expired = slot.principal.is_anonymous();
-            if let Some((_, _, a)) = slot
-                .answers
-                .iter()
-                .find(|(m, e, _)| *m == key && *e == expired)
-            {
+            if let Some(a) = slot.answer(key, expired) {
                 return a.allows(model, record);
             }
         }
@@ -173,8 +199,7 @@ impl PrincipalSlot {
         let expired = slot.principal.is_anonymous();
         let answer = rules.readable(model, &slot.principal);
         let allowed = answer.allows(model, record);
-        slot.answers.retain(|(m, _, _)| *m != key);
-        slot.answers.push((key, expired, answer));
+        slot.keep((key, expired, answer));
         allowed
     }
 }
@@ -585,6 +610,45 @@ mod tests {
             rules.readable(pet(), &Principal::new(Odd(2))),
             Access::All,
             "the others go on"
+        );
+    }
+
+    #[test]
+    fn a_slot_keeps_each_models_answer_until_the_principal_changes() {
+        use crate::testing::user;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = |runs: &Arc<AtomicUsize>| {
+            let runs = runs.clone();
+            move |p: &Principal| {
+                runs.fetch_add(1, Ordering::Relaxed);
+                p.get::<i64>()
+                    .map_or(Access::Nothing, |me| Access::eq("owner", *me))
+            }
+        };
+        let mut rules = Rules::new();
+        for model in [pet(), user()] {
+            rules.of(model).read = Some(Arc::new(counted(&runs)));
+        }
+        let slot = PrincipalSlot::default();
+        slot.set(Principal::new(7_i64));
+        let mine = rec(json!({"id": 1, "owner": 7}));
+        for _ in 0..3 {
+            assert!(slot.allows(&rules, pet(), &mine));
+            assert!(slot.allows(&rules, user(), &mine));
+        }
+        assert_eq!(runs.load(Ordering::Relaxed), 2, "once per model");
+        slot.set(Principal::new(8_i64));
+        assert!(
+            !slot.allows(&rules, pet(), &mine),
+            "the new principal's answer"
+        );
+        assert!(!slot.allows(&rules, user(), &mine));
+        assert_eq!(runs.load(Ordering::Relaxed), 4);
+        slot.set(Principal::new(8_i64).until(Instant::now()));
+        assert!(
+            !slot.allows(&rules, pet(), &rec(json!({"id": 1, "owner": 8}))),
+            "expired: anonymous"
         );
     }
 
