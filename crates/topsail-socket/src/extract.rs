@@ -109,6 +109,18 @@ impl IntoResponse for NotASocketRequest {
     }
 }
 
+impl SocketRequest {
+    /// The socket a request came from, read from its parts (in an
+    /// `Identify`, a policy, or any code that holds the parts).
+    pub fn from_parts(parts: &Parts) -> Option<Self> {
+        parts
+            .extensions
+            .get::<SocketContext>()
+            .cloned()
+            .map(|ctx| SocketRequest { ctx })
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for SocketRequest {
     type Rejection = NotASocketRequest;
 

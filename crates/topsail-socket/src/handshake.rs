@@ -27,6 +27,28 @@ pub struct ConnectRequest {
     pub uri: Uri,
 }
 
+impl ConnectRequest {
+    /// The value of query parameter `name` the client connected with, as
+    /// sent (not percent-decoded): where a browser puts a token, since it
+    /// cannot set a websocket's headers (`io.sails.query = 'token=...'`).
+    ///
+    /// ```
+    /// let hs = topsail_socket::ConnectRequest {
+    ///     headers: Default::default(),
+    ///     uri: "/socket.io/?EIO=3&token=abc.def&transport=websocket".parse().unwrap(),
+    /// };
+    /// assert_eq!(hs.query_param("token"), Some("abc.def"));
+    /// assert_eq!(hs.query_param("nope"), None);
+    /// ```
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.uri.query()?.split('&').find_map(|pair| {
+            pair.split_once('=')
+                .filter(|(k, _)| *k == name)
+                .map(|(_, v)| v)
+        })
+    }
+}
+
 type Hook = dyn Fn(ConnectRequest) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
 
 /// An app's check of every new socket (Sails' `beforeConnect`): `false`
