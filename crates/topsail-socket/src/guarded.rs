@@ -27,6 +27,8 @@ use topsail_core::model::ModelDef;
 use topsail_core::pubsub::{Guard, Nested};
 use topsail_core::{Principal, Record};
 
+use crate::sockets::Sockets;
+
 /// What a node needs to decide for its own sockets: the rules, the models
 /// they may name (for messages from other nodes), and each local socket's
 /// principal.
@@ -213,6 +215,148 @@ impl Guarding {
             nested,
             join: wire.join,
         })
+    }
+}
+
+/// Guarded delivery, on this node's sockets and to the other nodes.
+impl Sockets {
+    /// Delivers a guarded message to this node's members of `room`.
+    ///
+    /// The largest group of recipients (usually all of them) is sent the
+    /// message as a room broadcast less everyone else, which costs what an
+    /// unguarded broadcast does; the other groups by socket id. Members
+    /// are judged on a snapshot taken just before: every effect that joins
+    /// a socket to a room (its reads, `_introduce`, what other nodes relay)
+    /// runs on this same task, so only app code joining a socket to the
+    /// room at that very moment (`Sockets::join`) could add one unjudged.
+    pub(crate) async fn deliver_guarded(
+        &self,
+        room: &str,
+        omit: Option<&str>,
+        event: &str,
+        payload: &Value,
+        guard: &Guard,
+    ) {
+        let members = self.backend.local_members(room, omit);
+        if members.is_empty() {
+            return;
+        }
+        let verdict = self.guarding.judge(guard, members);
+        let shown = |hidden: u64| match hidden {
+            0 => std::borrow::Cow::Borrowed(payload),
+            hidden => std::borrow::Cow::Owned(guard.redact(payload, hidden)),
+        };
+        let text = |ids: &[Sid]| ids.iter().map(Sid::to_string).collect::<Vec<_>>();
+        let mut left_out = text(&verdict.refused);
+        left_out.extend(omit.map(str::to_owned));
+        let largest = verdict
+            .groups
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, (_, ids))| ids.len())
+            .map(|(i, _)| i);
+        if let Some(dest) = &guard.join {
+            self.backend
+                .join_local_except(room, left_out.clone(), dest)
+                .await;
+        }
+        for (i, (hidden, ids)) in verdict.groups.iter().enumerate() {
+            if Some(i) != largest {
+                let ids = text(ids);
+                left_out.extend(ids.iter().cloned());
+                self.backend.emit_local(ids, event, &shown(*hidden)).await;
+            }
+        }
+        if let Some((hidden, _)) = largest.and_then(|i| verdict.groups.get(i)) {
+            self.backend
+                .emit_local_except(room, left_out, event, &shown(*hidden))
+                .await;
+        }
+        if guard.evict {
+            self.backend
+                .local_membership(text(&verdict.refused), vec![room.to_owned()], false)
+                .await;
+        }
+    }
+
+    /// This node's members of `source` that may read the guard's record
+    /// join `dest` (a guarded `_introduce`).
+    pub(crate) async fn introduce_guarded(&self, source: &str, dest: &str, guard: &Guard) {
+        let members = self.backend.local_members(source, None);
+        let verdict = self.guarding.judge(guard, members);
+        let admitted: Vec<String> = verdict
+            .groups
+            .into_iter()
+            .flat_map(|(_, ids)| ids)
+            .map(|id| id.to_string())
+            .collect();
+        self.backend
+            .local_membership(admitted, vec![dest.to_owned()], true)
+            .await;
+    }
+
+    /// Sends a guarded effect to the other nodes (a cluster), which deliver
+    /// it to their own sockets; a failure is logged, this node delivers to
+    /// its own anyway.
+    pub(crate) async fn relay(&self, what: RelayedEffect, guard: &Guard) {
+        let Some(relay) = &self.relay else {
+            return;
+        };
+        let message = Relayed {
+            node: self.node.to_string(),
+            what,
+            guard: guard.into(),
+        };
+        let bytes = match serde_json::to_vec(&message) {
+            Ok(b) => b,
+            Err(e) => return tracing::error!(error = %e, "could not encode a guarded message"),
+        };
+        if let Err(e) = relay.send(bytes).await {
+            tracing::warn!(error = %e, "a guarded message reached this node's sockets only");
+        }
+    }
+
+    /// Delivers a guarded effect another node relayed.
+    pub(crate) async fn receive_relayed(&self, bytes: &[u8]) {
+        let message: Relayed = match serde_json::from_slice(bytes) {
+            Ok(m) => m,
+            Err(e) => return tracing::warn!(error = %e, "unreadable relayed message"),
+        };
+        if *message.node == *self.node {
+            return;
+        }
+        let Some(guard) = self.guarding.guard_from(message.guard) else {
+            return tracing::warn!("a relayed message names a model this node does not have");
+        };
+        match message.what {
+            RelayedEffect::Broadcast {
+                room,
+                event,
+                payload,
+                omit,
+            } => {
+                self.deliver_guarded(&room, omit.as_deref(), &event, &payload, &guard)
+                    .await
+            }
+            RelayedEffect::Introduce { source, dest } => {
+                self.introduce_guarded(&source, &dest, &guard).await
+            }
+        }
+    }
+
+    /// A socket whose principal changed leaves the rooms of every model
+    /// with a read rule.
+    pub(crate) async fn leave_guarded_rooms(&self, socket: &str) {
+        let Some(rooms) = self.backend.local_rooms(socket) else {
+            return;
+        };
+        let guarded: Vec<String> = rooms
+            .into_iter()
+            .filter(|r| self.guarding.is_guarded_room(r))
+            .collect();
+        self.backend
+            .local_membership(vec![socket.to_owned()], guarded, false)
+            .await;
     }
 }
 

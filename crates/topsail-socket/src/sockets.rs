@@ -18,11 +18,11 @@ use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 use tokio::sync::mpsc;
-use topsail_core::pubsub::{Effect, Guard, Publisher};
+use topsail_core::pubsub::{Effect, Publisher};
 
 use socketioxide::socket::Sid;
 
-use crate::guarded::{Guarding, Relayed, RelayedEffect};
+use crate::guarded::{Guarding, RelayedEffect};
 
 /// A name for this node on the relay, unique enough among a cluster's
 /// processes: its pid and start time.
@@ -91,7 +91,7 @@ impl std::error::Error for AdapterFailure {
 /// The operations topsail needs from a socket.io server, object-safe so
 /// one handle serves every adapter.
 #[async_trait]
-trait Backend: Send + Sync + 'static {
+pub(crate) trait Backend: Send + Sync + 'static {
     async fn join(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError>;
     async fn leave(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError>;
     async fn emit(
@@ -404,18 +404,18 @@ impl<A: Adapter> Backend for Io<A> {
 /// name, across every process of a cluster.
 #[derive(Clone)]
 pub struct Sockets {
-    backend: Arc<dyn Backend>,
+    pub(crate) backend: Arc<dyn Backend>,
     max_rooms: usize,
     queue: usize,
     stalled: Arc<AtomicU64>,
     /// Per local socket: rooms joined since they were last counted.
     budgets: Arc<std::sync::Mutex<std::collections::HashMap<String, RoomBudget>>>,
     /// The read rules and each local socket's principal.
-    guarding: Guarding,
+    pub(crate) guarding: Guarding,
     /// This node's name on the relay.
-    node: Arc<str>,
+    pub(crate) node: Arc<str>,
     /// The other nodes, for guarded effects (a cluster only).
-    relay: Option<Arc<dyn Relay>>,
+    pub(crate) relay: Option<Arc<dyn Relay>>,
 }
 
 /// What [`Sockets::within_room_cap`] knows of one socket between counts.
@@ -603,145 +603,6 @@ impl Sockets {
         if let Ok(sid) = socket.parse() {
             self.guarding.forget(sid);
         }
-    }
-
-    /// Delivers a guarded message to this node's members of `room`.
-    ///
-    /// The largest group of recipients (usually all of them) is sent the
-    /// message as a room broadcast less everyone else, which costs what an
-    /// unguarded broadcast does; the other groups by socket id. Members
-    /// are judged on a snapshot taken just before: every effect that joins
-    /// a socket to a room (its reads, `_introduce`, what other nodes relay)
-    /// runs on this same task, so only app code joining a socket to the
-    /// room at that very moment (`Sockets::join`) could add one unjudged.
-    async fn deliver_guarded(
-        &self,
-        room: &str,
-        omit: Option<&str>,
-        event: &str,
-        payload: &Value,
-        guard: &Guard,
-    ) {
-        let members = self.backend.local_members(room, omit);
-        if members.is_empty() {
-            return;
-        }
-        let verdict = self.guarding.judge(guard, members);
-        let shown = |hidden: u64| match hidden {
-            0 => std::borrow::Cow::Borrowed(payload),
-            hidden => std::borrow::Cow::Owned(guard.redact(payload, hidden)),
-        };
-        let text = |ids: &[Sid]| ids.iter().map(Sid::to_string).collect::<Vec<_>>();
-        let mut left_out = text(&verdict.refused);
-        left_out.extend(omit.map(str::to_owned));
-        let largest = verdict
-            .groups
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, (_, ids))| ids.len())
-            .map(|(i, _)| i);
-        if let Some(dest) = &guard.join {
-            self.backend
-                .join_local_except(room, left_out.clone(), dest)
-                .await;
-        }
-        for (i, (hidden, ids)) in verdict.groups.iter().enumerate() {
-            if Some(i) != largest {
-                let ids = text(ids);
-                left_out.extend(ids.iter().cloned());
-                self.backend.emit_local(ids, event, &shown(*hidden)).await;
-            }
-        }
-        if let Some((hidden, _)) = largest.and_then(|i| verdict.groups.get(i)) {
-            self.backend
-                .emit_local_except(room, left_out, event, &shown(*hidden))
-                .await;
-        }
-        if guard.evict {
-            self.backend
-                .local_membership(text(&verdict.refused), vec![room.to_owned()], false)
-                .await;
-        }
-    }
-
-    /// This node's members of `source` that may read the guard's record
-    /// join `dest` (a guarded `_introduce`).
-    async fn introduce_guarded(&self, source: &str, dest: &str, guard: &Guard) {
-        let members = self.backend.local_members(source, None);
-        let verdict = self.guarding.judge(guard, members);
-        let admitted: Vec<String> = verdict
-            .groups
-            .into_iter()
-            .flat_map(|(_, ids)| ids)
-            .map(|id| id.to_string())
-            .collect();
-        self.backend
-            .local_membership(admitted, vec![dest.to_owned()], true)
-            .await;
-    }
-
-    /// Sends a guarded effect to the other nodes (a cluster), which deliver
-    /// it to their own sockets; a failure is logged, this node delivers to
-    /// its own anyway.
-    async fn relay(&self, what: RelayedEffect, guard: &Guard) {
-        let Some(relay) = &self.relay else {
-            return;
-        };
-        let message = Relayed {
-            node: self.node.to_string(),
-            what,
-            guard: guard.into(),
-        };
-        let bytes = match serde_json::to_vec(&message) {
-            Ok(b) => b,
-            Err(e) => return tracing::error!(error = %e, "could not encode a guarded message"),
-        };
-        if let Err(e) = relay.send(bytes).await {
-            tracing::warn!(error = %e, "a guarded message reached this node's sockets only");
-        }
-    }
-
-    /// Delivers a guarded effect another node relayed.
-    pub(crate) async fn receive_relayed(&self, bytes: &[u8]) {
-        let message: Relayed = match serde_json::from_slice(bytes) {
-            Ok(m) => m,
-            Err(e) => return tracing::warn!(error = %e, "unreadable relayed message"),
-        };
-        if *message.node == *self.node {
-            return;
-        }
-        let Some(guard) = self.guarding.guard_from(message.guard) else {
-            return tracing::warn!("a relayed message names a model this node does not have");
-        };
-        match message.what {
-            RelayedEffect::Broadcast {
-                room,
-                event,
-                payload,
-                omit,
-            } => {
-                self.deliver_guarded(&room, omit.as_deref(), &event, &payload, &guard)
-                    .await
-            }
-            RelayedEffect::Introduce { source, dest } => {
-                self.introduce_guarded(&source, &dest, &guard).await
-            }
-        }
-    }
-
-    /// A socket whose principal changed leaves the rooms of every model
-    /// with a read rule.
-    async fn leave_guarded_rooms(&self, socket: &str) {
-        let Some(rooms) = self.backend.local_rooms(socket) else {
-            return;
-        };
-        let guarded: Vec<String> = rooms
-            .into_iter()
-            .filter(|r| self.guarding.is_guarded_room(r))
-            .collect();
-        self.backend
-            .local_membership(vec![socket.to_owned()], guarded, false)
-            .await;
     }
 
     /// The socket `socket` (an id, local or on another node) joins `room`.
