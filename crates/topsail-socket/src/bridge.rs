@@ -340,9 +340,10 @@ pub(crate) async fn dispatch(
     let status = res.status();
     let (parts, body) = res.into_parts();
     // A cookie set by the answer is the socket's from now on (a sign-in),
-    // and who the socket is may have changed with it.
-    if parts.headers.contains_key(header::SET_COOKIE) {
-        hs.cookies.update(&parts.headers);
+    // and who the socket is may have changed with it (not when the answer
+    // only extended a session's expiry: that would be one more session
+    // read for every request).
+    if hs.cookies.update(&parts.headers) {
         identify_again(hs, router, sockets).await;
     }
     let bytes = match http_body_util::Limited::new(body, MAX_RESPONSE)

@@ -74,12 +74,20 @@ impl Jar {
 
     /// Takes in the `Set-Cookie` headers of an answer: a cookie set is
     /// added or replaced, one expired (`Max-Age` of 0 or less, or an
-    /// `Expires` in the past) is removed.
-    pub(crate) fn update(&self, headers: &HeaderMap) {
+    /// `Expires` in the past) is removed. True when a cookie's value
+    /// changed, came or went (a session that only extends its expiry sends
+    /// the same value again: no change).
+    pub(crate) fn update(&self, headers: &HeaderMap) -> bool {
         if !headers.contains_key(header::SET_COOKIE) {
-            return;
+            return false;
         }
         let mut jar = self.cookies();
+        let sorted = |pairs: &[(String, String)]| {
+            let mut p = pairs.to_vec();
+            p.sort();
+            p
+        };
+        let before = sorted(&jar.pairs);
         let cookies = &mut jar.pairs;
         for set in headers.get_all(header::SET_COOKIE) {
             let Some((name, value, expired)) = set.to_str().ok().and_then(parse_set_cookie) else {
@@ -101,6 +109,7 @@ impl Jar {
             cookies.remove(0);
         }
         jar.render();
+        sorted(&jar.pairs) != before
     }
 }
 
@@ -138,9 +147,13 @@ mod tests {
     #[test]
     fn answers_set_replace_and_expire_cookies() {
         let jar = Jar::from_header(Some(&HeaderValue::from_static("sails.sid=abc; theme=dark")));
-        jar.update(&set(&["sid=one; Path=/; HttpOnly", "theme=light"]));
+        assert!(jar.update(&set(&["sid=one; Path=/; HttpOnly", "theme=light"])));
         assert_eq!(jar.header().unwrap(), "sails.sid=abc; sid=one; theme=light");
-        jar.update(&set(&["sid=two; Max-Age=3600"]));
+        assert!(
+            !jar.update(&set(&["sid=one; Max-Age=60"])),
+            "the same value again (an expiry extended) is no change"
+        );
+        assert!(jar.update(&set(&["sid=two; Max-Age=3600"])));
         assert_eq!(jar.header().unwrap(), "sails.sid=abc; theme=light; sid=two");
         jar.update(&set(&[
             "sid=; Max-Age=0",
@@ -149,7 +162,7 @@ mod tests {
         assert_eq!(jar.header().unwrap(), "sails.sid=abc");
         jar.update(&set(&["sails.sid=; Max-Age=-1"]));
         assert_eq!(jar.header(), None);
-        jar.update(&set(&["=nameless", "garbage"]));
+        assert!(!jar.update(&set(&["=nameless", "garbage"])));
         assert_eq!(jar.header(), None);
     }
 
