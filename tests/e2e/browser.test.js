@@ -7,10 +7,8 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const fs = require('node:fs');
-const { chromium } = require('playwright-core');
-const { freshDatabase, startZoo } = require('./helpers');
+const { freshDatabase, startZoo, launchChromium } = require('./helpers');
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = path.join(__dirname, '..', 'artifacts');
 
 describe('the demo page', () => {
@@ -19,10 +17,7 @@ describe('the demo page', () => {
   before(async () => {
     db = freshDatabase('sqlite');
     zoo = await startZoo(db.url);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
     const open = async (name) => {
       const page = await (await browser.newContext({ viewport: { width: 1400, height: 820 } })).newPage();
       page.on('console', (m) => { if (m.type() === 'error') errors.push(`${name}: ${m.text()}`); });

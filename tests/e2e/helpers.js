@@ -96,6 +96,15 @@ async function startRedis(port) {
   throw new Error('redis-server did not start');
 }
 
+/** Debian's Chromium (CHROMIUM overrides where it is), headless, driven by playwright-core. */
+function launchChromium() {
+  const { chromium } = require('playwright-core');
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
+  });
+}
+
 /** A connected sails.io.js socket that records the events it receives. */
 async function connect(url, { events = ['user', 'pet', 'tag', 'message', 'news', 'sails:parseError'], query, headers } = {}) {
   const opts = { url };
@@ -144,4 +153,4 @@ function strip(v) {
   return v;
 }
 
-module.exports = { freshDatabase, startZoo, startNotes, startRedis, connect, request, waitFor, settle, strip, sleep, freePort, SocketIoClient, io };
+module.exports = { freshDatabase, startZoo, startNotes, startRedis, launchChromium, connect, request, waitFor, settle, strip, sleep, freePort, SocketIoClient, io };

@@ -8,10 +8,8 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const fs = require('node:fs');
-const { chromium } = require('playwright-core');
-const { freshDatabase, startNotes, sleep } = require('./helpers');
+const { freshDatabase, startNotes, sleep, launchChromium } = require('./helpers');
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = path.join(__dirname, '..', 'artifacts');
 
 describe('the notes page, two accounts', () => {
@@ -20,10 +18,7 @@ describe('the notes page, two accounts', () => {
   before(async () => {
     db = freshDatabase('sqlite');
     app = await startNotes(db.url);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
     const signUp = async (name, email) => {
       const page = await (await browser.newContext({ viewport: { width: 1100, height: 800 } })).newPage();
       // A signed-out page's `GET /me` is a 401 by contract: the browser logs it.

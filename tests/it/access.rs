@@ -479,9 +479,16 @@ topsail_tests::each_db!(
 
 /// A raw socket connected with `cookie`.
 async fn socket(addr: std::net::SocketAddr, cookie: Option<String>) -> Ws {
+    socket_with(addr, cookie, "").await
+}
+
+/// A raw socket connected with `cookie`, its handshake URL ending in
+/// `query` (`&name=value...`).
+async fn socket_with(addr: std::net::SocketAddr, cookie: Option<String>, query: &str) -> Ws {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let url =
-        format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1");
+    let url = format!(
+        "ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1{query}"
+    );
     let mut req = url.into_client_request().unwrap();
     if let Some(c) = cookie {
         req.headers_mut().insert("cookie", c.parse().unwrap());
@@ -651,37 +658,15 @@ async fn each_socket_hears_only_what_it_may_read(db: Db) {
     );
 
     // A socket identified by its handshake's query reads as Bo.
-    let mut by_query = {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let url = format!(
-            "ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1&acct={bo}"
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.into_client_request().unwrap())
-            .await
-            .unwrap();
-        assert!(next_text(&mut ws).await.starts_with("0{"));
-        ws.send(Message::text("40")).await.unwrap();
-        assert!(next_text(&mut ws).await.starts_with("40{"));
-        ws
-    };
-    let jwr = virtual_request(&mut by_query, 1, "get", json!({"url": "/note"})).await;
-    let mut seen: Vec<&str> = jwr["body"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|n| n["title"].as_str())
-        .collect();
-    seen.sort();
-    let jwr_b = virtual_request(&mut b, 9, "get", json!({"url": "/note"})).await;
-    let mut as_bo: Vec<&str> = jwr_b["body"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|n| n["title"].as_str())
-        .collect();
-    as_bo.sort();
-    assert!(!seen.is_empty());
-    assert_eq!(seen, as_bo, "the query's account, as with the cookie");
+    let mut by_query = socket_with(addr, None, &format!("&acct={bo}")).await;
+    let seen = virtual_request(&mut by_query, 1, "get", json!({"url": "/note"})).await;
+    let as_bo = virtual_request(&mut b, 9, "get", json!({"url": "/note"})).await;
+    assert!(!titles(&seen["body"]).is_empty());
+    assert_eq!(
+        titles(&seen["body"]),
+        titles(&as_bo["body"]),
+        "the query's account, as with the cookie"
+    );
 
     // The anonymous socket may read no note: it watches nothing, hears
     // nothing. A request after the marker shows it is alive.
@@ -729,9 +714,47 @@ topsail_tests::each_db!(
     each_socket_hears_only_what_it_may_read
 );
 
-/// The Redis the cluster tests share (CI runs one).
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+/// A Redis server of the test's own, on a free port, stopped when dropped
+/// (as the end-to-end cluster suites run theirs): the test needs only
+/// `redis-server` installed, not one running.
+struct OwnRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl OwnRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test checks it)");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return OwnRedis {
+                    child,
+                    url: format!("redis://127.0.0.1:{port}/"),
+                };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Two nodes over one database and Redis: a guarded message reaches the
@@ -739,6 +762,7 @@ fn redis_url() -> String {
 #[tokio::test]
 async fn guarded_messages_cross_the_cluster_per_recipient() {
     let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let redis = OwnRedis::start().await;
     let mut nodes = Vec::new();
     for _ in 0..2 {
         let app = Topsail::builder()
@@ -747,10 +771,10 @@ async fn guarded_messages_cross_the_cluster_per_recipient() {
             .store(store.clone())
             .create_schema()
             .rules(rules())
-            .redis(redis_url())
+            .redis(redis.url.clone())
             .build()
             .await
-            .expect("Redis must be reachable at REDIS_URL (default 127.0.0.1:6379)");
+            .unwrap();
         let routes = app
             .blueprints()
             .router()

@@ -480,36 +480,27 @@ impl Rules {
         self.by_model.contains_key(model.identity)
     }
 
+    fn rules_of(&self, model: &ModelDef) -> Option<&ModelRules> {
+        self.by_model.get(model.identity)
+    }
+
     /// What `principal` may read of `model` (everything without a rule).
     pub fn readable(&self, model: &ModelDef, principal: &Principal) -> Access {
-        match self
-            .by_model
-            .get(model.identity)
-            .and_then(|r| r.read.as_ref())
-        {
-            Some(rule) => run(rule, model, principal),
-            None => Access::All,
-        }
+        self.read_rule(model)
+            .map_or(Access::All, |rule| run(rule, model, principal))
     }
 
     /// The read rule of `model`, if it has one.
     pub fn read_rule(&self, model: &ModelDef) -> Option<&Rule> {
-        self.by_model
-            .get(model.identity)
-            .and_then(|r| r.read.as_ref())
+        self.rules_of(model)?.read.as_ref()
     }
 
     /// What `principal` may change of `model` (what it may read, without a
     /// write rule).
     pub fn writable(&self, model: &ModelDef, principal: &Principal) -> Access {
-        match self
-            .by_model
-            .get(model.identity)
+        self.rules_of(model)
             .and_then(|r| r.write.as_ref())
-        {
-            Some(rule) => run(rule, model, principal),
-            None => Access::All,
-        }
+            .map_or(Access::All, |rule| run(rule, model, principal))
     }
 
     /// Runs the create rule of `model` on `values`.
@@ -519,11 +510,7 @@ impl Rules {
         principal: &Principal,
         values: &mut Record,
     ) -> std::result::Result<(), Denied> {
-        match self
-            .by_model
-            .get(model.identity)
-            .and_then(|r| r.create.as_ref())
-        {
+        match self.rules_of(model).and_then(|r| r.create.as_ref()) {
             Some(rule) => rule(principal, values),
             None => Ok(()),
         }

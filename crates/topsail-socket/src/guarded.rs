@@ -256,25 +256,29 @@ impl Sockets {
             .max_by_key(|(_, (_, ids))| ids.len())
             .map(|(i, _)| i);
         if let Some(dest) = &guard.join {
+            let (within, dest) = (vec![room.to_owned()], vec![dest.clone()]);
             self.backend
-                .join_local_except(room, left_out.clone(), dest)
+                .local_membership(within, left_out.clone(), dest, true)
                 .await;
         }
         for (i, (hidden, ids)) in verdict.groups.iter().enumerate() {
             if Some(i) != largest {
                 let ids = text(ids);
                 left_out.extend(ids.iter().cloned());
-                self.backend.emit_local(ids, event, &shown(*hidden)).await;
+                self.backend
+                    .emit_local(ids, Vec::new(), event, &shown(*hidden))
+                    .await;
             }
         }
         if let Some((hidden, _)) = largest.and_then(|i| verdict.groups.get(i)) {
             self.backend
-                .emit_local_except(room, left_out, event, &shown(*hidden))
+                .emit_local(vec![room.to_owned()], left_out, event, &shown(*hidden))
                 .await;
         }
         if guard.evict {
+            let (refused, room) = (text(&verdict.refused), vec![room.to_owned()]);
             self.backend
-                .local_membership(text(&verdict.refused), vec![room.to_owned()], false)
+                .local_membership(refused, Vec::new(), room, false)
                 .await;
         }
     }
@@ -284,14 +288,10 @@ impl Sockets {
     pub(crate) async fn introduce_guarded(&self, source: &str, dest: &str, guard: &Guard) {
         let members = self.backend.local_members(source, None);
         let verdict = self.guarding.judge(guard, members);
-        let admitted: Vec<String> = verdict
-            .groups
-            .into_iter()
-            .flat_map(|(_, ids)| ids)
-            .map(|id| id.to_string())
-            .collect();
+        let refused = verdict.refused.iter().map(Sid::to_string).collect();
+        let (within, dest) = (vec![source.to_owned()], vec![dest.to_owned()]);
         self.backend
-            .local_membership(admitted, vec![dest.to_owned()], true)
+            .local_membership(within, refused, dest, true)
             .await;
     }
 
@@ -355,7 +355,7 @@ impl Sockets {
             .filter(|r| self.guarding.is_guarded_room(r))
             .collect();
         self.backend
-            .local_membership(vec![socket.to_owned()], guarded, false)
+            .local_membership(vec![socket.to_owned()], Vec::new(), guarded, false)
             .await;
     }
 }

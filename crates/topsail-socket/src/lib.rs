@@ -156,6 +156,26 @@ impl Default for RealtimeConfig {
     }
 }
 
+impl RealtimeConfig {
+    /// The same settings, allowing the origins of a comma-separated list
+    /// (an `ALLOWED_ORIGINS` variable); blanks and empty items are skipped.
+    ///
+    /// ```
+    /// let cfg = topsail_socket::RealtimeConfig::default()
+    ///     .allowed_origins_from(" https://app.example.com, ,http://localhost:5173");
+    /// assert_eq!(cfg.allowed_origins, ["https://app.example.com", "http://localhost:5173"]);
+    /// ```
+    pub fn allowed_origins_from(mut self, list: &str) -> Self {
+        self.allowed_origins = list
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect();
+        self
+    }
+}
+
 fn limits(cfg: &RealtimeConfig) -> Limits {
     Limits {
         in_flight: cfg.max_in_flight.max(1),

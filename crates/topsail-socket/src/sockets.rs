@@ -108,15 +108,18 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn local_rooms(&self, socket: &str) -> Option<Vec<String>>;
     /// The ids of this node's sockets in `room`, but `except`.
     fn local_members(&self, room: &str, except: Option<&str>) -> Vec<Sid>;
-    /// Emits to these sockets of this node (by id), serializing once.
-    async fn emit_local(&self, sockets: Vec<String>, event: &str, data: &Value);
-    /// These sockets of this node join (or leave) `rooms`.
-    async fn local_membership(&self, sockets: Vec<String>, rooms: Vec<String>, join: bool);
-    /// Emits to this node's members of `room` but `except` (socket ids),
-    /// serializing once.
-    async fn emit_local_except(&self, room: &str, except: Vec<String>, event: &str, data: &Value);
-    /// This node's members of `room` but `except` join `dest`.
-    async fn join_local_except(&self, room: &str, except: Vec<String>, dest: &str);
+    /// Emits to this node's members of any of `to` (rooms, or socket ids)
+    /// but `except` (socket ids), serializing once.
+    async fn emit_local(&self, to: Vec<String>, except: Vec<String>, event: &str, data: &Value);
+    /// This node's members of any of `within` (rooms, or socket ids) but
+    /// `except` join (or leave) `rooms`.
+    async fn local_membership(
+        &self,
+        within: Vec<String>,
+        except: Vec<String>,
+        rooms: Vec<String>,
+        join: bool,
+    );
 }
 
 /// Carries guarded effects to the other nodes of a cluster (see
@@ -335,22 +338,14 @@ impl<A: Adapter> Backend for Io<A> {
         op.sockets().into_iter().map(|s| s.id).collect()
     }
 
-    async fn emit_local(&self, sockets: Vec<String>, event: &str, data: &Value) {
-        if sockets.is_empty() {
+    async fn emit_local(&self, to: Vec<String>, except: Vec<String>, event: &str, data: &Value) {
+        if to.is_empty() {
             return;
         }
-        match self.io.local().to(sockets).emit(event, data).await {
-            Ok(()) => {}
-            Err(BroadcastError::Socket(missed)) => missed_by_slow_readers(event, &missed),
-            Err(e) => tracing::error!(error = %e, event, "could not deliver a guarded message"),
-        }
-    }
-
-    async fn emit_local_except(&self, room: &str, except: Vec<String>, event: &str, data: &Value) {
         match self
             .io
             .local()
-            .to(room.to_owned())
+            .to(to)
             .except(except)
             .emit(event, data)
             .await
@@ -361,18 +356,17 @@ impl<A: Adapter> Backend for Io<A> {
         }
     }
 
-    async fn join_local_except(&self, room: &str, except: Vec<String>, dest: &str) {
-        let op = self.io.local().within(room.to_owned()).except(except);
-        if let Err(e) = op.join(dest.to_owned()).await {
-            tracing::error!(error = %e, "could not change the rooms of local sockets");
-        }
-    }
-
-    async fn local_membership(&self, sockets: Vec<String>, rooms: Vec<String>, join: bool) {
-        if sockets.is_empty() || rooms.is_empty() {
+    async fn local_membership(
+        &self,
+        within: Vec<String>,
+        except: Vec<String>,
+        rooms: Vec<String>,
+        join: bool,
+    ) {
+        if within.is_empty() || rooms.is_empty() {
             return;
         }
-        let op = self.io.local().within(sockets);
+        let op = self.io.local().within(within).except(except);
         let done = if join {
             op.join(rooms).await
         } else {
@@ -878,10 +872,8 @@ mod tests {
         fn local_members(&self, _: &str, _: Option<&str>) -> Vec<Sid> {
             Vec::new()
         }
-        async fn emit_local(&self, _: Vec<String>, _: &str, _: &Value) {}
-        async fn local_membership(&self, _: Vec<String>, _: Vec<String>, _: bool) {}
-        async fn emit_local_except(&self, _: &str, _: Vec<String>, _: &str, _: &Value) {}
-        async fn join_local_except(&self, _: &str, _: Vec<String>, _: &str) {}
+        async fn emit_local(&self, _: Vec<String>, _: Vec<String>, _: &str, _: &Value) {}
+        async fn local_membership(&self, _: Vec<String>, _: Vec<String>, _: Vec<String>, _: bool) {}
     }
 
     fn message() -> Vec<Effect> {

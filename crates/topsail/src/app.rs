@@ -379,6 +379,27 @@ impl Topsail {
     }
 }
 
+/// Resolves on Ctrl-C or SIGTERM: the signal to give
+/// `axum::serve(..).with_graceful_shutdown(..)` before [`Topsail::shutdown`].
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}
+
 /// One log line per HTTP request.
 async fn log_http(
     req: axum::extract::Request,

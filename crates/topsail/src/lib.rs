@@ -4,7 +4,7 @@ mod app;
 mod identity;
 mod typed;
 
-pub use app::{Builder, StartError, Topsail};
+pub use app::{Builder, StartError, Topsail, shutdown_signal};
 pub use identity::{Identify, IdentityLayer, IdentityService};
 pub use typed::Models;
 

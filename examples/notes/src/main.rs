@@ -15,24 +15,6 @@ fn env_or(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -44,15 +26,8 @@ async fn main() -> ExitCode {
     let host = env_or("HOST", "127.0.0.1");
     let port = env_or("PORT", "1337");
     let database_url = env_or("DATABASE_URL", example_notes::DEFAULT_DATABASE_URL);
-    let realtime = topsail::RealtimeConfig {
-        allowed_origins: env_or("ALLOWED_ORIGINS", "")
-            .split(',')
-            .map(str::trim)
-            .filter(|o| !o.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        ..topsail::RealtimeConfig::default()
-    };
+    let realtime =
+        topsail::RealtimeConfig::default().allowed_origins_from(&env_or("ALLOWED_ORIGINS", ""));
     let (app, router) = match example_notes::app(&database_url, realtime).await {
         Ok(x) => x,
         Err(e) => {
@@ -70,7 +45,7 @@ async fn main() -> ExitCode {
     let listener = listener.tap_io(|tcp| topsail::tune_tcp(tcp, topsail::DEFAULT_STALLED_AFTER));
     tracing::info!(url = %format!("http://{host}:{port}"), "notes listening");
     if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(topsail::shutdown_signal())
         .await
     {
         eprintln!("notes: server error: {e}");

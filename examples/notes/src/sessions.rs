@@ -15,6 +15,24 @@ pub struct SqlSessions {
     store: SqlStore,
 }
 
+/// Runs `$run` with `$pool` bound to the store's sqlx pool, SQLite or
+/// PostgreSQL: the statements are the same text on both, only the pool's
+/// type differs.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $run:expr) => {
+        match $store {
+            SqlStore::Sqlite(p) => {
+                let $pool = p.sqlx_pool();
+                $run
+            }
+            SqlStore::Postgres(p) => {
+                let $pool = p.sqlx_pool();
+                $run
+            }
+        }
+    };
+}
+
 fn backend(e: sqlx::Error) -> session_store::Error {
     session_store::Error::Backend(e.to_string())
 }
@@ -55,24 +73,10 @@ impl SqlSessions {
         const UPSERT: &str = "INSERT INTO session (id, data, expiry_date) VALUES ($1, $2, $3) \
             ON CONFLICT (id) DO UPDATE SET data = excluded.data, expiry_date = excluded.expiry_date";
         let sql = if replace { UPSERT } else { INSERT };
-        let done = match &self.store {
-            SqlStore::Sqlite(p) => sqlx::query(sql)
-                .bind(id)
-                .bind(data)
-                .bind(expiry)
-                .execute(p.sqlx_pool())
-                .await
-                .map_err(backend)?
-                .rows_affected(),
-            SqlStore::Postgres(p) => sqlx::query(sql)
-                .bind(id)
-                .bind(data)
-                .bind(expiry)
-                .execute(p.sqlx_pool())
-                .await
-                .map_err(backend)?
-                .rows_affected(),
-        };
+        let done = on_pool!(&self.store, |pool| {
+            let q = sqlx::query(sql).bind(id).bind(data).bind(expiry);
+            q.execute(pool).await.map_err(backend)?.rows_affected()
+        });
         Ok(done > 0)
     }
 }
@@ -95,20 +99,10 @@ impl SessionStore for SqlSessions {
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         const SQL: &str =
             "SELECT data, expiry_date FROM session WHERE id = $1 AND expiry_date > $2";
-        let row: Option<(String, i64)> = match &self.store {
-            SqlStore::Sqlite(p) => sqlx::query_as(SQL)
-                .bind(id.to_string())
-                .bind(now())
-                .fetch_optional(p.sqlx_pool())
-                .await
-                .map_err(backend)?,
-            SqlStore::Postgres(p) => sqlx::query_as(SQL)
-                .bind(id.to_string())
-                .bind(now())
-                .fetch_optional(p.sqlx_pool())
-                .await
-                .map_err(backend)?,
-        };
+        let row: Option<(String, i64)> = on_pool!(&self.store, |pool| {
+            let q = sqlx::query_as(SQL).bind(id.to_string()).bind(now());
+            q.fetch_optional(pool).await.map_err(backend)?
+        });
         let Some((data, expiry)) = row else {
             return Ok(None);
         };
@@ -125,19 +119,9 @@ impl SessionStore for SqlSessions {
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         const SQL: &str = "DELETE FROM session WHERE id = $1";
-        match &self.store {
-            SqlStore::Sqlite(p) => sqlx::query(SQL)
-                .bind(id.to_string())
-                .execute(p.sqlx_pool())
-                .await
-                .map(|_| ())
-                .map_err(backend),
-            SqlStore::Postgres(p) => sqlx::query(SQL)
-                .bind(id.to_string())
-                .execute(p.sqlx_pool())
-                .await
-                .map(|_| ())
-                .map_err(backend),
-        }
+        on_pool!(&self.store, |pool| {
+            let q = sqlx::query(SQL).bind(id.to_string());
+            q.execute(pool).await.map(|_| ()).map_err(backend)
+        })
     }
 }

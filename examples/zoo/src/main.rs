@@ -22,25 +22,6 @@ fn env_or(name: &str, default: &str) -> String {
 /// How long a shutdown waits for work in flight before closing the sockets.
 const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
-    tracing::info!("shutting down");
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -70,15 +51,8 @@ async fn main() -> ExitCode {
 
     let redis_url = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
     // Pages of other origins may not open sockets, but those listed here.
-    let realtime = topsail::RealtimeConfig {
-        allowed_origins: env_or("ALLOWED_ORIGINS", "")
-            .split(',')
-            .map(str::trim)
-            .filter(|o| !o.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        ..topsail::RealtimeConfig::default()
-    };
+    let realtime =
+        topsail::RealtimeConfig::default().allowed_origins_from(&env_or("ALLOWED_ORIGINS", ""));
     let (app, router) =
         match example_zoo::app_with(&database_url, redis_url.as_deref(), realtime).await {
             Ok(x) => x,
@@ -103,7 +77,7 @@ async fn main() -> ExitCode {
     // then socket requests and detached writes, deliver what they
     // published, disconnect the sockets cleanly, exit 0.
     if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(topsail::shutdown_signal())
         .await
     {
         eprintln!("zoo: server error: {e}");

@@ -33,6 +33,17 @@ fn visible(model: &ModelDef, mut record: Record) -> Record {
     record
 }
 
+/// The guard of a message about `record`.
+fn guard_of(model: &'static ModelDef, record: &Record, evict: bool, nested: Vec<Nested>) -> Guard {
+    Guard {
+        model,
+        record: Arc::new(record.clone()),
+        evict,
+        nested,
+        join: None,
+    }
+}
+
 /// Builds the effect list of one operation.
 #[derive(Debug)]
 pub(crate) struct Plan<'a> {
@@ -132,7 +143,7 @@ impl<'a> Plan<'a> {
         let guard = self
             .rules
             .read_rule(model)
-            .map(|_| self.guard_of(model, record, false, &[]));
+            .map(|_| guard_of(model, record, false, Vec::new()));
         self.effects.push(Effect::AddMembers {
             source: class_room(model),
             dest: record_room(model, id),
@@ -142,7 +153,8 @@ impl<'a> Plan<'a> {
 
     /// The guard of a message about `record`, with the populated records of
     /// `populated` (`(payload key, record)`), or none when no model
-    /// concerned has a read rule.
+    /// concerned has a read rule (then nothing is copied: this runs for
+    /// every message).
     fn guarded(
         &self,
         model: &'static ModelDef,
@@ -153,17 +165,19 @@ impl<'a> Plan<'a> {
         if self.rules.is_empty() {
             return None;
         }
-        let guard = self.guard_of(model, record, evict, populated);
-        (self.rules.read_rule(model).is_some() || !guard.nested.is_empty()).then_some(guard)
+        let nested = self.nested_of(model, populated);
+        if self.rules.read_rule(model).is_none() && nested.is_empty() {
+            return None;
+        }
+        Some(guard_of(model, record, evict, nested))
     }
 
-    fn guard_of(
+    /// The records populated into `populated` whose model has a read rule.
+    fn nested_of(
         &self,
         model: &'static ModelDef,
-        record: &Record,
-        evict: bool,
         populated: &[(&'static str, &Record)],
-    ) -> Guard {
+    ) -> Vec<Nested> {
         let mut nested = Vec::new();
         for (key, rec) in populated {
             for assoc in model.assocs.iter() {
@@ -191,13 +205,7 @@ impl<'a> Plan<'a> {
                 }
             }
         }
-        Guard {
-            model,
-            record: Arc::new(record.clone()),
-            evict,
-            nested,
-            join: None,
-        }
+        nested
     }
 
     /// `_retire`: watchers of `model` leave the record's room.
