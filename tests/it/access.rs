@@ -734,15 +734,17 @@ impl OwnRedis {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/test checks it)");
+        // Owned at once: stopped on every path, a failed start included.
+        let redis = OwnRedis {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+        };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
-                return OwnRedis {
-                    child,
-                    url: format!("redis://127.0.0.1:{port}/"),
-                };
+                return redis;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
