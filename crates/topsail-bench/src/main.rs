@@ -245,6 +245,9 @@ async fn fanout(
     }
     let all_secs = start.elapsed().as_secs_f64();
     let cpu = subs_at.iter().map(|s| cpu_us(s.child.id())).sum::<u64>() - cpu0;
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        eprintln!("fan-out: measured phase ends (pid {})", server.child.id());
+    }
     for s in &sockets {
         s.close();
     }
