@@ -439,6 +439,78 @@ async fn a_socket_joins_at_most_max_rooms_per_socket() {
     zoo.stop().await;
 }
 
+/// How many rooms the socket is in (through [`my_rooms`]).
+async fn rooms_of(ws: &mut Ws, n: u32) -> usize {
+    let rooms = virtual_request(ws, n, "get", json!({"url": "/my-rooms"})).await;
+    rooms["body"].as_array().unwrap().len()
+}
+
+/// Watching a model subscribes a socket to every record created meanwhile
+/// (`_introduce`): those rooms count against `max_rooms_per_socket` too.
+/// Past the cap the watcher still hears `created`, but is subscribed to no
+/// more records; a socket under the cap still is.
+#[tokio::test]
+async fn a_watcher_is_introduced_to_at_most_max_rooms_per_socket() {
+    let config = RealtimeConfig {
+        max_rooms_per_socket: 20,
+        ..RealtimeConfig::default()
+    };
+    let zoo = Served::start(config, my_rooms()).await;
+    let pets = zoo.app.model::<example_zoo::Pet>();
+    let mut watcher = zoo.socket().await;
+    let found = virtual_request(&mut watcher, 11, "get", json!({"url": "/pet?name=none"})).await;
+    assert_eq!(found["statusCode"], 200);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let watching = rooms_of(&mut watcher, 12).await;
+
+    for i in 0..30 {
+        pets.create(json!({"name": format!("P{i}")})).await.unwrap();
+    }
+    // What `_introduce` adds is counted every two seconds.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let introduced = rooms_of(&mut watcher, 13).await;
+    // (A count may have come while they were being created.)
+    assert!(
+        (20..=watching + 30).contains(&introduced),
+        "introduced to pets up to the cap at least: {introduced} rooms"
+    );
+
+    let mut late = zoo.socket().await;
+    virtual_request(&mut late, 11, "get", json!({"url": "/pet?name=none"})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let late_watching = rooms_of(&mut late, 12).await;
+    for i in 30..40 {
+        pets.create(json!({"name": format!("P{i}")})).await.unwrap();
+    }
+    // Still watching: it hears each `created`.
+    let mut created = 0;
+    while let Ok(frame) = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        next_text(&mut watcher),
+    )
+    .await
+    {
+        if let Some(event) = frame.strip_prefix("42")
+            && let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(event)
+            && parts[1]["verb"] == "created"
+        {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 10, "the watcher at its cap still hears `created`");
+    assert_eq!(
+        rooms_of(&mut watcher, 14).await,
+        introduced,
+        "at the cap: introduced to nothing more"
+    );
+    assert_eq!(
+        rooms_of(&mut late, 13).await,
+        late_watching + 10,
+        "under the cap: introduced as before"
+    );
+    zoo.stop().await;
+}
+
 /// `Topsail::shutdown`: a socket's request in flight ends and is answered,
 /// what it published is delivered, a new request is refused with 503, and
 /// only then are the sockets disconnected.

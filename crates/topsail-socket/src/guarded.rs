@@ -27,7 +27,7 @@ use topsail_core::model::ModelDef;
 use topsail_core::pubsub::{Guard, Nested};
 use topsail_core::{Principal, Record};
 
-use crate::sockets::Sockets;
+use crate::sockets::{AT_ROOM_CAP, Sockets};
 
 /// What a node needs to decide for its own sockets: the rules, the models
 /// they may name (for messages from other nodes), and each local socket's
@@ -257,8 +257,10 @@ impl Sockets {
             .map(|(i, _)| i);
         if let Some(dest) = &guard.join {
             let (within, dest) = (vec![room.to_owned()], vec![dest.clone()]);
+            let mut except = left_out.clone();
+            except.push(AT_ROOM_CAP.to_owned());
             self.backend
-                .local_membership(within, left_out.clone(), dest, true)
+                .local_membership(within, except, dest, true)
                 .await;
         }
         for (i, (hidden, ids)) in verdict.groups.iter().enumerate() {
@@ -284,11 +286,12 @@ impl Sockets {
     }
 
     /// This node's members of `source` that may read the guard's record
-    /// join `dest` (a guarded `_introduce`).
+    /// join `dest` (a guarded `_introduce`), but those at their room cap.
     pub(crate) async fn introduce_guarded(&self, source: &str, dest: &str, guard: &Guard) {
         let members = self.backend.local_members(source, None);
         let verdict = self.guarding.judge(guard, members);
-        let refused = verdict.refused.iter().map(Sid::to_string).collect();
+        let mut refused: Vec<String> = verdict.refused.iter().map(Sid::to_string).collect();
+        refused.push(AT_ROOM_CAP.to_owned());
         let (within, dest) = (vec![source.to_owned()], vec![dest.to_owned()]);
         self.backend
             .local_membership(within, refused, dest, true)

@@ -108,9 +108,10 @@ pub struct RealtimeConfig {
     /// still commits and publishes, and it keeps its place in
     /// `max_in_flight` until it ends.
     pub request_timeout: Duration,
-    /// The most rooms one socket joins through the pub-sub of its reads
-    /// (one per record it is subscribed to); past it, reads still answer
-    /// but subscribe it to nothing more. See [`Sockets::max_rooms_per_socket`].
+    /// The most rooms one socket joins through pub-sub (one per record it
+    /// is subscribed to, by its reads or because it watched the record's
+    /// model when it was created); past it, reads still answer but
+    /// subscribe it to nothing more. See [`Sockets::max_rooms_per_socket`].
     pub max_rooms_per_socket: usize,
     /// How many packets may wait to be written to one socket. A socket
     /// whose queue is full misses what is sent meanwhile (the others do

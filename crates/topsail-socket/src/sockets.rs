@@ -94,6 +94,9 @@ impl std::error::Error for AdapterFailure {
 pub(crate) trait Backend: Send + Sync + 'static {
     async fn join(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError>;
     async fn leave(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError>;
+    /// Every member of `source` but those at their room cap joins `dest`
+    /// (`_introduce`), cluster-wide.
+    async fn introduce(&self, source: &str, dest: String) -> Result<(), SocketsError>;
     async fn emit(
         &self,
         rooms: Vec<String>,
@@ -108,6 +111,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn local_rooms(&self, socket: &str) -> Option<Vec<String>>;
     /// The ids of this node's sockets in `room`, but `except`.
     fn local_members(&self, room: &str, except: Option<&str>) -> Vec<Sid>;
+    /// Each socket of this node: how many rooms it is in, and whether it
+    /// is in [`AT_ROOM_CAP`].
+    fn local_room_counts(&self) -> Vec<RoomCount>;
+    /// The socket `socket` of this node enters (or leaves) [`AT_ROOM_CAP`].
+    fn mark_at_room_cap(&self, socket: &str, at_cap: bool);
     /// Emits to this node's members of any of `to` (rooms, or socket ids)
     /// but `except` (socket ids), serializing once.
     async fn emit_local(&self, to: Vec<String>, except: Vec<String>, event: &str, data: &Value);
@@ -127,6 +135,25 @@ pub(crate) trait Backend: Send + Sync + 'static {
 #[async_trait]
 pub(crate) trait Relay: Send + Sync + 'static {
     async fn send(&self, message: Vec<u8>) -> Result<(), SocketsError>;
+}
+
+/// The room of this node's sockets that reached
+/// [`Sockets::max_rooms_per_socket`]: `_introduce` leaves its members out.
+pub(crate) const AT_ROOM_CAP: &str = "topsail#room-cap";
+
+/// How often each node counts its sockets' rooms. `_introduce` joins
+/// watchers to rooms inside the adapter, on every node of a cluster, where
+/// topsail has no hook to count them one by one: each node counts its own
+/// sockets at this pace instead, so a watcher may pass the cap by what its
+/// watched models create in that time.
+const ROOM_COUNT_EVERY: Duration = Duration::from_secs(2);
+
+/// What [`Backend::local_room_counts`] says of one socket.
+#[derive(Debug)]
+pub(crate) struct RoomCount {
+    pub(crate) socket: Sid,
+    pub(crate) held: usize,
+    pub(crate) at_cap: bool,
 }
 
 /// How long a cluster operation may take before this node gives up on the
@@ -214,11 +241,15 @@ impl<A: Adapter> Io<A> {
     async fn membership(
         &self,
         target: &str,
+        except: Option<&str>,
         rooms: Vec<String>,
         join: bool,
     ) -> Result<(), SocketsError> {
         let run = |local: bool| {
-            let op = self.ops(local).within(target.to_owned());
+            let mut op = self.ops(local).within(target.to_owned());
+            if let Some(except) = except {
+                op = op.except(except.to_owned());
+            }
             let rooms = rooms.clone();
             async move {
                 if join {
@@ -241,11 +272,18 @@ impl<A: Adapter> Io<A> {
 #[async_trait]
 impl<A: Adapter> Backend for Io<A> {
     async fn join(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError> {
-        self.membership(target, rooms, true).await
+        self.membership(target, None, rooms, true).await
     }
 
     async fn leave(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError> {
-        self.membership(target, rooms, false).await
+        self.membership(target, None, rooms, false).await
+    }
+
+    async fn introduce(&self, source: &str, dest: String) -> Result<(), SocketsError> {
+        // Each node keeps its own sockets at their cap in that room, so
+        // one cluster-wide operation leaves them out everywhere.
+        self.membership(source, Some(AT_ROOM_CAP), vec![dest], true)
+            .await
     }
 
     async fn emit(
@@ -338,6 +376,34 @@ impl<A: Adapter> Backend for Io<A> {
         op.sockets().into_iter().map(|s| s.id).collect()
     }
 
+    fn local_room_counts(&self) -> Vec<RoomCount> {
+        // socketioxide has no count: each socket's room names are copied.
+        self.io
+            .local()
+            .sockets()
+            .into_iter()
+            .map(|s| {
+                let rooms = s.rooms();
+                RoomCount {
+                    socket: s.id,
+                    held: rooms.len(),
+                    at_cap: rooms.iter().any(|r| r == AT_ROOM_CAP),
+                }
+            })
+            .collect()
+    }
+
+    fn mark_at_room_cap(&self, socket: &str, at_cap: bool) {
+        let Some(s) = socket.parse().ok().and_then(|sid| self.io.get_socket(sid)) else {
+            return;
+        };
+        if at_cap {
+            s.join(AT_ROOM_CAP);
+        } else {
+            s.leave(AT_ROOM_CAP);
+        }
+    }
+
     async fn emit_local(&self, to: Vec<String>, except: Vec<String>, event: &str, data: &Value) {
         if to.is_empty() {
             return;
@@ -389,6 +455,7 @@ impl<A: Adapter> Backend for Io<A> {
             .await
             .map_err(err)?
             .into_iter()
+            .filter(|r| r != AT_ROOM_CAP)
             .map(|r| r.to_string())
             .collect())
     }
@@ -403,13 +470,48 @@ pub struct Sockets {
     queue: usize,
     stalled: Arc<AtomicU64>,
     /// Per local socket: rooms joined since they were last counted.
-    budgets: Arc<std::sync::Mutex<std::collections::HashMap<String, RoomBudget>>>,
+    budgets: Arc<Budgets>,
     /// The read rules and each local socket's principal.
     pub(crate) guarding: Guarding,
     /// This node's name on the relay.
     pub(crate) node: Arc<str>,
     /// The other nodes, for guarded effects (a cluster only).
     pub(crate) relay: Option<Arc<dyn Relay>>,
+}
+
+type Budgets = std::sync::Mutex<std::collections::HashMap<String, RoomBudget>>;
+
+/// Counts the rooms of each socket of this node: one that reached
+/// `max_rooms` enters [`AT_ROOM_CAP`], so `_introduce` leaves it out; one
+/// that fell to nine tenths of it (it left rooms) leaves it again. (Its
+/// reads are held to the cap by [`Sockets::within_room_cap`].)
+fn count_rooms(backend: &dyn Backend, max_rooms: usize) {
+    let low = max_rooms - max_rooms / 10;
+    for RoomCount {
+        socket,
+        held,
+        at_cap,
+    } in backend.local_room_counts()
+    {
+        let full = if at_cap {
+            held > low
+        } else {
+            held >= max_rooms
+        };
+        if full == at_cap {
+            continue;
+        }
+        let id = socket.to_string();
+        if full {
+            tracing::warn!(
+                socket = %id,
+                held,
+                max = max_rooms,
+                "a socket reached its room cap; it is not subscribed to more records"
+            );
+        }
+        backend.mark_at_room_cap(&id, full);
+    }
 }
 
 /// What [`Sockets::within_room_cap`] knows of one socket between counts.
@@ -515,11 +617,18 @@ impl Sockets {
         self.stalled.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// The most rooms a socket joins through the pub-sub of reads
-    /// (subscriptions to records, watched models), its own id room
-    /// included. Past it, a read still answers but subscribes the socket to
-    /// no more records; each refused join is logged. Rooms joined through
-    /// [`Sockets::join`] by app code are not counted against it.
+    /// The most rooms a socket joins through pub-sub: its reads
+    /// (subscriptions to records, watched models) and `_introduce` (a
+    /// socket watching a model is subscribed to each record created
+    /// meanwhile), its own id room included. Past it, a read still answers
+    /// but subscribes the socket to no more records, and new records are
+    /// no longer introduced to it (it still hears `created`); this is
+    /// logged. Rooms joined through [`Sockets::join`] by app code count
+    /// but are never refused.
+    ///
+    /// Reads are counted as they join (see `within_room_cap`); what
+    /// `_introduce` adds is counted on each node every two seconds, so a
+    /// watcher may pass the cap by what its models create in that time.
     pub fn max_rooms_per_socket(mut self, n: usize) -> Self {
         self.max_rooms = n.max(1);
         self
@@ -583,10 +692,30 @@ impl Sockets {
             }
         }
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = budgets.get_mut(socket) {
+        if let Some(b) = budgets.get_mut(socket)
+            && b.full != full
+        {
             b.full = full;
+            self.backend.mark_at_room_cap(socket, full);
         }
         rooms
+    }
+
+    /// Counts this node's sockets' rooms every [`ROOM_COUNT_EVERY`] (see
+    /// [`count_rooms`]), for as long as these sockets exist.
+    fn count_rooms_periodically(&self) {
+        let (backend, max_rooms) = (Arc::downgrade(&self.backend), self.max_rooms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ROOM_COUNT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(backend) = backend.upgrade() else {
+                    return;
+                };
+                count_rooms(&*backend, max_rooms);
+            }
+        });
     }
 
     /// Forgets what was counted of a socket that disconnected.
@@ -698,7 +827,7 @@ impl Sockets {
                 source,
                 dest,
                 guard: None,
-            } => self.backend.join(&source, vec![dest]).await,
+            } => self.backend.introduce(&source, dest).await,
             Effect::AddMembers {
                 source,
                 dest,
@@ -752,7 +881,11 @@ impl Sockets {
     /// A publisher that carries out effects through these sockets, in the
     /// order they were published, without holding up the request that
     /// caused them.
+    ///
+    /// Also counts this node's sockets' rooms every two seconds, for the
+    /// room cap of `_introduce` (see [`Sockets::max_rooms_per_socket`]).
     pub fn publisher(&self) -> SocketPublisher {
+        self.count_rooms_periodically();
         let (tx, mut rx) = mpsc::channel::<Work>(self.queue);
         let pending = Arc::new(AtomicUsize::new(0));
         let sockets = self.clone();
@@ -872,6 +1005,13 @@ mod tests {
         fn local_members(&self, _: &str, _: Option<&str>) -> Vec<Sid> {
             Vec::new()
         }
+        async fn introduce(&self, _: &str, _: String) -> Result<(), SocketsError> {
+            Ok(())
+        }
+        fn local_room_counts(&self) -> Vec<RoomCount> {
+            Vec::new()
+        }
+        fn mark_at_room_cap(&self, _: &str, _: bool) {}
         async fn emit_local(&self, _: Vec<String>, _: Vec<String>, _: &str, _: &Value) {}
         async fn local_membership(&self, _: Vec<String>, _: Vec<String>, _: Vec<String>, _: bool) {}
     }
