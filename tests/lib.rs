@@ -335,3 +335,69 @@ macro_rules! each_db {
         }
     };
 }
+
+/// A Redis server of the test's own, on a free port, stopped when dropped
+/// (as the end-to-end cluster suites run theirs): a test needs only
+/// `redis-server` installed, not one running. `DEBUG` is enabled, for
+/// tests that pause it (`DEBUG SLEEP`).
+#[derive(Debug)]
+pub struct OwnRedis {
+    child: std::process::Child,
+    /// `redis://127.0.0.1:<port>/`.
+    pub url: String,
+    /// Its port.
+    pub port: u16,
+}
+
+impl OwnRedis {
+    /// Starts it; returns once it accepts connections.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--enable-debug-command", "local"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("redis-server must be installed (scripts/test checks it): {e}")
+            });
+        // Owned at once: stopped on every path, a failed start included.
+        let redis = OwnRedis {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+            port,
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return redis;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    /// Pauses it for `seconds` (`DEBUG SLEEP`), in the background: returns
+    /// at once, with the `redis-cli` to wait for.
+    pub fn pause(&self, seconds: u32) -> std::process::Child {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "DEBUG", "SLEEP"])
+            .arg(seconds.to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-cli must be installed: {e}"))
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -714,57 +714,12 @@ topsail_tests::each_db!(
     each_socket_hears_only_what_it_may_read
 );
 
-/// A Redis server of the test's own, on a free port, stopped when dropped
-/// (as the end-to-end cluster suites run theirs): the test needs only
-/// `redis-server` installed, not one running.
-struct OwnRedis {
-    child: std::process::Child,
-    url: String,
-}
-
-impl OwnRedis {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/test checks it)");
-        // Owned at once: stopped on every path, a failed start included.
-        let redis = OwnRedis {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-        };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return redis;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start on port {port}");
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Two nodes over one database and Redis: a guarded message reaches the
 /// sockets of the other node that may read it, and no other.
 #[tokio::test]
 async fn guarded_messages_cross_the_cluster_per_recipient() {
     let (store, cleanup) = fresh_store(Db::Sqlite).await;
-    let redis = OwnRedis::start().await;
+    let redis = topsail_tests::OwnRedis::start().await;
     let mut nodes = Vec::new();
     for _ in 0..2 {
         let app = Topsail::builder()

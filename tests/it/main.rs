@@ -35,3 +35,5 @@ mod visibility;
 mod csrf;
 // Access rules: reads filtered, writes refused, messages per recipient.
 mod access;
+// One node of a cluster whose Redis is slow: its own sockets do not wait.
+mod cluster;

@@ -114,7 +114,7 @@ async fn policies_guard_socket_requests_too() {
 
 /// Opens a raw Engine.IO 4 socket (over `stream`), connects the namespace
 /// and watches `user` (a virtual `GET /user?limit=1`).
-async fn watching_user<S>(
+pub(crate) async fn watching_user<S>(
     stream: S,
     addr: std::net::SocketAddr,
 ) -> tokio_tungstenite::WebSocketStream<S>

@@ -1,6 +1,8 @@
 /*!
-Scale-out through Redis: socketioxide-redis carries broadcasts,
-room changes and socket queries between processes.
+Scale-out through Redis: the engine's effects travel between processes
+on a channel of their own (see `crate::relay`); socketioxide-redis carries
+what app code does through the sockets API (broadcasts, room changes by
+socket id, socket queries).
 
 The stock driver of socketioxide-redis holds one multiplexed connection that
 stays broken after Redis goes away. [`ResilientDriver`] is the same driver on
@@ -157,10 +159,10 @@ pub(crate) fn resp3_url(url: &str) -> String {
     }
 }
 
-/// The channel guarded effects travel on between nodes.
-pub(crate) const GUARDED_CHANNEL: &str = "topsail#guarded";
+/// The channel the engine's effects travel on between nodes.
+pub(crate) const EFFECTS_CHANNEL: &str = "topsail#effects";
 
-/// Relays guarded effects over Redis pub/sub (see `crate::guarded`).
+/// Relays the engine's effects over Redis pub/sub (see `crate::relay`).
 pub(crate) struct RedisRelay(pub(crate) ResilientDriver);
 
 #[async_trait::async_trait]
@@ -168,7 +170,7 @@ impl crate::sockets::Relay for RedisRelay {
     async fn send(&self, message: Vec<u8>) -> Result<(), crate::sockets::SocketsError> {
         let sent = tokio::time::timeout(
             Duration::from_secs(1),
-            self.0.publish(GUARDED_CHANNEL.to_owned(), message),
+            self.0.publish(EFFECTS_CHANNEL.to_owned(), message),
         )
         .await;
         match sent {
@@ -186,7 +188,10 @@ pub(crate) async fn subscribe_relayed(
     driver: &ResilientDriver,
 ) -> Result<MessageStream<ChanItem>, redis::RedisError> {
     driver
-        .subscribe(GUARDED_CHANNEL.to_owned(), 1024)
+        .subscribe(
+            EFFECTS_CHANNEL.to_owned(),
+            crate::sockets::DEFAULT_PUBLISHER_QUEUE,
+        )
         .await
         .map_err(|RedisError(e)| e)
 }

@@ -12,8 +12,9 @@ payload is serialized once per distinct answer, not per recipient. A
 member the rule refuses receives nothing; with `evict` (an `updated` whose
 record stopped being readable to it) it also leaves the room.
 
-In a cluster the message goes to the other nodes over a Redis channel of
-its own, and each node delivers it to its own sockets the same way.
+In a cluster the message goes to the other nodes with the rest of its
+batch (see `crate::relay`), and each node delivers it to its own sockets
+the same way.
 */
 
 use std::collections::HashMap;
@@ -298,55 +299,6 @@ impl Sockets {
             .await;
     }
 
-    /// Sends a guarded effect to the other nodes (a cluster), which deliver
-    /// it to their own sockets; a failure is logged, this node delivers to
-    /// its own anyway.
-    pub(crate) async fn relay(&self, what: RelayedEffect, guard: &Guard) {
-        let Some(relay) = &self.relay else {
-            return;
-        };
-        let message = Relayed {
-            node: self.node.to_string(),
-            what,
-            guard: guard.into(),
-        };
-        let bytes = match serde_json::to_vec(&message) {
-            Ok(b) => b,
-            Err(e) => return tracing::error!(error = %e, "could not encode a guarded message"),
-        };
-        if let Err(e) = relay.send(bytes).await {
-            tracing::warn!(error = %e, "a guarded message reached this node's sockets only");
-        }
-    }
-
-    /// Delivers a guarded effect another node relayed.
-    pub(crate) async fn receive_relayed(&self, bytes: &[u8]) {
-        let message: Relayed = match serde_json::from_slice(bytes) {
-            Ok(m) => m,
-            Err(e) => return tracing::warn!(error = %e, "unreadable relayed message"),
-        };
-        if *message.node == *self.node {
-            return;
-        }
-        let Some(guard) = self.guarding.guard_from(message.guard) else {
-            return tracing::warn!("a relayed message names a model this node does not have");
-        };
-        match message.what {
-            RelayedEffect::Broadcast {
-                room,
-                event,
-                payload,
-                omit,
-            } => {
-                self.deliver_guarded(&room, omit.as_deref(), &event, &payload, &guard)
-                    .await
-            }
-            RelayedEffect::Introduce { source, dest } => {
-                self.introduce_guarded(&source, &dest, &guard).await
-            }
-        }
-    }
-
     /// A socket whose principal changed leaves the rooms of every model
     /// with a read rule.
     pub(crate) async fn leave_guarded_rooms(&self, socket: &str) {
@@ -400,27 +352,4 @@ impl From<&Guard> for WireGuard {
                 .collect(),
         }
     }
-}
-
-/// A guarded effect relayed to the other nodes of a cluster.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Relayed {
-    /// The node that sent it (it delivered to its own sockets already).
-    pub(crate) node: String,
-    pub(crate) what: RelayedEffect,
-    pub(crate) guard: WireGuard,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum RelayedEffect {
-    Broadcast {
-        room: String,
-        event: String,
-        payload: Value,
-        omit: Option<String>,
-    },
-    Introduce {
-        source: String,
-        dest: String,
-    },
 }

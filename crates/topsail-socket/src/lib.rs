@@ -15,6 +15,7 @@ mod extract;
 mod guarded;
 mod handshake;
 mod jar;
+mod relay;
 mod sockets;
 
 use std::convert::Infallible;

@@ -22,7 +22,7 @@ use topsail_core::pubsub::{Effect, Publisher};
 
 use socketioxide::socket::Sid;
 
-use crate::guarded::{Guarding, RelayedEffect};
+use crate::guarded::Guarding;
 
 /// A name for this node on the relay, unique enough among a cluster's
 /// processes: its pid and start time.
@@ -94,9 +94,8 @@ impl std::error::Error for AdapterFailure {
 pub(crate) trait Backend: Send + Sync + 'static {
     async fn join(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError>;
     async fn leave(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError>;
-    /// Every member of `source` but those at their room cap joins `dest`
-    /// (`_introduce`), cluster-wide.
-    async fn introduce(&self, source: &str, dest: String) -> Result<(), SocketsError>;
+    /// Whether the socket `socket` is connected to this node.
+    fn is_local(&self, socket: &str) -> bool;
     async fn emit(
         &self,
         rooms: Vec<String>,
@@ -178,19 +177,34 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Messages that did not reach a socket of this process because its
+/// outgoing queue was full (all `Sockets` of a process share it).
+static MISSED_FULL: AtomicU64 = AtomicU64::new(0);
+
 /// A broadcast reached every socket but `missed`: sockets whose outgoing
 /// queue was full (a reader that stopped reading) or that had just closed.
 /// socketioxide reports them without their ids, after sending to every
-/// other socket.
+/// other socket. A full queue is counted, and logged at the first miss and
+/// at each doubling: a reader that stopped misses every message until the
+/// heartbeat disconnects it.
 fn missed_by_slow_readers(event: &str, missed: &[SocketError]) {
     let full = missed
         .iter()
         .filter(|e| matches!(e, SocketError::InternalChannelFull))
-        .count();
+        .count() as u64;
+    let before = MISSED_FULL.fetch_add(full, Ordering::Relaxed);
+    let after = before + full;
+    if full > 0 && (before == 0 || after.ilog2() > before.ilog2()) {
+        tracing::warn!(
+            event,
+            missed_so_far = after,
+            "a message missed sockets whose outgoing queue is full (they are not reading)"
+        );
+    }
     tracing::debug!(
         event,
         queue_full = full,
-        closed = missed.len() - full,
+        closed = missed.len() as u64 - full,
         "a broadcast missed sockets that are not reading"
     );
 }
@@ -241,15 +255,11 @@ impl<A: Adapter> Io<A> {
     async fn membership(
         &self,
         target: &str,
-        except: Option<&str>,
         rooms: Vec<String>,
         join: bool,
     ) -> Result<(), SocketsError> {
         let run = |local: bool| {
-            let mut op = self.ops(local).within(target.to_owned());
-            if let Some(except) = except {
-                op = op.except(except.to_owned());
-            }
+            let op = self.ops(local).within(target.to_owned());
             let rooms = rooms.clone();
             async move {
                 if join {
@@ -272,18 +282,18 @@ impl<A: Adapter> Io<A> {
 #[async_trait]
 impl<A: Adapter> Backend for Io<A> {
     async fn join(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError> {
-        self.membership(target, None, rooms, true).await
+        self.membership(target, rooms, true).await
     }
 
     async fn leave(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError> {
-        self.membership(target, None, rooms, false).await
+        self.membership(target, rooms, false).await
     }
 
-    async fn introduce(&self, source: &str, dest: String) -> Result<(), SocketsError> {
-        // Each node keeps its own sockets at their cap in that room, so
-        // one cluster-wide operation leaves them out everywhere.
-        self.membership(source, Some(AT_ROOM_CAP), vec![dest], true)
-            .await
+    fn is_local(&self, socket: &str) -> bool {
+        socket
+            .parse()
+            .ok()
+            .is_some_and(|sid| self.io.get_socket(sid).is_some())
     }
 
     async fn emit(
@@ -605,6 +615,13 @@ impl Sockets {
         self.guarding.on_reidentify(socket, again);
     }
 
+    /// How many messages did not reach a socket of this process because
+    /// its outgoing queue ([`RealtimeConfig::send_queue`](crate::RealtimeConfig::send_queue))
+    /// was full: counted per socket missed.
+    pub fn missed_by_full_queues(&self) -> u64 {
+        MISSED_FULL.load(Ordering::Relaxed)
+    }
+
     /// How many sockets of this node were disconnected because they stopped
     /// reading: their outgoing queue was full at a heartbeat, or they did
     /// not answer a ping in time.
@@ -813,67 +830,104 @@ impl Sockets {
         self.backend.rooms_of(socket).await
     }
 
-    async fn apply(&self, effect: Effect) -> Result<(), SocketsError> {
+    /// Whether the socket `socket` is connected to this node.
+    pub(crate) fn is_local(&self, socket: &str) -> bool {
+        self.backend.is_local(socket)
+    }
+
+    /// Carries out `effect` on this node's sockets (the relay carries it
+    /// to the other nodes, see [`crate::relay`]).
+    async fn apply(&self, effect: Effect) {
         match effect {
-            Effect::Join { socket, rooms } => {
-                let rooms = self.within_room_cap(&socket, rooms);
-                if rooms.is_empty() {
-                    return Ok(());
-                }
-                self.backend.join(&socket, rooms).await
-            }
-            Effect::Leave { socket, rooms } => self.backend.leave(&socket, rooms).await,
+            Effect::Join { socket, rooms } => self.change_rooms(&socket, rooms, true).await,
+            Effect::Leave { socket, rooms } => self.change_rooms(&socket, rooms, false).await,
             Effect::AddMembers {
                 source,
                 dest,
-                guard: None,
-            } => self.backend.introduce(&source, dest).await,
-            Effect::AddMembers {
-                source,
-                dest,
-                guard: Some(guard),
+                guard,
             } => {
-                let what = RelayedEffect::Introduce {
-                    source: source.clone(),
-                    dest: dest.clone(),
-                };
-                self.relay(what, &guard).await;
-                self.introduce_guarded(&source, &dest, &guard).await;
-                Ok(())
-            }
-            Effect::Forget { socket } => {
-                self.leave_guarded_rooms(&socket).await;
-                Ok(())
-            }
-            Effect::RemoveMembers { source, dest } => self.backend.leave(&source, vec![dest]).await,
-            Effect::Broadcast {
-                room,
-                event,
-                payload,
-                omit,
-                guard: None,
-            } => {
-                self.backend
-                    .emit(vec![room], omit.as_deref(), event, &payload)
+                self.change_members(&source, &dest, true, guard.as_ref())
                     .await
             }
+            Effect::RemoveMembers { source, dest } => {
+                self.change_members(&source, &dest, false, None).await
+            }
+            Effect::Forget { socket } => self.leave_guarded_rooms(&socket).await,
             Effect::Broadcast {
                 room,
                 event,
                 payload,
                 omit,
-                guard: Some(guard),
+                guard,
             } => {
-                let what = RelayedEffect::Broadcast {
-                    room: room.clone(),
-                    event: event.to_owned(),
-                    payload: payload.clone(),
-                    omit: omit.as_deref().map(str::to_owned),
+                self.deliver(&room, event, &payload, omit.as_deref(), guard.as_ref())
+                    .await
+            }
+        }
+    }
+
+    /// The socket `socket`, if it is on this node, joins (within its room
+    /// cap) or leaves `rooms`.
+    pub(crate) async fn change_rooms(&self, socket: &str, rooms: Vec<String>, join: bool) {
+        if !self.is_local(socket) {
+            return;
+        }
+        let rooms = if join {
+            self.within_room_cap(socket, rooms)
+        } else {
+            rooms
+        };
+        self.backend
+            .local_membership(vec![socket.to_owned()], Vec::new(), rooms, join)
+            .await;
+    }
+
+    /// This node's members of `source` join `dest` (`_introduce`: those
+    /// the guard lets read its record, and not those at their room cap) or
+    /// leave it (`_retire`).
+    pub(crate) async fn change_members(
+        &self,
+        source: &str,
+        dest: &str,
+        join: bool,
+        guard: Option<&topsail_core::pubsub::Guard>,
+    ) {
+        match guard {
+            Some(guard) if join => self.introduce_guarded(source, dest, guard).await,
+            _ => {
+                let except = if join {
+                    vec![AT_ROOM_CAP.to_owned()]
+                } else {
+                    Vec::new()
                 };
-                self.relay(what, &guard).await;
-                self.deliver_guarded(&room, omit.as_deref(), event, &payload, &guard)
-                    .await;
-                Ok(())
+                let (within, dest) = (vec![source.to_owned()], vec![dest.to_owned()]);
+                self.backend
+                    .local_membership(within, except, dest, join)
+                    .await
+            }
+        }
+    }
+
+    /// Delivers a message to this node's members of `room` but `omit`:
+    /// per recipient under its guard, or as one room broadcast.
+    pub(crate) async fn deliver(
+        &self,
+        room: &str,
+        event: &str,
+        payload: &Value,
+        omit: Option<&str>,
+        guard: Option<&topsail_core::pubsub::Guard>,
+    ) {
+        match guard {
+            Some(guard) => {
+                self.deliver_guarded(room, omit, event, payload, guard)
+                    .await
+            }
+            None => {
+                let except = omit.map(str::to_owned).into_iter().collect();
+                self.backend
+                    .emit_local(vec![room.to_owned()], except, event, payload)
+                    .await
             }
         }
     }
@@ -888,16 +942,21 @@ impl Sockets {
         self.count_rooms_periodically();
         let (tx, mut rx) = mpsc::channel::<Work>(self.queue);
         let pending = Arc::new(AtomicUsize::new(0));
+        let relay_out = self
+            .relay
+            .clone()
+            .map(|relay| crate::relay::spawn(relay, self.queue, pending.clone()));
         let sockets = self.clone();
         let done = pending.clone();
         tokio::spawn(async move {
             while let Some(work) = rx.recv().await {
                 match work {
                     Work::Local(batch) => {
+                        if let Some(out) = &relay_out {
+                            out.offer(&sockets, &batch);
+                        }
                         for effect in batch {
-                            if let Err(e) = sockets.apply(effect).await {
-                                tracing::error!(error = %e, "could not deliver a pub-sub effect");
-                            }
+                            sockets.apply(effect).await;
                         }
                     }
                     Work::Relayed(bytes) => sockets.receive_relayed(&bytes).await,
@@ -970,8 +1029,8 @@ mod tests {
     use super::*;
     use tokio::sync::Semaphore;
 
-    /// A backend whose emits wait for a permit: a cluster that is slow to
-    /// answer.
+    /// A backend whose deliveries wait for a permit: sockets that are slow
+    /// to take them.
     struct Gated(Arc<Semaphore>);
 
     #[async_trait]
@@ -989,8 +1048,6 @@ mod tests {
             _: &str,
             _: &Value,
         ) -> Result<(), SocketsError> {
-            let permit = self.0.acquire().await;
-            drop(permit);
             Ok(())
         }
         async fn leave_all(&self, _: &str) -> Result<(), SocketsError> {
@@ -1005,14 +1062,17 @@ mod tests {
         fn local_members(&self, _: &str, _: Option<&str>) -> Vec<Sid> {
             Vec::new()
         }
-        async fn introduce(&self, _: &str, _: String) -> Result<(), SocketsError> {
-            Ok(())
+        fn is_local(&self, _: &str) -> bool {
+            true
         }
         fn local_room_counts(&self) -> Vec<RoomCount> {
             Vec::new()
         }
         fn mark_at_room_cap(&self, _: &str, _: bool) {}
-        async fn emit_local(&self, _: Vec<String>, _: Vec<String>, _: &str, _: &Value) {}
+        async fn emit_local(&self, _: Vec<String>, _: Vec<String>, _: &str, _: &Value) {
+            let permit = self.0.acquire().await;
+            drop(permit);
+        }
         async fn local_membership(&self, _: Vec<String>, _: Vec<String>, _: Vec<String>, _: bool) {}
     }
 

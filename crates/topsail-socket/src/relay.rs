@@ -1,0 +1,272 @@
+/*!
+The engine's effects between the nodes of a cluster.
+
+Each node carries out the effects of a batch (one action) on its own
+sockets at once, with local operations that never wait for Redis, then
+hands the batch to a relay task that publishes it, as one message, on a
+channel of its own. Every other node carries it out on its own sockets, on
+its publisher task, in the order it was published.
+
+Why not the adapter's cluster-wide operations: socketioxide-redis publishes
+to the other nodes first and delivers locally once Redis answered, so a
+slow or unreachable Redis held up every local delivery behind it (for up to
+the cluster deadline, one operation after another), and what queued up
+meanwhile then went out in one burst that overflowed the outgoing queues of
+sockets that read fine: they lost messages without ever falling behind.
+Now a node's own sockets never wait for Redis; the other nodes miss what is
+published while the link is down (see [`spawn`]), as before.
+*/
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use topsail_core::pubsub::{Effect, Guard};
+
+use crate::guarded::WireGuard;
+use crate::sockets::{Relay, Sockets};
+
+/// The effects of one batch a node carried out, as the others receive it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Relayed<'a> {
+    /// The node that sent it (it carried them out on its own sockets).
+    node: Cow<'a, str>,
+    effects: Vec<RelayedEffect<'a>>,
+}
+
+/// One effect as it travels between nodes: an [`Effect`] with its guard in
+/// wire form. Effects on this node's sockets only (a request's socket
+/// joining rooms, a socket forgetting its rooms) do not travel.
+#[derive(Debug, Serialize, Deserialize)]
+enum RelayedEffect<'a> {
+    /// A socket of another node joins or leaves rooms (app code naming a
+    /// socket that is not on the node that published).
+    Membership {
+        socket: Cow<'a, str>,
+        rooms: Cow<'a, [String]>,
+        join: bool,
+    },
+    /// `_introduce` (`join`) or `_retire`: `source`'s members and `dest`.
+    Members {
+        source: Cow<'a, str>,
+        dest: Cow<'a, str>,
+        join: bool,
+        guard: Option<WireGuard>,
+    },
+    Broadcast {
+        room: Cow<'a, str>,
+        event: Cow<'a, str>,
+        payload: Cow<'a, Value>,
+        omit: Option<Cow<'a, str>>,
+        guard: Option<WireGuard>,
+    },
+}
+
+impl<'a> RelayedEffect<'a> {
+    /// What the other nodes must do of `effect`; `None` when it concerns
+    /// this node's sockets only.
+    fn of(effect: &'a Effect, is_local: impl Fn(&str) -> bool) -> Option<Self> {
+        Some(match effect {
+            Effect::Join { socket, rooms } | Effect::Leave { socket, rooms } => {
+                if is_local(socket) {
+                    return None;
+                }
+                RelayedEffect::Membership {
+                    socket: Cow::Borrowed(socket),
+                    rooms: Cow::Borrowed(rooms),
+                    join: matches!(effect, Effect::Join { .. }),
+                }
+            }
+            Effect::AddMembers {
+                source,
+                dest,
+                guard,
+            } => RelayedEffect::Members {
+                source: Cow::Borrowed(source),
+                dest: Cow::Borrowed(dest),
+                join: true,
+                guard: guard.as_ref().map(WireGuard::from),
+            },
+            Effect::RemoveMembers { source, dest } => RelayedEffect::Members {
+                source: Cow::Borrowed(source),
+                dest: Cow::Borrowed(dest),
+                join: false,
+                guard: None,
+            },
+            Effect::Forget { .. } => return None,
+            Effect::Broadcast {
+                room,
+                event,
+                payload,
+                omit,
+                guard,
+            } => RelayedEffect::Broadcast {
+                room: Cow::Borrowed(room),
+                event: Cow::Borrowed(event),
+                payload: Cow::Borrowed(payload),
+                omit: omit.as_deref().map(Cow::Borrowed),
+                guard: guard.as_ref().map(WireGuard::from),
+            },
+        })
+    }
+}
+
+/// Hands this node's batches to the relay task (see [`spawn`]).
+#[derive(Debug, Clone)]
+pub(crate) struct RelayOut {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// The publisher's count of work not yet carried out: a batch counts
+    /// until the relay task has published it too (a graceful shutdown
+    /// waits for it).
+    pending: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl RelayOut {
+    /// Queues `batch` for the other nodes, unless it concerns this node
+    /// only. A full queue (Redis has been slow for a while) drops it: the
+    /// other nodes miss it, this node's sockets do not wait.
+    pub(crate) fn offer(&self, sockets: &Sockets, batch: &[Effect]) {
+        let effects: Vec<_> = batch
+            .iter()
+            .filter_map(|e| RelayedEffect::of(e, |s| sockets.is_local(s)))
+            .collect();
+        if effects.is_empty() {
+            return;
+        }
+        let message = Relayed {
+            node: Cow::Borrowed(&sockets.node),
+            effects,
+        };
+        let bytes = match serde_json::to_vec(&message) {
+            Ok(b) => b,
+            Err(e) => {
+                return tracing::error!(error = %e, "could not encode effects for the cluster");
+            }
+        };
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if self.tx.try_send(bytes).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n,
+                    "the relay to the other nodes is full; they miss this node's messages"
+                );
+            }
+        }
+    }
+}
+
+/// How long the relay sends nothing after a failed publish: the other
+/// nodes miss what is published meanwhile, and this node does not queue
+/// it up for a burst once Redis answers.
+const BACKOFF: Duration = Duration::from_secs(2);
+
+/// Starts the relay task: it publishes each queued batch through `relay`,
+/// in order. After a failure it drops what comes for [`BACKOFF`].
+pub(crate) fn spawn(relay: Arc<dyn Relay>, capacity: usize, pending: Arc<AtomicUsize>) -> RelayOut {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(capacity.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let lost = dropped.clone();
+    let done = pending.clone();
+    tokio::spawn(async move {
+        let mut down_until: Option<Instant> = None;
+        while let Some(bytes) = rx.recv().await {
+            match down_until {
+                Some(t) if Instant::now() < t => {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => match relay.send(bytes).await {
+                    Ok(()) => {
+                        if down_until.take().is_some() {
+                            tracing::info!("the other nodes are reachable again");
+                        }
+                    }
+                    Err(e) => {
+                        if down_until.is_none() {
+                            tracing::warn!(error = %e, "cannot reach the other nodes; they miss this node's messages for {BACKOFF:?}");
+                        }
+                        lost.fetch_add(1, Ordering::Relaxed);
+                        down_until = Some(Instant::now() + BACKOFF);
+                    }
+                },
+            }
+            done.fetch_sub(1, Ordering::AcqRel);
+        }
+    });
+    RelayOut {
+        tx,
+        pending,
+        dropped,
+    }
+}
+
+impl Sockets {
+    /// This node's form of a relayed guard; `Err` (logged) when it names
+    /// a model this node does not have.
+    fn guard_here(&self, wire: Option<WireGuard>) -> Result<Option<Guard>, ()> {
+        match wire.map(|g| self.guarding.guard_from(g)) {
+            None => Ok(None),
+            Some(Some(g)) => Ok(Some(g)),
+            Some(None) => {
+                tracing::warn!("relayed effects name a model this node does not have");
+                Err(())
+            }
+        }
+    }
+
+    /// Carries out on this node's sockets a batch another node relayed.
+    pub(crate) async fn receive_relayed(&self, bytes: &[u8]) {
+        let message: Relayed<'_> = match serde_json::from_slice(bytes) {
+            Ok(m) => m,
+            Err(e) => return tracing::warn!(error = %e, "unreadable relayed effects"),
+        };
+        if *message.node == *self.node {
+            return;
+        }
+        for effect in message.effects {
+            match effect {
+                RelayedEffect::Membership {
+                    socket,
+                    rooms,
+                    join,
+                } => {
+                    if self.is_local(&socket) {
+                        self.change_rooms(&socket, rooms.into_owned(), join).await;
+                    }
+                }
+                RelayedEffect::Members {
+                    source,
+                    dest,
+                    join,
+                    guard,
+                } => {
+                    let Ok(guard) = self.guard_here(guard) else {
+                        continue;
+                    };
+                    self.change_members(&source, &dest, join, guard.as_ref())
+                        .await;
+                }
+                RelayedEffect::Broadcast {
+                    room,
+                    event,
+                    payload,
+                    omit,
+                    guard,
+                } => {
+                    let Ok(guard) = self.guard_here(guard) else {
+                        continue;
+                    };
+                    self.deliver(&room, &event, &payload, omit.as_deref(), guard.as_ref())
+                        .await;
+                }
+            }
+        }
+    }
+}

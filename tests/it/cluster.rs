@@ -1,0 +1,63 @@
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use topsail_tests::{Db, OwnRedis, fresh_store};
+
+use crate::sockets::{virtual_request, watching_user};
+
+/// Redis paused: a node's own watchers still hear each create at once.
+/// Nothing waits for Redis on the way to this node's sockets, so nothing
+/// queues up meanwhile to go out in one burst once the cluster deadline has
+/// passed (a burst that overflowed the outgoing queues of sockets that read
+/// fine, and they lost messages without falling behind).
+#[tokio::test]
+async fn a_paused_redis_holds_up_no_delivery_to_the_nodes_own_sockets() {
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let redis = OwnRedis::start().await;
+    let app = example_zoo::builder()
+        .store(store.clone())
+        .redis(redis.url.clone())
+        .build()
+        .await
+        .unwrap();
+    let router = app.serve(app.blueprints().router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut ws = watching_user(tokio_tungstenite::MaybeTlsStream::Plain(tcp), addr).await;
+    let watch = virtual_request(&mut ws, 2, "get", json!({"url": "/pet?name=none"})).await;
+    assert_eq!(watch["statusCode"], 200);
+
+    let mut pause = redis.pause(2);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let pets = app.model::<example_zoo::Pet>();
+    let started = tokio::time::Instant::now();
+    for i in 0..20 {
+        pets.create(json!({"name": format!("P{i}")})).await.unwrap();
+    }
+    let mut heard = 0;
+    let deadline = started + std::time::Duration::from_millis(600);
+    while heard < 20 {
+        let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(deadline, ws.next()).await
+        else {
+            break;
+        };
+        if let Some(event) = t.strip_prefix("42")
+            && let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(event)
+            && parts[1]["verb"] == "created"
+        {
+            heard += 1;
+        }
+    }
+    assert_eq!(
+        heard, 20,
+        "every create heard within 600 ms, while Redis sleeps for 2 s"
+    );
+
+    let _ = pause.wait();
+    server.abort();
+    app.close_sockets().await;
+    store.close().await;
+    cleanup.run().await;
+}
