@@ -51,8 +51,12 @@ async fn main() -> ExitCode {
 
     let redis_url = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
     // Pages of other origins may not open sockets, but those listed here.
-    let realtime =
+    let mut realtime =
         topsail::RealtimeConfig::default().allowed_origins_from(&env_or("ALLOWED_ORIGINS", ""));
+    // The soak runs with a low cap to show where the rooms stop growing.
+    if let Ok(n) = env_or("MAX_ROOMS_PER_SOCKET", "").parse() {
+        realtime.max_rooms_per_socket = n;
+    }
     let (app, router) =
         match example_zoo::app_with(&database_url, redis_url.as_deref(), realtime).await {
             Ok(x) => x,
