@@ -28,7 +28,8 @@ use topsail_core::model::ModelDef;
 use topsail_core::pubsub::{Guard, Nested};
 use topsail_core::{Principal, Record};
 
-use crate::sockets::{AT_ROOM_CAP, Sockets};
+use crate::room_cap::AT_ROOM_CAP;
+use crate::sockets::Sockets;
 
 /// What a node needs to decide for its own sockets: the rules, the models
 /// they may name (for messages from other nodes), and each local socket's

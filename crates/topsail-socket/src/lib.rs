@@ -16,6 +16,7 @@ mod guarded;
 mod handshake;
 mod jar;
 mod relay;
+mod room_cap;
 mod sockets;
 
 use std::convert::Infallible;

@@ -23,6 +23,7 @@ use topsail_core::pubsub::{Effect, Publisher};
 use socketioxide::socket::Sid;
 
 use crate::guarded::Guarding;
+use crate::room_cap::{AT_ROOM_CAP, CHECK_EVERY, RoomCap};
 
 /// A name for this node on the relay, unique enough among a cluster's
 /// processes: its pid and start time.
@@ -110,10 +111,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn local_rooms(&self, socket: &str) -> Option<Vec<String>>;
     /// The ids of this node's sockets in `room`, but `except`.
     fn local_members(&self, room: &str, except: Option<&str>) -> Vec<Sid>;
-    /// Each socket of this node: how many rooms it is in, and whether it
-    /// is in [`AT_ROOM_CAP`].
-    fn local_room_counts(&self) -> Vec<RoomCount>;
-    /// The socket `socket` of this node enters (or leaves) [`AT_ROOM_CAP`].
+    /// The socket `socket` of this node enters (or leaves)
+    /// [`AT_ROOM_CAP`](crate::room_cap::AT_ROOM_CAP).
     fn mark_at_room_cap(&self, socket: &str, at_cap: bool);
     /// Emits to this node's members of any of `to` (rooms, or socket ids)
     /// but `except` (socket ids), serializing once.
@@ -134,25 +133,6 @@ pub(crate) trait Backend: Send + Sync + 'static {
 #[async_trait]
 pub(crate) trait Relay: Send + Sync + 'static {
     async fn send(&self, message: Vec<u8>) -> Result<(), SocketsError>;
-}
-
-/// The room of this node's sockets that reached
-/// [`Sockets::max_rooms_per_socket`]: `_introduce` leaves its members out.
-pub(crate) const AT_ROOM_CAP: &str = "topsail#room-cap";
-
-/// How often each node counts its sockets' rooms. `_introduce` joins
-/// watchers to rooms inside the adapter, on every node of a cluster, where
-/// topsail has no hook to count them one by one: each node counts its own
-/// sockets at this pace instead, so a watcher may pass the cap by what its
-/// watched models create in that time.
-const ROOM_COUNT_EVERY: Duration = Duration::from_secs(2);
-
-/// What [`Backend::local_room_counts`] says of one socket.
-#[derive(Debug)]
-pub(crate) struct RoomCount {
-    pub(crate) socket: Sid,
-    pub(crate) held: usize,
-    pub(crate) at_cap: bool,
 }
 
 /// How long a cluster operation may take before this node gives up on the
@@ -386,23 +366,6 @@ impl<A: Adapter> Backend for Io<A> {
         op.sockets().into_iter().map(|s| s.id).collect()
     }
 
-    fn local_room_counts(&self) -> Vec<RoomCount> {
-        // socketioxide has no count: each socket's room names are copied.
-        self.io
-            .local()
-            .sockets()
-            .into_iter()
-            .map(|s| {
-                let rooms = s.rooms();
-                RoomCount {
-                    socket: s.id,
-                    held: rooms.len(),
-                    at_cap: rooms.iter().any(|r| r == AT_ROOM_CAP),
-                }
-            })
-            .collect()
-    }
-
     fn mark_at_room_cap(&self, socket: &str, at_cap: bool) {
         let Some(s) = socket.parse().ok().and_then(|sid| self.io.get_socket(sid)) else {
             return;
@@ -476,59 +439,16 @@ impl<A: Adapter> Backend for Io<A> {
 #[derive(Clone)]
 pub struct Sockets {
     pub(crate) backend: Arc<dyn Backend>,
-    max_rooms: usize,
     queue: usize,
     stalled: Arc<AtomicU64>,
-    /// Per local socket: rooms joined since they were last counted.
-    budgets: Arc<Budgets>,
+    /// The rooms of this node's sockets, for their cap.
+    room_cap: Arc<RoomCap>,
     /// The read rules and each local socket's principal.
     pub(crate) guarding: Guarding,
     /// This node's name on the relay.
     pub(crate) node: Arc<str>,
     /// The other nodes, for guarded effects (a cluster only).
     pub(crate) relay: Option<Arc<dyn Relay>>,
-}
-
-type Budgets = std::sync::Mutex<std::collections::HashMap<String, RoomBudget>>;
-
-/// Counts the rooms of each socket of this node: one that reached
-/// `max_rooms` enters [`AT_ROOM_CAP`], so `_introduce` leaves it out; one
-/// that fell to nine tenths of it (it left rooms) leaves it again. (Its
-/// reads are held to the cap by [`Sockets::within_room_cap`].)
-fn count_rooms(backend: &dyn Backend, max_rooms: usize) {
-    let low = max_rooms - max_rooms / 10;
-    for RoomCount {
-        socket,
-        held,
-        at_cap,
-    } in backend.local_room_counts()
-    {
-        let full = if at_cap {
-            held > low
-        } else {
-            held >= max_rooms
-        };
-        if full == at_cap {
-            continue;
-        }
-        let id = socket.to_string();
-        if full {
-            tracing::warn!(
-                socket = %id,
-                held,
-                max = max_rooms,
-                "a socket reached its room cap; it is not subscribed to more records"
-            );
-        }
-        backend.mark_at_room_cap(&id, full);
-    }
-}
-
-/// What [`Sockets::within_room_cap`] knows of one socket between counts.
-#[derive(Debug, Default)]
-struct RoomBudget {
-    since_count: usize,
-    full: bool,
 }
 
 /// The default of [`Sockets::max_rooms_per_socket`].
@@ -554,10 +474,9 @@ impl Sockets {
                 io,
                 alone_until: AtomicU64::new(0),
             }),
-            max_rooms: DEFAULT_MAX_ROOMS_PER_SOCKET,
             queue: DEFAULT_PUBLISHER_QUEUE,
             stalled: Arc::new(AtomicU64::new(0)),
-            budgets: Arc::default(),
+            room_cap: Arc::new(RoomCap::new(DEFAULT_MAX_ROOMS_PER_SOCKET)),
             guarding: Guarding::default(),
             node: node_name(),
             relay: None,
@@ -643,11 +562,12 @@ impl Sockets {
     /// logged. Rooms joined through [`Sockets::join`] by app code count
     /// but are never refused.
     ///
-    /// Reads are counted as they join (see `within_room_cap`); what
-    /// `_introduce` adds is counted on each node every two seconds, so a
-    /// watcher may pass the cap by what its models create in that time.
+    /// Rooms are counted exactly only when an estimate says a socket may
+    /// be near the cap (see `room_cap.rs`); what `_introduce` adds is
+    /// checked every two seconds, so a watcher may pass the cap by what
+    /// its models create in that time.
     pub fn max_rooms_per_socket(mut self, n: usize) -> Self {
-        self.max_rooms = n.max(1);
+        self.room_cap = Arc::new(RoomCap::new(n));
         self
     }
 
@@ -660,86 +580,27 @@ impl Sockets {
         self
     }
 
-    /// `rooms`, less those that would take `socket` past
-    /// [`Sockets::max_rooms_per_socket`] (only checked for a socket of this
-    /// node: the socket of a request always is).
-    ///
-    /// Counting a socket's rooms means copying their names (socketioxide
-    /// has no count), which costs as much as the socket holds: done on
-    /// every read, it made a socket with thousands of rooms slower with
-    /// each one. So the rooms are counted once per tenth of the cap joined,
-    /// and the cap may be passed by at most that tenth; a socket found at
-    /// the cap joins nothing more until the next count.
-    fn within_room_cap(&self, socket: &str, mut rooms: Vec<String>) -> Vec<String> {
-        let count_every = (self.max_rooms / 10).max(1);
-        {
-            let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-            // Looked up before inserted: no key copied on every read.
-            if !budgets.contains_key(socket) {
-                budgets.insert(socket.to_owned(), RoomBudget::default());
-            }
-            let Some(b) = budgets.get_mut(socket) else {
-                return rooms;
-            };
-            b.since_count += rooms.len();
-            if b.since_count < count_every {
-                return if b.full { Vec::new() } else { rooms };
-            }
-            b.since_count = 0;
-        }
-        let Some(held) = self.backend.local_rooms(socket) else {
-            return rooms;
-        };
-        let mut full = false;
-        if held.len() + rooms.len() > self.max_rooms {
-            // Near the cap: rooms the socket is in already cost nothing.
-            let held: std::collections::HashSet<String> = held.into_iter().collect();
-            rooms.retain(|r| !held.contains(r));
-            let room_left = self.max_rooms.saturating_sub(held.len());
-            if rooms.len() >= room_left {
-                full = true;
-                tracing::warn!(
-                    socket,
-                    held = held.len(),
-                    refused = rooms.len() - room_left,
-                    max = self.max_rooms,
-                    "a socket reached its room cap; it is not subscribed to more records"
-                );
-                rooms.truncate(room_left);
-            }
-        }
-        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = budgets.get_mut(socket)
-            && b.full != full
-        {
-            b.full = full;
-            self.backend.mark_at_room_cap(socket, full);
-        }
-        rooms
-    }
-
-    /// Counts this node's sockets' rooms every [`ROOM_COUNT_EVERY`] (see
-    /// [`count_rooms`]), for as long as these sockets exist.
-    fn count_rooms_periodically(&self) {
-        let (backend, max_rooms) = (Arc::downgrade(&self.backend), self.max_rooms);
+    /// Counts, every [`CHECK_EVERY`], the sockets that may have reached
+    /// their room cap (see [`crate::room_cap`]), for as long as these
+    /// sockets exist.
+    fn check_room_caps_periodically(&self) {
+        let (backend, cap) = (Arc::downgrade(&self.backend), Arc::downgrade(&self.room_cap));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(ROOM_COUNT_EVERY);
+            let mut tick = tokio::time::interval(CHECK_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let Some(backend) = backend.upgrade() else {
+                let (Some(backend), Some(cap)) = (backend.upgrade(), cap.upgrade()) else {
                     return;
                 };
-                count_rooms(&*backend, max_rooms);
+                cap.check(&*backend);
             }
         });
     }
 
     /// Forgets what was counted of a socket that disconnected.
     pub(crate) fn forget(&self, socket: &str) {
-        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        budgets.remove(socket);
-        drop(budgets);
+        self.room_cap.forget(socket);
         if let Ok(sid) = socket.parse() {
             self.guarding.forget(sid);
         }
@@ -873,8 +734,9 @@ impl Sockets {
             return;
         }
         let rooms = if join {
-            self.within_room_cap(socket, rooms)
+            self.room_cap.admit(&*self.backend, socket, rooms)
         } else {
+            self.room_cap.left(socket, &rooms);
             rooms
         };
         self.backend
@@ -892,6 +754,9 @@ impl Sockets {
         join: bool,
         guard: Option<&topsail_core::pubsub::Guard>,
     ) {
+        if join {
+            self.room_cap.introduced(source);
+        }
         match guard {
             Some(guard) if join => self.introduce_guarded(source, dest, guard).await,
             _ => {
@@ -936,10 +801,10 @@ impl Sockets {
     /// order they were published, without holding up the request that
     /// caused them.
     ///
-    /// Also counts this node's sockets' rooms every two seconds, for the
-    /// room cap of `_introduce` (see [`Sockets::max_rooms_per_socket`]).
+    /// Also checks every two seconds which of this node's sockets reached
+    /// their room cap (see [`Sockets::max_rooms_per_socket`]).
     pub fn publisher(&self) -> SocketPublisher {
-        self.count_rooms_periodically();
+        self.check_room_caps_periodically();
         let (tx, mut rx) = mpsc::channel::<Work>(self.queue);
         let pending = Arc::new(AtomicUsize::new(0));
         let relay_out = self
@@ -1065,9 +930,6 @@ mod tests {
         fn is_local(&self, _: &str) -> bool {
             true
         }
-        fn local_room_counts(&self) -> Vec<RoomCount> {
-            Vec::new()
-        }
         fn mark_at_room_cap(&self, _: &str, _: bool) {}
         async fn emit_local(&self, _: Vec<String>, _: Vec<String>, _: &str, _: &Value) {
             let permit = self.0.acquire().await;
@@ -1094,10 +956,9 @@ mod tests {
         let gate = Arc::new(Semaphore::new(0));
         let sockets = Sockets {
             backend: Arc::new(Gated(gate.clone())),
-            max_rooms: DEFAULT_MAX_ROOMS_PER_SOCKET,
             queue: DEFAULT_PUBLISHER_QUEUE,
             stalled: Arc::default(),
-            budgets: Arc::default(),
+            room_cap: Arc::new(RoomCap::new(DEFAULT_MAX_ROOMS_PER_SOCKET)),
             guarding: Guarding::default(),
             node: node_name(),
             relay: None,
