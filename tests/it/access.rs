@@ -122,6 +122,10 @@ struct App {
 }
 
 async fn app(db: Db) -> App {
+    app_with(db, topsail::RealtimeConfig::default()).await
+}
+
+async fn app_with(db: Db, realtime: topsail::RealtimeConfig) -> App {
     let (store, cleanup) = fresh_store(db).await;
     let app = Topsail::builder()
         .model::<Account>()
@@ -130,7 +134,7 @@ async fn app(db: Db) -> App {
         .store(store)
         .create_schema()
         .rules(rules())
-        .realtime(topsail::RealtimeConfig::default())
+        .realtime(realtime)
         .build()
         .await
         .unwrap();
@@ -713,6 +717,50 @@ topsail_tests::each_db!(
     each_socket_hears_only_what_it_may_read,
     each_socket_hears_only_what_it_may_read
 );
+
+/// The room cap holds for a guarded `_introduce` too: a watcher that may
+/// read every new record is introduced to them up to the cap, and no
+/// further, while it still hears each `created`.
+#[tokio::test]
+async fn a_guarded_watcher_is_introduced_to_at_most_max_rooms_per_socket() {
+    let config = topsail::RealtimeConfig {
+        max_rooms_per_socket: 20,
+        ..topsail::RealtimeConfig::default()
+    };
+    let t = app_with(Db::Sqlite, config).await;
+    let ann = t.ann;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = t.router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let mut a = socket(addr, Some(format!("acct={ann}"))).await;
+    let jwr = virtual_request(&mut a, 1, "get", json!({"url": "/note"})).await;
+    assert_eq!(jwr["statusCode"], 200);
+    let sockets = t.app.sockets().unwrap().clone();
+    let id = sockets.sockets_where(&|p| me(p) == Some(ann))[0].clone();
+    let rooms = || async { sockets.rooms_of(&id).await.unwrap().len() };
+
+    for i in 0..30 {
+        t.note(ann, &format!("n{i}"), false).await;
+    }
+    // What `_introduce` adds is checked every two seconds.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let introduced = rooms().await;
+    assert!(introduced >= 20, "introduced up to the cap: {introduced}");
+    for i in 30..40 {
+        t.note(ann, &format!("n{i}"), false).await;
+    }
+    let heard = heard_until(&mut a, "n39").await;
+    let created = heard
+        .iter()
+        .filter(|h| h["event"] == "note" && h["message"]["verb"] == "created")
+        .count();
+    assert_eq!(created, 40, "the watcher at its cap still hears `created`");
+    assert_eq!(rooms().await, introduced, "introduced to nothing more");
+
+    server.abort();
+    t.close().await;
+}
 
 /// Two nodes over one database and Redis: a guarded message reaches the
 /// sockets of the other node that may read it, and no other.

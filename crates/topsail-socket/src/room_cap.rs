@@ -71,7 +71,13 @@ impl State {
         let introduced: u64 = b
             .watching
             .iter()
-            .map(|(room, at)| self.introduced.get(room).copied().unwrap_or(0).saturating_sub(*at))
+            .map(|(room, at)| {
+                self.introduced
+                    .get(room)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(*at)
+            })
             .sum();
         b.counted + b.joined + usize::try_from(introduced).unwrap_or(usize::MAX)
     }

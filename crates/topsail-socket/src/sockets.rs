@@ -584,7 +584,10 @@ impl Sockets {
     /// their room cap (see [`crate::room_cap`]), for as long as these
     /// sockets exist.
     fn check_room_caps_periodically(&self) {
-        let (backend, cap) = (Arc::downgrade(&self.backend), Arc::downgrade(&self.room_cap));
+        let (backend, cap) = (
+            Arc::downgrade(&self.backend),
+            Arc::downgrade(&self.room_cap),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(CHECK_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -785,6 +788,10 @@ impl Sockets {
     ) {
         match guard {
             Some(guard) => {
+                if guard.join.is_some() {
+                    // A guarded `created` introduces its recipients too.
+                    self.room_cap.introduced(room);
+                }
                 self.deliver_guarded(room, omit, event, payload, guard)
                     .await
             }
