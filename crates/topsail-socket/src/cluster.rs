@@ -166,8 +166,8 @@ pub(crate) const EFFECTS_CHANNEL: &str = "topsail#effects";
 pub(crate) struct RedisRelay(pub(crate) ResilientDriver);
 
 #[async_trait::async_trait]
-impl crate::sockets::Relay for RedisRelay {
-    async fn send(&self, message: Vec<u8>) -> Result<(), crate::sockets::SocketsError> {
+impl crate::backend::Relay for RedisRelay {
+    async fn send(&self, message: Vec<u8>) -> Result<(), crate::error::SocketsError> {
         let sent = tokio::time::timeout(
             Duration::from_secs(1),
             self.0.publish(EFFECTS_CHANNEL.to_owned(), message),
@@ -175,10 +175,10 @@ impl crate::sockets::Relay for RedisRelay {
         .await;
         match sent {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(crate::sockets::SocketsError::Adapter(
-                crate::sockets::AdapterFailure::capture(&e),
+            Ok(Err(e)) => Err(crate::error::SocketsError::Adapter(
+                crate::error::AdapterFailure::capture(&e),
             )),
-            Err(_) => Err(crate::sockets::SocketsError::ClusterTimeout),
+            Err(_) => Err(crate::error::SocketsError::ClusterTimeout),
         }
     }
 }

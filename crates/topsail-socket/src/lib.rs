@@ -9,8 +9,10 @@
 //!   become room joins and broadcasts, in order ([`Sockets::publisher`]);
 //! - the sockets API ([`Sockets`]) and the [`SocketRequest`] extractor.
 
+mod backend;
 mod bridge;
 mod cluster;
+mod error;
 mod extract;
 mod guarded;
 mod handshake;

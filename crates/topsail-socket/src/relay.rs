@@ -28,8 +28,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use topsail_core::pubsub::{Effect, Guard};
 
+use crate::backend::Relay;
 use crate::guarded::WireGuard;
-use crate::sockets::{Relay, Sockets};
+use crate::sockets::Sockets;
 
 /// The effects of one batch a node carried out, as the others receive it.
 #[derive(Debug, Serialize, Deserialize)]

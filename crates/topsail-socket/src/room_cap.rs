@@ -24,11 +24,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::sockets::Backend;
-
-/// The room of this node's sockets that reached their room cap:
-/// `_introduce` leaves its members out.
-pub(crate) const AT_ROOM_CAP: &str = "topsail#room-cap";
+pub(crate) use crate::backend::AT_ROOM_CAP;
+use crate::backend::Backend;
 
 /// How often the sockets whose estimate reached the cap are counted: a
 /// watcher may pass the cap by what its models create in that time.

@@ -1,0 +1,367 @@
+/*!
+The operations topsail needs from a socket.io server ([`Backend`]), and
+their implementation over socketioxide with any adapter ([`Io`]): the
+cluster-wide operations of the sockets API behind a circuit breaker, and the
+local operations the publisher uses.
+*/
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use socketioxide::adapter::Adapter;
+use socketioxide::socket::Sid;
+use socketioxide::{BroadcastError, SocketError, SocketIo};
+
+use crate::error::{AdapterFailure, SocketsError};
+
+/// The operations topsail needs from a socket.io server, object-safe so
+/// one handle serves every adapter.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + 'static {
+    async fn join(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError>;
+    async fn leave(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError>;
+    /// Whether the socket `socket` is connected to this node.
+    fn is_local(&self, socket: &str) -> bool;
+    async fn emit(
+        &self,
+        rooms: Vec<String>,
+        except: Option<&str>,
+        event: &str,
+        data: &Value,
+    ) -> Result<(), SocketsError>;
+    async fn leave_all(&self, room: &str) -> Result<(), SocketsError>;
+    async fn rooms_of(&self, socket: &str) -> Result<Vec<String>, SocketsError>;
+    /// The rooms the socket `socket` is in, when it is connected to this
+    /// node (its own id room included).
+    fn local_rooms(&self, socket: &str) -> Option<Vec<String>>;
+    /// The ids of this node's sockets in `room`, but `except`.
+    fn local_members(&self, room: &str, except: Option<&str>) -> Vec<Sid>;
+    /// The socket `socket` of this node enters (or leaves)
+    /// [`AT_ROOM_CAP`].
+    fn mark_at_room_cap(&self, socket: &str, at_cap: bool);
+    /// Emits to this node's members of any of `to` (rooms, or socket ids)
+    /// but `except` (socket ids), serializing once.
+    async fn emit_local(&self, to: Vec<String>, except: Vec<String>, event: &str, data: &Value);
+    /// This node's members of any of `within` (rooms, or socket ids) but
+    /// `except` join (or leave) `rooms`.
+    async fn local_membership(
+        &self,
+        within: Vec<String>,
+        except: Vec<String>,
+        rooms: Vec<String>,
+        join: bool,
+    );
+}
+
+/// Carries the engine's effects to the other nodes of a cluster (see
+/// [`crate::relay`]).
+#[async_trait]
+pub(crate) trait Relay: Send + Sync + 'static {
+    async fn send(&self, message: Vec<u8>) -> Result<(), SocketsError>;
+}
+
+/// The room of this node's sockets that reached their room cap (see
+/// `crate::room_cap`): `_introduce` leaves its members out.
+pub(crate) const AT_ROOM_CAP: &str = "topsail#room-cap";
+
+/// How long a cluster operation may take before this node gives up on the
+/// other nodes for now.
+const CLUSTER_DEADLINE: Duration = Duration::from_secs(1);
+/// How long the node then works alone before it tries the cluster again.
+const CLUSTER_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A socket.io server, with a circuit breaker for its cluster: when the
+/// adapter cannot reach the other nodes (Redis is down), operations run on
+/// this node's sockets only, without waiting, until the backoff has passed.
+pub(crate) struct Io<A: Adapter> {
+    pub(crate) io: SocketIo<A>,
+    /// Until when (ms since the epoch) the cluster is considered down.
+    pub(crate) alone_until: AtomicU64,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Messages that did not reach a socket of this process because its
+/// outgoing queue was full (all `Sockets` of a process share it).
+pub(crate) static MISSED_FULL: AtomicU64 = AtomicU64::new(0);
+
+/// A broadcast reached every socket but `missed`: sockets whose outgoing
+/// queue was full (a reader that stopped reading) or that had just closed.
+/// socketioxide reports them without their ids, after sending to every
+/// other socket. A full queue is counted, and logged at the first miss and
+/// at each doubling: a reader that stopped misses every message until the
+/// heartbeat disconnects it.
+fn missed_by_slow_readers(event: &str, missed: &[SocketError]) {
+    let full = missed
+        .iter()
+        .filter(|e| matches!(e, SocketError::InternalChannelFull))
+        .count() as u64;
+    let before = MISSED_FULL.fetch_add(full, Ordering::Relaxed);
+    let after = before + full;
+    if full > 0 && (before == 0 || after.ilog2() > before.ilog2()) {
+        tracing::warn!(
+            event,
+            missed_so_far = after,
+            "a message missed sockets whose outgoing queue is full (they are not reading)"
+        );
+    }
+    tracing::debug!(
+        event,
+        queue_full = full,
+        closed = missed.len() as u64 - full,
+        "a broadcast missed sockets that are not reading"
+    );
+}
+
+fn err(e: impl std::error::Error + 'static) -> SocketsError {
+    SocketsError::Adapter(AdapterFailure::capture(&e))
+}
+
+impl<A: Adapter> Io<A> {
+    fn alone(&self) -> bool {
+        now_ms() < self.alone_until.load(Ordering::Relaxed)
+    }
+
+    /// Runs a cluster-wide operation under the deadline; on failure the
+    /// node works alone for a while.
+    async fn cluster<T, E: std::error::Error + 'static>(
+        &self,
+        op: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, SocketsError> {
+        match tokio::time::timeout(CLUSTER_DEADLINE, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.give_up(err(e))),
+            Err(_) => Err(self.give_up(SocketsError::ClusterTimeout)),
+        }
+    }
+
+    fn give_up(&self, e: SocketsError) -> SocketsError {
+        if !self.alone() {
+            tracing::warn!(error = %e, "cannot reach the other nodes; working alone for {CLUSTER_BACKOFF:?}");
+        }
+        self.alone_until.store(
+            now_ms() + CLUSTER_BACKOFF.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        e
+    }
+
+    fn ops(&self, local: bool) -> socketioxide::operators::BroadcastOperators<A> {
+        if local {
+            self.io.local()
+        } else {
+            self.io.broadcast()
+        }
+    }
+
+    /// The members of `target` (a socket id or a room) join or leave
+    /// `rooms`: cluster-wide, or on this node only while it works alone.
+    async fn membership(
+        &self,
+        target: &str,
+        rooms: Vec<String>,
+        join: bool,
+    ) -> Result<(), SocketsError> {
+        let run = |local: bool| {
+            let op = self.ops(local).within(target.to_owned());
+            let rooms = rooms.clone();
+            async move {
+                if join {
+                    op.join(rooms).await
+                } else {
+                    op.leave(rooms).await
+                }
+            }
+        };
+        if !self.alone() {
+            match self.cluster(run(false)).await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::debug!(error = %e, "room change falls back to local sockets"),
+            }
+        }
+        run(true).await.map_err(err)
+    }
+}
+
+#[async_trait]
+impl<A: Adapter> Backend for Io<A> {
+    async fn join(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError> {
+        self.membership(target, rooms, true).await
+    }
+
+    async fn leave(&self, target: &str, rooms: Vec<String>) -> Result<(), SocketsError> {
+        self.membership(target, rooms, false).await
+    }
+
+    fn is_local(&self, socket: &str) -> bool {
+        socket
+            .parse()
+            .ok()
+            .is_some_and(|sid| self.io.get_socket(sid).is_some())
+    }
+
+    async fn emit(
+        &self,
+        rooms: Vec<String>,
+        except: Option<&str>,
+        event: &str,
+        data: &Value,
+    ) -> Result<(), SocketsError> {
+        let build = |local: bool| {
+            let mut op = self.ops(local);
+            if !rooms.is_empty() {
+                op = op.to(rooms.clone());
+            }
+            if let Some(e) = except {
+                op = op.except(e.to_owned());
+            }
+            op
+        };
+        let mut failure = None;
+        if !self.alone() {
+            // The adapter publishes to the other nodes first and delivers
+            // locally only once that succeeded: on failure nothing was
+            // delivered yet, so the local fallback sends nothing twice.
+            match tokio::time::timeout(CLUSTER_DEADLINE, build(false).emit(event, data)).await {
+                Ok(Ok(())) => return Ok(()),
+                // Delivered everywhere but to local sockets that could not
+                // take it: not a cluster failure, and nothing to send again.
+                Ok(Err(BroadcastError::Socket(missed))) => {
+                    missed_by_slow_readers(event, &missed);
+                    return Ok(());
+                }
+                Ok(Err(e)) => failure = Some(self.give_up(err(e))),
+                Err(_) => failure = Some(self.give_up(SocketsError::ClusterTimeout)),
+            }
+        }
+        match build(true).emit(event, data).await {
+            Ok(()) => {}
+            Err(BroadcastError::Socket(missed)) => missed_by_slow_readers(event, &missed),
+            Err(e) => return Err(err(e)),
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Err(SocketsError::DeliveredLocally),
+        }
+    }
+
+    async fn leave_all(&self, room: &str) -> Result<(), SocketsError> {
+        let local = self.alone();
+        let members = match self
+            .cluster(self.ops(local).within(room.to_owned()).fetch_sockets())
+            .await
+        {
+            Ok(m) => m,
+            Err(_) => self
+                .ops(true)
+                .within(room.to_owned())
+                .fetch_sockets()
+                .await
+                .map_err(err)?,
+        };
+        for s in members {
+            let own = s.data().id.to_string();
+            let rooms: Vec<String> = s
+                .rooms()
+                .await
+                .map_err(err)?
+                .into_iter()
+                .map(|r| r.to_string())
+                .filter(|r| *r != own)
+                .collect();
+            if !rooms.is_empty() {
+                s.leave(rooms).await.map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn local_rooms(&self, socket: &str) -> Option<Vec<String>> {
+        let sid = socket.parse().ok()?;
+        let rooms = self.io.get_socket(sid)?.rooms();
+        Some(rooms.into_iter().map(|r| r.to_string()).collect())
+    }
+
+    fn local_members(&self, room: &str, except: Option<&str>) -> Vec<Sid> {
+        let mut op = self.io.local().to(room.to_owned());
+        if let Some(e) = except {
+            op = op.except(e.to_owned());
+        }
+        op.sockets().into_iter().map(|s| s.id).collect()
+    }
+
+    fn mark_at_room_cap(&self, socket: &str, at_cap: bool) {
+        let Some(s) = socket.parse().ok().and_then(|sid| self.io.get_socket(sid)) else {
+            return;
+        };
+        if at_cap {
+            s.join(AT_ROOM_CAP);
+        } else {
+            s.leave(AT_ROOM_CAP);
+        }
+    }
+
+    async fn emit_local(&self, to: Vec<String>, except: Vec<String>, event: &str, data: &Value) {
+        if to.is_empty() {
+            return;
+        }
+        match self
+            .io
+            .local()
+            .to(to)
+            .except(except)
+            .emit(event, data)
+            .await
+        {
+            Ok(()) => {}
+            Err(BroadcastError::Socket(missed)) => missed_by_slow_readers(event, &missed),
+            Err(e) => tracing::error!(error = %e, event, "could not deliver a guarded message"),
+        }
+    }
+
+    async fn local_membership(
+        &self,
+        within: Vec<String>,
+        except: Vec<String>,
+        rooms: Vec<String>,
+        join: bool,
+    ) {
+        if within.is_empty() || rooms.is_empty() {
+            return;
+        }
+        let op = self.io.local().within(within).except(except);
+        let done = if join {
+            op.join(rooms).await
+        } else {
+            op.leave(rooms).await
+        };
+        if let Err(e) = done {
+            tracing::error!(error = %e, "could not change the rooms of local sockets");
+        }
+    }
+
+    async fn rooms_of(&self, socket: &str) -> Result<Vec<String>, SocketsError> {
+        let local = self.alone();
+        let found = self
+            .cluster(self.ops(local).within(socket.to_owned()).fetch_sockets())
+            .await?;
+        let Some(s) = found.into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        Ok(s.rooms()
+            .await
+            .map_err(err)?
+            .into_iter()
+            .filter(|r| r != AT_ROOM_CAP)
+            .map(|r| r.to_string())
+            .collect())
+    }
+}
