@@ -61,3 +61,63 @@ async fn a_paused_redis_holds_up_no_delivery_to_the_nodes_own_sockets() {
     store.close().await;
     cleanup.run().await;
 }
+
+/// App code on one node subscribes a socket connected to another node
+/// (Sails' `Model.subscribe` with that socket's id): the subscription
+/// travels with the action's effects, and the socket hears the record's
+/// next change.
+#[tokio::test]
+async fn a_subscription_made_on_one_node_reaches_a_socket_on_another() {
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let redis = OwnRedis::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let app = example_zoo::builder()
+            .store(store.clone())
+            .redis(redis.url.clone())
+            .build()
+            .await
+            .unwrap();
+        let router = app.serve(app.blueprints().router());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        nodes.push((app, addr, server));
+    }
+    let tcp = tokio::net::TcpStream::connect(nodes[1].1).await.unwrap();
+    let mut ws = watching_user(tokio_tungstenite::MaybeTlsStream::Plain(tcp), nodes[1].1).await;
+    let id = nodes[1].0.sockets().unwrap().sockets_where(&|_| true)[0].clone();
+
+    let pets = nodes[0].0.model::<example_zoo::Pet>();
+    let rex = pets.create(json!({"name": "Rex"})).await.unwrap().id;
+    pets.subscribe(&id, [rex]).await;
+    // The subscription is carried out on the other node's publisher task,
+    // before any effect published after it; wait for the relay to get there.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    pets.update(rex, json!({"name": "Rex II"})).await.unwrap();
+
+    let mut heard = None;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while heard.is_none() {
+        let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(deadline, ws.next()).await
+        else {
+            break;
+        };
+        if let Some(event) = t.strip_prefix("42")
+            && let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(event)
+            && parts[1]["verb"] == "updated"
+        {
+            heard = Some(parts[1].clone());
+        }
+    }
+    let heard = heard.expect("the socket on the other node heard the update");
+    assert_eq!(heard["id"], json!(rex));
+    assert_eq!(heard["data"]["name"], "Rex II");
+
+    for (app, _, server) in nodes {
+        server.abort();
+        app.close_sockets().await;
+    }
+    store.close().await;
+    cleanup.run().await;
+}
