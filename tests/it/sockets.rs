@@ -165,7 +165,19 @@ struct Served {
 }
 
 impl Served {
+    /// Served as the zoo is: each connection is the connect info, so a
+    /// socket whose queue overflows is cut at once.
     async fn start(config: RealtimeConfig, routes: axum::Router) -> Self {
+        Served::serve(config, routes, true).await
+    }
+
+    /// Served without the connections: such a socket is left to the
+    /// heartbeat.
+    async fn start_without_connections(config: RealtimeConfig, routes: axum::Router) -> Self {
+        Served::serve(config, routes, false).await
+    }
+
+    async fn serve(config: RealtimeConfig, routes: axum::Router, connections: bool) -> Self {
         let (store, cleanup) = fresh_store(Db::Sqlite).await;
         let app = example_zoo::builder()
             .store(store.clone())
@@ -179,11 +191,14 @@ impl Served {
         // As an app does: a connection that stops reading is closed (after
         // 3 s here, once the heartbeat of the tests that shorten it has
         // disconnected the socket).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            topsail::tune_tcp(tcp, std::time::Duration::from_secs(3))
-        });
+        let listener = topsail::TunedListener::new(listener, std::time::Duration::from_secs(3));
         let served = router.clone();
-        let server = tokio::spawn(async move { axum::serve(listener, served).await });
+        let server = if connections {
+            let served = served.into_make_service_with_connect_info::<topsail::Connection>();
+            tokio::spawn(async move { axum::serve(listener, served).await })
+        } else {
+            tokio::spawn(async move { axum::serve(listener, served).await })
+        };
         Served {
             app,
             router,
@@ -595,7 +610,7 @@ async fn a_socket_that_stops_reading_is_disconnected_by_the_heartbeat() {
         send_queue: 16,
         ..RealtimeConfig::default()
     };
-    let zoo = Served::start(config, axum::Router::new()).await;
+    let zoo = Served::start_without_connections(config, axum::Router::new()).await;
     let (addr, router) = (zoo.addr, zoo.router.clone());
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(2048).unwrap();
@@ -632,6 +647,83 @@ async fn a_socket_that_stops_reading_is_disconnected_by_the_heartbeat() {
     let jwr = virtual_request(&mut reader, 51, "get", json!({"url": "/user?limit=1"})).await;
     assert_eq!(jwr["statusCode"], 200, "the reading socket is still served");
     drop(stalled);
+    zoo.stop().await;
+}
+
+/// Served with each connection as its connect info (as the zoo is), a
+/// socket that a message finds with a full outgoing queue is cut at once:
+/// its connection ends long before any heartbeat could notice, and its
+/// client would reconnect and fetch again instead of going on with a gap.
+/// The sockets that read lose nothing and hear nothing twice.
+#[tokio::test]
+async fn a_socket_a_message_finds_with_a_full_queue_is_cut_at_once() {
+    let config = RealtimeConfig {
+        // No heartbeat within the test.
+        ping_interval: std::time::Duration::from_secs(60),
+        send_queue: 16,
+        ..RealtimeConfig::default()
+    };
+    let zoo = Served::start(config, axum::Router::new()).await;
+    let (addr, router) = (zoo.addr, zoo.router.clone());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let mut stalled = watching_user(socket.connect(addr).await.unwrap(), addr).await;
+    let mut reader = zoo.socket().await;
+    let sockets = zoo.app.sockets().unwrap().clone();
+
+    let started = std::time::Instant::now();
+    let long_name = "n".repeat(64 * 1024);
+    let mut created = std::collections::HashMap::<i64, u32>::new();
+    let count = |t: &str, created: &mut std::collections::HashMap<i64, u32>| {
+        if let Some(event) = t.strip_prefix("42")
+            && let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(event)
+            && parts[1]["verb"] == "created"
+        {
+            *created
+                .entry(parts[1]["id"].as_i64().unwrap_or(0))
+                .or_default() += 1;
+        }
+    };
+    let mut made = 0;
+    while sockets.stalled_disconnects() == 0 && made < 400 {
+        let user = json!({"name": long_name, "email": format!("u{made}@example.com")});
+        let r = topsail_tests::call(&router, None, http::Method::POST, "/user", Some(user)).await;
+        assert_eq!(r.status, StatusCode::OK);
+        made += 1;
+        while let Ok(Some(Ok(Message::Text(t)))) =
+            tokio::time::timeout(std::time::Duration::from_millis(5), reader.next()).await
+        {
+            count(&t, &mut created);
+        }
+    }
+    assert_eq!(
+        sockets.stalled_disconnects(),
+        1,
+        "the stalled socket was cut"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "cut long before a heartbeat: {:?}",
+        started.elapsed()
+    );
+    // Its connection has ended: what its kernel buffer held, then the end.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(_)) = stalled.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled socket's connection ended");
+
+    // The reader heard every create once (a probe is no `created`).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while created.len() < made {
+        let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(deadline, reader.next()).await
+        else {
+            break;
+        };
+        count(&t, &mut created);
+    }
+    assert_eq!(created.len(), made, "the reader heard every create");
+    assert!(created.values().all(|n| *n == 1), "nothing twice");
     zoo.stop().await;
 }
 

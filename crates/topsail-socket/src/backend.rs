@@ -15,6 +15,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 
+use crate::connection::cut_full;
 use crate::error::{AdapterFailure, SocketsError};
 
 /// The operations topsail needs from a socket.io server, object-safe so
@@ -39,6 +40,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn local_rooms(&self, socket: &str) -> Option<Vec<String>>;
     /// The ids of this node's sockets in `room`, but `except`.
     fn local_members(&self, room: &str, except: Option<&str>) -> Vec<Sid>;
+    /// Whether the socket `socket`, which disconnected, had been cut
+    /// because its queue was full (forgotten once asked).
+    fn was_cut(&self, socket: Sid) -> bool;
     /// The socket `socket` of this node enters (or leaves)
     /// [`AT_ROOM_CAP`].
     fn mark_at_room_cap(&self, socket: &str, at_cap: bool);
@@ -80,6 +84,30 @@ pub(crate) struct Io<A: Adapter> {
     pub(crate) io: SocketIo<A>,
     /// Until when (ms since the epoch) the cluster is considered down.
     pub(crate) alone_until: AtomicU64,
+    /// Sockets whose connection was cut because their queue was full, until
+    /// their disconnect is seen.
+    pub(crate) cut: std::sync::Mutex<std::collections::HashSet<Sid>>,
+}
+
+impl<A: Adapter> Io<A> {
+    pub(crate) fn new(io: SocketIo<A>) -> Self {
+        Io {
+            io,
+            alone_until: AtomicU64::new(0),
+            cut: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Cuts the sockets `op` selects whose queue is full (see
+    /// `crate::connection`), and remembers them.
+    fn cut_full(&self, op: socketioxide::operators::BroadcastOperators<A>) {
+        cut_full(op, |sid| {
+            self.cut
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(sid);
+        });
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -97,9 +125,9 @@ pub(crate) static MISSED_FULL: AtomicU64 = AtomicU64::new(0);
 /// queue was full (a reader that stopped reading) or that had just closed.
 /// socketioxide reports them without their ids, after sending to every
 /// other socket. A full queue is counted, and logged at the first miss and
-/// at each doubling: a reader that stopped misses every message until the
-/// heartbeat disconnects it.
-fn missed_by_slow_readers(event: &str, missed: &[SocketError]) {
+/// at each doubling; returns how many sockets missed it for that reason
+/// (whose connections the caller then cuts, see `crate::connection`).
+fn missed_by_slow_readers(event: &str, missed: &[SocketError]) -> u64 {
     let full = missed
         .iter()
         .filter(|e| matches!(e, SocketError::InternalChannelFull))
@@ -119,6 +147,7 @@ fn missed_by_slow_readers(event: &str, missed: &[SocketError]) {
         closed = missed.len() as u64 - full,
         "a broadcast missed sockets that are not reading"
     );
+    full
 }
 
 fn err(e: impl std::error::Error + 'static) -> SocketsError {
@@ -201,6 +230,13 @@ impl<A: Adapter> Backend for Io<A> {
         self.membership(target, rooms, false).await
     }
 
+    fn was_cut(&self, socket: Sid) -> bool {
+        self.cut
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&socket)
+    }
+
     fn is_local(&self, socket: &str) -> bool {
         socket
             .parse()
@@ -235,7 +271,9 @@ impl<A: Adapter> Backend for Io<A> {
                 // Delivered everywhere but to local sockets that could not
                 // take it: not a cluster failure, and nothing to send again.
                 Ok(Err(BroadcastError::Socket(missed))) => {
-                    missed_by_slow_readers(event, &missed);
+                    if missed_by_slow_readers(event, &missed) > 0 {
+                        self.cut_full(build(true));
+                    }
                     return Ok(());
                 }
                 Ok(Err(e)) => failure = Some(self.give_up(err(e))),
@@ -244,7 +282,11 @@ impl<A: Adapter> Backend for Io<A> {
         }
         match build(true).emit(event, data).await {
             Ok(()) => {}
-            Err(BroadcastError::Socket(missed)) => missed_by_slow_readers(event, &missed),
+            Err(BroadcastError::Socket(missed)) => {
+                if missed_by_slow_readers(event, &missed) > 0 {
+                    self.cut_full(build(true));
+                }
+            }
             Err(e) => return Err(err(e)),
         }
         match failure {
@@ -313,17 +355,17 @@ impl<A: Adapter> Backend for Io<A> {
         if to.is_empty() {
             return;
         }
-        match self
-            .io
-            .local()
-            .to(to)
-            .except(except)
-            .emit(event, data)
-            .await
-        {
+        let op = |to: Vec<String>, except: Vec<String>| self.io.local().to(to).except(except);
+        // Kept for the rare broadcast that misses a socket (see below).
+        let again = (to.clone(), except.clone());
+        match op(to, except).emit(event, data).await {
             Ok(()) => {}
-            Err(BroadcastError::Socket(missed)) => missed_by_slow_readers(event, &missed),
-            Err(e) => tracing::error!(error = %e, event, "could not deliver a guarded message"),
+            Err(BroadcastError::Socket(missed)) => {
+                if missed_by_slow_readers(event, &missed) > 0 {
+                    self.cut_full(op(again.0, again.1));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, event, "could not deliver a message"),
         }
     }
 

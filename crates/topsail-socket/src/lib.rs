@@ -12,6 +12,7 @@
 mod backend;
 mod bridge;
 mod cluster;
+mod connection;
 mod error;
 mod extract;
 mod guarded;
@@ -37,6 +38,7 @@ use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
+pub use connection::{Connection, TunedListener};
 pub use extract::{NotASocketRequest, SocketRequest};
 pub use handshake::{BeforeConnect, ConnectRequest};
 pub use sockets::{
@@ -404,7 +406,8 @@ fn on_connect<A: Adapter>(
         let sockets = on_gone.clone();
         async move {
             sockets.forget(&s.id.to_string());
-            if reason == DisconnectReason::HeartbeatTimeout {
+            let cut = sockets.was_cut(s.id);
+            if reason == DisconnectReason::HeartbeatTimeout || cut {
                 // Its outgoing queue was full at a heartbeat, or it stopped
                 // answering pings: either way it was not reading.
                 let n = sockets.note_stalled();

@@ -70,10 +70,7 @@ impl Sockets {
     /// The sockets API of `io`.
     pub fn new<A: Adapter>(io: SocketIo<A>) -> Self {
         Sockets {
-            backend: Arc::new(Io {
-                io,
-                alone_until: AtomicU64::new(0),
-            }),
+            backend: Arc::new(Io::new(io)),
             queue: DEFAULT_PUBLISHER_QUEUE,
             stalled: Arc::new(AtomicU64::new(0)),
             room_cap: Arc::new(RoomCap::new(DEFAULT_MAX_ROOMS_PER_SOCKET)),
@@ -142,8 +139,9 @@ impl Sockets {
     }
 
     /// How many sockets of this node were disconnected because they stopped
-    /// reading: their outgoing queue was full at a heartbeat, or they did
-    /// not answer a ping in time.
+    /// reading: a message found their outgoing queue full (cut at once, when
+    /// the app serves with [`crate::Connection`]), their queue was full at a
+    /// heartbeat, or they did not answer a ping in time.
     pub fn stalled_disconnects(&self) -> u64 {
         self.stalled.load(Ordering::Relaxed)
     }
@@ -199,6 +197,12 @@ impl Sockets {
                 cap.check(&*backend);
             }
         });
+    }
+
+    /// Whether the socket `socket`, which disconnected, had been cut because
+    /// its outgoing queue was full.
+    pub(crate) fn was_cut(&self, socket: Sid) -> bool {
+        self.backend.was_cut(socket)
     }
 
     /// Forgets what was counted of a socket that disconnected.
@@ -536,6 +540,9 @@ mod tests {
         }
         fn is_local(&self, _: &str) -> bool {
             true
+        }
+        fn was_cut(&self, _: Sid) -> bool {
+            false
         }
         fn mark_at_room_cap(&self, _: &str, _: bool) {}
         async fn emit_local(&self, _: Vec<String>, _: Vec<String>, _: &str, _: &Value) {

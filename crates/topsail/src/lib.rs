@@ -25,8 +25,9 @@ pub use topsail_core::{
 };
 pub use topsail_macros::Model;
 pub use topsail_socket::{
-    AdapterFailure, BeforeConnect, ConnectRequest, DEFAULT_STALLED_AFTER, NotASocketRequest,
-    RealtimeConfig, SocketRequest, Sockets, SocketsError, tune_tcp,
+    AdapterFailure, BeforeConnect, ConnectRequest, Connection, DEFAULT_STALLED_AFTER,
+    NotASocketRequest, RealtimeConfig, SocketRequest, Sockets, SocketsError, TunedListener,
+    tune_tcp,
 };
 pub use topsail_sql::{
     ConnectError, DEFAULT_STATEMENT_TIMEOUT, MigrateError, Migration, Pooled, SqlStore,

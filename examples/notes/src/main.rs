@@ -5,7 +5,6 @@
 
 use std::process::ExitCode;
 
-use axum::serve::ListenerExt;
 use tracing_subscriber::EnvFilter;
 
 fn env_or(name: &str, default: &str) -> String {
@@ -42,7 +41,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listener = listener.tap_io(|tcp| topsail::tune_tcp(tcp, topsail::DEFAULT_STALLED_AFTER));
+    let listener = topsail::TunedListener::new(listener, topsail::DEFAULT_STALLED_AFTER);
+    let router = router.into_make_service_with_connect_info::<topsail::Connection>();
     tracing::info!(url = %format!("http://{host}:{port}"), "notes listening");
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(topsail::shutdown_signal())

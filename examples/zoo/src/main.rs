@@ -8,7 +8,6 @@
 
 use std::process::ExitCode;
 
-use axum::serve::ListenerExt;
 use topsail::core::store::Dialect;
 use tracing_subscriber::EnvFilter;
 
@@ -73,8 +72,11 @@ async fn main() -> ExitCode {
         }
     };
     // No Nagle delay, and a connection whose client stopped reading is
-    // closed after 90 s (see `topsail::tune_tcp`).
-    let listener = listener.tap_io(|tcp| topsail::tune_tcp(tcp, topsail::DEFAULT_STALLED_AFTER));
+    // closed after 90 s (see `topsail::tune_tcp`); with each connection as
+    // connect info, a socket whose outgoing queue overflows is cut at once
+    // (see `topsail::Connection`).
+    let listener = topsail::TunedListener::new(listener, topsail::DEFAULT_STALLED_AFTER);
+    let router = router.into_make_service_with_connect_info::<topsail::Connection>();
     let database = database_url.split('@').next_back().unwrap_or(&database_url);
     tracing::info!(url = %format!("http://{host}:{port}"), database, cluster = redis_url.is_some(), "zoo listening");
     // On Ctrl-C or SIGTERM: stop accepting and let HTTP requests finish;

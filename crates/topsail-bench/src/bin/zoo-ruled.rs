@@ -8,7 +8,6 @@
 //! Configured like the zoo: `PORT`, `DATABASE_URL`.
 
 use axum::http::request::Parts;
-use axum::serve::ListenerExt;
 use topsail::{Access, Identify, Principal, Rules};
 
 /// Every socket a principal of its own (an account id made from its socket
@@ -61,10 +60,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .mount(example_zoo::routes(&app))
         .layer(app.identity(PerSocket));
     let router = app.serve(routes);
-    // As the zoo's listener: no Nagle delay.
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
-        .await?
-        .tap_io(|tcp| topsail::tune_tcp(tcp, topsail::DEFAULT_STALLED_AFTER));
+    // As the zoo's listener.
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    let listener = topsail::TunedListener::new(listener, topsail::DEFAULT_STALLED_AFTER);
+    let router = router.into_make_service_with_connect_info::<topsail::Connection>();
     axum::serve(listener, router).await?;
     Ok(())
 }
