@@ -3,7 +3,40 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use topsail_tests::{Db, OwnRedis, fresh_store};
 
-use crate::sockets::{virtual_request, watching_user};
+use crate::sockets::{Ws, socket_watching_user, virtual_request};
+
+/// One zoo node of a cluster on `redis`, served on a free port.
+struct Node {
+    app: topsail::Topsail,
+    addr: std::net::SocketAddr,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Node {
+    async fn start(store: &topsail::SqlStore, redis: &OwnRedis) -> Self {
+        let app = example_zoo::builder()
+            .store(store.clone())
+            .redis(redis.url.clone())
+            .build()
+            .await
+            .unwrap();
+        let router = app.serve(app.blueprints().router());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        Node { app, addr, server }
+    }
+
+    /// A socket on this node, watching `user`.
+    async fn socket(&self) -> Ws {
+        socket_watching_user(self.addr).await
+    }
+
+    async fn stop(self) {
+        self.server.abort();
+        self.app.close_sockets().await;
+    }
+}
 
 /// Redis paused: a node's own watchers still hear each create at once.
 /// Nothing waits for Redis on the way to this node's sockets, so nothing
@@ -14,24 +47,14 @@ use crate::sockets::{virtual_request, watching_user};
 async fn a_paused_redis_holds_up_no_delivery_to_the_nodes_own_sockets() {
     let (store, cleanup) = fresh_store(Db::Sqlite).await;
     let redis = OwnRedis::start().await;
-    let app = example_zoo::builder()
-        .store(store.clone())
-        .redis(redis.url.clone())
-        .build()
-        .await
-        .unwrap();
-    let router = app.serve(app.blueprints().router());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut ws = watching_user(tokio_tungstenite::MaybeTlsStream::Plain(tcp), addr).await;
+    let node = Node::start(&store, &redis).await;
+    let mut ws = node.socket().await;
     let watch = virtual_request(&mut ws, 2, "get", json!({"url": "/pet?name=none"})).await;
     assert_eq!(watch["statusCode"], 200);
 
     let mut pause = redis.pause(2);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let pets = app.model::<example_zoo::Pet>();
+    let pets = node.app.model::<example_zoo::Pet>();
     let started = tokio::time::Instant::now();
     for i in 0..20 {
         pets.create(json!({"name": format!("P{i}")})).await.unwrap();
@@ -56,8 +79,7 @@ async fn a_paused_redis_holds_up_no_delivery_to_the_nodes_own_sockets() {
     );
 
     let _ = pause.wait();
-    server.abort();
-    app.close_sockets().await;
+    node.stop().await;
     store.close().await;
     cleanup.run().await;
 }
@@ -70,25 +92,14 @@ async fn a_paused_redis_holds_up_no_delivery_to_the_nodes_own_sockets() {
 async fn a_subscription_made_on_one_node_reaches_a_socket_on_another() {
     let (store, cleanup) = fresh_store(Db::Sqlite).await;
     let redis = OwnRedis::start().await;
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let app = example_zoo::builder()
-            .store(store.clone())
-            .redis(redis.url.clone())
-            .build()
-            .await
-            .unwrap();
-        let router = app.serve(app.blueprints().router());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move { axum::serve(listener, router).await });
-        nodes.push((app, addr, server));
-    }
-    let tcp = tokio::net::TcpStream::connect(nodes[1].1).await.unwrap();
-    let mut ws = watching_user(tokio_tungstenite::MaybeTlsStream::Plain(tcp), nodes[1].1).await;
-    let id = nodes[1].0.sockets().unwrap().sockets_where(&|_| true)[0].clone();
+    let (one, two) = (
+        Node::start(&store, &redis).await,
+        Node::start(&store, &redis).await,
+    );
+    let mut ws = two.socket().await;
+    let id = two.app.sockets().unwrap().sockets_where(&|_| true)[0].clone();
 
-    let pets = nodes[0].0.model::<example_zoo::Pet>();
+    let pets = one.app.model::<example_zoo::Pet>();
     let rex = pets.create(json!({"name": "Rex"})).await.unwrap().id;
     pets.subscribe(&id, [rex]).await;
     // The subscription is carried out on the other node's publisher task,
@@ -114,10 +125,8 @@ async fn a_subscription_made_on_one_node_reaches_a_socket_on_another() {
     assert_eq!(heard["id"], json!(rex));
     assert_eq!(heard["data"]["name"], "Rex II");
 
-    for (app, _, server) in nodes {
-        server.abort();
-        app.close_sockets().await;
-    }
+    one.stop().await;
+    two.stop().await;
     store.close().await;
     cleanup.run().await;
 }

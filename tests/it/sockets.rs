@@ -153,6 +153,12 @@ where
     ws
 }
 
+/// A plain socket to the server at `addr`, watching `user`.
+pub(crate) async fn socket_watching_user(addr: std::net::SocketAddr) -> Ws {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    watching_user(tokio_tungstenite::MaybeTlsStream::Plain(tcp), addr).await
+}
+
 /// The zoo served on a free port with `config`, `routes` mounted beside
 /// the blueprints.
 struct Served {
@@ -211,8 +217,7 @@ impl Served {
 
     /// A plain socket watching `user`.
     async fn socket(&self) -> Ws {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        watching_user(tokio_tungstenite::MaybeTlsStream::Plain(tcp), self.addr).await
+        socket_watching_user(self.addr).await
     }
 
     async fn stop(self) {
