@@ -130,18 +130,23 @@ pub(crate) struct RelayOut {
 
 impl RelayOut {
     /// Queues `batch` for the other nodes, unless it concerns this node
-    /// only. A full queue (Redis has been slow for a while) drops it: the
-    /// other nodes miss it, this node's sockets do not wait.
+    /// only.
     pub(crate) fn offer(&self, sockets: &Sockets, batch: &[Effect]) {
         let effects: Vec<_> = batch
             .iter()
             .filter_map(|e| RelayedEffect::of(e, |s| sockets.is_local(s)))
             .collect();
-        if effects.is_empty() {
-            return;
+        if !effects.is_empty() {
+            self.send(&sockets.node, effects);
         }
+    }
+
+    /// Queues `effects` of node `node` as one message. A full queue (Redis
+    /// has been slow for a while) drops it: the other nodes miss it, this
+    /// node's sockets do not wait.
+    fn send(&self, node: &str, effects: Vec<RelayedEffect<'_>>) {
         let message = Relayed {
-            node: Cow::Borrowed(&sockets.node),
+            node: Cow::Borrowed(node),
             effects,
         };
         let bytes = match serde_json::to_vec(&message) {
@@ -161,6 +166,12 @@ impl RelayOut {
                 );
             }
         }
+    }
+
+    /// How many batches the other nodes missed: the relay's queue was full,
+    /// or Redis had just failed (see [`spawn`]).
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -269,5 +280,80 @@ impl Sockets {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Redis link that fails its first publish and counts the attempts.
+    #[derive(Default)]
+    struct FailsOnce(AtomicU64);
+
+    #[async_trait::async_trait]
+    impl Relay for FailsOnce {
+        async fn send(&self, _: Vec<u8>) -> Result<(), crate::error::SocketsError> {
+            match self.0.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(crate::error::SocketsError::ClusterTimeout),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn message() -> Vec<RelayedEffect<'static>> {
+        vec![RelayedEffect::Members {
+            source: "sails_model_create_pet".into(),
+            dest: "sails_model_pet_1:pet".into(),
+            join: true,
+            guard: None,
+        }]
+    }
+
+    /// After a failed publish the relay tries nothing for its backoff: what
+    /// comes meanwhile is dropped and counted (the other nodes miss it; no
+    /// backlog builds up to leave in a burst), and nothing stays pending.
+    #[tokio::test]
+    async fn after_a_failure_the_relay_drops_and_counts_for_its_backoff() {
+        let link = Arc::new(FailsOnce::default());
+        let pending = Arc::new(AtomicUsize::new(0));
+        let out = spawn(link.clone(), 16, pending.clone());
+        for _ in 0..5 {
+            out.send("node", message());
+        }
+        for _ in 0..100 {
+            if pending.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(pending.load(Ordering::Acquire), 0, "nothing left pending");
+        assert_eq!(
+            link.0.load(Ordering::SeqCst),
+            1,
+            "one attempt, then none during the backoff"
+        );
+        assert_eq!(out.dropped(), 5, "the failed one and the four after it");
+    }
+
+    /// A full relay queue drops what does not fit, at once, and counts it:
+    /// the caller (the publisher task) never waits for Redis.
+    #[tokio::test]
+    async fn a_full_relay_queue_drops_at_once() {
+        struct Stuck;
+        #[async_trait::async_trait]
+        impl Relay for Stuck {
+            async fn send(&self, _: Vec<u8>) -> Result<(), crate::error::SocketsError> {
+                std::future::pending().await
+            }
+        }
+        let pending = Arc::new(AtomicUsize::new(0));
+        let out = spawn(Arc::new(Stuck), 2, pending.clone());
+        for _ in 0..10 {
+            out.send("node", message());
+        }
+        // One taken by the task (stuck in its send), two queued.
+        assert!(out.dropped() >= 7, "dropped {}", out.dropped());
+        assert!(pending.load(Ordering::Acquire) <= 3);
     }
 }

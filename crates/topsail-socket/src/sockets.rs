@@ -47,8 +47,10 @@ pub struct Sockets {
     pub(crate) guarding: Guarding,
     /// This node's name on the relay.
     pub(crate) node: Arc<str>,
-    /// The other nodes, for guarded effects (a cluster only).
-    pub(crate) relay: Option<Arc<dyn Relay>>,
+    /// The way to the other nodes (a cluster only; see [`crate::relay`]).
+    relay: Option<crate::relay::RelayOut>,
+    /// Batches published and not yet carried out, here and by the relay.
+    pending: Arc<AtomicUsize>,
 }
 
 /// The default of [`Sockets::max_rooms_per_socket`].
@@ -77,12 +79,16 @@ impl Sockets {
             guarding: Guarding::default(),
             node: node_name(),
             relay: None,
+            pending: Arc::default(),
         }
     }
 
-    /// The same sockets, relaying guarded effects through `relay`.
+    /// The same sockets, one node of a cluster: the effects they carry out
+    /// reach the other nodes through `relay` (see [`crate::relay`]). Starts
+    /// the relay task.
     pub(crate) fn with_relay(mut self, relay: Arc<dyn Relay>) -> Self {
-        self.relay = Some(relay);
+        let out = crate::relay::spawn(relay, self.queue, self.pending.clone());
+        self.relay = Some(out);
         self
     }
 
@@ -136,6 +142,16 @@ impl Sockets {
     /// was full: counted per socket missed.
     pub fn missed_by_full_queues(&self) -> u64 {
         MISSED_FULL.load(Ordering::Relaxed)
+    }
+
+    /// How many batches of effects (one per action) the other nodes of a
+    /// cluster missed because the way to them was down (Redis had just
+    /// failed: nothing is sent for 2 s after) or full (Redis slow for a
+    /// while). This node's sockets had them.
+    pub fn relay_dropped(&self) -> u64 {
+        self.relay
+            .as_ref()
+            .map_or(0, crate::relay::RelayOut::dropped)
     }
 
     /// How many sockets of this node were disconnected because they stopped
@@ -417,11 +433,8 @@ impl Sockets {
     pub fn publisher(&self) -> SocketPublisher {
         self.check_room_caps_periodically();
         let (tx, mut rx) = mpsc::channel::<Work>(self.queue);
-        let pending = Arc::new(AtomicUsize::new(0));
-        let relay_out = self
-            .relay
-            .clone()
-            .map(|relay| crate::relay::spawn(relay, self.queue, pending.clone()));
+        let pending = self.pending.clone();
+        let relay_out = self.relay.clone();
         let sockets = self.clone();
         let done = pending.clone();
         tokio::spawn(async move {
@@ -576,6 +589,7 @@ mod tests {
             guarding: Guarding::default(),
             node: node_name(),
             relay: None,
+            pending: Arc::default(),
         }
         .publisher_queue(1);
         let publisher = sockets.publisher();
