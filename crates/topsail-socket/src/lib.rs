@@ -38,7 +38,7 @@ use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
-pub use connection::{Connection, TunedListener};
+pub use connection::{Connection, TunedListener, TunedStream};
 pub use extract::{NotASocketRequest, SocketRequest};
 pub use handshake::{BeforeConnect, ConnectRequest};
 pub use sockets::{
