@@ -128,9 +128,11 @@ impl Cut {
 }
 
 impl TunedStream {
-    /// Shuts the connection down once it was cut: the peer sees it end,
-    /// and the task polling it an error.
-    fn cut_off(&self) -> Option<std::io::Error> {
+    /// Registers the polling task (`waker` is the reader's or the writer's
+    /// slot) to be woken by a cut; once cut, shuts the connection down: the
+    /// peer sees it end, and the task polling it an error.
+    fn cut_off(&self, waker: &AtomicWaker, cx: &Context<'_>) -> Option<std::io::Error> {
+        waker.register(cx.waker());
         if !self.cut.given.load(Ordering::Acquire) {
             return None;
         }
@@ -149,8 +151,7 @@ impl AsyncRead for TunedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        this.cut.reader.register(cx.waker());
-        if let Some(e) = this.cut_off() {
+        if let Some(e) = this.cut_off(&this.cut.reader, cx) {
             return Poll::Ready(Err(e));
         }
         Pin::new(&mut this.tcp).poll_read(cx, buf)
@@ -164,8 +165,7 @@ impl AsyncWrite for TunedStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        this.cut.writer.register(cx.waker());
-        if let Some(e) = this.cut_off() {
+        if let Some(e) = this.cut_off(&this.cut.writer, cx) {
             return Poll::Ready(Err(e));
         }
         Pin::new(&mut this.tcp).poll_write(cx, buf)
@@ -177,8 +177,7 @@ impl AsyncWrite for TunedStream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        this.cut.writer.register(cx.waker());
-        if let Some(e) = this.cut_off() {
+        if let Some(e) = this.cut_off(&this.cut.writer, cx) {
             return Poll::Ready(Err(e));
         }
         Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs)
