@@ -55,7 +55,10 @@ for (const dialect of ['sqlite', 'postgres']) {
       const [a, w, s, b] = await settle(sockets);
       assert.deepEqual(a, []);
       assert.deepEqual(b, []);
-      const expected = { verb: 'updated', id: pet.id, data: { name: 'Max', species: 'cat', id: pet.id }, previous: strip({ ...pet, tags: [] }) };
+      // It carries the record's new ETag: what a findOne of it answers.
+      const etag = (await fetch(`${zoo.url}/pet/${pet.id}`)).headers.get('etag');
+      assert.match(etag, /^"[A-Za-z0-9_-]{22}"$/);
+      const expected = { verb: 'updated', id: pet.id, data: { name: 'Max', species: 'cat', id: pet.id }, previous: strip({ ...pet, tags: [] }), etag };
       assert.deepEqual(strip(s), [['pet', expected]]);
       assert.deepEqual(strip(w), [['pet', expected]], 'a watcher was subscribed to the new record');
       assert.equal(typeof s[0][1].data.updatedAt, 'number');

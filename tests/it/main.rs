@@ -37,3 +37,5 @@ mod csrf;
 mod access;
 // One node of a cluster whose Redis is slow: its own sockets do not wait.
 mod cluster;
+// Conditional requests: ETag, 304, 412 and 428 over HTTP and sockets.
+mod conditional;

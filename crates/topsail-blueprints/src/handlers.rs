@@ -13,11 +13,12 @@ committed change is always published, and a shutdown waits for it.
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::{Map, Value};
-use topsail_core::http::json_response;
+use topsail_core::etag::{self, Precondition};
+use topsail_core::http::{json_response, with_etag};
 use topsail_core::{Actor, Criteria, Error, Record};
 
 use crate::extract::{ChildKey, Key, RouteState, params};
@@ -49,6 +50,17 @@ fn record(r: Record) -> Response {
     axum::Json(Value::Object(r)).into_response()
 }
 
+/// A record that exists after the write, as JSON with its `ETag` (a
+/// write answers with the record populated by default: what a findOne
+/// without parameters answers, so the same tag).
+fn current(r: Record) -> Response {
+    let body = etag::record_json(&r);
+    let tag = etag::of_json(&body);
+    let mut res = json_bytes(body);
+    with_etag(&mut res, &tag);
+    res
+}
+
 async fn find(
     State(route): State<RouteState>,
     FindCriteria(c): FindCriteria,
@@ -58,17 +70,30 @@ async fn find(
     Ok(json_bytes(json))
 }
 
+/// Answers with the record and its `ETag`; 304 with the tag alone when
+/// the client's `If-None-Match` names it (the socket is subscribed either
+/// way, as for any read).
 async fn find_one(
     State(route): State<RouteState>,
     Projection(c): Projection,
     Key(id): Key,
+    IfNoneMatch(cached): IfNoneMatch,
     actor: Actor,
 ) -> Result<Response, Error> {
     let json = route
         .engine
         .find_one_json(route.model, &id, &c, &actor)
         .await?;
-    Ok(json_bytes(json))
+    let tag = etag::of_json(&json);
+    let mut res = if cached.is_some_and(|h| etag::none_match_names(&h, &tag)) {
+        let mut res = Response::new(axum::body::Body::empty());
+        *res.status_mut() = StatusCode::NOT_MODIFIED;
+        res
+    } else {
+        json_bytes(json)
+    };
+    with_etag(&mut res, &tag);
+    Ok(res)
 }
 
 async fn create(
@@ -101,6 +126,7 @@ async fn update(
     method: Method,
     Key(id): Key,
     Values(mut values): Values,
+    IfMatch(pre): IfMatch,
     actor: Actor,
 ) -> Result<Response, Error> {
     if method == Method::PUT {
@@ -112,21 +138,26 @@ async fn update(
         .clone()
         .detached_write(async move {
             let values = Value::Object(values);
-            route.engine.update(route.model, &id, &values, &actor).await
+            let (engine, model) = (&route.engine, route.model);
+            engine.update_if(model, &id, &values, &actor, &pre).await
         })
         .await?;
-    Ok(record(updated))
+    Ok(current(updated))
 }
 
 async fn destroy(
     State(route): State<RouteState>,
     Key(id): Key,
+    IfMatch(pre): IfMatch,
     actor: Actor,
 ) -> Result<Response, Error> {
     let destroyed = route
         .engine
         .clone()
-        .detached_write(async move { route.engine.destroy(route.model, &id, &actor).await })
+        .detached_write(async move {
+            let (engine, model) = (&route.engine, route.model);
+            engine.destroy_if(model, &id, &actor, &pre).await
+        })
         .await?;
     Ok(record(destroyed))
 }
@@ -158,6 +189,7 @@ async fn add_or_remove(
     State(route): State<RouteState>,
     Key(parent): Key,
     ChildKey(child): ChildKey,
+    IfMatch(pre): IfMatch,
     actor: Actor,
 ) -> Result<Response, Error> {
     let alias = route.assoc()?.name;
@@ -167,19 +199,24 @@ async fn add_or_remove(
         .detached_write(async move {
             let (engine, model) = (&route.engine, route.model);
             if route.action == Action::Add {
-                engine.add(model, &parent, alias, &child, &actor).await
+                engine
+                    .add_if(model, &parent, alias, &child, &actor, &pre)
+                    .await
             } else {
-                engine.remove(model, &parent, alias, &child, &actor).await
+                engine
+                    .remove_if(model, &parent, alias, &child, &actor, &pre)
+                    .await
             }
         })
         .await?;
-    Ok(record(parent))
+    Ok(current(parent))
 }
 
 async fn replace(
     State(route): State<RouteState>,
     Key(parent): Key,
     params: Params,
+    IfMatch(pre): IfMatch,
     actor: Actor,
 ) -> Result<Response, Error> {
     let assoc = route.assoc()?;
@@ -194,10 +231,40 @@ async fn replace(
         .clone()
         .detached_write(async move {
             let (engine, model) = (&route.engine, route.model);
-            engine.replace(model, &parent, alias, &ids, &actor).await
+            engine
+                .replace_if(model, &parent, alias, &ids, &actor, &pre)
+                .await
         })
         .await?;
-    Ok(record(parent))
+    Ok(current(parent))
+}
+
+/// A write's `If-Match` (see [`etag`]).
+struct IfMatch(Precondition);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let values = parts.headers.get_all(header::IF_MATCH).iter();
+        // A value that is not text names no tag: the write is refused.
+        let text = values.map(|v| v.to_str().unwrap_or("\u{0}"));
+        Ok(IfMatch(Precondition::from_if_match(text)))
+    }
+}
+
+/// A read's `If-None-Match`, its values joined.
+struct IfNoneMatch(Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let values: Vec<&str> = (parts.headers.get_all(header::IF_NONE_MATCH).iter())
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        Ok(IfNoneMatch((!values.is_empty()).then(|| values.join(","))))
+    }
 }
 
 /// `req.allParams()`.

@@ -259,6 +259,7 @@ mod tests {
             assocs,
             hooks: Hooks::default(),
             strict: false,
+            require_if_match: false,
         }
     }
 

@@ -92,6 +92,18 @@ pub enum Error {
     /// An access rule refused the request: answered 403.
     #[error("forbidden")]
     Forbidden,
+    /// The record changed since the client read it: its `If-Match` names
+    /// none of the record's current entity tags. Answered 412 with the
+    /// record as the client may read it now, and its `ETag`.
+    #[error("precondition failed: the record has changed")]
+    PreconditionFailed {
+        /// The record as it is now, as the client is answered with it.
+        current: Box<crate::record::Record>,
+    },
+    /// The model requires `If-Match` on its writes and the request sent
+    /// none: answered 428 `E_PRECONDITION_REQUIRED`.
+    #[error("precondition required: send If-Match with the record's ETag")]
+    PreconditionRequired,
     /// The store failed: answered 500 and logged.
     #[error(transparent)]
     Store(StoreError),

@@ -7,6 +7,8 @@ blueprints answer with, so an app's own handler can return
 |---|---|---|
 | [`Error::NotFound`] | 404 | `Not Found` (text) |
 | [`Error::Forbidden`] (an access rule refused a write) | 403 | `Forbidden` (text) |
+| [`Error::PreconditionFailed`] (`If-Match` names an older version) | 412 | the record as it is now (JSON), with its `ETag` |
+| [`Error::PreconditionRequired`] (the model requires `If-Match`) | 428 | `{code: "E_PRECONDITION_REQUIRED", details, message}` |
 | [`Error::Usage`] | 400 | `{code, details, message}` |
 | [`Error::Unique`] | 400 | `{code: "E_UNIQUE", message, modelIdentity, attrNames}` |
 | [`Error::Store`] with [`StoreError::Unavailable`] (every connection busy, SQLite's lock still taken) or [`StoreError::ConnectionLost`] (the database went away) | 503 | `Service Unavailable` (text), `Retry-After: 1` |
@@ -147,12 +149,22 @@ pub fn json_response(status: StatusCode, body: impl Into<axum_core::body::Body>)
     res
 }
 
+/// Sets the `ETag` header (a tag from [`crate::etag`], always a valid
+/// header value).
+pub fn with_etag(res: &mut Response, tag: &str) {
+    if let Ok(v) = HeaderValue::from_str(tag) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+}
+
 impl Error {
     /// The status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Error::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             Error::Usage { .. } | Error::Unique { .. } => StatusCode::BAD_REQUEST,
             Error::Store(StoreError::Unavailable | StoreError::ConnectionLost(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -168,6 +180,20 @@ impl IntoResponse for Error {
         match self {
             Error::NotFound => text_response(StatusCode::NOT_FOUND, "Not Found"),
             Error::Forbidden => text_response(StatusCode::FORBIDDEN, "Forbidden"),
+            Error::PreconditionFailed { current } => {
+                tracing::info!("If-Match named an older version; answered 412");
+                let body = crate::etag::record_json(&current);
+                let tag = crate::etag::of_json(&body);
+                let mut res = json_response(StatusCode::PRECONDITION_FAILED, body);
+                with_etag(&mut res, &tag);
+                res
+            }
+            Error::PreconditionRequired => UsageRejection::new(
+                StatusCode::PRECONDITION_REQUIRED,
+                "E_PRECONDITION_REQUIRED",
+                "This model requires `If-Match` with the record's `ETag` (from a findOne) on every write.",
+            )
+            .into_response(),
             Error::Usage { code, details } => {
                 UsageRejection::bad_request(code, details).into_response()
             }

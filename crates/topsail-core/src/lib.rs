@@ -12,6 +12,7 @@ pub mod access;
 pub mod criteria;
 pub mod engine;
 pub mod error;
+pub mod etag;
 #[cfg(feature = "axum")]
 pub mod http;
 pub mod inflight;

@@ -308,6 +308,9 @@ pub struct ModelDef {
     /// Reject unknown attributes on create/update with 400 instead of
     /// dropping them.
     pub strict: bool,
+    /// Clients' writes (update, destroy, add, remove, replace) must send
+    /// `If-Match` with the record's `ETag`: 428 without it.
+    pub require_if_match: bool,
 }
 
 /// An attribute or an association, looked up by JSON name.

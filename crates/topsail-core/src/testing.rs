@@ -48,6 +48,7 @@ static USER: LazyLock<ModelDef> = LazyLock::new(|| {
         }],
         hooks: Hooks::default(),
         strict: false,
+        require_if_match: false,
     }
 });
 
@@ -83,6 +84,7 @@ static PET: LazyLock<ModelDef> = LazyLock::new(|| {
         ],
         hooks: Hooks::default(),
         strict: false,
+        require_if_match: false,
     }
 });
 
@@ -107,6 +109,7 @@ static TAG: LazyLock<ModelDef> = LazyLock::new(|| {
         }],
         hooks: Hooks::default(),
         strict: false,
+        require_if_match: false,
     }
 });
 

@@ -98,6 +98,7 @@ attributes! {
         table: String = TABLE by string,
         krate: syn::Path = CRATE by crate_path,
         strict: () = STRICT by flag,
+        require_if_match: () = REQUIRE_IF_MATCH by flag,
         lifecycle: () = LIFECYCLE by flag,
     }
 }

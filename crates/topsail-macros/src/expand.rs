@@ -236,6 +236,7 @@ impl Checked {
         }
         let hooks = self.hooks(p);
         let strict = self.c.attrs.strict.is_set();
+        let require_if_match = self.c.attrs.require_if_match.is_set();
         quote!(#p::ModelDef {
             identity: #identity,
             table: #table,
@@ -245,6 +246,7 @@ impl Checked {
             assocs: ::std::vec![#(#assocs),*],
             hooks: #hooks,
             strict: #strict,
+            require_if_match: #require_if_match,
         })
     }
 

@@ -13,6 +13,7 @@ pub(crate) const IDENTITY: Symbol = Symbol("identity");
 pub(crate) const TABLE: Symbol = Symbol("table");
 pub(crate) const CRATE: Symbol = Symbol("crate");
 pub(crate) const STRICT: Symbol = Symbol("strict");
+pub(crate) const REQUIRE_IF_MATCH: Symbol = Symbol("require_if_match");
 pub(crate) const LIFECYCLE: Symbol = Symbol("lifecycle");
 
 // On a field.

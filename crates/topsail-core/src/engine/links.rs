@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use crate::error::{Error, Result, UsageCode};
+use crate::etag::Precondition;
 use crate::model::{AssocDef, AttrType, CollectionStorage, ModelDef, collection_storage};
 use crate::pubsub::{Actor, Linked};
 use crate::query::{ColRef, Delete, Dir, Filter, Ident, Insert, Select, Update};
@@ -30,8 +31,24 @@ impl Engine {
         child: &Pk,
         actor: &Actor,
     ) -> Result<Record> {
-        let (assoc, parent, child, mut tx) =
-            self.open_child(model, parent, alias, child, actor).await?;
+        self.add_if(model, parent, alias, child, actor, &Precondition::None)
+            .await
+    }
+
+    /// [`add`](Engine::add) under `pre` (a client's `If-Match`), checked on
+    /// the parent as the transaction locked it.
+    pub async fn add_if(
+        &self,
+        model: &'static ModelDef,
+        parent: &Pk,
+        alias: &str,
+        child: &Pk,
+        actor: &Actor,
+        pre: &Precondition,
+    ) -> Result<Record> {
+        let (assoc, parent, child, mut tx) = self
+            .open_child(model, parent, alias, child, actor, pre)
+            .await?;
         let link = link_children(tx.as_mut(), model, assoc, &parent, &[child]).await?;
         if link.linked.is_empty() {
             return Err(Error::NotFound);
@@ -52,8 +69,24 @@ impl Engine {
         child: &Pk,
         actor: &Actor,
     ) -> Result<Record> {
-        let (assoc, parent, child, mut tx) =
-            self.open_child(model, parent, alias, child, actor).await?;
+        self.remove_if(model, parent, alias, child, actor, &Precondition::None)
+            .await
+    }
+
+    /// [`remove`](Engine::remove) under `pre` (a client's `If-Match`),
+    /// checked on the parent as the transaction locked it.
+    pub async fn remove_if(
+        &self,
+        model: &'static ModelDef,
+        parent: &Pk,
+        alias: &str,
+        child: &Pk,
+        actor: &Actor,
+        pre: &Precondition,
+    ) -> Result<Record> {
+        let (assoc, parent, child, mut tx) = self
+            .open_child(model, parent, alias, child, actor, pre)
+            .await?;
         let children = std::slice::from_ref(&child);
         if existing_with(tx.as_mut(), assoc.target(), children, None)
             .await?
@@ -79,9 +112,24 @@ impl Engine {
         ids: &Value,
         actor: &Actor,
     ) -> Result<Record> {
+        self.replace_if(model, parent, alias, ids, actor, &Precondition::None)
+            .await
+    }
+
+    /// [`replace`](Engine::replace) under `pre` (a client's `If-Match`),
+    /// checked on the parent as the transaction locked it.
+    pub async fn replace_if(
+        &self,
+        model: &'static ModelDef,
+        parent: &Pk,
+        alias: &str,
+        ids: &Value,
+        actor: &Actor,
+        pre: &Precondition,
+    ) -> Result<Record> {
         let (assoc, parent) = collection_of(model, parent, alias)?;
         let ids = replacement_ids(assoc, ids)?;
-        let mut tx = self.lock_parent(model, &parent, actor).await?;
+        let mut tx = self.lock_parent(model, &parent, actor, pre).await?;
         let ids = self
             .writable_children(tx.as_mut(), assoc.target(), ids, actor)
             .await?;
@@ -103,10 +151,11 @@ impl Engine {
         alias: &str,
         child: &Pk,
         actor: &Actor,
+        pre: &Precondition,
     ) -> Result<(&'static AssocDef, Pk, Pk, Box<dyn Tx>)> {
         let (assoc, parent) = collection_of(model, parent, alias)?;
         let child = checked_key(assoc.target(), child, UsageCode::InvalidAssociatedIds)?;
-        let mut tx = self.lock_parent(model, &parent, actor).await?;
+        let mut tx = self.lock_parent(model, &parent, actor, pre).await?;
         let allowed = self
             .writable_children(tx.as_mut(), assoc.target(), vec![child.clone()], actor)
             .await?;
@@ -118,16 +167,24 @@ impl Engine {
 
     /// A collection action's transaction, with the parent's row locked
     /// (404 when there is no such parent, or `actor` may not read it; 403
-    /// when it may not change it).
+    /// when it may not change it; 412 when it is not the version `pre`
+    /// names, for which the parent is read populated, as its tag covers).
     async fn lock_parent(
         &self,
         model: &'static ModelDef,
         parent: &Pk,
         actor: &Actor,
+        pre: &Precondition,
     ) -> Result<Box<dyn Tx>> {
+        super::rules::require_precondition(model, actor, pre)?;
+        let populate = match pre {
+            Precondition::OneOf(_) => super::default_populates(model),
+            _ => Vec::new(),
+        };
         let mut tx = self.store.begin().await?;
-        let record = fetch_locked(tx.as_mut(), model, parent, Vec::new()).await?;
+        let record = fetch_locked(tx.as_mut(), model, parent, populate).await?;
         self.check_write(model, &record, actor)?;
+        self.check_precondition(model, &record, actor, pre)?;
         Ok(tx)
     }
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::access::Access;
 use crate::criteria::Query;
 use crate::error::{Error, Result};
+use crate::etag::Precondition;
 use crate::model::ModelDef;
 use crate::pubsub::Actor;
 use crate::query::Filter;
@@ -58,6 +59,29 @@ impl Engine {
         }
         crate::visibility::strip_private(model, &mut record);
         record
+    }
+
+    /// 412 with the record as `actor` may read it now, when its tag (that
+    /// of a findOne's answer) is not one `pre` names. `current` is the
+    /// record populated by default, as the transaction locked it.
+    pub(super) fn check_precondition(
+        &self,
+        model: &'static ModelDef,
+        current: &Record,
+        actor: &Actor,
+        pre: &Precondition,
+    ) -> Result<()> {
+        if !matches!(pre, Precondition::OneOf(_)) {
+            return Ok(());
+        }
+        let shown = self.answer(model, current.clone(), actor);
+        if pre.holds(|| crate::etag::of_record(&shown)) {
+            Ok(())
+        } else {
+            Err(Error::PreconditionFailed {
+                current: Box::new(shown),
+            })
+        }
     }
 
     /// What `actor` may read of `model`, when a rule limits it.
@@ -187,4 +211,16 @@ impl Engine {
         let found: std::collections::HashSet<Pk> = readable.into_iter().collect();
         Ok(ids.into_iter().filter(|k| found.contains(k)).collect())
     }
+}
+
+/// 428 when `model` requires `If-Match` of clients and `pre` is none.
+pub(super) fn require_precondition(
+    model: &ModelDef,
+    actor: &Actor,
+    pre: &Precondition,
+) -> Result<()> {
+    if model.require_if_match && actor.is_client() && !pre.is_some() {
+        return Err(Error::PreconditionRequired);
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::criteria::{Populate, PopulateQuery, normalize_populate};
 use crate::error::{Error, Result, StoreError, UsageCode};
+use crate::etag::Precondition;
 use crate::model::{AssocDef, AssocKind, ModelDef};
 use crate::pubsub::{Actor, Linked};
 use crate::query::{Delete, Filter, Ident, Insert, Update};
@@ -92,6 +93,21 @@ impl Engine {
         values: &Value,
         actor: &Actor,
     ) -> Result<Record> {
+        self.update_if(model, id, values, actor, &Precondition::None)
+            .await
+    }
+
+    /// [`update`](Engine::update) under `pre` (a client's `If-Match`),
+    /// checked on the record as the transaction locked it.
+    pub async fn update_if(
+        &self,
+        model: &'static ModelDef,
+        id: &Pk,
+        values: &Value,
+        actor: &Actor,
+        pre: &Precondition,
+    ) -> Result<Record> {
+        super::rules::require_precondition(model, actor, pre)?;
         let id = checked_key(model, id, UsageCode::InvalidCriteria)?;
         let given = settable(model, values, actor, UsageCode::InvalidValuesToSet)?;
         let (mut set, collections) = values::values_to_set(model, &id, &given)?;
@@ -103,6 +119,7 @@ impl Engine {
         let mut tx = self.store.begin().await?;
         let previous = fetch_locked(tx.as_mut(), model, &id, populate.clone()).await?;
         self.check_write(model, &previous, actor)?;
+        self.check_precondition(model, &previous, actor, pre)?;
         let columns: Vec<_> = row_values(model, &set)
             .into_iter()
             .filter(|(c, _)| c != model.pk_column())
@@ -142,11 +159,25 @@ impl Engine {
         id: &Pk,
         actor: &Actor,
     ) -> Result<Record> {
+        self.destroy_if(model, id, actor, &Precondition::None).await
+    }
+
+    /// [`destroy`](Engine::destroy) under `pre` (a client's `If-Match`),
+    /// checked on the record as the transaction locked it.
+    pub async fn destroy_if(
+        &self,
+        model: &'static ModelDef,
+        id: &Pk,
+        actor: &Actor,
+        pre: &Precondition,
+    ) -> Result<Record> {
+        super::rules::require_precondition(model, actor, pre)?;
         let id = checked_key(model, id, UsageCode::InvalidCriteria)?;
         let populate = default_populates(model);
         let mut tx = self.store.begin().await?;
         let previous = fetch_locked(tx.as_mut(), model, &id, populate).await?;
         self.check_write(model, &previous, actor)?;
+        self.check_precondition(model, &previous, actor, pre)?;
         (model.hooks.before_destroy)(&previous)
             .map_err(|m| Error::usage(UsageCode::InvalidRequest, m))?;
         let mut unlinked: Vec<(&'static AssocDef, Vec<Pk>)> = Vec::new();

@@ -172,6 +172,18 @@ impl<'a> Plan<'a> {
         Some(guard_of(model, record, evict, nested))
     }
 
+    /// The `ETag` a findOne of `record` (populated by default) answers
+    /// every client with, so an `updated` can carry it; `None` when a read
+    /// rule on a model it populates may show clients different records
+    /// (their tags differ, and one per recipient would cost a hash each).
+    fn etag_for_all(&self, model: &'static ModelDef, record: &Record) -> Option<String> {
+        let narrowed = model
+            .assocs
+            .iter()
+            .any(|a| self.rules.read_rule(a.target()).is_some());
+        (!narrowed).then(|| crate::etag::of_record(&visible(model, record.clone())))
+    }
+
     /// The records populated into `populated` whose model has a read rule.
     fn nested_of(
         &self,
@@ -269,8 +281,11 @@ impl<'a> Plan<'a> {
             self.introduce(model, id, record);
         }
         let (data, previous) = (visible(model, data), visible(model, previous));
-        let payload =
+        let mut payload =
             json!({"verb": "updated", "data": data, "id": id.to_json(), "previous": previous});
+        if let Some(tag) = self.etag_for_all(model, record) {
+            payload["etag"] = Value::String(tag);
+        }
         self.guarded_broadcast(record_room(model, id), model, payload, guard);
     }
 
