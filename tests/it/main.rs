@@ -39,3 +39,7 @@ mod access;
 mod cluster;
 // Conditional requests: ETag, 304, 412 and 428 over HTTP and sockets.
 mod conditional;
+// Prometheus metrics that move under a scripted scenario.
+mod metrics;
+// Traces: a span per request over both transports, SQL and publish under it.
+mod traces;

@@ -14,6 +14,7 @@
 mod csrf;
 mod extract;
 mod handlers;
+mod metrics;
 mod normalize;
 mod params;
 mod pluralize;
@@ -320,6 +321,7 @@ impl Blueprints {
     }
 
     /// The handler of one bound route with its layers: outermost the
+    /// metrics and span (so a policy's refusal is counted too), then the
     /// [`BlueprintAction`] (for policies), then the policies, then the file
     /// name check, then the parameters read for the handler.
     fn method_router(&self, bound: &Bound) -> MethodRouter {
@@ -361,12 +363,16 @@ impl Blueprints {
                 async move { p(req, next).await }
             }));
         }
+        let measured = action.clone();
         mr.layer(tower::util::MapRequestLayer::new(
             move |mut req: Request| {
                 req.extensions_mut().insert(action.clone());
                 req
             },
         ))
+        .layer(from_fn(move |req, next| {
+            metrics::measure(measured.clone(), req, next)
+        }))
     }
 }
 

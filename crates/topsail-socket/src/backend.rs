@@ -40,6 +40,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn local_rooms(&self, socket: &str) -> Option<Vec<String>>;
     /// The ids of this node's sockets in `room`, but `except`.
     fn local_members(&self, room: &str, except: Option<&str>) -> Vec<Sid>;
+    /// How many sockets this node holds, and the rooms they are in.
+    fn census(&self) -> Census;
+    /// Whether the other nodes are reachable (false while the circuit
+    /// breaker keeps this node alone; always true without a cluster).
+    fn cluster_up(&self) -> bool;
     /// Whether the socket `socket`, which disconnected, had been cut
     /// because its queue was full (forgotten once asked).
     fn was_cut(&self, socket: Sid) -> bool;
@@ -65,6 +70,18 @@ pub(crate) trait Backend: Send + Sync + 'static {
 #[async_trait]
 pub(crate) trait Relay: Send + Sync + 'static {
     async fn send(&self, message: Vec<u8>) -> Result<(), SocketsError>;
+}
+
+/// What one node holds (see [`crate::Sockets::census`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Sockets connected to this node.
+    pub sockets: usize,
+    /// Distinct rooms they are in (record, model and app rooms; not each
+    /// socket's own id room).
+    pub rooms: usize,
+    /// Memberships: the sum over sockets of the rooms each is in.
+    pub memberships: usize,
 }
 
 /// The room of this node's sockets that reached their room cap (see
@@ -174,6 +191,7 @@ impl<A: Adapter> Io<A> {
 
     fn give_up(&self, e: SocketsError) -> SocketsError {
         if !self.alone() {
+            metrics::counter!("topsail_cluster_breaker_openings_total").increment(1);
             tracing::warn!(error = %e, "cannot reach the other nodes; working alone for {CLUSTER_BACKOFF:?}");
         }
         self.alone_until.store(
@@ -330,6 +348,32 @@ impl<A: Adapter> Backend for Io<A> {
         let sid = socket.parse().ok()?;
         let rooms = self.io.get_socket(sid)?.rooms();
         Some(rooms.into_iter().map(|r| r.to_string()).collect())
+    }
+
+    fn census(&self) -> Census {
+        let sockets = self.io.sockets();
+        let mut rooms = std::collections::HashSet::new();
+        let mut memberships = 0;
+        for socket in &sockets {
+            let own = socket.id.to_string();
+            for room in socket.rooms() {
+                // Its own id room, and the mark of a socket at its cap,
+                // are topsail's bookkeeping, not rooms an app sees.
+                if room != own.as_str() && room != AT_ROOM_CAP {
+                    memberships += 1;
+                    rooms.insert(room);
+                }
+            }
+        }
+        Census {
+            sockets: sockets.len(),
+            rooms: rooms.len(),
+            memberships,
+        }
+    }
+
+    fn cluster_up(&self) -> bool {
+        !self.alone()
     }
 
     fn local_members(&self, room: &str, except: Option<&str>) -> Vec<Sid> {

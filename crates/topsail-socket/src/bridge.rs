@@ -18,6 +18,7 @@ use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use topsail_core::Actor;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::extract::SocketContext;
 use crate::sockets::Sockets;
@@ -333,11 +334,22 @@ pub(crate) async fn dispatch(
         }
     };
     socket_extensions(&mut req, hs, sockets);
-    let res = match router.clone().oneshot(req).await {
+    // The span an HTTP request gets (see `Topsail::serve`), with the
+    // socket's id: what the request runs nests under it.
+    let span = tracing::info_span!(
+        "request",
+        transport = "socket",
+        method = %v.method,
+        path,
+        status = tracing::field::Empty,
+        socket = &*hs.sid,
+    );
+    let res = match router.clone().oneshot(req).instrument(span.clone()).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
     let status = res.status();
+    span.record("status", status.as_u16());
     let (parts, body) = res.into_parts();
     // A cookie set by the answer is the socket's from now on (a sign-in),
     // and who the socket is may have changed with it (not when the answer
@@ -356,14 +368,7 @@ pub(crate) async fn dispatch(
             return Reply::Jwr(Jwr::plain(500, "Internal Server Error"));
         }
     };
-    tracing::info!(
-        transport = "socket",
-        method = %v.method,
-        path,
-        status = status.as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    span.in_scope(|| tracing::info!(ms = started.elapsed().as_secs_f64() * 1000.0, "request"));
     let is_json = parts
         .headers
         .get(header::CONTENT_TYPE)

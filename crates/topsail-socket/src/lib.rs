@@ -38,12 +38,13 @@ use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
+pub use backend::Census;
 pub use connection::{Connection, TunedListener, TunedStream};
 pub use extract::{NotASocketRequest, SocketRequest};
 pub use handshake::{BeforeConnect, ConnectRequest};
 pub use sockets::{
     AdapterFailure, DEFAULT_EVENT, DEFAULT_MAX_ROOMS_PER_SOCKET, DEFAULT_PUBLISHER_QUEUE,
-    SocketPublisher, Sockets, SocketsError,
+    RECIPIENTS_SAMPLED_EVERY, SocketPublisher, Sockets, SocketsError,
 };
 
 /// How long a connection may hold data its peer does not take before the

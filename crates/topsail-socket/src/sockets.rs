@@ -51,6 +51,26 @@ pub struct Sockets {
     relay: Option<crate::relay::RelayOut>,
     /// Batches published and not yet carried out, here and by the relay.
     pending: Arc<AtomicUsize>,
+    /// Messages delivered, for sampling their recipients.
+    sampled: Arc<AtomicU64>,
+}
+
+/// One message in this many has its recipients counted
+/// (`topsail_message_recipients`).
+pub const RECIPIENTS_SAMPLED_EVERY: u64 = 16;
+
+/// Counts a model message this node published (`topsail_messages_total`,
+/// by model and verb).
+fn count_message(effect: &Effect) {
+    if let Effect::Broadcast { event, payload, .. } = effect {
+        let verb = payload.get("verb").and_then(Value::as_str).unwrap_or("");
+        metrics::counter!(
+            "topsail_messages_total",
+            "model" => *event,
+            "verb" => verb.to_owned(),
+        )
+        .increment(1);
+    }
 }
 
 /// The default of [`Sockets::max_rooms_per_socket`].
@@ -80,6 +100,7 @@ impl Sockets {
             node: node_name(),
             relay: None,
             pending: Arc::default(),
+            sampled: Arc::default(),
         }
     }
 
@@ -160,6 +181,19 @@ impl Sockets {
     /// heartbeat, or they did not answer a ping in time.
     pub fn stalled_disconnects(&self) -> u64 {
         self.stalled.load(Ordering::Relaxed)
+    }
+
+    /// How many sockets this node holds, and their rooms (it walks every
+    /// socket's rooms: for a metrics scrape, not for every message).
+    pub fn census(&self) -> crate::backend::Census {
+        self.backend.census()
+    }
+
+    /// Whether the other nodes of the cluster are reachable: false while
+    /// this node works alone after Redis failed it (always true without a
+    /// cluster).
+    pub fn cluster_up(&self) -> bool {
+        self.backend.cluster_up()
     }
 
     /// Counts one more stalled disconnect; returns the count.
@@ -416,11 +450,23 @@ impl Sockets {
                     .await
             }
             None => {
+                self.sample_recipients(room, omit);
                 let except = omit.map(str::to_owned).into_iter().collect();
                 self.backend
                     .emit_local(vec![room.to_owned()], except, event, payload)
                     .await
             }
+        }
+    }
+
+    /// Records how many of this node's sockets a message goes to, for one
+    /// message in [`RECIPIENTS_SAMPLED_EVERY`]: counting them walks the
+    /// room's members, which the broadcast itself does not need.
+    fn sample_recipients(&self, room: &str, omit: Option<&str>) {
+        let n = self.sampled.fetch_add(1, Ordering::Relaxed);
+        if n.is_multiple_of(RECIPIENTS_SAMPLED_EVERY) {
+            let recipients = self.backend.local_members(room, omit).len();
+            metrics::histogram!("topsail_message_recipients").record(recipients as f64);
         }
     }
 
@@ -440,13 +486,16 @@ impl Sockets {
         tokio::spawn(async move {
             while let Some(work) = rx.recv().await {
                 match work {
-                    Work::Local(batch) => {
+                    Work::Local(batch, committed) => {
                         if let Some(out) = &relay_out {
                             out.offer(&sockets, &batch);
                         }
                         for effect in batch {
+                            count_message(&effect);
                             sockets.apply(effect).await;
                         }
+                        metrics::histogram!("topsail_publish_lag_seconds")
+                            .record(committed.elapsed().as_secs_f64());
                     }
                     Work::Relayed(bytes) => sockets.receive_relayed(&bytes).await,
                 }
@@ -462,7 +511,9 @@ impl Sockets {
 /// change of a guarded room's members is made between two deliveries).
 #[derive(Debug)]
 enum Work {
-    Local(Vec<Effect>),
+    /// This node's effects, with when they were published (just after
+    /// their commit).
+    Local(Vec<Effect>, std::time::Instant),
     Relayed(Vec<u8>),
 }
 
@@ -509,7 +560,8 @@ impl SocketPublisher {
 #[async_trait]
 impl Publisher for SocketPublisher {
     async fn publish(&self, effects: Vec<Effect>) {
-        self.send(Work::Local(effects)).await;
+        self.send(Work::Local(effects, std::time::Instant::now()))
+            .await;
     }
 }
 
@@ -547,6 +599,12 @@ mod tests {
         }
         fn local_rooms(&self, _: &str) -> Option<Vec<String>> {
             None
+        }
+        fn census(&self) -> crate::backend::Census {
+            crate::backend::Census::default()
+        }
+        fn cluster_up(&self) -> bool {
+            true
         }
         fn local_members(&self, _: &str, _: Option<&str>) -> Vec<Sid> {
             Vec::new()
@@ -590,6 +648,7 @@ mod tests {
             node: node_name(),
             relay: None,
             pending: Arc::default(),
+            sampled: Arc::default(),
         }
         .publisher_queue(1);
         let publisher = sockets.publisher();

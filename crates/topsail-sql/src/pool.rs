@@ -114,6 +114,8 @@ impl<DB: Database> std::fmt::Debug for Pooled<DB> {
 
 struct Shared<DB: Database> {
     permits: Arc<Semaphore>,
+    /// How many permits there are: the most connections in use at once.
+    max: usize,
     warm: Mutex<Vec<Warm<DB>>>,
     acquire_timeout: Duration,
 }
@@ -165,8 +167,10 @@ impl<DB: Database> Pooled<DB> {
     /// `Retry-After`.
     pub fn new(pool: Pool<DB>) -> Self {
         let opts = pool.options();
+        let max = opts.get_max_connections() as usize;
         let shared = Shared {
-            permits: Arc::new(Semaphore::new(opts.get_max_connections() as usize)),
+            permits: Arc::new(Semaphore::new(max)),
+            max,
             warm: Mutex::new(Vec::new()),
             acquire_timeout: opts.get_acquire_timeout(),
         };
@@ -182,13 +186,26 @@ impl<DB: Database> Pooled<DB> {
         &self.pool
     }
 
+    /// Connections in use now (leases and transactions), and the most
+    /// there may be.
+    pub fn connections(&self) -> (usize, usize) {
+        let free = self.shared.permits.available_permits();
+        (self.shared.max.saturating_sub(free), self.shared.max)
+    }
+
+    /// A permit to use a connection; how long it took is recorded as
+    /// `topsail_db_acquire_wait_seconds`.
     async fn permit(&self) -> Result<OwnedSemaphorePermit, sqlx::Error> {
+        let started = Instant::now();
         let wait = self.shared.permits.clone().acquire_owned();
-        match tokio::time::timeout(self.shared.acquire_timeout, wait).await {
+        let permit = match tokio::time::timeout(self.shared.acquire_timeout, wait).await {
             Err(_) => Err(sqlx::Error::PoolTimedOut),
             Ok(Err(_)) => Err(sqlx::Error::PoolClosed),
             Ok(Ok(p)) => Ok(p),
-        }
+        };
+        metrics::histogram!("topsail_db_acquire_wait_seconds")
+            .record(started.elapsed().as_secs_f64());
+        permit
     }
 
     /// The most recently used clean connection, or one from sqlx.

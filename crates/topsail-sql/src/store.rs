@@ -20,6 +20,7 @@ use topsail_core::query::{Delete, Insert, Nested, Select, Update};
 use topsail_core::record::number_json;
 use topsail_core::store::{Conn, Dialect, Row, Store, Tx};
 use topsail_core::value::SqlValue;
+use tracing::Instrument;
 
 use crate::pool::{Lease, Pooled, PooledTx};
 use crate::render::{self, Built};
@@ -176,6 +177,14 @@ impl SqlStore {
             }
         }
         .map_err(store_error)
+    }
+
+    /// Connections in use now, and the most there may be.
+    pub fn connections(&self) -> (usize, usize) {
+        match self {
+            SqlStore::Sqlite(p) => p.connections(),
+            SqlStore::Postgres(p) => p.connections(),
+        }
     }
 
     /// Closes the pool.
@@ -453,6 +462,22 @@ macro_rules! with_retry {
     }};
 }
 
+/// The span of one statement (debug level: free unless a subscriber asks
+/// for it), a child of the request's; sqlx's own event with the
+/// statement's text is logged inside it.
+fn sql_span(operation: &'static str, table: &str, dialect: Dialect) -> tracing::Span {
+    let system = match dialect {
+        Dialect::Sqlite => "sqlite",
+        Dialect::Postgres => "postgresql",
+    };
+    tracing::debug_span!(
+        "sql",
+        db.system = system,
+        db.operation = operation,
+        db.table = table
+    )
+}
+
 /// Implements [`Conn`] for a wrapper whose `.0` is an [`Exec`].
 macro_rules! impl_conn {
     ($ty:ty, $db:ty, $dialect:expr, $bind:ident, $decode:ident) => {
@@ -477,6 +502,7 @@ macro_rules! impl_conn {
                     ))
                     .fetch_all(conn))
                 }
+                .instrument(sql_span("select", &q.table, $dialect))
                 .await;
                 let rows = rows.map_err(store_error)?;
                 self.0.finish();
@@ -507,6 +533,7 @@ macro_rules! impl_conn {
                     ))
                     .fetch_optional(conn))
                 }
+                .instrument(sql_span("insert", &q.table, $dialect))
                 .await;
                 let row = row.map_err(store_error)?;
                 self.0.finish();
@@ -531,6 +558,7 @@ macro_rules! impl_conn {
                     ))
                     .execute(conn))
                 }
+                .instrument(sql_span("update", &q.table, $dialect))
                 .await;
                 let r = r.map_err(store_error)?;
                 self.0.finish();
@@ -544,6 +572,7 @@ macro_rules! impl_conn {
                     ))
                     .execute(conn))
                 }
+                .instrument(sql_span("delete", &q.table, $dialect))
                 .await;
                 let r = r.map_err(store_error)?;
                 self.0.finish();
@@ -557,6 +586,7 @@ macro_rules! impl_conn {
                     ))
                     .fetch_one(conn))
                 }
+                .instrument(sql_span("count", &q.table, $dialect))
                 .await;
                 let row = row.map_err(store_error)?;
                 self.0.finish();

@@ -275,7 +275,18 @@ impl Topsail {
             Some(rt) => rt.serve(routes),
             None => routes,
         };
-        router.layer(axum::middleware::from_fn(log_http))
+        // One `request` span per HTTP request, with the fields the socket
+        // bridge gives its own (`transport`, `method`, `path`, `status`):
+        // the blueprint action, its SQL statements and its publish nest
+        // under it. Failures are logged where they are answered.
+        let trace = tower_http::trace::TraceLayer::new_for_http()
+            .make_span_with(http_span)
+            .on_request(())
+            .on_response(http_done)
+            .on_body_chunk(())
+            .on_eos(())
+            .on_failure(());
+        router.layer(trace)
     }
 
     /// Disconnects every socket of this process, cleanly. Prefer
@@ -401,27 +412,22 @@ pub async fn shutdown_signal() {
 }
 
 /// One log line per HTTP request.
-async fn log_http(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    // Logging off at this level: no per-request copies for a line no one reads.
-    if !tracing::enabled!(tracing::Level::INFO) {
-        return next.run(req).await;
-    }
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let started = std::time::Instant::now();
-    let res = next.run(req).await;
-    tracing::info!(
+/// The span of an HTTP request (see [`Topsail::serve`]): the fields the
+/// socket bridge gives its own.
+fn http_span(req: &axum::extract::Request) -> tracing::Span {
+    tracing::info_span!(
+        "request",
         transport = "http",
-        %method,
-        path,
-        status = res.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
-    res
+        method = %req.method(),
+        path = req.uri().path(),
+        status = tracing::field::Empty,
+    )
+}
+
+/// An HTTP request answered: its status on the span, one `request` line.
+fn http_done(res: &axum::response::Response, latency: std::time::Duration, span: &tracing::Span) {
+    span.record("status", res.status().as_u16());
+    tracing::info!(ms = latency.as_secs_f64() * 1000.0, "request");
 }
 
 #[cfg(test)]

@@ -2,10 +2,12 @@
 
 mod app;
 mod identity;
+mod metrics;
 mod typed;
 
 pub use app::{Builder, StartError, Topsail, shutdown_signal};
 pub use identity::{Identify, IdentityLayer, IdentityService};
+pub use metrics::MetricsError;
 pub use typed::Models;
 
 /// Re-exported for implementing [`Publisher`] and the store traits.
@@ -25,7 +27,7 @@ pub use topsail_core::{
 };
 pub use topsail_macros::Model;
 pub use topsail_socket::{
-    AdapterFailure, BeforeConnect, ConnectRequest, Connection, DEFAULT_STALLED_AFTER,
+    AdapterFailure, BeforeConnect, Census, ConnectRequest, Connection, DEFAULT_STALLED_AFTER,
     NotASocketRequest, RealtimeConfig, SocketRequest, Sockets, SocketsError, TunedListener,
     tune_tcp,
 };

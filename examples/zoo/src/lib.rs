@@ -193,12 +193,22 @@ pub fn routes(app: &Topsail) -> axum::Router {
         .route("/pets/{id}/unsubscribe", post(unsubscribe_pet))
         .route("/pets/watch", post(watch_pets))
         .route("/pets/unwatch", post(unwatch_pets))
+        .merge(observability(app))
         .merge(if production() {
             axum::Router::new()
         } else {
             control_routes()
         })
         .with_state(app.clone())
+}
+
+/// `GET /metrics` (Prometheus), served by default so a newcomer finds it
+/// (an app would keep it from the public).
+fn observability(app: &Topsail) -> axum::Router<Topsail> {
+    app.metrics_router().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no /metrics");
+        axum::Router::new()
+    })
 }
 
 /// Whether the zoo runs in production: `NODE_ENV=production`, the setting

@@ -114,6 +114,8 @@ impl Engine {
         T: Send + 'static,
     {
         let guard = self.writes.enter();
+        // The task stays under the caller's span (a request's trace).
+        let write = tracing::Instrument::in_current_span(write);
         tokio::spawn(async move {
             let done = write.await;
             drop(guard);
@@ -146,7 +148,9 @@ impl Engine {
     /// Hands a plan's effects to the publisher (after the commit).
     async fn publish(&self, plan: Plan<'_>) {
         if !plan.effects.is_empty() {
-            self.publisher.publish(plan.effects).await;
+            use tracing::Instrument;
+            let span = tracing::debug_span!("publish", effects = plan.effects.len());
+            self.publisher.publish(plan.effects).instrument(span).await;
         }
     }
 
