@@ -43,3 +43,5 @@ mod conditional;
 mod metrics;
 // Traces: a span per request over both transports, SQL and publish under it.
 mod traces;
+// The contracts (OpenAPI, AsyncAPI, TypeScript) against the routes served.
+mod contracts;

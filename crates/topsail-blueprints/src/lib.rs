@@ -45,7 +45,7 @@ use policy::Policies;
 use routes::{Bases, Bound, Family};
 
 /// The blueprint action a request reached, in the request extensions (for
-/// policies and logs). `action` is the Sails action name: `pet/destroy`.
+/// policies and logs) and in the response's (for the app's outer layers). `action` is the Sails action name: `pet/destroy`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlueprintAction {
     /// The model identity.
@@ -60,6 +60,36 @@ impl BlueprintAction {
     pub fn identity(&self) -> String {
         format!("{}/{}", self.model, self.action)
     }
+}
+
+/// One route the blueprints serve (see [`Blueprints::route_table`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RouteInfo {
+    /// The HTTP method (socket requests name the same).
+    pub method: Method,
+    /// The path, its parameters in braces (`/pet/{id}`,
+    /// `/pet/{parentid}/tags/{childid}`), as OpenAPI writes them.
+    pub path: String,
+    /// The model.
+    pub model: &'static topsail_core::ModelDef,
+    /// The association of populate, add, remove and replace.
+    pub assoc: Option<&'static topsail_core::model::AssocDef>,
+    /// The Sails action name: `find`, `findOne`, `create`, `update`,
+    /// `destroy`, `populate`, `add`, `remove` or `replace`.
+    pub action: &'static str,
+    /// A shortcut route (`GET /pet/create?...`).
+    pub shortcut: bool,
+    /// A shortcut that changes data while CSRF protection is on: bound,
+    /// and always answered 403.
+    pub refused_by_csrf: bool,
+    /// `DELETE /pet`: bound, as in Sails, and always answered 400.
+    pub always_refused: bool,
+    /// A policy guards it (it may answer what the policy answers, 403).
+    pub policies: bool,
+    /// It needs the CSRF token (when the request carries the session
+    /// cookie).
+    pub csrf: bool,
 }
 
 /// Route options (Sails' `config/blueprints.js`).
@@ -211,6 +241,37 @@ impl Blueprints {
         let policy: Policy = Arc::new(move |req, next| Box::pin(policy(req, next)));
         self.policies.add(pattern, policy);
         self
+    }
+
+    /// Every route these blueprints serve, in the order they are bound:
+    /// the one table the router is built from, so a description of the
+    /// API made from it (`topsail-contract`) lists exactly what is served.
+    pub fn route_table(&self) -> Vec<RouteInfo> {
+        let mut out = Vec::new();
+        for &model in self.registry.models() {
+            let bases = self.bases(model);
+            for bound in routes::bind(model, &bases, |f| self.binds(f)) {
+                let def = bound.def;
+                let action = def.action.name();
+                out.push(RouteInfo {
+                    method: def.method.clone(),
+                    path: bound.path,
+                    model,
+                    assoc: bound.assoc,
+                    action,
+                    shortcut: def.family != Family::Rest,
+                    refused_by_csrf: self.options.csrf.is_some()
+                        && def.method == Method::GET
+                        && def.action.changes_data(),
+                    always_refused: def.action == routes::Action::DestroyWithoutId,
+                    policies: !self.policies.for_action(model.identity, action).is_empty(),
+                    csrf: self.options.csrf.is_some()
+                        && def.method != Method::GET
+                        && def.action.changes_data(),
+                });
+            }
+        }
+        out
     }
 
     /// The router of every blueprint route. Mount it with

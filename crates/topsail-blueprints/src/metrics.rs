@@ -31,7 +31,7 @@ pub(crate) async fn measure(action: BlueprintAction, req: Request, next: Next) -
         status = tracing::field::Empty,
     );
     let started = Instant::now();
-    let res = next.run(req).instrument(span.clone()).await;
+    let mut res = next.run(req).instrument(span.clone()).await;
     let status = res.status().as_u16();
     span.record("status", status);
     let labels = [
@@ -49,6 +49,9 @@ pub(crate) async fn measure(action: BlueprintAction, req: Request, next: Next) -
         "status" => status.to_string(),
     )
     .increment(1);
+    // Which action answered, for the app's outer layers (and the tests
+    // that check a description of the API against the router).
+    res.extensions_mut().insert(action);
     res
 }
 

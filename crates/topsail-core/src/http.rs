@@ -104,12 +104,17 @@ impl IntoResponse for UsageRejection {
 /// Writes the message of a usage-error response again, naming the request
 /// it answers. Other responses pass unchanged. Run it from a middleware
 /// that saw the request, with the method and path the client sent.
-pub fn name_the_request(res: Response, method: &Method, path: &str) -> Response {
+pub fn name_the_request(mut res: Response, method: &Method, path: &str) -> Response {
     if !res.status().is_client_error() {
         return res;
     }
     match res.extensions().get::<UsageRejection>() {
-        Some(rejection) => rejection.render(Some((method, path))),
+        Some(rejection) => {
+            let mut named = rejection.render(Some((method, path)));
+            // What inner layers put there (which action answered) stays.
+            std::mem::swap(named.extensions_mut(), res.extensions_mut());
+            named
+        }
         None => res,
     }
 }

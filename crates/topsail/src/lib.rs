@@ -1,6 +1,7 @@
 #![doc = include_str!("../../../README.md")]
 
 mod app;
+mod contract;
 mod identity;
 mod metrics;
 mod typed;
@@ -15,6 +16,7 @@ pub use async_trait::async_trait;
 pub use topsail_blueprints::{
     BlueprintAction, Blueprints, Csrf, Params, Policy, name_errors, parse_qs,
 };
+pub use topsail_contract::{Contracts, OpenApi};
 pub use topsail_core::access::{Access, Denied, Principal, PrincipalSlot, Rules};
 pub use topsail_core::criteria::{Criteria, Populate};
 pub use topsail_core::http::UsageRejection;

@@ -202,13 +202,17 @@ pub fn routes(app: &Topsail) -> axum::Router {
         .with_state(app.clone())
 }
 
-/// `GET /metrics` (Prometheus), served by default so a newcomer finds it
-/// (an app would keep it from the public).
+/// `GET /metrics` (Prometheus) and the contracts (`/openapi.json`,
+/// `/asyncapi.json`, `/topsail.ts`), served by default so a newcomer finds
+/// them (an app would keep `/metrics` from the public).
 fn observability(app: &Topsail) -> axum::Router<Topsail> {
-    app.metrics_router().unwrap_or_else(|e| {
+    let contracts =
+        topsail::Contracts::new(&app.blueprints()).titled("zoo", env!("CARGO_PKG_VERSION"));
+    let metrics = app.metrics_router().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "no /metrics");
         axum::Router::new()
-    })
+    });
+    metrics.merge(app.contracts_router(&contracts))
 }
 
 /// Whether the zoo runs in production: `NODE_ENV=production`, the setting
