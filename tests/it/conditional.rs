@@ -4,16 +4,14 @@
 //! message carries.
 
 use axum::body::Body;
-use futures_util::SinkExt;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 use topsail::{Link, Model, Topsail};
 use topsail_tests::{Db, fresh_store};
 use tower::ServiceExt;
 
-use crate::sockets::{Ws, next_text, virtual_request};
+use crate::sockets::{connected, next_text, virtual_request};
 
 /// A writer, with a secret no client sees and the drafts it populates.
 #[derive(Model, Debug, Clone)]
@@ -390,8 +388,8 @@ async fn conditional_requests_over_a_socket(db: Db) {
     let addr = listener.local_addr().unwrap();
     let router = t.router.clone();
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let mut ws = socket(addr).await;
-    let mut other = socket(addr).await;
+    let mut ws = connected(addr).await;
+    let mut other = connected(addr).await;
 
     let jwr = virtual_request(&mut ws, 1, "get", json!({"url": "/writer/1"})).await;
     assert_eq!(jwr["statusCode"], 200);
@@ -445,13 +443,3 @@ topsail_tests::each_db!(
     conditional_requests_over_a_socket,
     conditional_requests_over_a_socket
 );
-
-async fn socket(addr: std::net::SocketAddr) -> Ws {
-    let url =
-        format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    assert!(next_text(&mut ws).await.starts_with("0{"));
-    ws.send(Message::text("40")).await.unwrap();
-    assert!(next_text(&mut ws).await.starts_with("40{"));
-    ws
-}

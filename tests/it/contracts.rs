@@ -230,6 +230,18 @@ async fn no_private_attribute_appears_in_any_contract_and_read_only_ones_are_not
         serde_json::json!(["name"])
     );
     assert!(ts.contains("export interface AccountRow"));
+    // A named identity scheme is offered to every operation, beside none.
+    use topsail::contract_security::{ApiKey, ApiKeyValue, SecurityScheme};
+    let cookie = SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("id")));
+    let secured = serde_json::to_value(c.clone().security("session", cookie).openapi()).unwrap();
+    assert_eq!(
+        secured["components"]["securitySchemes"]["session"],
+        serde_json::json!({"type": "apiKey", "in": "cookie", "name": "id"})
+    );
+    assert_eq!(
+        secured["security"],
+        serde_json::json!([{"session": []}, {}])
+    );
     assert!(ts.contains("export type NoteMessage"));
     store.close().await;
     cleanup.run().await;

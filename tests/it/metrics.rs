@@ -3,13 +3,11 @@
 
 use std::collections::HashMap;
 
-use futures_util::SinkExt;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 use topsail::{Model, Topsail};
 use topsail_tests::{Db, fresh_store};
 
-use crate::sockets::{next_text, virtual_request};
+use crate::sockets::{connected, next_text, virtual_request};
 
 /// A model no other test uses, so the series labelled with it move only
 /// with this test (the recorder is the process's).
@@ -81,12 +79,7 @@ async fn a_scripted_scenario_moves_the_metrics(db: Db) {
 
     // A socket watches the model (its find subscribes it), HTTP creates
     // twice and misses once.
-    let url =
-        format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    assert!(next_text(&mut ws).await.starts_with("0{"));
-    ws.send(Message::text("40")).await.unwrap();
-    assert!(next_text(&mut ws).await.starts_with("40{"));
+    let mut ws = connected(addr).await;
     let jwr = virtual_request(&mut ws, 1, "get", json!({"url": "/meter"})).await;
     assert_eq!(jwr["statusCode"], 200);
     for label in ["a", "b"] {

@@ -36,6 +36,17 @@ pub(crate) async fn next_text(ws: &mut Ws) -> String {
     }
 }
 
+/// A raw Engine.IO 4 socket to `addr`, its namespace connected.
+pub(crate) async fn connected(addr: std::net::SocketAddr) -> Ws {
+    let url =
+        format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert!(next_text(&mut ws).await.starts_with("0{"));
+    ws.send(Message::text("40")).await.unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40{"));
+    ws
+}
+
 /// Sends a virtual request with ack id `n` and returns the JWR.
 pub(crate) async fn virtual_request(ws: &mut Ws, n: u32, verb: &str, payload: Value) -> Value {
     ws.send(Message::text(format!("42{n}{}", json!([verb, payload]))))

@@ -4,16 +4,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use futures_util::SinkExt;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 use topsail::{Model, Topsail};
 use topsail_tests::{Db, fresh_store};
 use tracing::span::{Attributes, Id};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::sockets::{next_text, virtual_request};
+use crate::sockets::{connected, next_text, virtual_request};
 
 #[derive(Model, Debug, Clone)]
 struct Trail {
@@ -119,12 +117,7 @@ async fn a_request_has_one_span_with_its_action_statements_and_publish_under_it(
     );
 
     // Over a socket: the same span, its statements under it.
-    let url =
-        format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    assert!(next_text(&mut ws).await.starts_with("0{"));
-    ws.send(Message::text("40")).await.unwrap();
-    assert!(next_text(&mut ws).await.starts_with("40{"));
+    let mut ws = connected(addr).await;
     spans.take();
     let jwr = virtual_request(&mut ws, 1, "get", json!({"url": "/trail/1"})).await;
     assert_eq!(jwr["statusCode"], 200);

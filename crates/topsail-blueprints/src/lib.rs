@@ -425,6 +425,7 @@ impl Blueprints {
             }));
         }
         let measured = action.clone();
+        let handles = metrics::RouteMetrics::default();
         mr.layer(tower::util::MapRequestLayer::new(
             move |mut req: Request| {
                 req.extensions_mut().insert(action.clone());
@@ -432,7 +433,7 @@ impl Blueprints {
             },
         ))
         .layer(from_fn(move |req, next| {
-            metrics::measure(measured.clone(), req, next)
+            metrics::measure(measured.clone(), handles.clone(), req, next)
         }))
     }
 }

@@ -23,8 +23,11 @@ pub use asyncapi::asyncapi;
 pub use openapi::openapi;
 pub use typescript::typescript;
 pub use utoipa::openapi::OpenApi;
+/// The security schemes an app names with [`Contracts::security`].
+pub use utoipa::openapi::security;
 
 use topsail_blueprints::{Blueprints, RouteInfo};
+use utoipa::openapi::RefOr;
 
 /// The contracts of one configuration of the blueprints, titled.
 ///
@@ -35,11 +38,26 @@ use topsail_blueprints::{Blueprints, RouteInfo};
 /// assert_eq!(openapi.info.title, "Zoo");
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Contracts {
     routes: Vec<RouteInfo>,
     title: String,
     version: String,
+    security: Vec<(String, security::SecurityScheme)>,
+}
+
+impl std::fmt::Debug for Contracts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contracts")
+            .field("routes", &self.routes.len())
+            .field("title", &self.title)
+            .field("version", &self.version)
+            .field(
+                "security",
+                &self.security.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl Contracts {
@@ -49,6 +67,7 @@ impl Contracts {
             routes: blueprints.route_table(),
             title: "topsail app".to_owned(),
             version: "0.0.0".to_owned(),
+            security: Vec::new(),
         }
     }
 
@@ -59,6 +78,23 @@ impl Contracts {
         self
     }
 
+    /// Names how the app's identity layer finds a principal (a session
+    /// cookie, a bearer token): the OpenAPI document lists the scheme, and
+    /// every operation accepts it or none (an anonymous client is a
+    /// principal too; the read rules and policies decide what it gets).
+    ///
+    /// ```
+    /// use topsail_contract::security::{ApiKey, ApiKeyValue, SecurityScheme};
+    /// # fn demo(blueprints: &topsail_blueprints::Blueprints) {
+    /// let contracts = topsail_contract::Contracts::new(blueprints)
+    ///     .security("session", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("id"))));
+    /// # }
+    /// ```
+    pub fn security(mut self, name: &str, scheme: security::SecurityScheme) -> Self {
+        self.security.push((name.to_owned(), scheme));
+        self
+    }
+
     /// The routes described.
     pub fn routes(&self) -> &[RouteInfo] {
         &self.routes
@@ -66,7 +102,24 @@ impl Contracts {
 
     /// The OpenAPI 3.1 document.
     pub fn openapi(&self) -> OpenApi {
-        openapi(&self.routes, &self.title, &self.version)
+        let mut doc = openapi(&self.routes, &self.title, &self.version);
+        if !self.security.is_empty() {
+            let components = doc.components.get_or_insert_with(Default::default);
+            let mut accepted = Vec::new();
+            for (name, scheme) in &self.security {
+                components
+                    .security_schemes
+                    .insert(name.clone(), RefOr::T(scheme.clone()));
+                accepted.push(security::SecurityRequirement::new(
+                    name.clone(),
+                    Vec::<String>::new(),
+                ));
+            }
+            // Anonymous clients are served too.
+            accepted.push(security::SecurityRequirement::default());
+            doc.security = Some(accepted);
+        }
+        doc
     }
 
     /// The AsyncAPI 3.0 document.

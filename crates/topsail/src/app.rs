@@ -264,9 +264,10 @@ impl Topsail {
     /// mounted), and, when realtime is on, the socket.io endpoint whose
     /// virtual requests run through those same `routes`. Call it once.
     ///
-    /// Every HTTP request is logged (one `tracing` line: method, path,
-    /// status, duration, transport); socket requests are logged by the
-    /// socket layer, once. A handler of `routes` that returns
+    /// Every HTTP request runs in a `request` span and is logged (one
+    /// `tracing` line: method, path, status, duration, transport) when a
+    /// subscriber listens at info level as this is called; socket requests
+    /// are traced and logged by the socket layer, once. A handler of `routes` that returns
     /// [`topsail::Error`](crate::Error) answers exactly as a blueprint
     /// action does, over HTTP and over sockets.
     pub fn serve(&self, routes: axum::Router) -> axum::Router {
@@ -278,7 +279,13 @@ impl Topsail {
         // One `request` span per HTTP request, with the fields the socket
         // bridge gives its own (`transport`, `method`, `path`, `status`):
         // the blueprint action, its SQL statements and its publish nest
-        // under it. Failures are logged where they are answered.
+        // under it. Failures are logged where they are answered. Left off
+        // when nothing listens at info level as the router is built: the
+        // layer costs about a tenth of a `GET /user/1` even with its spans
+        // disabled (measured: 102 against 90 µs of CPU per request).
+        if !tracing::enabled!(tracing::Level::INFO) {
+            return router;
+        }
         let trace = tower_http::trace::TraceLayer::new_for_http()
             .make_span_with(http_span)
             .on_request(())

@@ -16,6 +16,7 @@ pub use async_trait::async_trait;
 pub use topsail_blueprints::{
     BlueprintAction, Blueprints, Csrf, Params, Policy, name_errors, parse_qs,
 };
+pub use topsail_contract::security as contract_security;
 pub use topsail_contract::{Contracts, OpenApi};
 pub use topsail_core::access::{Access, Denied, Principal, PrincipalSlot, Rules};
 pub use topsail_core::criteria::{Criteria, Populate};

@@ -50,6 +50,9 @@ const RECIPIENTS: &[f64] = &[
     0.0, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 50000.0,
 ];
 
+/// How often the histograms' samples are folded in.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the recorder could not be installed.
 #[derive(Debug, thiserror::Error)]
 #[error("could not install the Prometheus recorder: {0}")]
@@ -71,6 +74,18 @@ fn recorder() -> Result<&'static PrometheusHandle, MetricsError> {
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+        // A histogram keeps its samples until upkeep folds them in: without
+        // it, a server nobody scrapes would grow by every request.
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("topsail-metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                }
+            })
+            .map_err(|e| e.to_string())?;
         Ok(handle)
     });
     installed.as_ref().map_err(|e| MetricsError(e.clone()))
