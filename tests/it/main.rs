@@ -45,3 +45,5 @@ mod metrics;
 mod traces;
 // The contracts (OpenAPI, AsyncAPI, TypeScript) against the routes served.
 mod contracts;
+// What an action publishes reaches its sockets before it answers.
+mod ordering;

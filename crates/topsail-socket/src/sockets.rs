@@ -486,7 +486,7 @@ impl Sockets {
         tokio::spawn(async move {
             while let Some(work) = rx.recv().await {
                 match work {
-                    Work::Local(batch, committed) => {
+                    Work::Local(batch, committed, handed) => {
                         if let Some(out) = &relay_out {
                             out.offer(&sockets, &batch);
                         }
@@ -496,6 +496,9 @@ impl Sockets {
                         }
                         metrics::histogram!("topsail_publish_lag_seconds")
                             .record(committed.elapsed().as_secs_f64());
+                        // The publishing request may answer now (it may
+                        // have gone: nothing waits then).
+                        let _ = handed.send(());
                     }
                     Work::Relayed(bytes) => sockets.receive_relayed(&bytes).await,
                 }
@@ -512,8 +515,12 @@ impl Sockets {
 #[derive(Debug)]
 enum Work {
     /// This node's effects, with when they were published (just after
-    /// their commit).
-    Local(Vec<Effect>, std::time::Instant),
+    /// their commit), and whom to tell once every local socket has them.
+    Local(
+        Vec<Effect>,
+        std::time::Instant,
+        tokio::sync::oneshot::Sender<()>,
+    ),
     Relayed(Vec<u8>),
 }
 
@@ -557,11 +564,21 @@ impl SocketPublisher {
     }
 }
 
+/// Publishing returns once this node's sockets have been handed every
+/// message and membership of the batch, as Sails does (its broadcasts
+/// reach the sockets' buffers before the action answers): a socket's own
+/// message comes before its answer, a read's subscriptions are in place
+/// before it answers, and a client that acts on an answer has already been
+/// sent what the action published. Other nodes get the batch through the
+/// relay, after (see `crate::relay`): across nodes, no such order holds.
 #[async_trait]
 impl Publisher for SocketPublisher {
     async fn publish(&self, effects: Vec<Effect>) {
-        self.send(Work::Local(effects, std::time::Instant::now()))
+        let (handed, done) = tokio::sync::oneshot::channel();
+        self.send(Work::Local(effects, std::time::Instant::now(), handed))
             .await;
+        // An error: the task has stopped, and `send` said so.
+        let _ = done.await;
     }
 }
 
@@ -652,20 +669,24 @@ mod tests {
         }
         .publisher_queue(1);
         let publisher = sockets.publisher();
-        // The first batch is taken by the task (and waits in emit), the
-        // second fills the queue of one.
-        publisher.publish(message()).await;
-        publisher.publish(message()).await;
-        let third = {
+        let publish = || {
             let p = publisher.clone();
             tokio::spawn(async move { p.publish(message()).await })
         };
+        // The first batch is taken by the task (and waits in emit), the
+        // second fills the queue of one, the third waits for room.
+        let (first, second) = (publish(), publish());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let third = publish();
         tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!first.is_finished(), "a publish waits for its delivery");
         assert!(!third.is_finished(), "the third publish waits for room");
         assert_eq!(publisher.queue_depth(), 3);
         assert!(!publisher.flush(Duration::from_millis(20)).await);
         gate.add_permits(3);
-        third.await.unwrap();
+        for p in [first, second, third] {
+            p.await.unwrap();
+        }
         assert!(
             publisher.flush(Duration::from_secs(5)).await,
             "all delivered"
