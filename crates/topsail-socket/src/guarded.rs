@@ -241,9 +241,11 @@ impl Sockets {
     ) {
         let members = self.backend.local_members(room, omit);
         if members.is_empty() {
+            self.note_recipients(|| 0);
             return;
         }
         let verdict = self.guarding.judge(guard, members);
+        self.note_recipients(|| verdict.groups.iter().map(|(_, ids)| ids.len()).sum());
         let shown = |hidden: u64| match hidden {
             0 => std::borrow::Cow::Borrowed(payload),
             hidden => std::borrow::Cow::Owned(guard.redact(payload, hidden)),

@@ -463,10 +463,16 @@ impl Sockets {
     /// message in [`RECIPIENTS_SAMPLED_EVERY`]: counting them walks the
     /// room's members, which the broadcast itself does not need.
     fn sample_recipients(&self, room: &str, omit: Option<&str>) {
+        self.note_recipients(|| self.backend.local_members(room, omit).len());
+    }
+
+    /// Records `count()` recipients for one message in
+    /// [`RECIPIENTS_SAMPLED_EVERY`] (guarded deliveries know theirs, and
+    /// are sampled alike so the histogram weighs every message the same).
+    pub(crate) fn note_recipients(&self, count: impl FnOnce() -> usize) {
         let n = self.sampled.fetch_add(1, Ordering::Relaxed);
         if n.is_multiple_of(RECIPIENTS_SAMPLED_EVERY) {
-            let recipients = self.backend.local_members(room, omit).len();
-            metrics::histogram!("topsail_message_recipients").record(recipients as f64);
+            metrics::histogram!("topsail_message_recipients").record(count() as f64);
         }
     }
 

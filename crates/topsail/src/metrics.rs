@@ -14,7 +14,7 @@ calling [`Topsail::sample_metrics`] before it renders).
 | `topsail_requests_total` | counter | `model`, `action`, `transport` (`http`, `socket`), `status` |
 | `topsail_request_duration_seconds` | histogram | `model`, `action`, `transport` |
 | `topsail_messages_total` | counter: model messages published by this node | `model`, `verb` |
-| `topsail_message_recipients` | histogram: this node's recipients of one message in 16 | |
+| `topsail_message_recipients` | histogram: this node's recipients of one message in 16 (those a read rule lets read it, for a guarded one) | |
 | `topsail_publish_lag_seconds` | histogram: from an action's commit to its messages handed to every local socket | |
 | `topsail_publisher_queue_depth` | gauge: actions whose messages wait | |
 | `topsail_sockets_connected` | gauge | |
