@@ -284,6 +284,22 @@ impl Drop for Zoo {
     }
 }
 
+/// Serves `router` on a free port of 127.0.0.1: its address, and the
+/// server's task (abort it to stop).
+pub async fn serve_on_free_port(
+    router: Router,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let addr = listener.local_addr().expect("its address");
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    (addr, server)
+}
+
 /// Runs `test` on a fresh zoo over `db`, then removes the database.
 pub async fn run_on<F, Fut>(db: Db, test: F)
 where

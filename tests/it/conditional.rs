@@ -384,10 +384,7 @@ topsail_tests::each_db!(
 async fn conditional_requests_over_a_socket(db: Db) {
     let t = app(db).await;
     t.ann_and_draft().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = t.router.clone();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let (addr, server) = topsail_tests::serve_on_free_port(t.router.clone()).await;
     let mut ws = connected(addr).await;
     let mut other = connected(addr).await;
 

@@ -70,9 +70,7 @@ async fn a_scripted_scenario_moves_the_metrics(db: Db) {
         .unwrap();
     let routes = app.metrics_router().unwrap();
     let router = app.serve(app.blueprints().mount(routes));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let (addr, server) = topsail_tests::serve_on_free_port(router).await;
     let base = format!("http://{addr}");
     let before = scrape(&base).await;
     assert_eq!(before["topsail_sockets_connected"], 0.0);

@@ -47,9 +47,7 @@ async fn an_actions_own_message_reaches_its_socket_before_its_answer() {
         .await
         .unwrap();
     let router = app.serve(app.blueprints().router());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let (addr, server) = topsail_tests::serve_on_free_port(router).await;
     let pet = app
         .model::<example_zoo::Pet>()
         .create(json!({"name": "Ace"}))

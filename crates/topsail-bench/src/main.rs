@@ -36,6 +36,7 @@ async fn http_loop(
     for _ in 0..conns {
         conns_.push(Http::connect(&server.addr).await?);
     }
+    trace_mark("closed loop: measured phase starts", server);
     let cpu0 = cpu_us(server.child.id());
     let deadline = Instant::now() + Duration::from_secs(secs);
     for mut c in conns_ {
@@ -55,6 +56,14 @@ async fn http_loop(
     loop_row(server, tasks, cpu0, secs).await
 }
 
+/// With `BENCH_TRACE` set, a mark on stderr (with the server's pid), so a
+/// tool outside the harness can read the server's CPU over the same phase.
+fn trace_mark(what: &str, server: &Server) {
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        eprintln!("{what} (pid {})", server.child.id());
+    }
+}
+
 /// One closed-loop client's result: the latencies (µs) of the requests
 /// answered 200, and how many were not.
 type LoopTask = tokio::task::JoinHandle<(Vec<u64>, u64)>;
@@ -70,6 +79,7 @@ async fn loop_row(server: &Server, tasks: Vec<LoopTask>, cpu0: u64, secs: u64) -
         errors += e;
     }
     let cpu = cpu_us(server.child.id()) - cpu0;
+    trace_mark("closed loop: measured phase ends", server);
     all.sort_unstable();
     Ok(json!({
         "rps": all.len() as f64 / secs as f64, "p50_us": percentile(&all, 0.5), "p99_us": percentile(&all, 0.99), "errors": errors,
@@ -267,6 +277,7 @@ async fn fanout(
 /// Scenario 2: `k` sockets in a closed loop on `GET /user/1`.
 async fn socket_loop(server: &Server, k: usize, secs: u64) -> Res<Value> {
     let sockets = connect_many(&server.addr, k, Arc::new(|_: &str| {})).await?;
+    trace_mark("closed loop: measured phase starts", server);
     let cpu0 = cpu_us(server.child.id());
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();

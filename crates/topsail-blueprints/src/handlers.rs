@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::{Map, Value};
 use topsail_core::etag::{self, Precondition};
-use topsail_core::http::{json_response, with_etag};
+use topsail_core::http::{json_response, tagged_record, with_etag};
 use topsail_core::{Actor, Criteria, Error, Record};
 
 use crate::extract::{ChildKey, Key, RouteState, params};
@@ -54,11 +54,7 @@ fn record(r: Record) -> Response {
 /// write answers with the record populated by default: what a findOne
 /// without parameters answers, so the same tag).
 fn current(r: Record) -> Response {
-    let body = etag::record_json(&r);
-    let tag = etag::of_json(&body);
-    let mut res = json_bytes(body);
-    with_etag(&mut res, &tag);
-    res
+    tagged_record(StatusCode::OK, &r)
 }
 
 async fn find(

@@ -260,9 +260,7 @@ impl Blueprints {
                     assoc: bound.assoc,
                     action,
                     shortcut: def.family != Family::Rest,
-                    refused_by_csrf: self.options.csrf.is_some()
-                        && def.method == Method::GET
-                        && def.action.changes_data(),
+                    refused_by_csrf: self.refused_by_csrf(def),
                     always_refused: def.action == routes::Action::DestroyWithoutId,
                     policies: !self.policies.for_action(model.identity, action).is_empty(),
                     csrf: self.options.csrf.is_some()
@@ -367,6 +365,13 @@ impl Blueprints {
         }
     }
 
+    /// Whether `def` is a GET that changes data while CSRF protection is
+    /// on: any page can make a browser load a URL, so such a route is bound
+    /// and always refused (403).
+    fn refused_by_csrf(&self, def: &routes::RouteDef) -> bool {
+        self.options.csrf.is_some() && def.method == Method::GET && def.action.changes_data()
+    }
+
     /// `/<prefix><restPrefix>/pet` and `/<prefix>/pet`.
     fn bases(&self, model: &ModelDef) -> Bases {
         let o = &self.options;
@@ -395,9 +400,7 @@ impl Blueprints {
             max_limit: self.options.max_limit,
         });
         let method = MethodFilter::try_from(def.method.clone()).unwrap_or(MethodFilter::GET);
-        if self.options.csrf.is_some() && def.method == Method::GET && def.action.changes_data() {
-            // Any page can make a browser load a URL: with CSRF protection
-            // on, a GET must not change anything.
+        if self.refused_by_csrf(def) {
             return axum::routing::on(method, || async { csrf::shortcut_refused() });
         }
         let limit = self.options.body_limit;

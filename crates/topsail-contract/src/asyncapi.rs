@@ -73,7 +73,7 @@ struct Operation {
     reply: Option<Value>,
 }
 
-fn to_map<T: Serialize>(v: T) -> Value {
+fn to_json<T: Serialize>(v: T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
@@ -94,14 +94,14 @@ pub fn asyncapi(routes: &[RouteInfo], title: &str, version: &str) -> Value {
 
     for &model in &models {
         let name = shapes::type_name(model);
-        schemas.insert(name.clone(), to_map(row_schema(model)));
+        schemas.insert(name.clone(), to_json(row_schema(model)));
     }
     schemas.insert("VirtualRequest".into(), virtual_request());
     schemas.insert("Jwr".into(), jwr());
 
     messages.insert(
         "virtualRequest".into(),
-        to_map(Message {
+        to_json(Message {
             name: "virtualRequest".into(),
             title: "A virtual request".into(),
             summary: "What sails.io.js sends for io.socket.get/post/put/patch/delete: run \
@@ -114,7 +114,7 @@ pub fn asyncapi(routes: &[RouteInfo], title: &str, version: &str) -> Value {
     );
     messages.insert(
         "jwr".into(),
-        to_map(Message {
+        to_json(Message {
             name: "jwr".into(),
             title: "The answer (JWR)".into(),
             summary: "The acknowledgement of a virtual request: the HTTP answer's status, \
@@ -126,7 +126,7 @@ pub fn asyncapi(routes: &[RouteInfo], title: &str, version: &str) -> Value {
     );
     channels.insert(
         "answers".into(),
-        to_map(Channel {
+        to_json(Channel {
             address: None,
             description: "The socket.io acknowledgement of each virtual request.".into(),
             messages: Map::from_iter([("jwr".to_owned(), reference("#/components/messages/jwr"))]),
@@ -136,7 +136,7 @@ pub fn asyncapi(routes: &[RouteInfo], title: &str, version: &str) -> Value {
         let channel = format!("request.{verb}");
         channels.insert(
             channel.clone(),
-            to_map(Channel {
+            to_json(Channel {
                 address: Some((*verb).to_owned()),
                 description: format!(
                     "The socket.io event `{verb}`: a virtual {} request.",
@@ -150,7 +150,7 @@ pub fn asyncapi(routes: &[RouteInfo], title: &str, version: &str) -> Value {
         );
         operations.insert(
             format!("receive.{verb}"),
-            to_map(Operation {
+            to_json(Operation {
                 action: "receive",
                 channel: reference(&format!("#/channels/{}", pointer(&channel))),
                 summary: format!("Runs a virtual {} request.", verb.to_ascii_uppercase()),
@@ -172,7 +172,7 @@ pub fn asyncapi(routes: &[RouteInfo], title: &str, version: &str) -> Value {
             let id = format!("{}.{verb}", model.identity);
             messages.insert(
                 id.clone(),
-                to_map(Message {
+                to_json(Message {
                     name: verb.to_owned(),
                     title: format!("`{}` {verb}", model.identity),
                     summary: message_summary(model, verb),
@@ -189,7 +189,7 @@ pub fn asyncapi(routes: &[RouteInfo], title: &str, version: &str) -> Value {
         let channel = format!("model.{}", model.identity);
         channels.insert(
             channel.clone(),
-            to_map(Channel {
+            to_json(Channel {
                 address: Some(model.identity.to_owned()),
                 description: format!(
                     "The socket.io event `{}`: what happens to the `{}` records a socket is \
@@ -201,7 +201,7 @@ pub fn asyncapi(routes: &[RouteInfo], title: &str, version: &str) -> Value {
         );
         operations.insert(
             format!("send.{}", model.identity),
-            to_map(Operation {
+            to_json(Operation {
                 action: "send",
                 channel: reference(&format!("#/channels/{}", pointer(&channel))),
                 summary: format!(
@@ -218,7 +218,7 @@ pub fn asyncapi(routes: &[RouteInfo], title: &str, version: &str) -> Value {
         );
     }
 
-    to_map(AsyncApi {
+    to_json(AsyncApi {
         asyncapi: "3.0.0",
         info: Info {
             title: title.to_owned(),
@@ -259,7 +259,7 @@ fn message_summary(model: &ModelDef, verb: &str) -> String {
 fn model_messages(model: &'static ModelDef) -> Vec<(&'static str, Value)> {
     let name = shapes::type_name(model);
     let row = reference(&format!("#/components/schemas/{name}"));
-    let key = to_map(key_schema(model));
+    let key = to_json(key_schema(model));
     let collections: Vec<&str> = shapes::fields(model)
         .iter()
         .filter(|f| matches!(f.kind, Kind::Many(_)))

@@ -154,6 +154,16 @@ pub fn json_response(status: StatusCode, body: impl Into<axum_core::body::Body>)
     res
 }
 
+/// `record` as a JSON answer with its `ETag` (the tag a findOne of it
+/// without parameters answers, when `record` is populated by default).
+pub fn tagged_record(status: StatusCode, record: &crate::record::Record) -> Response {
+    let body = crate::etag::record_json(record);
+    let tag = crate::etag::of_json(&body);
+    let mut res = json_response(status, body);
+    with_etag(&mut res, &tag);
+    res
+}
+
 /// Sets the `ETag` header (a tag from [`crate::etag`], always a valid
 /// header value).
 pub fn with_etag(res: &mut Response, tag: &str) {
@@ -187,11 +197,7 @@ impl IntoResponse for Error {
             Error::Forbidden => text_response(StatusCode::FORBIDDEN, "Forbidden"),
             Error::PreconditionFailed { current } => {
                 tracing::info!("If-Match named an older version; answered 412");
-                let body = crate::etag::record_json(&current);
-                let tag = crate::etag::of_json(&body);
-                let mut res = json_response(StatusCode::PRECONDITION_FAILED, body);
-                with_etag(&mut res, &tag);
-                res
+                tagged_record(StatusCode::PRECONDITION_FAILED, &current)
             }
             Error::PreconditionRequired => UsageRejection::new(
                 StatusCode::PRECONDITION_REQUIRED,

@@ -33,7 +33,7 @@ never a record id, a room or a socket.
 
 use std::sync::OnceLock;
 
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -112,7 +112,6 @@ impl Topsail {
     fn render_metrics(&self, handle: &PrometheusHandle) -> Response {
         self.sample_metrics();
         let mut res = handle.render().into_response();
-        *res.status_mut() = StatusCode::OK;
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
