@@ -153,4 +153,38 @@ function strip(v) {
   return v;
 }
 
-module.exports = { freshDatabase, startZoo, startNotes, startRedis, launchChromium, connect, request, waitFor, settle, strip, sleep, freePort, SocketIoClient, io };
+/**
+ * A TCP proxy to `targetPort` on 127.0.0.1 that a test can cut: `cut()`
+ * destroys every connection through it and refuses new ones (as a network
+ * that went away does) until `restore()`.
+ */
+async function startProxy(targetPort) {
+  const live = new Set();
+  let down = false;
+  const server = net.createServer((client) => {
+    if (down) return client.destroy();
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const pair = [client, upstream];
+    live.add(pair);
+    const close = () => { live.delete(pair); client.destroy(); upstream.destroy(); };
+    client.on('error', close).on('close', close);
+    upstream.on('error', close).on('close', close);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = server.address().port;
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    cut() {
+      down = true;
+      for (const [a, b] of [...live]) { a.destroy(); b.destroy(); }
+      live.clear();
+    },
+    restore() { down = false; },
+    close() { this.cut(); return new Promise((resolve) => server.close(resolve)); },
+  };
+}
+
+module.exports = { startProxy, freshDatabase, startZoo, startNotes, startRedis, launchChromium, connect, request, waitFor, settle, strip, sleep, freePort, SocketIoClient, io };

@@ -29,7 +29,9 @@ fn joined(effects: &[Effect], socket: &str) -> BTreeSet<String> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Join { socket: s, rooms } if &**s == socket => Some(rooms.clone()),
+            Effect::Join {
+                socket: s, rooms, ..
+            } if &**s == socket => Some(rooms.clone()),
             _ => None,
         })
         .flatten()

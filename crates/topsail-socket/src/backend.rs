@@ -52,8 +52,19 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// [`AT_ROOM_CAP`].
     fn mark_at_room_cap(&self, socket: &str, at_cap: bool);
     /// Emits to this node's members of any of `to` (rooms, or socket ids)
-    /// but `except` (socket ids), serializing once.
-    async fn emit_local(&self, to: Vec<String>, except: Vec<String>, event: &str, data: &Value);
+    /// but `except` (socket ids), serializing once; `seq` (the message's
+    /// sequence number, see `crate::replay`) goes after `data`.
+    async fn emit_local(
+        &self,
+        to: Vec<String>,
+        except: Vec<String>,
+        event: &str,
+        data: &Value,
+        seq: Option<u64>,
+    );
+    /// Emits to one socket of this node, without waiting: `Full` when its
+    /// outgoing queue has no room (the caller may try again; replays do).
+    fn emit_to(&self, socket: Sid, event: &str, data: &Value, seq: Option<u64>) -> Sent;
     /// This node's members of any of `within` (rooms, or socket ids) but
     /// `except` join (or leave) `rooms`.
     async fn local_membership(
@@ -70,6 +81,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
 #[async_trait]
 pub(crate) trait Relay: Send + Sync + 'static {
     async fn send(&self, message: Vec<u8>) -> Result<(), SocketsError>;
+}
+
+/// What became of a message for one socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// In its outgoing queue.
+    Queued,
+    /// Its queue is full.
+    Full,
+    /// It is not connected (any more).
+    Gone,
 }
 
 /// What one node holds (see [`crate::Sockets::census`]).
@@ -395,14 +417,25 @@ impl<A: Adapter> Backend for Io<A> {
         }
     }
 
-    async fn emit_local(&self, to: Vec<String>, except: Vec<String>, event: &str, data: &Value) {
+    async fn emit_local(
+        &self,
+        to: Vec<String>,
+        except: Vec<String>,
+        event: &str,
+        data: &Value,
+        seq: Option<u64>,
+    ) {
         if to.is_empty() {
             return;
         }
         let op = |to: Vec<String>, except: Vec<String>| self.io.local().to(to).except(except);
         // Kept for the rare broadcast that misses a socket (see below).
         let again = (to.clone(), except.clone());
-        match op(to, except).emit(event, data).await {
+        let sent = match seq {
+            Some(seq) => op(to, except).emit(event, &(data, seq)).await,
+            None => op(to, except).emit(event, data).await,
+        };
+        match sent {
             Ok(()) => {}
             Err(BroadcastError::Socket(missed)) => {
                 if missed_by_slow_readers(event, &missed) > 0 {
@@ -410,6 +443,25 @@ impl<A: Adapter> Backend for Io<A> {
                 }
             }
             Err(e) => tracing::error!(error = %e, event, "could not deliver a message"),
+        }
+    }
+
+    fn emit_to(&self, socket: Sid, event: &str, data: &Value, seq: Option<u64>) -> Sent {
+        let Some(s) = self.io.get_socket(socket) else {
+            return Sent::Gone;
+        };
+        let sent = match seq {
+            Some(seq) => s.emit(event, &(data, seq)),
+            None => s.emit(event, data),
+        };
+        match sent {
+            Ok(()) => Sent::Queued,
+            Err(socketioxide::SendError::Socket(SocketError::InternalChannelFull)) => Sent::Full,
+            Err(socketioxide::SendError::Socket(_)) => Sent::Gone,
+            Err(e) => {
+                tracing::error!(error = %e, event, "could not encode a message");
+                Sent::Gone
+            }
         }
     }
 

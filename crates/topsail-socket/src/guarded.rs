@@ -238,6 +238,7 @@ impl Sockets {
         event: &str,
         payload: &Value,
         guard: &Guard,
+        seq: Option<u64>,
     ) {
         let members = self.backend.local_members(room, omit);
         if members.is_empty() {
@@ -272,13 +273,13 @@ impl Sockets {
                 let ids = text(ids);
                 left_out.extend(ids.iter().cloned());
                 self.backend
-                    .emit_local(ids, Vec::new(), event, &shown(*hidden))
+                    .emit_local(ids, Vec::new(), event, &shown(*hidden), seq)
                     .await;
             }
         }
         if let Some((hidden, _)) = largest.and_then(|i| verdict.groups.get(i)) {
             self.backend
-                .emit_local(vec![room.to_owned()], left_out, event, &shown(*hidden))
+                .emit_local(vec![room.to_owned()], left_out, event, &shown(*hidden), seq)
                 .await;
         }
         if guard.evict {

@@ -91,6 +91,9 @@ pub(crate) struct Policy {
     /// `*` was among them: any origin.
     any: bool,
     before_connect: Option<BeforeConnect>,
+    /// Give a browser's handshake without a resume key one (see
+    /// `crate::resume`).
+    mint_resume_keys: bool,
 }
 
 impl Policy {
@@ -104,7 +107,14 @@ impl Policy {
             any: allowed.iter().any(|o| o == "*"),
             allowed,
             before_connect,
+            mint_resume_keys: false,
         }
+    }
+
+    /// The same rules, giving browsers resume keys.
+    pub(crate) fn minting_resume_keys(mut self, on: bool) -> Self {
+        self.mint_resume_keys = on;
+        self
     }
 
     /// Whether a request with `headers` may open a socket, as far as its
@@ -155,7 +165,46 @@ pub(crate) async fn guard(State(policy): State<Arc<Policy>>, req: Request, next:
             return refused("refused by the application");
         }
     }
-    next.run(req).await
+    let mut req = req;
+    let minted = (first && policy.mint_resume_keys)
+        .then(|| mint_resume_key(&mut req))
+        .flatten();
+    let mut res = next.run(req).await;
+    if let Some(cookie) = minted {
+        res.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    res
+}
+
+/// A browser (it sends `Origin`) opening a socket without a resume key is
+/// given one, in the answer to its handshake and, for this socket, in its
+/// request's cookies: its reconnects then carry it. Returns the
+/// `Set-Cookie` to answer with. (A Node client keeps no cookies: it passes
+/// the one of `GET /__getcookie` itself.)
+fn mint_resume_key(req: &mut Request) -> Option<axum::http::HeaderValue> {
+    let headers = req.headers_mut();
+    if !headers.contains_key(header::ORIGIN) {
+        return None;
+    }
+    let cookies = headers
+        .get(header::COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("");
+    let name = crate::resume::RESUME_COOKIE;
+    let has_key = cookies
+        .split(';')
+        .any(|c| c.trim().split_once('=').is_some_and(|(n, _)| n == name));
+    if has_key {
+        return None;
+    }
+    let key = crate::new_resume_key()?;
+    let with_key = if cookies.trim().is_empty() {
+        format!("{name}={key}")
+    } else {
+        format!("{cookies}; {name}={key}")
+    };
+    headers.insert(header::COOKIE, with_key.parse().ok()?);
+    crate::resume_cookie(&key)
 }
 
 fn refused(why: &str) -> Response {

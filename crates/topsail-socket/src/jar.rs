@@ -67,6 +67,15 @@ impl Jar {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The value of cookie `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
+        let jar = self.cookies();
+        jar.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
     /// The `Cookie` header to send, if there is a cookie.
     pub(crate) fn header(&self) -> Option<HeaderValue> {
         self.cookies().header.clone()

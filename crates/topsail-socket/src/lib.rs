@@ -19,6 +19,8 @@ mod guarded;
 mod handshake;
 mod jar;
 mod relay;
+mod replay;
+mod resume;
 mod room_cap;
 mod sockets;
 
@@ -42,6 +44,8 @@ pub use backend::Census;
 pub use connection::{Connection, TunedListener, TunedStream};
 pub use extract::{NotASocketRequest, SocketRequest};
 pub use handshake::{BeforeConnect, ConnectRequest};
+pub use replay::{ReplayConfig, now_us};
+pub use resume::{RESUME_COOKIE, RESYNC_EVENT, SHARED_GRACE};
 pub use sockets::{
     AdapterFailure, DEFAULT_EVENT, DEFAULT_MAX_ROOMS_PER_SOCKET, DEFAULT_PUBLISHER_QUEUE,
     RECIPIENTS_SAMPLED_EVERY, SocketPublisher, Sockets, SocketsError,
@@ -143,6 +147,9 @@ pub struct RealtimeConfig {
     /// The app's check of each new socket (Sails' `beforeConnect`), after
     /// the origin check.
     pub before_connect: Option<BeforeConnect>,
+    /// Sequence numbers, the replay log, and taking back sockets that
+    /// dropped (see [`ReplayConfig`]).
+    pub replay: ReplayConfig,
 }
 
 impl Default for RealtimeConfig {
@@ -160,6 +167,7 @@ impl Default for RealtimeConfig {
             publisher_queue: DEFAULT_PUBLISHER_QUEUE,
             allowed_origins: Vec::new(),
             before_connect: None,
+            replay: ReplayConfig::default(),
         }
     }
 }
@@ -188,6 +196,11 @@ fn limits(cfg: &RealtimeConfig) -> Limits {
     Limits {
         in_flight: cfg.max_in_flight.max(1),
         timeout: cfg.request_timeout,
+        close_doubt: cfg.replay.close_doubt,
+        // Engine.IO 3 clients ping: the last ping proves the client had the
+        // pong before it, one interval earlier; a timeout is noticed an
+        // interval and a timeout after that ping.
+        timeout_doubt: cfg.ping_interval * 2 + cfg.ping_timeout,
     }
 }
 
@@ -233,7 +246,8 @@ fn shared_parts<A: Adapter>(
 ) -> (Arc<OnceLock<Router>>, Requests, Sockets) {
     let sockets = Sockets::new(io.clone())
         .max_rooms_per_socket(config.max_rooms_per_socket)
-        .publisher_queue(config.publisher_queue);
+        .publisher_queue(config.publisher_queue)
+        .replay(config.replay.clone());
     (Arc::new(OnceLock::new()), Requests::new(), sockets)
 }
 
@@ -242,6 +256,11 @@ fn shared_parts<A: Adapter>(
 struct Limits {
     in_flight: usize,
     timeout: Duration,
+    /// How far before a disconnect its messages are replayed (see
+    /// [`ReplayConfig::close_doubt`]): after a closed connection, and
+    /// after a heartbeat timeout.
+    close_doubt: Duration,
+    timeout_doubt: Duration,
 }
 
 /// Every socket's requests on this node, counted for a graceful shutdown.
@@ -277,6 +296,9 @@ struct Bridge {
     timeout: Duration,
     /// The node's requests: counted, and refused once it shuts down.
     requests: Requests,
+    /// True once the socket has been given back what it had (see
+    /// [`resume`]): its requests wait until then.
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Bridge {
@@ -298,6 +320,13 @@ impl Bridge {
                 "Too Many Requests",
             )));
         };
+        if !*self.ready.borrow() {
+            // Its messages first, then its answers (a resume takes
+            // milliseconds; a reader that does not take its replay is given
+            // up on, and this waits no longer than a request may take).
+            let mut ready = self.ready.clone();
+            let _ = tokio::time::timeout(self.timeout, ready.wait_for(|r| *r)).await;
+        }
         let mut request = std::pin::pin!(bridge::dispatch(
             verb,
             &self.hs,
@@ -343,8 +372,14 @@ fn on_connect<A: Adapter>(
     // on another node is addressed (join by id, sender exclusion).
     socket.join(sid.to_string());
     tracing::info!(sid = %sid, "socket connected");
-    // What the disconnect handler updates: the room counts, the stalled count.
+    // What the disconnect handler updates: the room counts, the stalled
+    // count, the parked sockets.
     let on_gone = sockets.clone();
+    let claim = sockets
+        .replays()
+        .then(|| resume::Claim::of(hs.cookies.get(RESUME_COOKIE).as_deref(), parts.uri.query()))
+        .flatten();
+    let (ready_tx, ready) = tokio::sync::watch::channel(claim.is_none());
     // One handler for every event: the seven verbs are told apart by name,
     // so a socket carries one boxed closure instead of seven.
     let ctx = Arc::new(Bridge {
@@ -354,7 +389,26 @@ fn on_connect<A: Adapter>(
         in_flight: tokio::sync::Semaphore::new(limits.in_flight),
         timeout: limits.timeout,
         requests,
+        ready,
     });
+    // Nothing published before it connected was for it (lowered when it
+    // is given back what another socket had).
+    let floor = Arc::new(std::sync::atomic::AtomicU64::new(now_us()));
+    if let Some(claim) = claim.clone() {
+        let (ctx, floor) = (ctx.clone(), floor.clone());
+        let id = socket.id;
+        tokio::spawn(async move {
+            let identify = async {
+                if let Some(router) = ctx.router.get() {
+                    bridge::identify_again(&ctx.hs, router, &ctx.sockets).await;
+                }
+            };
+            let slot = ctx.hs.principal.clone();
+            ctx.sockets.resume(id, claim, identify, slot, &floor).await;
+            let _ = ready_tx.send(true);
+        });
+    }
+    let parked_as = claim.map(|c| (c.key, ctx.hs.principal.clone(), floor));
     let weak = Arc::downgrade(&ctx);
     on_gone.on_reidentify(
         socket.id,
@@ -405,6 +459,10 @@ fn on_connect<A: Adapter>(
     );
     socket.on_disconnect(move |s: SocketRef<A>, reason: DisconnectReason| {
         let sockets = on_gone.clone();
+        if let Some((key, principal, floor)) = &parked_as {
+            let floor = floor.load(std::sync::atomic::Ordering::Acquire);
+            park(&sockets, &s, reason, key, (principal.get(), floor), limits);
+        }
         async move {
             sockets.forget(&s.id.to_string());
             let cut = sockets.was_cut(s.id);
@@ -418,6 +476,53 @@ fn on_connect<A: Adapter>(
             }
         }
     });
+}
+
+/// Remembers a socket that dropped, to give back to its client (see
+/// [`resume`]): not one its client closed, nor one the server closed.
+fn park<A: Adapter>(
+    sockets: &Sockets,
+    s: &SocketRef<A>,
+    reason: DisconnectReason,
+    key: &str,
+    (principal, floor): (topsail_core::Principal, u64),
+    limits: Limits,
+) {
+    let doubt = match reason {
+        DisconnectReason::HeartbeatTimeout => limits.timeout_doubt,
+        DisconnectReason::TransportClose
+        | DisconnectReason::TransportError
+        | DisconnectReason::MultipleHttpPollingError
+        | DisconnectReason::PacketParsingError => limits.close_doubt,
+        // The client said goodbye, or the server closed it: nothing to
+        // come back to.
+        _ => return,
+    };
+    let own = s.id.to_string();
+    let rooms: Vec<String> = s
+        .rooms()
+        .into_iter()
+        .map(|r| r.to_string())
+        .filter(|r| *r != own && r != room_cap::AT_ROOM_CAP)
+        .collect();
+    let since = now_us().saturating_sub(u64::try_from(doubt.as_micros()).unwrap_or(u64::MAX));
+    let parked = resume::Parked::new(Arc::from(own), rooms, since, floor, principal);
+    sockets.parking.park(key, parked);
+}
+
+/// A new resume key: 128 random bits, hex.
+fn new_resume_key() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The `Set-Cookie` of a new resume key (no `Max-Age`: a browser keeps it
+/// for its session, which is longer than any replay window).
+fn resume_cookie(key: &str) -> Option<axum::http::HeaderValue> {
+    format!("{RESUME_COOKIE}={key}; Path=/; HttpOnly; SameSite=Lax")
+        .parse()
+        .ok()
 }
 
 /// `GET /__getcookie`: lets a cross-origin page connect with the
@@ -445,10 +550,38 @@ async fn get_cookie(headers: HeaderMap) -> Response {
         );
         let cookie = format!("sails.sid={:016x}; Path=/; HttpOnly", h.finish());
         if let Ok(v) = cookie.parse() {
-            res.headers_mut().insert(header::SET_COOKIE, v);
+            res.headers_mut().append(header::SET_COOKIE, v);
         }
     }
+    // The key a reconnecting socket is taken back by (see `resume`).
+    let has_key = headers
+        .get(header::COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .is_some_and(|c| c.contains(&format!("{RESUME_COOKIE}=")));
+    if !has_key && let Some(v) = new_resume_key().as_deref().and_then(resume_cookie) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
     res
+}
+
+/// Where [`Realtime::serve`] serves the opt-in client of exactly-once
+/// resume (see `resume`): a page includes it after `sails.io.js`.
+pub const RESUME_SCRIPT_PATH: &str = "/__topsail/resume.js";
+
+/// The opt-in client, as served at [`RESUME_SCRIPT_PATH`] (also usable
+/// from Node: it exports its function).
+pub const RESUME_SCRIPT: &str = include_str!("../assets/topsail-resume.js");
+
+async fn resume_script() -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        RESUME_SCRIPT,
+    )
+        .into_response()
 }
 
 /// The socket server could not start.
@@ -494,10 +627,10 @@ impl Realtime {
     ) -> Self {
         let publisher = sockets.publisher();
         Realtime {
-            handshakes: Arc::new(handshake::Policy::new(
-                &config.allowed_origins,
-                config.before_connect.clone(),
-            )),
+            handshakes: Arc::new(
+                handshake::Policy::new(&config.allowed_origins, config.before_connect.clone())
+                    .minting_resume_keys(config.replay.enabled),
+            ),
             requests,
             sockets,
             publisher,
@@ -596,6 +729,7 @@ impl Realtime {
     pub fn serve(&self, routes: Router) -> Router {
         let routes = Router::new()
             .route("/__getcookie", axum::routing::get(get_cookie))
+            .route(RESUME_SCRIPT_PATH, axum::routing::get(resume_script))
             .merge(routes);
         if self.router.set(routes.clone()).is_err() {
             tracing::warn!(

@@ -73,7 +73,7 @@ impl<'a> RelayedEffect<'a> {
     /// this node's sockets only.
     fn of(effect: &'a Effect, is_local: impl Fn(&str) -> bool) -> Option<Self> {
         Some(match effect {
-            Effect::Join { socket, rooms } | Effect::Leave { socket, rooms } => {
+            Effect::Join { socket, rooms, .. } | Effect::Leave { socket, rooms } => {
                 if is_local(socket) {
                     return None;
                 }
@@ -262,7 +262,7 @@ impl Sockets {
                     let Ok(guard) = self.guard_here(guard) else {
                         continue;
                     };
-                    self.change_members(&source, &dest, join, guard.as_ref())
+                    self.members(source.into_owned(), dest.into_owned(), join, guard)
                         .await;
                 }
                 RelayedEffect::Broadcast {
@@ -275,7 +275,8 @@ impl Sockets {
                     let Ok(guard) = self.guard_here(guard) else {
                         continue;
                     };
-                    self.deliver(&room, &event, &payload, omit.as_deref(), guard.as_ref())
+                    let omit = omit.map(|o| Arc::from(&*o));
+                    self.message(room.into_owned(), &event, payload.into_owned(), omit, guard)
                         .await;
                 }
             }

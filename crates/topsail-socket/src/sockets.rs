@@ -7,8 +7,8 @@ room" are addressed the same way, and every operation works on sockets
 connected to other processes too when the Redis adapter is in use.
 */
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,6 +23,8 @@ use topsail_core::pubsub::{Effect, Publisher};
 use crate::backend::{Backend, Io, MISSED_FULL, Relay, now_ms};
 pub use crate::error::{AdapterFailure, SocketsError};
 use crate::guarded::Guarding;
+use crate::replay::{Log, ReplayConfig, What};
+use crate::resume::{Finish, Parking};
 use crate::room_cap::{AT_ROOM_CAP, CHECK_EVERY, RoomCap};
 
 /// A name for this node on the relay, unique enough among a cluster's
@@ -42,7 +44,7 @@ pub struct Sockets {
     queue: usize,
     stalled: Arc<AtomicU64>,
     /// The rooms of this node's sockets, for their cap.
-    room_cap: Arc<RoomCap>,
+    pub(crate) room_cap: Arc<RoomCap>,
     /// The read rules and each local socket's principal.
     pub(crate) guarding: Guarding,
     /// This node's name on the relay.
@@ -53,6 +55,13 @@ pub struct Sockets {
     pending: Arc<AtomicUsize>,
     /// Messages delivered, for sampling their recipients.
     sampled: Arc<AtomicU64>,
+    /// What was delivered lately, for sockets that come back (see
+    /// [`crate::replay`]).
+    pub(crate) log: Arc<Log>,
+    /// The sockets that dropped lately (see [`crate::resume`]).
+    pub(crate) parking: Arc<Parking>,
+    /// The publisher task's queue, once [`Sockets::publisher`] started it.
+    work: Arc<OnceLock<mpsc::Sender<Work>>>,
 }
 
 /// One message in this many has its recipients counted
@@ -101,7 +110,35 @@ impl Sockets {
             relay: None,
             pending: Arc::default(),
             sampled: Arc::default(),
+            log: Arc::new(Log::new(ReplayConfig::default())),
+            parking: Arc::new(Parking::new(&ReplayConfig::default())),
+            work: Arc::default(),
         }
+    }
+
+    /// The replay log and the resume of dropped sockets, with these
+    /// settings (see [`ReplayConfig`]).
+    pub fn replay(mut self, config: ReplayConfig) -> Self {
+        self.parking = Arc::new(Parking::new(&config));
+        self.log = Arc::new(Log::new(config));
+        self
+    }
+
+    /// Whether messages carry sequence numbers and sockets that come back
+    /// are given what they missed.
+    pub fn replays(&self) -> bool {
+        self.log.config().enabled
+    }
+
+    /// How many messages the replay log holds, and how many dropped
+    /// sockets wait to be taken back.
+    pub fn replay_census(&self) -> (usize, usize) {
+        (self.log.len(), self.parking.len())
+    }
+
+    /// The last sequence number this node gave a message.
+    pub fn last_seq(&self) -> u64 {
+        self.log.last_seq()
     }
 
     /// The same sockets, one node of a cluster: the effects they carry out
@@ -357,18 +394,22 @@ impl Sockets {
     /// to the other nodes, see [`crate::relay`]).
     async fn apply(&self, effect: Effect) {
         match effect {
-            Effect::Join { socket, rooms } => self.change_rooms(&socket, rooms, true).await,
+            Effect::Join {
+                socket,
+                rooms,
+                read_at,
+            } => match read_at {
+                Some(at) if self.replays() => self.join_after_read(&socket, rooms, at).await,
+                _ => self.change_rooms(&socket, rooms, true).await,
+            },
             Effect::Leave { socket, rooms } => self.change_rooms(&socket, rooms, false).await,
             Effect::AddMembers {
                 source,
                 dest,
                 guard,
-            } => {
-                self.change_members(&source, &dest, true, guard.as_ref())
-                    .await
-            }
+            } => self.members(source, dest, true, guard).await,
             Effect::RemoveMembers { source, dest } => {
-                self.change_members(&source, &dest, false, None).await
+                self.members(source, dest, false, None).await
             }
             Effect::Forget { socket } => self.leave_guarded_rooms(&socket).await,
             Effect::Broadcast {
@@ -377,10 +418,70 @@ impl Sockets {
                 payload,
                 omit,
                 guard,
-            } => {
-                self.deliver(&room, event, &payload, omit.as_deref(), guard.as_ref())
-                    .await
+            } => self.message(room, event, payload, omit, guard).await,
+        }
+    }
+
+    /// `_introduce` (`join`) or `_retire` on this node's sockets, kept in
+    /// the replay log (a socket that comes back joins what its rooms'
+    /// members joined meanwhile).
+    pub(crate) async fn members(
+        &self,
+        source: String,
+        dest: String,
+        join: bool,
+        guard: Option<topsail_core::pubsub::Guard>,
+    ) {
+        self.change_members(&source, &dest, join, guard.as_ref())
+            .await;
+        if self.replays() {
+            let what = What::Members {
+                dest: Arc::from(dest),
+                join,
+                guard: guard.map(Arc::new),
+            };
+            self.log.append(self.log.next_seq(), Arc::from(source), what);
+        }
+    }
+
+    /// Delivers a message to this node's members of `room`, with the next
+    /// sequence number, and keeps it in the replay log.
+    pub(crate) async fn message(
+        &self,
+        room: String,
+        event: &str,
+        payload: Value,
+        omit: Option<Arc<str>>,
+        guard: Option<topsail_core::pubsub::Guard>,
+    ) {
+        let seq = self.replays().then(|| self.log.next_seq());
+        self.deliver(&room, event, &payload, omit.as_deref(), guard.as_ref(), seq)
+            .await;
+        if let Some(seq) = seq {
+            let what = What::Message {
+                event: Arc::from(event),
+                payload: Arc::new(payload),
+                omit,
+                guard: guard.map(Arc::new),
+            };
+            self.log.append(seq, Arc::from(room), what);
+        }
+    }
+
+    /// Hands the end of a resume to the publisher task (see
+    /// [`crate::resume`]), or finishes it here when there is none.
+    pub(crate) async fn finish_resume(&self, finish: Box<Finish>) {
+        match self.work.get() {
+            Some(tx) => {
+                self.pending.fetch_add(1, Ordering::AcqRel);
+                if let Err(mpsc::error::SendError(Work::Finish(finish))) =
+                    tx.send(Work::Finish(finish)).await
+                {
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                    self.finish(*finish).await;
+                }
             }
+            None => self.finish(*finish).await,
         }
     }
 
@@ -439,6 +540,7 @@ impl Sockets {
         payload: &Value,
         omit: Option<&str>,
         guard: Option<&topsail_core::pubsub::Guard>,
+        seq: Option<u64>,
     ) {
         match guard {
             Some(guard) => {
@@ -446,14 +548,14 @@ impl Sockets {
                     // A guarded `created` introduces its recipients too.
                     self.room_cap.introduced(room);
                 }
-                self.deliver_guarded(room, omit, event, payload, guard)
+                self.deliver_guarded(room, omit, event, payload, guard, seq)
                     .await
             }
             None => {
                 self.sample_recipients(room, omit);
                 let except = omit.map(str::to_owned).into_iter().collect();
                 self.backend
-                    .emit_local(vec![room.to_owned()], except, event, payload)
+                    .emit_local(vec![room.to_owned()], except, event, payload, seq)
                     .await
             }
         }
@@ -485,6 +587,9 @@ impl Sockets {
     pub fn publisher(&self) -> SocketPublisher {
         self.check_room_caps_periodically();
         let (tx, mut rx) = mpsc::channel::<Work>(self.queue);
+        if self.work.set(tx.clone()).is_err() {
+            tracing::warn!("Sockets::publisher called twice; resumes finish on the first task");
+        }
         let pending = self.pending.clone();
         let relay_out = self.relay.clone();
         let sockets = self.clone();
@@ -507,6 +612,7 @@ impl Sockets {
                         let _ = handed.send(());
                     }
                     Work::Relayed(bytes) => sockets.receive_relayed(&bytes).await,
+                    Work::Finish(finish) => sockets.finish(*finish).await,
                 }
                 done.fetch_sub(1, Ordering::AcqRel);
             }
@@ -528,6 +634,8 @@ enum Work {
         tokio::sync::oneshot::Sender<()>,
     ),
     Relayed(Vec<u8>),
+    /// The end of a socket's resume (see [`crate::resume`]).
+    Finish(Box<Finish>),
 }
 
 /// Delivers the engine's effects over socket.io (see [`Sockets::publisher`]).
@@ -639,9 +747,19 @@ mod tests {
             false
         }
         fn mark_at_room_cap(&self, _: &str, _: bool) {}
-        async fn emit_local(&self, _: Vec<String>, _: Vec<String>, _: &str, _: &Value) {
+        async fn emit_local(
+            &self,
+            _: Vec<String>,
+            _: Vec<String>,
+            _: &str,
+            _: &Value,
+            _: Option<u64>,
+        ) {
             let permit = self.0.acquire().await;
             drop(permit);
+        }
+        fn emit_to(&self, _: Sid, _: &str, _: &Value, _: Option<u64>) -> crate::backend::Sent {
+            crate::backend::Sent::Queued
         }
         async fn local_membership(&self, _: Vec<String>, _: Vec<String>, _: Vec<String>, _: bool) {}
     }
@@ -672,6 +790,9 @@ mod tests {
             relay: None,
             pending: Arc::default(),
             sampled: Arc::default(),
+            log: Arc::new(Log::new(ReplayConfig::default())),
+            parking: Arc::new(Parking::new(&ReplayConfig::default())),
+            work: Arc::default(),
         }
         .publisher_queue(1);
         let publisher = sockets.publisher();

@@ -187,7 +187,11 @@ impl<'a, M: Model> Models<'a, M> {
     async fn rooms(&self, socket: &str, rooms: Vec<String>, join: bool) {
         let socket = socket.into();
         let effect = if join {
-            Effect::Join { socket, rooms }
+            Effect::Join {
+                socket,
+                rooms,
+                read_at: None,
+            }
         } else {
             Effect::Leave { socket, rooms }
         };

@@ -3,7 +3,9 @@
 //! a single process; set: one node of a cluster), `ALLOWED_ORIGINS`
 //! (comma-separated origins whose pages may open sockets besides the zoo's
 //! own), `NODE_ENV` (`production` leaves out the control routes),
-//! `RUST_LOG`.
+//! `REPLAY_WINDOW_SECS` and `REPLAY_PER_ROOM` (how long and how much of
+//! each room the replay log keeps for sockets that come back: 120 and
+//! 1,000), `RUST_LOG`.
 //! `zoo --print-schema sqlite|postgres` prints the DDL of the models.
 
 use std::process::ExitCode;
@@ -55,6 +57,13 @@ async fn main() -> ExitCode {
     // The soak runs with a low cap to show where the rooms stop growing.
     if let Ok(n) = env_or("MAX_ROOMS_PER_SOCKET", "").parse() {
         realtime.max_rooms_per_socket = n;
+    }
+    // The reconnect tests shrink the log to show what a longer gap gets.
+    if let Ok(secs) = env_or("REPLAY_WINDOW_SECS", "").parse() {
+        realtime.replay.window = std::time::Duration::from_secs(secs);
+    }
+    if let Ok(n) = env_or("REPLAY_PER_ROOM", "").parse() {
+        realtime.replay.per_room = n;
     }
     let (app, router) =
         match example_zoo::app_with(&database_url, redis_url.as_deref(), realtime).await {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::criteria::{Criteria, Populate, Query};
 use crate::error::{Error, Result, UsageCode};
 use crate::model::ModelDef;
-use crate::pubsub::{Actor, Plan};
+use crate::pubsub::{Actor, Plan, now_us};
 use crate::query::{Filter, Select};
 use crate::record::{Pk, Record};
 
@@ -80,11 +80,12 @@ impl Engine {
         actor: &Actor,
     ) -> Result<Loaded> {
         let q = self.client_query(model, criteria.normalize(model)?, actor)?;
+        let began = now_us();
         let mut conn = self.store.conn().await?;
         let loaded = load_rows(conn.as_mut(), model, &q, false).await?;
         drop(conn);
         if actor.is_socket() {
-            let mut plan = self.plan(actor);
+            let mut plan = self.plan(actor).read_began(began);
             plan.subscribe(model, &loaded.ids());
             if self.config.auto_watch && self.may_watch(model, actor) {
                 plan.watch(model);
@@ -158,8 +159,9 @@ impl Engine {
         q.filter = Filter::True;
         q = self.client_query(model, q, actor)?;
         q.filter = Query::by_pk(model, &id, Vec::new()).filter.and(q.filter);
+        let began = now_us();
         let loaded = self.load_one(model, &q).await?;
-        self.subscribe_one(model, &id, &loaded, actor).await;
+        self.subscribe_one(model, &id, &loaded, actor, began).await;
         Ok(loaded)
     }
 
@@ -173,17 +175,19 @@ impl Engine {
         Ok(loaded)
     }
 
-    /// A socket reading one record is subscribed to it and, deeply, to what
-    /// it populated (`findOne` and `populate`).
+    /// A socket reading one record (a read that `began` then) is
+    /// subscribed to it and, deeply, to what it populated (`findOne` and
+    /// `populate`).
     async fn subscribe_one(
         &self,
         model: &'static ModelDef,
         id: &Pk,
         loaded: &Loaded,
         actor: &Actor,
+        began: u64,
     ) {
         if actor.is_socket() {
-            let mut plan = self.plan(actor);
+            let mut plan = self.plan(actor).read_began(began);
             plan.subscribe(model, [id]);
             self.subscribe_deep(&mut plan, model, loaded);
             self.publish(plan).await;
@@ -232,12 +236,13 @@ impl Engine {
         q.filter = Query::by_pk(model, &parent, Vec::new())
             .filter
             .and(q.filter);
+        let began = now_us();
         let loaded = self.load_one(model, &q).await?;
         let value = match loaded.first_field(alias) {
             Some(v) if !v.is_null() => v,
             _ => return Err(Error::NotFound),
         };
-        self.subscribe_one(model, &parent, &loaded, actor).await;
+        self.subscribe_one(model, &parent, &loaded, actor, began).await;
         Ok(value)
     }
 }

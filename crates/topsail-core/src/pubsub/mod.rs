@@ -87,6 +87,16 @@ impl Actor {
     }
 }
 
+/// The wall clock in microseconds since the Unix epoch: the axis of
+/// message sequence numbers (a publisher numbers messages no lower than
+/// it), so a moment taken before a read can be compared with them.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// The record room of `id`: `sails_model_<identity>_<id>:<identity>`.
 pub fn record_room(model: &ModelDef, id: &Pk) -> String {
     format!("sails_model_{}_{}:{}", model.identity, id, model.identity)
@@ -106,6 +116,11 @@ pub enum Effect {
         socket: Arc<str>,
         /// Rooms to join.
         rooms: Vec<String>,
+        /// When the read that subscribes it began ([`now_us`]): a message
+        /// to these rooms published since then may describe a change the
+        /// read did not see, and the socket was not in them to receive it,
+        /// so the publisher sends it too (where it keeps a replay log).
+        read_at: Option<u64>,
     },
     /// The socket leaves these rooms.
     Leave {

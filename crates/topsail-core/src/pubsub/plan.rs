@@ -55,6 +55,9 @@ pub(crate) struct Plan<'a> {
     /// Rooms the actor already joins in this plan (a deep read can name
     /// the same room many times).
     joined: HashSet<String>,
+    /// When the read this plan subscribes for began (see
+    /// [`Effect::Join::read_at`]).
+    read_at: Option<u64>,
     pub(crate) effects: Vec<Effect>,
 }
 
@@ -70,8 +73,16 @@ impl<'a> Plan<'a> {
             rules,
             omit,
             joined: HashSet::new(),
+            read_at: None,
             effects: Vec::new(),
         }
+    }
+
+    /// The plan of a read that began at `at` ([`super::now_us`], taken
+    /// before its query).
+    pub(crate) fn read_began(mut self, at: u64) -> Self {
+        self.read_at = Some(at);
+        self
     }
 
     /// Who made the request.
@@ -125,6 +136,7 @@ impl<'a> Plan<'a> {
         if let Some(Effect::Join {
             socket: s,
             rooms: r,
+            ..
         }) = self.effects.last_mut()
             && *s == socket
         {
@@ -134,6 +146,7 @@ impl<'a> Plan<'a> {
         self.effects.push(Effect::Join {
             socket,
             rooms: fresh,
+            read_at: self.read_at,
         });
     }
 
@@ -564,6 +577,7 @@ mod tests {
                         "sails_model_user_2:user".into(),
                         "sails_model_create_user".into()
                     ],
+                    read_at: None,
                 },
                 Effect::Broadcast {
                     room: "sails_model_user_1:user".into(),

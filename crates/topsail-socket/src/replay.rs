@@ -1,0 +1,333 @@
+/*!
+Sequence numbers and the replay log: what a socket that comes back after
+a drop is given again (see `crate::resume`).
+
+Every message this node delivers gets a sequence number from one
+[`Sequencer`]: strictly increasing, and never below the wall clock in
+microseconds, so a number is also a moment (a restart does not go back, a
+socket's "from when" and "from which message" are the same axis, and the
+engine can name a moment before it reads without asking this layer for
+anything). The number travels as the message's last argument, after the
+payload: `io.socket.on('pet', (msg, seq) => ...)`. sails.io.js hands every
+argument to the handler untouched, and the payload stays what Sails sends.
+
+The log keeps every delivered message and every `_introduce`/`_retire`
+(which changes who is in a room) in one queue ordered by sequence, for a
+window of time (120 s by default) and within a bound of messages per room
+and in all. What falls out of it is remembered as a point per room ("lost
+up to here"): a socket that needs anything from before that point is told
+to fetch again (`topsail:resync`) rather than given part of its gap.
+*/
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use topsail_core::pubsub::Guard;
+
+/// How long and how much the replay log keeps, and how long a dropped
+/// socket waits to be taken back.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// Keep a log and give sockets that come back what they missed.
+    /// `false`: no sequence numbers, no log, no resume (Sails' behaviour).
+    pub enabled: bool,
+    /// How long a message stays in the log: a socket away for longer is
+    /// told to fetch again.
+    pub window: Duration,
+    /// The most messages the log keeps per room (the oldest go first).
+    pub per_room: usize,
+    /// The most messages the log keeps in all, across rooms (a bound on
+    /// its memory under a burst: past it, the oldest go first).
+    pub max_messages: usize,
+    /// How long a dropped socket's rooms are remembered. Past `window` its
+    /// messages are gone, but a client that comes back is still told what
+    /// to fetch again, rather than left with a silent gap.
+    pub remember: Duration,
+    /// The most dropped sockets remembered at once (the oldest go first).
+    pub max_parked: usize,
+    /// How far before a disconnect the server replays, when the connection
+    /// closed (rather than timed out): what was written just before a
+    /// connection broke may never have arrived. A heartbeat timeout goes
+    /// back twice the ping interval plus the ping timeout, the time a dead
+    /// connection can go unnoticed.
+    pub close_doubt: Duration,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            enabled: true,
+            window: Duration::from_secs(120),
+            per_room: 1_000,
+            max_messages: 200_000,
+            remember: Duration::from_secs(15 * 60),
+            max_parked: 100_000,
+            close_doubt: Duration::from_secs(5),
+        }
+    }
+}
+
+pub use topsail_core::pubsub::now_us;
+
+/// Hands out sequence numbers: each above the last, and at least the wall
+/// clock in microseconds (past a million messages a second they run ahead
+/// of it for a while).
+#[derive(Debug, Default)]
+pub(crate) struct Sequencer(AtomicU64);
+
+impl Sequencer {
+    pub(crate) fn next(&self) -> u64 {
+        let now = now_us();
+        let mut last = self.0.load(Ordering::Relaxed);
+        loop {
+            let next = (last + 1).max(now);
+            match self
+                .0
+                .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    /// The last number handed out.
+    pub(crate) fn last(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What a log entry records.
+#[derive(Debug)]
+pub(crate) enum What {
+    /// A message delivered to the room's members (less `omit`, and those
+    /// its guard refuses).
+    Message {
+        event: Arc<str>,
+        payload: Arc<Value>,
+        omit: Option<Arc<str>>,
+        guard: Option<Arc<Guard>>,
+    },
+    /// The room's members joined (`_introduce`, those the guard admits)
+    /// or left (`_retire`) `dest`.
+    Members {
+        dest: Arc<str>,
+        join: bool,
+        guard: Option<Arc<Guard>>,
+    },
+}
+
+/// One thing that happened in a room.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) seq: u64,
+    pub(crate) room: Arc<str>,
+    pub(crate) what: What,
+    at: Instant,
+}
+
+/// The log of one node (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct Log {
+    cfg: ReplayConfig,
+    seq: Sequencer,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Every entry kept, in sequence order.
+    order: VecDeque<Arc<Entry>>,
+    /// Per room that has entries kept: their numbers, and up to where its
+    /// entries were dropped.
+    rooms: HashMap<Arc<str>, RoomLog>,
+    /// Up to where entries fell out of the log (by age or the overall
+    /// bound): a room without entries kept may have lost any before it.
+    dropped_upto: u64,
+}
+
+#[derive(Debug, Default)]
+struct RoomLog {
+    seqs: VecDeque<u64>,
+    dropped_upto: u64,
+}
+
+impl Log {
+    pub(crate) fn new(cfg: ReplayConfig) -> Self {
+        Log {
+            cfg,
+            seq: Sequencer::default(),
+            inner: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &ReplayConfig {
+        &self.cfg
+    }
+
+    /// The next sequence number (also when the log is off: numbers cost
+    /// nothing and let a client notice a gap).
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.seq.next()
+    }
+
+    /// The last sequence number handed out.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.seq.last()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `what` as entry `seq` of `room`, and lets go of what is past
+    /// the window or the bounds.
+    pub(crate) fn append(&self, seq: u64, room: Arc<str>, what: What) {
+        if !self.cfg.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let entry = Arc::new(Entry {
+            seq,
+            room: room.clone(),
+            what,
+            at: now,
+        });
+        let mut inner = self.lock();
+        let log = inner.rooms.entry(room).or_default();
+        log.seqs.push_back(seq);
+        if log.seqs.len() > self.cfg.per_room.max(1)
+            && let Some(oldest) = log.seqs.pop_front()
+        {
+            log.dropped_upto = oldest;
+        }
+        inner.order.push_back(entry);
+        self.trim(&mut inner, now);
+    }
+
+    fn trim(&self, inner: &mut Inner, now: Instant) {
+        while let Some(front) = inner.order.front() {
+            let expired = now.saturating_duration_since(front.at) > self.cfg.window;
+            if !expired && inner.order.len() <= self.cfg.max_messages.max(1) {
+                break;
+            }
+            let Some(gone) = inner.order.pop_front() else {
+                break;
+            };
+            inner.dropped_upto = gone.seq;
+            if let Some(log) = inner.rooms.get_mut(&gone.room) {
+                if log.seqs.front() == Some(&gone.seq) {
+                    log.seqs.pop_front();
+                    log.dropped_upto = log.dropped_upto.max(gone.seq);
+                }
+                if log.seqs.is_empty() {
+                    inner.rooms.remove(&gone.room);
+                }
+            }
+        }
+    }
+
+    /// Whether entries of `room` after `since` may be missing from the log.
+    pub(crate) fn lost_after(&self, room: &str, since: u64) -> bool {
+        let inner = self.lock();
+        inner.dropped_upto > since || inner.rooms.get(room).is_some_and(|r| r.dropped_upto > since)
+    }
+
+    /// Up to `limit` entries after `since`, in order (shared: copying them
+    /// is a reference count each).
+    pub(crate) fn after(&self, since: u64, limit: usize) -> Vec<Arc<Entry>> {
+        let mut inner = self.lock();
+        self.trim(&mut inner, Instant::now());
+        let start = inner.order.partition_point(|e| e.seq <= since);
+        inner.order.range(start..).take(limit).cloned().collect()
+    }
+
+    /// How many entries the log holds.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().order.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(event: &str) -> What {
+        What::Message {
+            event: Arc::from(event),
+            payload: Arc::new(serde_json::json!({"verb": "created"})),
+            omit: None,
+            guard: None,
+        }
+    }
+
+    fn log(per_room: usize, max_messages: usize, window: Duration) -> Log {
+        Log::new(ReplayConfig {
+            per_room,
+            max_messages,
+            window,
+            ..ReplayConfig::default()
+        })
+    }
+
+    #[test]
+    fn sequence_numbers_rise_and_follow_the_clock() {
+        let s = Sequencer::default();
+        let before = now_us();
+        let (a, b) = (s.next(), s.next());
+        assert!(a >= before && b > a, "{before} {a} {b}");
+        assert_eq!(s.last(), b);
+    }
+
+    #[test]
+    fn entries_after_a_point_come_in_order() {
+        let l = log(10, 100, Duration::from_secs(60));
+        let seqs: Vec<u64> = (0..5).map(|_| l.next_seq()).collect();
+        for (i, s) in seqs.iter().enumerate() {
+            l.append(*s, Arc::from(format!("r{}", i % 2)), message("pet"));
+        }
+        let after: Vec<u64> = l.after(seqs[1], 10).iter().map(|e| e.seq).collect();
+        assert_eq!(after, seqs[2..]);
+        assert_eq!(l.after(seqs[1], 2).len(), 2, "the limit holds");
+        assert!(!l.lost_after("r0", seqs[0] - 1));
+    }
+
+    #[test]
+    fn a_room_past_its_bound_has_lost_its_oldest() {
+        let l = log(2, 100, Duration::from_secs(60));
+        let seqs: Vec<u64> = (0..4).map(|_| l.next_seq()).collect();
+        for s in &seqs {
+            l.append(*s, Arc::from("busy"), message("pet"));
+        }
+        let quiet = l.next_seq();
+        l.append(quiet, Arc::from("quiet"), message("pet"));
+        assert!(l.lost_after("busy", seqs[0]), "its first two fell out");
+        assert!(!l.lost_after("busy", seqs[1]), "its last two are kept");
+        assert!(!l.lost_after("quiet", seqs[0]), "another room lost nothing");
+    }
+
+    #[test]
+    fn the_overall_bound_and_the_window_let_go_of_the_oldest() {
+        let l = log(100, 3, Duration::from_secs(60));
+        let seqs: Vec<u64> = (0..5).map(|_| l.next_seq()).collect();
+        for s in &seqs {
+            l.append(*s, Arc::from("r"), message("pet"));
+        }
+        assert_eq!(l.len(), 3);
+        assert!(
+            l.lost_after("elsewhere", seqs[0]),
+            "any room may have lost something before the overall cut"
+        );
+        assert!(!l.lost_after("elsewhere", seqs[1]));
+
+        let short = log(100, 100, Duration::from_millis(20));
+        let first = short.next_seq();
+        short.append(first, Arc::from("r"), message("pet"));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(short.after(0, 10).is_empty(), "past the window");
+        assert!(short.lost_after("r", first - 1));
+    }
+}

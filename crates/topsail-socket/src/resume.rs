@@ -1,0 +1,722 @@
+/*!
+Taking a socket back after a drop, for the stock sails.io.js client.
+
+A socket that drops is *parked*: its rooms, its principal, and the moment
+from which its client may have missed messages (see
+[`ReplayConfig::close_doubt`](crate::ReplayConfig::close_doubt)), under its
+resume key: the `topsail.rid` cookie (set by `GET /__getcookie` and by the
+handshake of a browser that has none), which sails.io.js sends with every
+reconnect. A socket that connects with that key takes its parked sockets
+back: it is identified first, keeps the rooms its principal may still be
+in (a changed principal leaves those of models with a read rule), and is
+sent every message of those rooms after that moment, from the replay log
+(`crate::replay`), each judged by the read rules as a live one would be,
+in order, before any new one; its virtual requests wait until then.
+
+Two tabs share a cookie, and the stock client says nothing that tells
+them apart: a socket coming back takes every socket of its key that
+dropped and was not taken back more than [`SHARED_GRACE`] ago, so each of
+two tabs that dropped together gets all it had (and what the other had).
+A client that loads `/__topsail/resume.js` names the socket it was and the
+last sequence number it saw, and gets exactly that socket's messages after
+it, once each.
+
+What the log no longer holds is not replayed in part: the socket joins the
+room again and receives one `topsail:resync` event naming what to fetch
+again.
+*/
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use socketioxide::socket::Sid;
+use topsail_core::Principal;
+use topsail_core::pubsub::Guard;
+
+use crate::backend::Sent;
+use crate::replay::{Entry, ReplayConfig, What};
+use crate::sockets::Sockets;
+
+/// The cookie a socket is taken back by.
+pub const RESUME_COOKIE: &str = "topsail.rid";
+/// The event that tells a socket to fetch again what its gap lost.
+pub const RESYNC_EVENT: &str = "topsail:resync";
+/// How long a parked socket, once taken back by a stock client, may still
+/// be taken by another socket of the same key (a second tab).
+pub const SHARED_GRACE: Duration = Duration::from_secs(10);
+/// Replayed off the publisher task in chunks of this many entries, until
+/// fewer than [`CAUGHT_UP`] remain for the task to finish with.
+const CHUNK: usize = 512;
+const CAUGHT_UP: usize = 64;
+/// How long a replay waits, in all, for a reader that does not take what
+/// it is sent before it gives up on it.
+const REPLAY_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A socket that dropped, as it is remembered.
+#[derive(Debug, Clone)]
+pub(crate) struct Parked {
+    pub(crate) sid: Arc<str>,
+    pub(crate) rooms: Vec<String>,
+    /// Its client may have missed every message after this.
+    pub(crate) since: u64,
+    /// Nothing before this was for it: when it connected, or what it was
+    /// given back from.
+    pub(crate) floor: u64,
+    pub(crate) principal: Principal,
+    at: Instant,
+    taken: Option<Instant>,
+}
+
+impl Parked {
+    pub(crate) fn new(
+        sid: Arc<str>,
+        rooms: Vec<String>,
+        since: u64,
+        floor: u64,
+        principal: Principal,
+    ) -> Self {
+        Parked {
+            sid,
+            rooms,
+            since: since.max(floor),
+            floor,
+            principal,
+            at: Instant::now(),
+            taken: None,
+        }
+    }
+}
+
+/// The parked sockets of one node, by resume key, bounded in number and
+/// in time.
+#[derive(Debug)]
+pub(crate) struct Parking {
+    remember: Duration,
+    max: usize,
+    inner: Mutex<ParkingInner>,
+}
+
+#[derive(Debug, Default)]
+struct ParkingInner {
+    by_key: HashMap<String, Vec<Parked>>,
+    /// When each was parked, oldest first, to let go of them.
+    order: VecDeque<(Instant, String, Arc<str>)>,
+}
+
+/// The most parked sockets one key keeps (a browser with many tabs).
+const PER_KEY: usize = 32;
+
+impl Parking {
+    pub(crate) fn new(cfg: &ReplayConfig) -> Self {
+        Parking {
+            remember: cfg.remember,
+            max: cfg.max_parked.max(1),
+            inner: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ParkingInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers `parked` under `key`.
+    pub(crate) fn park(&self, key: &str, parked: Parked) {
+        let mut inner = self.lock();
+        inner
+            .order
+            .push_back((parked.at, key.to_owned(), parked.sid.clone()));
+        let list = inner.by_key.entry(key.to_owned()).or_default();
+        list.push(parked);
+        if list.len() > PER_KEY {
+            list.remove(0);
+        }
+        self.expire(&mut inner, Instant::now());
+    }
+
+    fn expire(&self, inner: &mut ParkingInner, now: Instant) {
+        while let Some((at, key, sid)) = inner.order.front().cloned() {
+            if now.saturating_duration_since(at) <= self.remember && inner.order.len() <= self.max
+            {
+                break;
+            }
+            inner.order.pop_front();
+            if let Some(list) = inner.by_key.get_mut(&key) {
+                list.retain(|p| p.sid != sid);
+                if list.is_empty() {
+                    inner.by_key.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The parked sockets a socket connecting with `key` takes back: the
+    /// one it names (`sid`, the opt-in client), or every one not taken by
+    /// another socket more than [`SHARED_GRACE`] ago (the stock client).
+    pub(crate) fn take(&self, key: &str, sid: Option<&str>) -> Vec<Parked> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        self.expire(&mut inner, now);
+        let Some(list) = inner.by_key.get_mut(key) else {
+            return Vec::new();
+        };
+        let taken: Vec<Parked> = match sid {
+            Some(sid) => {
+                let found = list.iter().position(|p| &*p.sid == sid);
+                found.map(|i| list.remove(i)).into_iter().collect()
+            }
+            None => list
+                .iter_mut()
+                .filter(|p| p.taken.is_none_or(|t| now.duration_since(t) <= SHARED_GRACE))
+                .map(|p| {
+                    p.taken.get_or_insert(now);
+                    p.clone()
+                })
+                .collect(),
+        };
+        if list.is_empty() {
+            inner.by_key.remove(key);
+        }
+        taken
+    }
+
+    /// How many sockets are parked.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().by_key.values().map(Vec::len).sum()
+    }
+}
+
+/// A message replayed to one socket.
+#[derive(Debug)]
+pub(crate) struct Replayed {
+    pub(crate) seq: u64,
+    pub(crate) event: Arc<str>,
+    pub(crate) payload: Arc<Value>,
+}
+
+/// A resume in progress: the rooms the socket will be in, how far the log
+/// has been read, and the rooms whose log lost part of the gap.
+#[derive(Debug)]
+pub(crate) struct Resuming {
+    pub(crate) rooms: HashSet<String>,
+    pub(crate) cursor: u64,
+    pub(crate) gaps: HashSet<String>,
+    /// The ids the client had: their own messages were not sent to them.
+    old: Vec<Arc<str>>,
+    replayed: u64,
+}
+
+impl Resuming {
+    /// Starts from `rooms`, after `since`, for a client that was `old`;
+    /// `lost_after` says which rooms' logs lost part of the gap.
+    pub(crate) fn new(
+        rooms: HashSet<String>,
+        since: u64,
+        old: Vec<Arc<str>>,
+        lost_after: impl Fn(&str, u64) -> bool,
+    ) -> Self {
+        let gaps = rooms
+            .iter()
+            .filter(|r| lost_after(r, since))
+            .cloned()
+            .collect();
+        Resuming {
+            rooms,
+            cursor: since,
+            gaps,
+            old,
+            replayed: 0,
+        }
+    }
+
+    /// Goes through `entries` (in order, after the cursor): what the
+    /// socket is sent of them, and the rooms it joins or leaves on the
+    /// way. `seen_by` is the read rules' answer for the socket (as
+    /// [`Guard::seen_by`]).
+    pub(crate) fn step(
+        &mut self,
+        entries: &[Arc<Entry>],
+        seen_by: impl Fn(&Guard) -> Option<u64>,
+        lost_after: impl Fn(&str, u64) -> bool,
+    ) -> Vec<Replayed> {
+        let mut out: Vec<Replayed> = Vec::new();
+        for entry in entries {
+            if entry.seq <= self.cursor {
+                continue;
+            }
+            self.cursor = entry.seq;
+            if !self.rooms.contains(&*entry.room) {
+                continue;
+            }
+            match &entry.what {
+                What::Members { dest, join, guard } => {
+                    let admitted = guard.as_deref().is_none_or(|g| seen_by(g).is_some());
+                    if *join && admitted {
+                        if self.rooms.insert(dest.to_string()) && lost_after(dest, entry.seq) {
+                            self.gaps.insert(dest.to_string());
+                        }
+                    } else if !*join {
+                        self.rooms.remove(&**dest);
+                    }
+                }
+                What::Message {
+                    event,
+                    payload,
+                    omit,
+                    guard,
+                } => {
+                    if self.gaps.contains(&*entry.room)
+                        || omit.as_ref().is_some_and(|o| self.old.contains(o))
+                        || out.last().is_some_and(|r| r.seq == entry.seq)
+                    {
+                        continue;
+                    }
+                    let payload = match guard.as_deref() {
+                        None => payload.clone(),
+                        Some(g) => match seen_by(g) {
+                            None => {
+                                if g.evict {
+                                    self.rooms.remove(&*entry.room);
+                                }
+                                continue;
+                            }
+                            Some(0) => payload.clone(),
+                            Some(hidden) => Arc::new(g.redact(payload, hidden)),
+                        },
+                    };
+                    if let Some(dest) = guard.as_ref().and_then(|g| g.join.as_ref()) {
+                        self.rooms.insert(dest.clone());
+                    }
+                    out.push(Replayed {
+                        seq: entry.seq,
+                        event: event.clone(),
+                        payload,
+                    });
+                }
+            }
+        }
+        self.replayed += out.len() as u64;
+        out
+    }
+
+    /// The `topsail:resync` message for the rooms whose log lost part of
+    /// the gap; `None` when none did.
+    pub(crate) fn resync(&self, reason: &str) -> Option<Value> {
+        if self.gaps.is_empty() {
+            return None;
+        }
+        Some(resync_message(reason, self.cursor, &self.gaps))
+    }
+}
+
+/// What a client must fetch again: the records it was subscribed to, the
+/// models it watched, and the app's rooms, from their room names.
+pub(crate) fn resync_message<'a>(
+    reason: &str,
+    since: u64,
+    rooms: impl IntoIterator<Item = &'a String>,
+) -> Value {
+    let mut records: Vec<Value> = Vec::new();
+    let mut models: Vec<&str> = Vec::new();
+    let mut others: Vec<&str> = Vec::new();
+    for room in rooms {
+        if let Some(model) = room.strip_prefix("sails_model_create_") {
+            models.push(model);
+        } else if let Some((head, model)) = room.rsplit_once(':')
+            && let Some(id) = head
+                .strip_prefix("sails_model_")
+                .and_then(|rest| rest.strip_prefix(model))
+                .and_then(|rest| rest.strip_prefix('_'))
+        {
+            let id = id
+                .parse::<i64>()
+                .map_or_else(|_| Value::from(id), Value::from);
+            records.push(json!({ "model": model, "id": id }));
+        } else {
+            others.push(room);
+        }
+    }
+    models.sort_unstable();
+    others.sort_unstable();
+    records.sort_by_key(|r| r.to_string());
+    json!({
+        "reason": reason,
+        "since": since,
+        "records": records,
+        "models": models,
+        "rooms": others,
+    })
+}
+
+/// What a connecting socket claims: its resume key, and for the opt-in
+/// client the socket it was and the last sequence number it saw.
+#[derive(Debug, Clone)]
+pub(crate) struct Claim {
+    pub(crate) key: String,
+    pub(crate) was: Option<String>,
+    pub(crate) seen: Option<u64>,
+}
+
+impl Claim {
+    /// The claim of a handshake: the resume cookie, and the opt-in
+    /// client's `topsail_sid` and `topsail_seq` query parameters.
+    pub(crate) fn of(cookie: Option<&str>, query: Option<&str>) -> Option<Self> {
+        let key = cookie?.to_owned();
+        let param = |name: &str| {
+            query?.split('&').find_map(|pair| {
+                pair.split_once('=')
+                    .filter(|(k, v)| *k == name && !v.is_empty())
+                    .map(|(_, v)| v.to_owned())
+            })
+        };
+        Some(Claim {
+            key,
+            was: param("topsail_sid"),
+            seen: param("topsail_seq").and_then(|s| s.parse().ok()),
+        })
+    }
+}
+
+impl Sockets {
+    /// Takes back what the socket `new` claims (its virtual requests wait
+    /// for it). `identify` runs the app's identity for the socket; `slot`
+    /// then holds its principal. `floor` (when it connected) is lowered to
+    /// where its replay starts.
+    pub(crate) async fn resume(
+        &self,
+        new: Sid,
+        claim: Claim,
+        identify: impl std::future::Future<Output = ()>,
+        slot: topsail_core::PrincipalSlot,
+        floor: &std::sync::atomic::AtomicU64,
+    ) {
+        let parked = self.parking.take(&claim.key, claim.was.as_deref());
+        if parked.is_empty() {
+            if claim.was.is_some() {
+                // The opt-in client says it was a socket this node no
+                // longer knows (or never did): everything is to fetch.
+                metrics::counter!("topsail_resumes_total", "outcome" => "unknown").increment(1);
+                let since = claim.seen.unwrap_or(0);
+                let message = resync_message("unknown", since, &[]);
+                self.backend.emit_to(new, RESYNC_EVENT, &message, None);
+            }
+            return;
+        }
+        identify.await;
+        let principal = slot.get();
+        let mut rooms = HashSet::new();
+        for p in &parked {
+            let same = p.principal == principal;
+            rooms.extend(
+                p.rooms
+                    .iter()
+                    .filter(|r| same || !self.guarding.is_guarded_room(r))
+                    .cloned(),
+            );
+        }
+        let since = match claim.seen {
+            // What the opt-in client saw last, but nothing from before it
+            // connected: that was never for it.
+            Some(seen) if claim.was.is_some() => {
+                parked.iter().map(|p| seen.max(p.floor)).min().unwrap_or(seen)
+            }
+            _ => parked.iter().map(|p| p.since).min().unwrap_or(0),
+        };
+        floor.fetch_min(since, std::sync::atomic::Ordering::AcqRel);
+        let old: Vec<Arc<str>> = parked.iter().map(|p| p.sid.clone()).collect();
+        let mut state = Resuming::new(rooms, since, old, |r, s| self.log.lost_after(r, s));
+        if !self.replay_chunks(new, &mut state, &slot).await {
+            // Gone again before it caught up: what it was given back waits
+            // for its next try.
+            for mut p in parked {
+                p.taken = None;
+                self.parking.park(&claim.key, p);
+            }
+            return;
+        }
+        let (done, finished) = tokio::sync::oneshot::channel();
+        self.finish_resume(Box::new(Finish {
+            new,
+            state,
+            slot,
+            done,
+        }))
+        .await;
+        let _ = finished.await;
+    }
+
+    /// Replays the log to `new` off the publisher task, chunk by chunk,
+    /// waiting when its outgoing queue is full, until little is left.
+    /// False when the socket went away.
+    async fn replay_chunks(
+        &self,
+        new: Sid,
+        state: &mut Resuming,
+        slot: &topsail_core::PrincipalSlot,
+    ) -> bool {
+        let rules = self.guarding.rules();
+        let mut patience = REPLAY_PATIENCE;
+        loop {
+            let entries = self.log.after(state.cursor, CHUNK);
+            if entries.len() < CAUGHT_UP {
+                return true;
+            }
+            let out = state.step(
+                &entries,
+                |g| g.seen_by(rules, slot),
+                |r, s| self.log.lost_after(r, s),
+            );
+            for m in out {
+                loop {
+                    match self
+                        .backend
+                        .emit_to(new, &m.event, &m.payload, Some(m.seq))
+                    {
+                        Sent::Queued => break,
+                        Sent::Gone => return false,
+                        Sent::Full => {
+                            if patience.is_zero() {
+                                tracing::warn!(sid = %new, "a resumed socket does not take its replay; it is left to its heartbeat");
+                                return false;
+                            }
+                            let pause = Duration::from_millis(2);
+                            patience = patience.saturating_sub(pause);
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The last part of a resume, on the publisher task (between two
+    /// deliveries): the rest of the log, then the rooms.
+    pub(crate) async fn finish(&self, finish: Finish) {
+        let Finish {
+            new,
+            mut state,
+            slot,
+            done,
+        } = finish;
+        let entries = self.log.after(state.cursor, usize::MAX);
+        let rules = self.guarding.rules();
+        let out = state.step(
+            &entries,
+            |g| g.seen_by(rules, &slot),
+            |r, s| self.log.lost_after(r, s),
+        );
+        let resync = state.resync("gap");
+        if let Some(message) = &resync {
+            self.backend.emit_to(new, RESYNC_EVENT, message, None);
+        }
+        for m in out {
+            if self.backend.emit_to(new, &m.event, &m.payload, Some(m.seq)) != Sent::Queued {
+                tracing::debug!(sid = %new, "a replayed message did not fit the socket's queue");
+            }
+        }
+        let socket = new.to_string();
+        let rooms: Vec<String> = state.rooms.into_iter().collect();
+        let rooms = self.room_cap.admit(&*self.backend, &socket, rooms);
+        self.backend
+            .local_membership(vec![socket], Vec::new(), rooms, true)
+            .await;
+        let outcome = if resync.is_some() { "resync" } else { "replayed" };
+        metrics::counter!("topsail_resumes_total", "outcome" => outcome).increment(1);
+        metrics::counter!("topsail_replayed_messages_total").increment(state.replayed);
+        tracing::info!(sid = %new, replayed = state.replayed, resync = resync.is_some(), "socket taken back");
+        let _ = done.send(());
+    }
+}
+
+impl Sockets {
+    /// A read's socket joins `rooms`, on the publisher task. What was
+    /// published to them since the read began (`read_at`), while the
+    /// socket was not in them, may describe a change the read did not see:
+    /// it is sent first, from the log, and the rooms it introduced the
+    /// socket to are joined too (Centrifugo closes the same race by
+    /// reading a stream's position before its history).
+    pub(crate) async fn join_after_read(&self, socket: &str, mut rooms: Vec<String>, read_at: u64) {
+        let Some(sid) = socket.parse::<Sid>().ok().filter(|_| self.is_local(socket)) else {
+            return;
+        };
+        let entries = self.log.after(read_at, usize::MAX);
+        if !entries.is_empty() {
+            let wanted: HashSet<&str> = rooms.iter().map(String::as_str).collect();
+            if entries.iter().any(|e| wanted.contains(&*e.room)) {
+                let current: HashSet<String> = self
+                    .backend
+                    .local_rooms(socket)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                let fresh = rooms
+                    .iter()
+                    .filter(|r| !current.contains(*r))
+                    .cloned()
+                    .collect();
+                let lost_after = |r: &str, s: u64| self.log.lost_after(r, s);
+                let mut state = Resuming::new(fresh, read_at, vec![Arc::from(socket)], lost_after);
+                let (rules, slot) = (self.guarding.rules(), self.guarding.slot(sid));
+                for m in state.step(&entries, |g| g.seen_by(rules, &slot), lost_after) {
+                    self.backend.emit_to(sid, &m.event, &m.payload, Some(m.seq));
+                }
+                let added: Vec<String> = state
+                    .rooms
+                    .into_iter()
+                    .filter(|r| !wanted.contains(r.as_str()))
+                    .collect();
+                rooms.extend(added);
+            }
+        }
+        self.change_rooms(socket, rooms, true).await;
+    }
+}
+
+/// What the publisher task finishes of a resume.
+#[derive(Debug)]
+pub(crate) struct Finish {
+    new: Sid,
+    state: Resuming,
+    slot: topsail_core::PrincipalSlot,
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::Log;
+
+    fn msg(log: &Log, room: &str, omit: Option<&str>) -> u64 {
+        let seq = log.next_seq();
+        log.append(
+            seq,
+            Arc::from(room),
+            What::Message {
+                event: Arc::from("pet"),
+                payload: Arc::new(json!({ "verb": "updated", "n": seq })),
+                omit: omit.map(Arc::from),
+                guard: None,
+            },
+        );
+        seq
+    }
+
+    fn introduce(log: &Log, source: &str, dest: &str) -> u64 {
+        let seq = log.next_seq();
+        log.append(
+            seq,
+            Arc::from(source),
+            What::Members {
+                dest: Arc::from(dest),
+                join: true,
+                guard: None,
+            },
+        );
+        seq
+    }
+
+    fn rooms(names: &[&str]) -> HashSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_resume_replays_its_rooms_in_order_and_follows_introductions() {
+        let log = Log::new(ReplayConfig::default());
+        let before = msg(&log, "sails_model_pet_1:pet", None);
+        let a = msg(&log, "sails_model_pet_1:pet", None);
+        msg(&log, "sails_model_pet_9:pet", None);
+        let own = msg(&log, "sails_model_pet_1:pet", Some("old"));
+        introduce(&log, "sails_model_create_pet", "sails_model_pet_2:pet");
+        let b = msg(&log, "sails_model_pet_2:pet", None);
+        let c = msg(&log, "sails_model_pet_1:pet", None);
+        let mut state = Resuming::new(
+            rooms(&["sails_model_pet_1:pet", "sails_model_create_pet"]),
+            before,
+            vec![Arc::from("old")],
+            |r, s| log.lost_after(r, s),
+        );
+        let out = state.step(&log.after(before, 100), |_| Some(0), |r, s| log.lost_after(r, s));
+        let seqs: Vec<u64> = out.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [a, b, c], "not pet 9's, not its own ({own})");
+        assert!(state.rooms.contains("sails_model_pet_2:pet"), "introduced");
+        assert!(state.resync("gap").is_none());
+    }
+
+    #[test]
+    fn a_room_whose_log_lost_part_of_the_gap_is_named_not_replayed() {
+        let log = Log::new(ReplayConfig {
+            per_room: 2,
+            ..ReplayConfig::default()
+        });
+        let since = log.next_seq();
+        for _ in 0..3 {
+            msg(&log, "sails_model_pet_7:pet", None);
+        }
+        let kept = msg(&log, "lobby", None);
+        let mut state = Resuming::new(
+            rooms(&["sails_model_pet_7:pet", "lobby", "sails_model_create_pet"]),
+            since,
+            Vec::new(),
+            |r, s| log.lost_after(r, s),
+        );
+        let out = state.step(&log.after(since, 100), |_| Some(0), |r, s| log.lost_after(r, s));
+        assert_eq!(out.iter().map(|m| m.seq).collect::<Vec<_>>(), [kept]);
+        let resync = state.resync("gap").expect("a gap");
+        assert_eq!(resync["records"], json!([{ "model": "pet", "id": 7 }]));
+        assert_eq!(resync["models"], json!([]), "the class room lost nothing");
+        assert!(state.rooms.contains("sails_model_pet_7:pet"), "still joined");
+    }
+
+    #[test]
+    fn resync_names_records_models_and_app_rooms() {
+        let gaps = [
+            "sails_model_create_user".to_owned(),
+            "sails_model_pet_abc:pet".to_owned(),
+            "lobby".to_owned(),
+        ];
+        let m = resync_message("gap", 5, &gaps);
+        assert_eq!(m["records"], json!([{ "model": "pet", "id": "abc" }]));
+        assert_eq!(m["models"], json!(["user"]));
+        assert_eq!(m["rooms"], json!(["lobby"]));
+    }
+
+    fn parked(sid: &str) -> Parked {
+        Parked::new(Arc::from(sid), vec!["r".to_owned()], 1, 0, Principal::anonymous())
+    }
+
+    #[test]
+    fn two_tabs_that_dropped_together_both_get_everything_back() {
+        let p = Parking::new(&ReplayConfig::default());
+        p.park("k", parked("a"));
+        p.park("k", parked("b"));
+        assert_eq!(p.take("k", None).len(), 2, "the first tab back");
+        assert_eq!(p.take("k", None).len(), 2, "the second, within the grace");
+        assert!(p.take("other", None).is_empty());
+        assert_eq!(p.take("k", Some("a")).len(), 1, "named: that one");
+        assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn parking_is_bounded() {
+        let p = Parking::new(&ReplayConfig {
+            max_parked: 3,
+            ..ReplayConfig::default()
+        });
+        for i in 0..10 {
+            p.park(&format!("k{i}"), parked("s"));
+        }
+        assert_eq!(p.len(), 3);
+        assert!(p.take("k0", None).is_empty(), "the oldest went first");
+        assert_eq!(p.take("k9", None).len(), 1);
+    }
+
+    #[test]
+    fn a_claim_reads_the_cookie_and_the_opt_in_parameters() {
+        let c = Claim::of(Some("abc"), Some("EIO=3&topsail_sid=x1&topsail_seq=42")).unwrap();
+        assert_eq!((c.key.as_str(), c.was.as_deref(), c.seen), ("abc", Some("x1"), Some(42)));
+        let stock = Claim::of(Some("abc"), Some("EIO=3&topsail_sid=&transport=websocket")).unwrap();
+        assert_eq!((stock.was, stock.seen), (None, None));
+        assert!(Claim::of(None, Some("topsail_sid=x1")).is_none(), "no key, no claim");
+    }
+}
