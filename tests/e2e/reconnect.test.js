@@ -29,7 +29,7 @@ async function subscriber(proxy, cookie, { optIn = false } = {}) {
   const socket = io.sails.connect(proxy.url, { url: proxy.url, reconnection: true, initialConnectionHeaders: { cookie } });
   socket.got = [];
   socket.ids = [];
-  for (const e of ['pet', 'user', 'topsail:resync']) socket.on(e, (msg, seq) => socket.got.push({ e, msg, seq }));
+  for (const e of ['pet', 'user', 'news', 'topsail:resync']) socket.on(e, (msg, seq) => socket.got.push({ e, msg, seq }));
   socket.on('connect', () => socket.ids.push(socket._raw.id));
   if (optIn) socket.optIn = topsailResume(socket);
   await until(() => socket.ids.length === 1, 5000, 'the first connection');
@@ -67,7 +67,7 @@ async function twoHundredChanges(url, userId, tag) {
   return expected;
 }
 
-const key = ({ e, msg }) => `${e} ${msg.verb} ${msg.id} ${msg.data && msg.data.name}`;
+const key = ({ e, msg }) => (e === 'news' ? `news ${msg}` : `${e} ${msg.verb} ${msg.id} ${msg.data && msg.data.name}`);
 
 /** What an app that drops a repeat (a sequence number not above the last
  * one it saw) ends up with, in the order it handled them. */
@@ -88,7 +88,11 @@ function deduplicated(got) {
  * messages expected, once the proxy is back and the changes are done. */
 async function cutWhileChanging(zoo, proxy, userId, tag, ms) {
   proxy.cut();
-  const changes = twoHundredChanges(zoo.url, userId, tag);
+  // The app's own messages too: to a room the socket joined, and to all.
+  await http(zoo.url, 'POST', '/rooms/club/broadcast', { event: 'news', data: `club-${tag}` });
+  await http(zoo.url, 'POST', '/blast', { event: 'news', data: `blast-${tag}` });
+  const changes = twoHundredChanges(zoo.url, userId, tag)
+    .then((expected) => [`news club-${tag}`, `news blast-${tag}`, ...expected]);
   await sleep(ms);
   proxy.restore();
   return changes;
@@ -101,6 +105,7 @@ async function setUp(zoo, proxy, optIn) {
   // Watches pets (and is subscribed to none yet), and is subscribed to the user.
   assert.equal((await request(socket, 'get', '/pet?name=none-yet')).jwr.statusCode, 200);
   assert.equal((await request(socket, 'get', `/user/${user.id}`)).jwr.statusCode, 200);
+  assert.equal((await request(socket, 'post', '/rooms/club/join')).jwr.statusCode, 200);
   return { user, socket };
 }
 
@@ -127,12 +132,12 @@ for (const dialect of ['sqlite', 'postgres']) {
       db?.drop();
     });
 
-    it('a 1 s cut: the stock client gets all 200 messages, each record in commit order, and stays subscribed', async () => {
+    it('a 1 s cut: the stock client gets all 202 messages, each record in commit order, and stays subscribed', async () => {
       const { user, socket } = await setUp(zoo, proxy, false);
       try {
         const expected = await cutWhileChanging(zoo, proxy, user.id, 'a', 1000);
         await until(() => socket.ids.length >= 2, 15000, 'the reconnect');
-        await until(() => expected.every((k) => socket.got.some((g) => key(g) === k)), 15000, 'all 200 messages');
+        await until(() => expected.every((k) => socket.got.some((g) => key(g) === k)), 15000, 'all 202 messages');
         assert.notEqual(socket.ids[0], socket.ids[1], 'it came back as a new socket');
         // At least once: a repeat carries the same sequence number ...
         const seqOf = new Map();
@@ -154,11 +159,11 @@ for (const dialect of ['sqlite', 'postgres']) {
       try {
         const expected = await cutWhileChanging(zoo, proxy, user.id, 'b', 1000);
         await until(() => socket.ids.length >= 2, 15000, 'the reconnect');
-        await until(() => expected.every((k) => socket.got.some((g) => key(g) === k)), 15000, 'all 200 messages');
+        await until(() => expected.every((k) => socket.got.some((g) => key(g) === k)), 15000, 'all 202 messages');
         await sleep(200);
         assert.deepEqual(socket.got.map(key), expected, 'each once, in commit order');
         await stillSubscribed(zoo, socket, user.id, 'b');
-        assert.equal(socket.got.length, 202);
+        assert.equal(socket.got.length, 204);
       } finally {
         socket.disconnect();
       }
@@ -187,12 +192,12 @@ describe('reconnects after long gaps (sqlite)', () => {
     smallDb?.drop();
   });
 
-  it('a 30 s cut: all 200 messages, in commit order, and still subscribed', async () => {
+  it('a 30 s cut: all 202 messages, in commit order, and still subscribed', async () => {
     const { user, socket } = await setUp(zoo, proxy, false);
     try {
       const expected = await cutWhileChanging(zoo, proxy, user.id, 'c', 30000);
       await until(() => socket.ids.length >= 2, 20000, 'the reconnect');
-      await until(() => expected.every((k) => socket.got.some((g) => key(g) === k)), 15000, 'all 200 messages');
+      await until(() => expected.every((k) => socket.got.some((g) => key(g) === k)), 15000, 'all 202 messages');
       assert.deepEqual(deduplicated(socket.got).map(key), expected);
       await stillSubscribed(zoo, socket, user.id, 'c');
     } finally {

@@ -145,7 +145,10 @@ for (const dialect of ['sqlite', 'postgres']) {
       assert.equal(res.status, 200);
       assert.match(res.headers.get('content-type'), /application\/javascript/);
       assert.equal(await res.text(), '_sailsIoJSConnect();');
-      assert.match(res.headers.get('set-cookie'), /^sails\.sid=[0-9a-f]+; Path=\/; HttpOnly$/);
+      const [sid, rid] = res.headers.getSetCookie();
+      assert.match(sid, /^sails\.sid=[0-9a-f]+; Path=\/; HttpOnly$/);
+      // The key a reconnecting socket is taken back by.
+      assert.match(rid, /^topsail\.rid=[0-9a-f]{32}; Path=\/; HttpOnly; SameSite=Lax$/);
       const r = await request(a, 'get', '/__getcookie');
       assert.equal(r.body, '_sailsIoJSConnect();');
       assert.equal(r.jwr.headers['set-cookie'], undefined, 'a JWR never carries set-cookie');

@@ -47,3 +47,5 @@ mod traces;
 mod contracts;
 // What an action publishes reaches its sockets before it answers.
 mod ordering;
+// The replay log: the find/subscribe race.
+mod resume;

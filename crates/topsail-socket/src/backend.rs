@@ -62,6 +62,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
         data: &Value,
         seq: Option<u64>,
     );
+    /// Emits to every socket of this node but `except` (socket ids).
+    async fn emit_all_local(
+        &self,
+        except: Vec<String>,
+        event: &str,
+        data: &Value,
+        seq: Option<u64>,
+    );
     /// Emits to one socket of this node, without waiting: `Full` when its
     /// outgoing queue has no room (the caller may try again; replays do).
     fn emit_to(&self, socket: Sid, event: &str, data: &Value, seq: Option<u64>) -> Sent;
@@ -440,6 +448,29 @@ impl<A: Adapter> Backend for Io<A> {
             Err(BroadcastError::Socket(missed)) => {
                 if missed_by_slow_readers(event, &missed) > 0 {
                     self.cut_full(op(again.0, again.1));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, event, "could not deliver a message"),
+        }
+    }
+
+    async fn emit_all_local(
+        &self,
+        except: Vec<String>,
+        event: &str,
+        data: &Value,
+        seq: Option<u64>,
+    ) {
+        let op = || self.io.local().except(except.clone());
+        let sent = match seq {
+            Some(seq) => op().emit(event, &(data, seq)).await,
+            None => op().emit(event, data).await,
+        };
+        match sent {
+            Ok(()) => {}
+            Err(BroadcastError::Socket(missed)) => {
+                if missed_by_slow_readers(event, &missed) > 0 {
+                    self.cut_full(op());
                 }
             }
             Err(e) => tracing::error!(error = %e, event, "could not deliver a message"),

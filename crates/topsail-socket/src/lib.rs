@@ -504,6 +504,8 @@ fn park<A: Adapter>(
         .into_iter()
         .map(|r| r.to_string())
         .filter(|r| *r != own && r != room_cap::AT_ROOM_CAP)
+        // Blasts reached it too.
+        .chain([sockets::EVERYONE.to_owned()])
         .collect();
     let since = now_us().saturating_sub(u64::try_from(doubt.as_micros()).unwrap_or(u64::MAX));
     let parked = resume::Parked::new(Arc::from(own), rooms, since, floor, principal);
@@ -576,7 +578,10 @@ async fn resume_script() -> Response {
     (
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         RESUME_SCRIPT,

@@ -30,7 +30,7 @@ use topsail_core::pubsub::{Effect, Guard};
 
 use crate::backend::Relay;
 use crate::guarded::WireGuard;
-use crate::sockets::Sockets;
+use crate::sockets::{AppMessage, Sockets};
 
 /// The effects of one batch a node carried out, as the others receive it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -66,6 +66,8 @@ enum RelayedEffect<'a> {
         omit: Option<Cow<'a, str>>,
         guard: Option<WireGuard>,
     },
+    /// An app's message (`broadcast`, `blast`).
+    App(Cow<'a, AppMessage>),
 }
 
 impl<'a> RelayedEffect<'a> {
@@ -139,6 +141,14 @@ impl RelayOut {
         if !effects.is_empty() {
             self.send(&sockets.node, effects);
         }
+    }
+
+    /// Queues an app's message for the other nodes.
+    pub(crate) fn offer_app(&self, sockets: &Sockets, message: &AppMessage) {
+        self.send(
+            &sockets.node,
+            vec![RelayedEffect::App(Cow::Borrowed(message))],
+        );
     }
 
     /// Queues `effects` of node `node` as one message. A full queue (Redis
@@ -279,6 +289,7 @@ impl Sockets {
                     self.message(room.into_owned(), &event, payload.into_owned(), omit, guard)
                         .await;
                 }
+                RelayedEffect::App(message) => self.app_message(message.into_owned()).await,
             }
         }
     }

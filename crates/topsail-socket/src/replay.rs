@@ -233,7 +233,11 @@ impl Log {
     /// Whether entries of `room` after `since` may be missing from the log.
     pub(crate) fn lost_after(&self, room: &str, since: u64) -> bool {
         let inner = self.lock();
-        inner.dropped_upto > since || inner.rooms.get(room).is_some_and(|r| r.dropped_upto > since)
+        inner.dropped_upto > since
+            || inner
+                .rooms
+                .get(room)
+                .is_some_and(|r| r.dropped_upto > since)
     }
 
     /// Up to `limit` entries after `since`, in order (shared: copying them

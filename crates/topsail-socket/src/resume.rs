@@ -137,8 +137,7 @@ impl Parking {
 
     fn expire(&self, inner: &mut ParkingInner, now: Instant) {
         while let Some((at, key, sid)) = inner.order.front().cloned() {
-            if now.saturating_duration_since(at) <= self.remember && inner.order.len() <= self.max
-            {
+            if now.saturating_duration_since(at) <= self.remember && inner.order.len() <= self.max {
                 break;
             }
             inner.order.pop_front();
@@ -168,7 +167,10 @@ impl Parking {
             }
             None => list
                 .iter_mut()
-                .filter(|p| p.taken.is_none_or(|t| now.duration_since(t) <= SHARED_GRACE))
+                .filter(|p| {
+                    p.taken
+                        .is_none_or(|t| now.duration_since(t) <= SHARED_GRACE)
+                })
                 .map(|p| {
                     p.taken.get_or_insert(now);
                     p.clone()
@@ -320,8 +322,11 @@ pub(crate) fn resync_message<'a>(
     let mut records: Vec<Value> = Vec::new();
     let mut models: Vec<&str> = Vec::new();
     let mut others: Vec<&str> = Vec::new();
+    let mut everyone = false;
     for room in rooms {
-        if let Some(model) = room.strip_prefix("sails_model_create_") {
+        if room == crate::sockets::EVERYONE {
+            everyone = true;
+        } else if let Some(model) = room.strip_prefix("sails_model_create_") {
             models.push(model);
         } else if let Some((head, model)) = room.rsplit_once(':')
             && let Some(id) = head
@@ -346,6 +351,8 @@ pub(crate) fn resync_message<'a>(
         "records": records,
         "models": models,
         "rooms": others,
+        // Blasts (to every socket) were lost too.
+        "everyone": everyone,
     })
 }
 
@@ -418,9 +425,11 @@ impl Sockets {
         let since = match claim.seen {
             // What the opt-in client saw last, but nothing from before it
             // connected: that was never for it.
-            Some(seen) if claim.was.is_some() => {
-                parked.iter().map(|p| seen.max(p.floor)).min().unwrap_or(seen)
-            }
+            Some(seen) if claim.was.is_some() => parked
+                .iter()
+                .map(|p| seen.max(p.floor))
+                .min()
+                .unwrap_or(seen),
             _ => parked.iter().map(|p| p.since).min().unwrap_or(0),
         };
         floor.fetch_min(since, std::sync::atomic::Ordering::AcqRel);
@@ -469,10 +478,7 @@ impl Sockets {
             );
             for m in out {
                 loop {
-                    match self
-                        .backend
-                        .emit_to(new, &m.event, &m.payload, Some(m.seq))
-                    {
+                    match self.backend.emit_to(new, &m.event, &m.payload, Some(m.seq)) {
                         Sent::Queued => break,
                         Sent::Gone => return false,
                         Sent::Full => {
@@ -521,7 +527,11 @@ impl Sockets {
         self.backend
             .local_membership(vec![socket], Vec::new(), rooms, true)
             .await;
-        let outcome = if resync.is_some() { "resync" } else { "replayed" };
+        let outcome = if resync.is_some() {
+            "resync"
+        } else {
+            "replayed"
+        };
         metrics::counter!("topsail_resumes_total", "outcome" => outcome).increment(1);
         metrics::counter!("topsail_replayed_messages_total").increment(state.replayed);
         tracing::info!(sid = %new, replayed = state.replayed, resync = resync.is_some(), "socket taken back");
@@ -636,7 +646,11 @@ mod tests {
             vec![Arc::from("old")],
             |r, s| log.lost_after(r, s),
         );
-        let out = state.step(&log.after(before, 100), |_| Some(0), |r, s| log.lost_after(r, s));
+        let out = state.step(
+            &log.after(before, 100),
+            |_| Some(0),
+            |r, s| log.lost_after(r, s),
+        );
         let seqs: Vec<u64> = out.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, [a, b, c], "not pet 9's, not its own ({own})");
         assert!(state.rooms.contains("sails_model_pet_2:pet"), "introduced");
@@ -660,12 +674,19 @@ mod tests {
             Vec::new(),
             |r, s| log.lost_after(r, s),
         );
-        let out = state.step(&log.after(since, 100), |_| Some(0), |r, s| log.lost_after(r, s));
+        let out = state.step(
+            &log.after(since, 100),
+            |_| Some(0),
+            |r, s| log.lost_after(r, s),
+        );
         assert_eq!(out.iter().map(|m| m.seq).collect::<Vec<_>>(), [kept]);
         let resync = state.resync("gap").expect("a gap");
         assert_eq!(resync["records"], json!([{ "model": "pet", "id": 7 }]));
         assert_eq!(resync["models"], json!([]), "the class room lost nothing");
-        assert!(state.rooms.contains("sails_model_pet_7:pet"), "still joined");
+        assert!(
+            state.rooms.contains("sails_model_pet_7:pet"),
+            "still joined"
+        );
     }
 
     #[test]
@@ -682,7 +703,13 @@ mod tests {
     }
 
     fn parked(sid: &str) -> Parked {
-        Parked::new(Arc::from(sid), vec!["r".to_owned()], 1, 0, Principal::anonymous())
+        Parked::new(
+            Arc::from(sid),
+            vec!["r".to_owned()],
+            1,
+            0,
+            Principal::anonymous(),
+        )
     }
 
     #[test]
@@ -714,9 +741,15 @@ mod tests {
     #[test]
     fn a_claim_reads_the_cookie_and_the_opt_in_parameters() {
         let c = Claim::of(Some("abc"), Some("EIO=3&topsail_sid=x1&topsail_seq=42")).unwrap();
-        assert_eq!((c.key.as_str(), c.was.as_deref(), c.seen), ("abc", Some("x1"), Some(42)));
+        assert_eq!(
+            (c.key.as_str(), c.was.as_deref(), c.seen),
+            ("abc", Some("x1"), Some(42))
+        );
         let stock = Claim::of(Some("abc"), Some("EIO=3&topsail_sid=&transport=websocket")).unwrap();
         assert_eq!((stock.was, stock.seen), (None, None));
-        assert!(Claim::of(None, Some("topsail_sid=x1")).is_none(), "no key, no claim");
+        assert!(
+            Claim::of(None, Some("topsail_sid=x1")).is_none(),
+            "no key, no claim"
+        );
     }
 }

@@ -312,6 +312,12 @@ impl Sockets {
 
     /// Emits `event` (default `message`) with `data` to every socket in any
     /// of `rooms`, once each, leaving out the socket `omit`.
+    ///
+    /// Like the model messages, it is numbered, kept in the replay log and
+    /// carried out on the publisher task: it returns once this node's
+    /// sockets have it, after every message published before it. The other
+    /// nodes of a cluster get it through the relay (they miss it while
+    /// Redis is down: [`Sockets::relay_dropped`]).
     pub async fn broadcast<T: Serialize + ?Sized>(
         &self,
         rooms: &[&str],
@@ -322,33 +328,98 @@ impl Sockets {
         if rooms.is_empty() {
             return Ok(());
         }
-        let rooms = rooms.iter().map(|r| (*r).to_owned()).collect();
-        self.backend
-            .emit(
-                rooms,
-                omit,
-                event.unwrap_or(DEFAULT_EVENT),
-                &to_value(data)?,
-            )
-            .await
+        self.send_app(AppMessage {
+            rooms: rooms.iter().map(|r| (*r).to_owned()).collect(),
+            event: event.unwrap_or(DEFAULT_EVENT).to_owned(),
+            payload: to_value(data)?,
+            omit: omit.map(str::to_owned),
+        })
+        .await
     }
 
     /// Emits `event` (default `message`) to every connected socket but
-    /// `omit`.
+    /// `omit` (numbered and kept as [`Sockets::broadcast`] is).
     pub async fn blast<T: Serialize + ?Sized>(
         &self,
         event: Option<&str>,
         data: &T,
         omit: Option<&str>,
     ) -> Result<(), SocketsError> {
-        self.backend
-            .emit(
-                Vec::new(),
-                omit,
-                event.unwrap_or(DEFAULT_EVENT),
-                &to_value(data)?,
-            )
-            .await
+        self.send_app(AppMessage {
+            rooms: Vec::new(),
+            event: event.unwrap_or(DEFAULT_EVENT).to_owned(),
+            payload: to_value(data)?,
+            omit: omit.map(str::to_owned),
+        })
+        .await
+    }
+
+    /// Hands an app's message to the publisher task and waits until this
+    /// node's sockets have it; without a task (or a replay log), emits it
+    /// through the adapter, cluster-wide.
+    async fn send_app(&self, message: AppMessage) -> Result<(), SocketsError> {
+        match self.work.get() {
+            Some(tx) if self.replays() => {
+                let (handed, done) = tokio::sync::oneshot::channel();
+                self.pending.fetch_add(1, Ordering::AcqRel);
+                if tx.send(Work::App(message, handed)).await.is_err() {
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                    tracing::error!("the pub-sub task has stopped; a message was dropped");
+                }
+                let _ = done.await;
+                Ok(())
+            }
+            _ => {
+                let AppMessage {
+                    rooms,
+                    event,
+                    payload,
+                    omit,
+                } = message;
+                self.backend
+                    .emit(rooms, omit.as_deref(), &event, &payload)
+                    .await
+            }
+        }
+    }
+
+    /// Carries out an app's message on this node's sockets (on the
+    /// publisher task): numbered, and kept in the log of each of its rooms
+    /// (a blast in that of [`EVERYONE`]).
+    pub(crate) async fn app_message(&self, message: AppMessage) {
+        let AppMessage {
+            rooms,
+            event,
+            payload,
+            omit,
+        } = message;
+        let seq = self.log.next_seq();
+        let except: Vec<String> = omit.iter().cloned().collect();
+        if rooms.is_empty() {
+            self.backend
+                .emit_all_local(except, &event, &payload, Some(seq))
+                .await;
+        } else {
+            self.backend
+                .emit_local(rooms.clone(), except, &event, &payload, Some(seq))
+                .await;
+        }
+        let (event, payload): (Arc<str>, _) = (Arc::from(event), Arc::new(payload));
+        let omit: Option<Arc<str>> = omit.map(Arc::from);
+        let rooms = if rooms.is_empty() {
+            vec![EVERYONE.to_owned()]
+        } else {
+            rooms
+        };
+        for room in rooms {
+            let what = What::Message {
+                event: event.clone(),
+                payload: payload.clone(),
+                omit: omit.clone(),
+                guard: None,
+            };
+            self.log.append(seq, Arc::from(room), what);
+        }
     }
 
     /// Every member of `room` leaves all its rooms (`room` included, its own
@@ -408,9 +479,7 @@ impl Sockets {
                 dest,
                 guard,
             } => self.members(source, dest, true, guard).await,
-            Effect::RemoveMembers { source, dest } => {
-                self.members(source, dest, false, None).await
-            }
+            Effect::RemoveMembers { source, dest } => self.members(source, dest, false, None).await,
             Effect::Forget { socket } => self.leave_guarded_rooms(&socket).await,
             Effect::Broadcast {
                 room,
@@ -440,7 +509,8 @@ impl Sockets {
                 join,
                 guard: guard.map(Arc::new),
             };
-            self.log.append(self.log.next_seq(), Arc::from(source), what);
+            self.log
+                .append(self.log.next_seq(), Arc::from(source), what);
         }
     }
 
@@ -613,12 +683,33 @@ impl Sockets {
                     }
                     Work::Relayed(bytes) => sockets.receive_relayed(&bytes).await,
                     Work::Finish(finish) => sockets.finish(*finish).await,
+                    Work::App(message, handed) => {
+                        if let Some(out) = &relay_out {
+                            out.offer_app(&sockets, &message);
+                        }
+                        sockets.app_message(message).await;
+                        let _ = handed.send(());
+                    }
                 }
                 done.fetch_sub(1, Ordering::AcqRel);
             }
         });
         SocketPublisher { tx, pending }
     }
+}
+
+/// The room under which the replay log keeps blasts (every socket is in
+/// it, for a resume).
+pub(crate) const EVERYONE: &str = "topsail#everyone";
+
+/// A message of the app's ([`Sockets::broadcast`], [`Sockets::blast`]).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub(crate) struct AppMessage {
+    /// Its rooms; none: every socket.
+    pub(crate) rooms: Vec<String>,
+    pub(crate) event: String,
+    pub(crate) payload: Value,
+    pub(crate) omit: Option<String>,
 }
 
 /// What the publisher task carries out, in order: this node's effects, and
@@ -636,6 +727,8 @@ enum Work {
     Relayed(Vec<u8>),
     /// The end of a socket's resume (see [`crate::resume`]).
     Finish(Box<Finish>),
+    /// An app's message, and whom to tell once local sockets have it.
+    App(AppMessage, tokio::sync::oneshot::Sender<()>),
 }
 
 /// Delivers the engine's effects over socket.io (see [`Sockets::publisher`]).
@@ -758,6 +851,7 @@ mod tests {
             let permit = self.0.acquire().await;
             drop(permit);
         }
+        async fn emit_all_local(&self, _: Vec<String>, _: &str, _: &Value, _: Option<u64>) {}
         fn emit_to(&self, _: Sid, _: &str, _: &Value, _: Option<u64>) -> crate::backend::Sent {
             crate::backend::Sent::Queued
         }

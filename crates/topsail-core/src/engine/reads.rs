@@ -242,7 +242,8 @@ impl Engine {
             Some(v) if !v.is_null() => v,
             _ => return Err(Error::NotFound),
         };
-        self.subscribe_one(model, &parent, &loaded, actor, began).await;
+        self.subscribe_one(model, &parent, &loaded, actor, began)
+            .await;
         Ok(value)
     }
 }
