@@ -226,3 +226,69 @@ describe('reconnects after long gaps (sqlite)', () => {
     }
   });
 });
+
+describe('a socket taken back is held to the read rules (notes, sqlite)', () => {
+  let db, app, proxy, ann, bo;
+  const signUp = async (name) => {
+    const res = await fetch(app.url + '/signup', { method: 'POST', headers: J, body: JSON.stringify({ name, email: `${name}@example.com`, password: `${name}-secret-pw` }) });
+    assert.equal(res.status, 200);
+    return res.headers.get('set-cookie').split(';')[0];
+  };
+  const as = (cookie) => async (method, path, body) => {
+    const res = await fetch(app.url + path, { method, headers: { ...J, cookie }, body: body && JSON.stringify(body) });
+    assert.ok(res.ok, `${method} ${path}: ${res.status}`);
+    return res.json();
+  };
+  before(async () => {
+    const { startNotes } = require('./helpers');
+    db = freshDatabase('sqlite');
+    app = await startNotes(db.url);
+    proxy = await startProxy(app.port);
+    ann = await signUp('ann');
+    bo = await signUp('bo');
+  });
+  after(async () => {
+    await proxy?.close();
+    await app?.stop();
+    db?.drop();
+  });
+
+  it('a note turned private in the gap, and a new private one, never reach the other account; a shared one does', async () => {
+    const boSays = as(bo);
+    const shared = await boSays('POST', '/note', { title: 'bo-shared', shared: true });
+    // Ann's resume key, with her session: what her browser would send.
+    const res = await fetch(app.url + '/__getcookie', { headers: { cookie: ann } });
+    const rid = res.headers.getSetCookie().map((c) => c.split(';')[0]).find((c) => c.startsWith('topsail.rid='));
+    const socket = io.sails.connect(proxy.url, { url: proxy.url, reconnection: true, initialConnectionHeaders: { cookie: `${ann}; ${rid}` } });
+    socket.got = [];
+    socket.ids = [];
+    socket.on('note', (msg, seq) => socket.got.push({ msg, seq }));
+    socket.on('connect', () => socket.ids.push(socket._raw.id));
+    try {
+      await until(() => socket.ids.length === 1, 5000, 'the first connection');
+      // Subscribed to Bo's shared note, and watching notes.
+      const list = await request(socket, 'get', '/note');
+      assert.deepEqual(list.body.map((n) => n.title), ['bo-shared']);
+
+      proxy.cut();
+      await boSays('PATCH', `/note/${shared.id}`, { shared: false, title: 'bo-secret-now' });
+      await boSays('PATCH', `/note/${shared.id}`, { body: 'bo-secret-body' });
+      await boSays('POST', '/note', { title: 'bo-secret-new' });
+      const open = await boSays('POST', '/note', { title: 'bo-open-new', shared: true });
+      await sleep(500);
+      proxy.restore();
+      await until(() => socket.ids.length >= 2, 15000, 'the reconnect');
+      await until(() => socket.got.some((g) => g.msg.verb === 'created' && g.msg.data.title === 'bo-open-new'), 10000, 'the shared note created in the gap');
+      // Still subscribed to what she may read: the new shared note's changes reach her.
+      await boSays('PATCH', `/note/${open.id}`, { body: 'edited' });
+      await until(() => socket.got.some((g) => g.msg.verb === 'updated' && g.msg.id === open.id), 5000, 'the update of the shared note');
+      // Not subscribed any more to the note that turned private.
+      await boSays('PATCH', `/note/${shared.id}`, { body: 'bo-secret-later' });
+      await sleep(300);
+      assert.ok(!JSON.stringify(socket.got).includes('bo-secret'), JSON.stringify(socket.got));
+      assert.ok(!socket.got.some((g) => g.msg.id === shared.id), 'nothing of the note that turned private');
+    } finally {
+      socket.disconnect();
+    }
+  });
+});

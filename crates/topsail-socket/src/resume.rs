@@ -160,6 +160,11 @@ impl Parking {
         let Some(list) = inner.by_key.get_mut(key) else {
             return Vec::new();
         };
+        // Taken back by another socket a while ago: that socket has them.
+        list.retain(|p| {
+            p.taken
+                .is_none_or(|t| now.duration_since(t) <= SHARED_GRACE)
+        });
         let taken: Vec<Parked> = match sid {
             Some(sid) => {
                 let found = list.iter().position(|p| &*p.sid == sid);
@@ -414,11 +419,14 @@ impl Sockets {
         let principal = slot.get();
         let mut rooms = HashSet::new();
         for p in &parked {
+            // Under another principal (signed out, or in as someone else),
+            // only the rooms of models without a read rule come back: the
+            // app's own rooms may have been joined because of who it was.
             let same = p.principal == principal;
             rooms.extend(
                 p.rooms
                     .iter()
-                    .filter(|r| same || !self.guarding.is_guarded_room(r))
+                    .filter(|r| same || self.open_to_anyone(r))
                     .cloned(),
             );
         }
@@ -453,6 +461,13 @@ impl Sockets {
         }))
         .await;
         let _ = finished.await;
+    }
+
+    /// Whether any principal may be in `room`: a record or class room of
+    /// a model without a read rule, or the room of every socket.
+    fn open_to_anyone(&self, room: &str) -> bool {
+        room == crate::sockets::EVERYONE
+            || (room.starts_with("sails_model_") && !self.guarding.is_guarded_room(room))
     }
 
     /// Replays the log to `new` off the publisher task, chunk by chunk,
