@@ -111,24 +111,48 @@ pub struct Socket {
     tx: mpsc::UnboundedSender<Message>,
     pending: Pending,
     next: Arc<AtomicU64>,
+    /// Its id (the Engine.IO session id, as socket.io-client 2 has it).
+    pub sid: Arc<str>,
+    /// Its connection's tasks, to drop it as a network would.
+    tasks: Arc<Vec<tokio::task::AbortHandle>>,
+}
+
+/// How a socket connects, besides its address.
+#[derive(Clone, Debug, Default)]
+pub struct Handshake {
+    /// A `Cookie` header (the `topsail.rid` resume key a browser keeps).
+    pub cookie: Option<String>,
+    /// More query parameters (`&topsail_sid=...&topsail_seq=...`).
+    pub query: String,
 }
 
 impl Socket {
     /// Connects to `ws://addr/socket.io/`; `on_event` sees every server
     /// push (`42["pet",{...}]`).
     pub async fn connect(addr: &str, on_event: OnEvent) -> Result<Self> {
+        Self::connect_with(addr, on_event, &Handshake::default()).await
+    }
+
+    /// [`Socket::connect`] with a cookie and more query parameters.
+    pub async fn connect_with(addr: &str, on_event: OnEvent, hs: &Handshake) -> Result<Self> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = format!(
-            "ws://{addr}/socket.io/?__sails_io_sdk_version=1.2.1&__sails_io_sdk_platform=node&__sails_io_sdk_language=javascript&EIO=3&transport=websocket"
+            "ws://{addr}/socket.io/?__sails_io_sdk_version=1.2.1&__sails_io_sdk_platform=node&__sails_io_sdk_language=javascript&EIO=3&transport=websocket{}",
+            hs.query
         );
+        let mut req = url.into_client_request().map_err(e)?;
+        if let Some(c) = &hs.cookie {
+            req.headers_mut().insert("cookie", c.parse().map_err(e)?);
+        }
         // Nagle off, as browsers do for websockets.
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true)
             .await
             .map_err(e)?;
         let (mut sink, mut stream) = ws.split();
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
-        let (ready_tx, ready_rx) = oneshot::channel();
-        tokio::spawn(async move {
+        let (ready_tx, ready_rx) = oneshot::channel::<String>();
+        let writer = tokio::spawn(async move {
             while let Some(m) = rx.recv().await {
                 if sink.send(m).await.is_err() {
                     break;
@@ -148,14 +172,23 @@ impl Socket {
             }
         });
         let p = pending.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
+            let mut sid = String::new();
             while let Some(Ok(m)) = stream.next().await {
                 let Message::Text(t) = m else { continue };
                 let t = t.as_str();
-                if t.starts_with("40") {
+                if let Some(open) = t.strip_prefix('0') {
+                    #[derive(serde::Deserialize)]
+                    struct Open {
+                        sid: String,
+                    }
+                    if let Ok(o) = serde_json::from_str::<Open>(open) {
+                        sid = o.sid;
+                    }
+                } else if t.starts_with("40") {
                     if let Some(r) = ready.take() {
-                        let _ = r.send(());
+                        let _ = r.send(std::mem::take(&mut sid));
                     }
                 } else if let Some(rest) = t.strip_prefix("43") {
                     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
@@ -176,7 +209,7 @@ impl Socket {
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(30), ready_rx)
+        let sid = tokio::time::timeout(Duration::from_secs(30), ready_rx)
             .await
             .map_err(|_| "no namespace connect".to_owned())?
             .map_err(e)?;
@@ -184,7 +217,17 @@ impl Socket {
             tx,
             pending,
             next: Arc::new(AtomicU64::new(0)),
+            sid: Arc::from(sid),
+            tasks: Arc::new(vec![reader.abort_handle(), writer.abort_handle()]),
         })
+    }
+
+    /// Drops the connection without a goodbye, as a network that went
+    /// away does (the server sees its TCP connection end).
+    pub fn drop_connection(&self) {
+        for t in self.tasks.iter() {
+            t.abort();
+        }
     }
 
     /// A virtual request; resolves with the JWR's status code.
@@ -212,6 +255,51 @@ impl Socket {
     }
 }
 
+/// A `pet` message as the load generator reads it, in borrowed fields (no
+/// tree is built): `["pet",{"verb":"created","data":{"name":"b17",...}},seq]`
+/// (topsail numbers its messages; Sails and the limit do not).
+#[derive(Debug)]
+pub struct PetEvent<'a> {
+    /// `created`, `updated`, ...
+    pub verb: std::borrow::Cow<'a, str>,
+    /// The record's `name`.
+    pub name: Option<std::borrow::Cow<'a, str>>,
+    /// The message's sequence number, when the server numbers them.
+    pub seq: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct PetFrame<'a>(
+    #[serde(borrow)] std::borrow::Cow<'a, str>,
+    #[serde(borrow)] PetMessage<'a>,
+    #[serde(default)] Option<u64>,
+);
+
+#[derive(serde::Deserialize)]
+struct PetMessage<'a> {
+    #[serde(borrow)]
+    verb: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: PetData<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct PetData<'a> {
+    #[serde(borrow)]
+    name: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Reads a server push (`42` stripped) as a `pet` message; `None` for
+/// anything else.
+pub fn pet_event(frame: &str) -> Option<PetEvent<'_>> {
+    let PetFrame(event, msg, seq) = serde_json::from_str(frame).ok()?;
+    (event == "pet").then_some(PetEvent {
+        verb: msg.verb,
+        name: msg.data.name,
+        seq,
+    })
+}
+
 /// Percentiles of latencies in microseconds.
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -219,4 +307,22 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pet_event;
+
+    #[test]
+    fn a_pet_event_is_read_with_or_without_its_sequence_number() {
+        let numbered = r#"["pet",{"verb":"created","data":{"name":"b7"},"id":7},1764512345678901]"#;
+        let e = pet_event(numbered).unwrap();
+        assert_eq!(
+            (&*e.verb, e.name.as_deref(), e.seq),
+            ("created", Some("b7"), Some(1764512345678901))
+        );
+        let plain = r#"["pet",{"verb":"created","data":{"name":"b7"},"id":7}]"#;
+        assert_eq!(pet_event(plain).unwrap().seq, None, "Sails and the limit");
+        assert!(pet_event(r#"["user",{"verb":"created","data":{}}]"#).is_none());
+    }
 }

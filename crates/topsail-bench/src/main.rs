@@ -4,7 +4,6 @@
 //!
 //! Traffic stays on 127.0.0.1; every loop is bounded in count and time.
 
-use std::borrow::Cow;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -13,6 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use topsail_bench::process::{Server, cpu_us, free_port, rss_kb, start, start_cmd};
 use topsail_bench::{Http, OnEvent, Socket, percentile};
+
+mod reconnect;
 
 type Res<T> = topsail_bench::Result<T>;
 
@@ -125,15 +126,13 @@ impl Fanout {
         Arc::new(move |frame: &str| {
             // `["pet",{"verb":"created","data":{"name":"b17",...},"id":..}]`,
             // parsed into borrowed fields (no tree is built).
-            let Ok((event, msg)) = serde_json::from_str::<(Cow<'_, str>, PetMessage<'_>)>(frame)
-            else {
+            let Some(msg) = topsail_bench::pet_event(frame) else {
                 return;
             };
-            if event != "pet" || msg.verb != "created" {
+            if msg.verb != "created" {
                 return;
             }
             let seq = msg
-                .data
                 .name
                 .as_deref()
                 .and_then(|n| n.strip_prefix('b'))
@@ -145,20 +144,6 @@ impl Fanout {
             }
         })
     }
-}
-
-#[derive(serde::Deserialize)]
-struct PetMessage<'a> {
-    #[serde(borrow)]
-    verb: Cow<'a, str>,
-    #[serde(borrow)]
-    data: PetData<'a>,
-}
-
-#[derive(serde::Deserialize)]
-struct PetData<'a> {
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
 }
 
 /// How the actor issues its creates.
@@ -431,15 +416,30 @@ async fn run() -> Res<()> {
             .status()
             .map_err(|e| e.to_string())
     };
-    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))?;
-    psql(&format!("CREATE DATABASE {db}"))?;
-    let url = format!("{pg_admin}/{db}");
+    // `--sqlite`: every scenario on a SQLite file, with no other service
+    // (no PostgreSQL, Redis or Node): for a machine with only the binaries.
+    let sqlite_only = args.iter().any(|a| a == "--sqlite");
+    let main_file =
+        std::env::temp_dir().join(format!("topsail-bench-main-{}.sqlite", std::process::id()));
+    let url = if sqlite_only {
+        let _ = std::fs::remove_file(&main_file);
+        format!("sqlite://{}", main_file.display())
+    } else {
+        psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))?;
+        psql(&format!("CREATE DATABASE {db}"))?;
+        format!("{pg_admin}/{db}")
+    };
     let zoo = start("zoo", &[("DATABASE_URL", url.clone())]).await?;
     seed(&zoo.addr).await?;
     let limit = start("limit", &[("DATABASE_URL", url.clone())]).await?;
     let mut results = serde_json::Map::new();
     println!(
-        "topsail benchmarks (PostgreSQL, then SQLite; client and server on this machine){}",
+        "topsail benchmarks ({}; client and server on this machine){}",
+        if sqlite_only {
+            "SQLite only"
+        } else {
+            "PostgreSQL, then SQLite"
+        },
         if quick { ", quick" } else { "" }
     );
 
@@ -526,6 +526,32 @@ async fn run() -> Res<()> {
         );
         results.insert("rules".into(), row);
         drop(ruled);
+    }
+
+    if runs("replay") {
+        // A socket that dropped is given back 300 messages it missed.
+        let rounds = if quick { 10 } else { 30 };
+        let row = reconnect::replay(&zoo, 300, rounds).await?;
+        print_row(
+            &format!("7. replay of 300 missed messages to one socket ({rounds} rounds)"),
+            &row,
+        );
+        results.insert("replay".into(), row);
+    }
+
+    if runs("avalanche") {
+        // Every subscribed socket dropped at once while changes go on, all
+        // coming back by themselves (fresh process: its memory is the
+        // avalanche's).
+        let (subs, secs) = if quick { (2000, 6.0) } else { (10_000, 10.0) };
+        let fresh = start("zoo", &[("DATABASE_URL", url.clone())]).await?;
+        let row = reconnect::avalanche(&fresh, subs, 100.0, secs, 3.0).await?;
+        print_row(
+            &format!("8. reconnect avalanche, {subs} sockets, 100 creates/s"),
+            &row,
+        );
+        results.insert("avalanche".into(), row);
+        drop(fresh);
     }
 
     if runs("memory") {
@@ -706,5 +732,11 @@ async fn run() -> Res<()> {
     )
     .map_err(|e| e.to_string())?;
     println!("results written to {out}");
+    if sqlite_only {
+        drop(zoo);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", main_file.display()));
+        }
+    }
     Ok(())
 }

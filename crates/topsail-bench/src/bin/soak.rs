@@ -9,7 +9,6 @@
 //! Options: `--minutes N` (10), `--sockets N` (1,000), `--creates-per-sec
 //! N` (20), `--database sqlite|postgres` (sqlite; postgres uses BENCH_PG).
 
-use std::borrow::Cow;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -49,31 +48,16 @@ struct Window {
 /// The send time of each create, by sequence (`s<seq>` is its name).
 struct Sent(Mutex<Vec<u64>>);
 
-#[derive(serde::Deserialize)]
-struct PetMessage<'a> {
-    #[serde(borrow)]
-    verb: Cow<'a, str>,
-    #[serde(borrow)]
-    data: Option<PetData<'a>>,
-}
-
-#[derive(serde::Deserialize)]
-struct PetData<'a> {
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-}
-
 fn on_created(sent: Arc<Sent>, window: Arc<Mutex<Window>>) -> OnEvent {
     Arc::new(move |frame: &str| {
-        let Ok((event, msg)) = serde_json::from_str::<(Cow<'_, str>, PetMessage<'_>)>(frame) else {
+        let Some(msg) = topsail_bench::pet_event(frame) else {
             return;
         };
-        if event != "pet" || msg.verb != "created" {
+        if msg.verb != "created" {
             return;
         }
         let seq = msg
-            .data
-            .and_then(|d| d.name)
+            .name
             .and_then(|n| n.strip_prefix('s').and_then(|s| s.parse::<usize>().ok()));
         let at = seq.and_then(|s| sent.0.lock().ok().and_then(|v| v.get(s).copied()));
         if let Some(at) = at {
