@@ -161,9 +161,10 @@ function strip(v) {
 async function startProxy(targetPort) {
   const live = new Set();
   let down = false;
+  let target = targetPort;
   const server = net.createServer((client) => {
     if (down) return client.destroy();
-    const upstream = net.connect(targetPort, '127.0.0.1');
+    const upstream = net.connect(target, '127.0.0.1');
     const pair = [client, upstream];
     live.add(pair);
     const close = () => { live.delete(pair); client.destroy(); upstream.destroy(); };
@@ -183,6 +184,8 @@ async function startProxy(targetPort) {
       live.clear();
     },
     restore() { down = false; },
+    /** New connections go to `port` (another node of a cluster). */
+    retarget(port) { target = port; },
     close() { this.cut(); return new Promise((resolve) => server.close(resolve)); },
   };
 }

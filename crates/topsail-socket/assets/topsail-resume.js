@@ -7,9 +7,12 @@
  * repeat carries the same sequence number (the last argument of every
  * message: `io.socket.on('pet', (msg, seq) => ...)`).
  *
- * With it, the client tells the server which socket it was and the last
- * sequence number it saw, and drops a message it has already seen: each
- * message once.
+ * With it, the client tells the server which socket it was and the highest
+ * sequence number it saw, and drops a message whose number it has seen:
+ * each message once. (Numbers are not always rising: a read is sent what
+ * its rooms got while it ran, and in a cluster another node's message may
+ * come in after a later one; so a repeat is told by its number, not by
+ * comparing it with the last one.)
  *
  * Browser: include it after sails.io.js, with reconnection on:
  *     <script src="/js/sails.io.js"></script>
@@ -32,9 +35,22 @@
   // Sequence numbers are microseconds since 1970 or more: an app's own
   // trailing numeric argument is not one.
   var SMALLEST = 1e15;
+  // Numbers seen are kept for the server's replay window (and a margin).
+  var KEEP_US = 10 * 60 * 1e6;
 
   return function topsailResume(socket) {
     var state = { sid: null, seq: 0 };
+    var seen = new Set();
+
+    function firstTime(seq) {
+      if (seen.has(seq)) return false;
+      seen.add(seq);
+      if (seq > state.seq) state.seq = seq;
+      if (seen.size > 50000) {
+        seen.forEach(function (s) { if (s < state.seq - KEEP_US) seen.delete(s); });
+      }
+      return true;
+    }
 
     function patch(raw) {
       if (!raw || raw.__topsailResume) return;
@@ -43,10 +59,7 @@
       raw.onevent = function (packet) {
         var args = packet.data || [];
         var seq = args.length >= 3 ? args[args.length - 1] : undefined;
-        if (typeof seq === 'number' && seq >= SMALLEST) {
-          if (seq <= state.seq) return; // seen already
-          state.seq = seq;
-        }
+        if (typeof seq === 'number' && seq >= SMALLEST && !firstTime(seq)) return;
         return onevent.call(this, packet);
       };
       // socket.io-client 2 reads `opts.query` again at each reconnect. Its

@@ -183,6 +183,100 @@ impl crate::backend::Relay for RedisRelay {
     }
 }
 
+/// The parked sockets of every node, in Redis: a hash per resume key
+/// (`topsail:parked:<key>`), a field per parked socket, expiring with the
+/// last one parked (see `crate::resume`).
+pub(crate) struct RedisParking(pub(crate) ResilientDriver);
+
+/// A parked socket as Redis keeps it: when another socket took it back.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    parked: crate::resume::WireParked,
+    taken_ms: Option<u64>,
+}
+
+fn parked_key(key: &str) -> String {
+    format!("topsail:parked:{key}")
+}
+
+impl RedisParking {
+    async fn try_take(
+        &self,
+        key: &str,
+        sid: Option<&str>,
+    ) -> redis::RedisResult<Vec<crate::resume::WireParked>> {
+        let (mut conn, hash) = (self.0.conn.clone(), parked_key(key));
+        if let Some(sid) = sid {
+            let found: Option<String> = conn.hget(&hash, sid).await?;
+            let _: () = conn.hdel(&hash, sid).await?;
+            return Ok(found
+                .and_then(|v| serde_json::from_str::<Stored>(&v).ok())
+                .map(|s| s.parked)
+                .into_iter()
+                .collect());
+        }
+        let all: HashMap<String, String> = conn.hgetall(&hash).await?;
+        let now = crate::backend::now_ms();
+        let grace = crate::resume::SHARED_GRACE.as_millis() as u64;
+        let mut out = Vec::new();
+        for (field, value) in all {
+            let Ok(mut stored) = serde_json::from_str::<Stored>(&value) else {
+                let _: () = conn.hdel(&hash, &field).await?;
+                continue;
+            };
+            match stored.taken_ms {
+                Some(t) if now.saturating_sub(t) > grace => {
+                    let _: () = conn.hdel(&hash, &field).await?;
+                }
+                Some(_) => out.push(stored.parked),
+                None => {
+                    stored.taken_ms = Some(now);
+                    if let Ok(v) = serde_json::to_string(&stored) {
+                        let _: () = conn.hset(&hash, &field, v).await?;
+                    }
+                    out.push(stored.parked);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::resume::SharedParking for RedisParking {
+    async fn park(&self, key: &str, parked: crate::resume::WireParked, remember: Duration) {
+        let (mut conn, hash) = (self.0.conn.clone(), parked_key(key));
+        let field = parked.sid.clone();
+        let Ok(value) = serde_json::to_string(&Stored {
+            parked,
+            taken_ms: None,
+        }) else {
+            return;
+        };
+        let done: redis::RedisResult<()> = redis::pipe()
+            .hset(&hash, field, value)
+            .ignore()
+            .expire(&hash, remember.as_secs().max(1) as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "could not park a socket for the other nodes");
+        }
+    }
+
+    async fn take(&self, key: &str, sid: Option<&str>) -> Vec<crate::resume::WireParked> {
+        match self.try_take(key, sid).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not ask the other nodes for a parked socket");
+                Vec::new()
+            }
+        }
+    }
+}
+
 /// Subscribes to what the other nodes relay.
 pub(crate) async fn subscribe_relayed(
     driver: &ResilientDriver,

@@ -47,8 +47,8 @@ pub use handshake::{BeforeConnect, ConnectRequest};
 pub use replay::{ReplayConfig, now_us};
 pub use resume::{RESUME_COOKIE, RESYNC_EVENT, SHARED_GRACE};
 pub use sockets::{
-    AdapterFailure, DEFAULT_EVENT, DEFAULT_MAX_ROOMS_PER_SOCKET, DEFAULT_PUBLISHER_QUEUE,
-    RECIPIENTS_SAMPLED_EVERY, SocketPublisher, Sockets, SocketsError,
+    AdapterFailure, CLUSTER_REPLAY_MARGIN, DEFAULT_EVENT, DEFAULT_MAX_ROOMS_PER_SOCKET,
+    DEFAULT_PUBLISHER_QUEUE, RECIPIENTS_SAMPLED_EVERY, SocketPublisher, Sockets, SocketsError,
 };
 
 /// How long a connection may hold data its peer does not take before the
@@ -509,7 +509,7 @@ fn park<A: Adapter>(
         .collect();
     let since = now_us().saturating_sub(u64::try_from(doubt.as_micros()).unwrap_or(u64::MAX));
     let parked = resume::Parked::new(Arc::from(own), rooms, since, floor, principal);
-    sockets.parking.park(key, parked);
+    sockets.park(key, parked);
 }
 
 /// A new resume key: 128 random bits, hex.
@@ -697,7 +697,10 @@ impl Realtime {
         )
         .build_layer();
         let (router, requests, sockets) = shared_parts(&io, config);
-        let sockets = sockets.with_relay(Arc::new(cluster::RedisRelay(relay.clone())));
+        let sockets = sockets.with_relay(
+            Arc::new(cluster::RedisRelay(relay.clone())),
+            Arc::new(cluster::RedisParking(relay.clone())),
+        );
         let relayed = cluster::subscribe_relayed(&relay)
             .await
             .map_err(RealtimeError::Redis)?;

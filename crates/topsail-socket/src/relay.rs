@@ -58,6 +58,10 @@ enum RelayedEffect<'a> {
         dest: Cow<'a, str>,
         join: bool,
         guard: Option<WireGuard>,
+        /// Its sequence number (see `crate::replay`), the same on every
+        /// node.
+        #[serde(default)]
+        seq: Option<u64>,
     },
     Broadcast {
         room: Cow<'a, str>,
@@ -65,15 +69,17 @@ enum RelayedEffect<'a> {
         payload: Cow<'a, Value>,
         omit: Option<Cow<'a, str>>,
         guard: Option<WireGuard>,
+        #[serde(default)]
+        seq: Option<u64>,
     },
-    /// An app's message (`broadcast`, `blast`).
-    App(Cow<'a, AppMessage>),
+    /// An app's message (`broadcast`, `blast`), and its number.
+    App(Cow<'a, AppMessage>, Option<u64>),
 }
 
 impl<'a> RelayedEffect<'a> {
     /// What the other nodes must do of `effect`; `None` when it concerns
     /// this node's sockets only.
-    fn of(effect: &'a Effect, is_local: impl Fn(&str) -> bool) -> Option<Self> {
+    fn of(effect: &'a Effect, seq: Option<u64>, is_local: impl Fn(&str) -> bool) -> Option<Self> {
         Some(match effect {
             Effect::Join { socket, rooms, .. } | Effect::Leave { socket, rooms } => {
                 if is_local(socket) {
@@ -94,12 +100,14 @@ impl<'a> RelayedEffect<'a> {
                 dest: Cow::Borrowed(dest),
                 join: true,
                 guard: guard.as_ref().map(WireGuard::from),
+                seq,
             },
             Effect::RemoveMembers { source, dest } => RelayedEffect::Members {
                 source: Cow::Borrowed(source),
                 dest: Cow::Borrowed(dest),
                 join: false,
                 guard: None,
+                seq,
             },
             Effect::Forget { .. } => return None,
             Effect::Broadcast {
@@ -114,6 +122,7 @@ impl<'a> RelayedEffect<'a> {
                 payload: Cow::Borrowed(payload),
                 omit: omit.as_deref().map(Cow::Borrowed),
                 guard: guard.as_ref().map(WireGuard::from),
+                seq,
             },
         })
     }
@@ -133,10 +142,11 @@ pub(crate) struct RelayOut {
 impl RelayOut {
     /// Queues `batch` for the other nodes, unless it concerns this node
     /// only.
-    pub(crate) fn offer(&self, sockets: &Sockets, batch: &[Effect]) {
+    pub(crate) fn offer(&self, sockets: &Sockets, batch: &[Effect], seqs: &[Option<u64>]) {
         let effects: Vec<_> = batch
             .iter()
-            .filter_map(|e| RelayedEffect::of(e, |s| sockets.is_local(s)))
+            .zip(seqs)
+            .filter_map(|(e, seq)| RelayedEffect::of(e, *seq, |s| sockets.is_local(s)))
             .collect();
         if !effects.is_empty() {
             self.send(&sockets.node, effects);
@@ -144,11 +154,9 @@ impl RelayOut {
     }
 
     /// Queues an app's message for the other nodes.
-    pub(crate) fn offer_app(&self, sockets: &Sockets, message: &AppMessage) {
-        self.send(
-            &sockets.node,
-            vec![RelayedEffect::App(Cow::Borrowed(message))],
-        );
+    pub(crate) fn offer_app(&self, sockets: &Sockets, message: &AppMessage, seq: u64) {
+        let effect = RelayedEffect::App(Cow::Borrowed(message), Some(seq));
+        self.send(&sockets.node, vec![effect]);
     }
 
     /// Queues `effects` of node `node` as one message. A full queue (Redis
@@ -268,11 +276,13 @@ impl Sockets {
                     dest,
                     join,
                     guard,
+                    seq,
                 } => {
                     let Ok(guard) = self.guard_here(guard) else {
                         continue;
                     };
-                    self.members(source.into_owned(), dest.into_owned(), join, guard)
+                    let seq = self.renumber(seq);
+                    self.members(source.into_owned(), dest.into_owned(), join, guard, seq)
                         .await;
                 }
                 RelayedEffect::Broadcast {
@@ -281,15 +291,20 @@ impl Sockets {
                     payload,
                     omit,
                     guard,
+                    seq,
                 } => {
                     let Ok(guard) = self.guard_here(guard) else {
                         continue;
                     };
                     let omit = omit.map(|o| Arc::from(&*o));
-                    self.message(room.into_owned(), &event, payload.into_owned(), omit, guard)
-                        .await;
+                    let seq = self.renumber(seq);
+                    let (room, payload) = (room.into_owned(), payload.into_owned());
+                    self.message(room, &event, payload, omit, guard, seq).await;
                 }
-                RelayedEffect::App(message) => self.app_message(message.into_owned()).await,
+                RelayedEffect::App(message, seq) => {
+                    let seq = self.renumber(seq).unwrap_or_else(|| self.log.next_seq());
+                    self.app_message(message.into_owned(), seq).await
+                }
             }
         }
     }
@@ -319,6 +334,7 @@ mod tests {
             dest: "sails_model_pet_1:pet".into(),
             join: true,
             guard: None,
+            seq: None,
         }]
     }
 

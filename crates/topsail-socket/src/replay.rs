@@ -98,6 +98,13 @@ impl Sequencer {
     pub(crate) fn last(&self) -> u64 {
         self.0.load(Ordering::Acquire)
     }
+
+    /// Takes note of a number another node gave: the next ones here are
+    /// above it (a hybrid logical clock, so a change made after another
+    /// was seen is numbered after it, whatever the nodes' clocks say).
+    pub(crate) fn observe(&self, seq: u64) {
+        self.0.fetch_max(seq, Ordering::AcqRel);
+    }
 }
 
 /// What a log entry records.
@@ -120,11 +127,12 @@ pub(crate) enum What {
     },
 }
 
-/// One thing that happened in a room.
+/// One thing that happened in a room (an app's message: in each of its
+/// rooms at once).
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) seq: u64,
-    pub(crate) room: Arc<str>,
+    pub(crate) rooms: Box<[Arc<str>]>,
     pub(crate) what: What,
     at: Instant,
 }
@@ -160,7 +168,12 @@ impl Log {
         Log {
             cfg,
             seq: Sequencer::default(),
-            inner: Mutex::default(),
+            // Nothing from before this node started is known to it: a
+            // socket missing anything older is told to fetch again.
+            inner: Mutex::new(Inner {
+                dropped_upto: now_us().saturating_sub(1),
+                ..Inner::default()
+            }),
         }
     }
 
@@ -179,32 +192,45 @@ impl Log {
         self.seq.last()
     }
 
+    /// Takes note of a number another node gave (see
+    /// [`Sequencer::observe`]).
+    pub(crate) fn observe(&self, seq: u64) {
+        self.seq.observe(seq);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps `what` as entry `seq` of `room`, and lets go of what is past
+    /// Keeps `what` as entry `seq` of `rooms`, and lets go of what is past
     /// the window or the bounds.
-    pub(crate) fn append(&self, seq: u64, room: Arc<str>, what: What) {
+    pub(crate) fn append(&self, seq: u64, rooms: Vec<Arc<str>>, what: What) {
         if !self.cfg.enabled {
             return;
         }
         let now = Instant::now();
         let entry = Arc::new(Entry {
             seq,
-            room: room.clone(),
+            rooms: rooms.into_boxed_slice(),
             what,
             at: now,
         });
         let mut inner = self.lock();
-        let log = inner.rooms.entry(room).or_default();
-        log.seqs.push_back(seq);
-        if log.seqs.len() > self.cfg.per_room.max(1)
-            && let Some(oldest) = log.seqs.pop_front()
-        {
-            log.dropped_upto = oldest;
+        for room in entry.rooms.iter() {
+            let log = inner.rooms.entry(room.clone()).or_default();
+            // In order of number: another node's message may come in after
+            // a later one of this node's (usually it goes last).
+            let at = log.seqs.iter().rev().take_while(|s| **s > seq).count();
+            log.seqs.insert(log.seqs.len() - at, seq);
+            if log.seqs.len() > self.cfg.per_room.max(1)
+                && let Some(oldest) = log.seqs.pop_front()
+            {
+                log.dropped_upto = oldest;
+            }
         }
-        inner.order.push_back(entry);
+        let at = inner.order.iter().rev().take_while(|e| e.seq > seq).count();
+        let len = inner.order.len();
+        inner.order.insert(len - at, entry);
         self.trim(&mut inner, now);
     }
 
@@ -218,13 +244,15 @@ impl Log {
                 break;
             };
             inner.dropped_upto = gone.seq;
-            if let Some(log) = inner.rooms.get_mut(&gone.room) {
-                if log.seqs.front() == Some(&gone.seq) {
-                    log.seqs.pop_front();
-                    log.dropped_upto = log.dropped_upto.max(gone.seq);
-                }
-                if log.seqs.is_empty() {
-                    inner.rooms.remove(&gone.room);
+            for room in gone.rooms.iter() {
+                if let Some(log) = inner.rooms.get_mut(room) {
+                    if log.seqs.front() == Some(&gone.seq) {
+                        log.seqs.pop_front();
+                        log.dropped_upto = log.dropped_upto.max(gone.seq);
+                    }
+                    if log.seqs.is_empty() {
+                        inner.rooms.remove(room);
+                    }
                 }
             }
         }
@@ -291,7 +319,7 @@ mod tests {
         let l = log(10, 100, Duration::from_secs(60));
         let seqs: Vec<u64> = (0..5).map(|_| l.next_seq()).collect();
         for (i, s) in seqs.iter().enumerate() {
-            l.append(*s, Arc::from(format!("r{}", i % 2)), message("pet"));
+            l.append(*s, vec![Arc::from(format!("r{}", i % 2))], message("pet"));
         }
         let after: Vec<u64> = l.after(seqs[1], 10).iter().map(|e| e.seq).collect();
         assert_eq!(after, seqs[2..]);
@@ -304,10 +332,10 @@ mod tests {
         let l = log(2, 100, Duration::from_secs(60));
         let seqs: Vec<u64> = (0..4).map(|_| l.next_seq()).collect();
         for s in &seqs {
-            l.append(*s, Arc::from("busy"), message("pet"));
+            l.append(*s, vec![Arc::from("busy")], message("pet"));
         }
         let quiet = l.next_seq();
-        l.append(quiet, Arc::from("quiet"), message("pet"));
+        l.append(quiet, vec![Arc::from("quiet")], message("pet"));
         assert!(l.lost_after("busy", seqs[0]), "its first two fell out");
         assert!(!l.lost_after("busy", seqs[1]), "its last two are kept");
         assert!(!l.lost_after("quiet", seqs[0]), "another room lost nothing");
@@ -318,7 +346,7 @@ mod tests {
         let l = log(100, 3, Duration::from_secs(60));
         let seqs: Vec<u64> = (0..5).map(|_| l.next_seq()).collect();
         for s in &seqs {
-            l.append(*s, Arc::from("r"), message("pet"));
+            l.append(*s, vec![Arc::from("r")], message("pet"));
         }
         assert_eq!(l.len(), 3);
         assert!(
@@ -329,7 +357,7 @@ mod tests {
 
         let short = log(100, 100, Duration::from_millis(20));
         let first = short.next_seq();
-        short.append(first, Arc::from("r"), message("pet"));
+        short.append(first, vec![Arc::from("r")], message("pet"));
         std::thread::sleep(Duration::from_millis(40));
         assert!(short.after(0, 10).is_empty(), "past the window");
         assert!(short.lost_after("r", first - 1));

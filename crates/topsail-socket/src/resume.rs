@@ -64,9 +64,64 @@ pub(crate) struct Parked {
     /// Nothing before this was for it: when it connected, or what it was
     /// given back from.
     pub(crate) floor: u64,
-    pub(crate) principal: Principal,
+    /// Its principal; `None` when it was parked by another node (a
+    /// principal does not travel): then rooms a principal may matter for
+    /// are named in `topsail:resync` rather than given back.
+    pub(crate) principal: Option<Principal>,
     at: Instant,
     taken: Option<Instant>,
+}
+
+/// A parked socket as other nodes see it (see [`SharedParking`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct WireParked {
+    pub(crate) sid: String,
+    pub(crate) rooms: Vec<String>,
+    pub(crate) since: u64,
+    pub(crate) floor: u64,
+    /// Whether its principal was anonymous: the one principal that can be
+    /// told equal on another node.
+    #[serde(default)]
+    pub(crate) anonymous: bool,
+}
+
+impl From<&Parked> for WireParked {
+    fn from(p: &Parked) -> Self {
+        WireParked {
+            sid: p.sid.to_string(),
+            rooms: p.rooms.clone(),
+            since: p.since,
+            floor: p.floor,
+            anonymous: p.principal.as_ref().is_some_and(Principal::is_anonymous),
+        }
+    }
+}
+
+impl From<WireParked> for Parked {
+    fn from(w: WireParked) -> Self {
+        let mut p = Parked::new(
+            Arc::from(w.sid),
+            w.rooms,
+            w.since,
+            w.floor,
+            Principal::anonymous(),
+        );
+        if !w.anonymous {
+            p.principal = None;
+        }
+        p
+    }
+}
+
+/// The parked sockets of every node (Redis, in a cluster): a socket that
+/// comes back to another node is taken back there.
+#[async_trait::async_trait]
+pub(crate) trait SharedParking: Send + Sync + 'static {
+    /// Remembers `parked` under `key` for `remember`.
+    async fn park(&self, key: &str, parked: WireParked, remember: Duration);
+    /// What [`Parking::take`] would give, across the cluster (and marks it
+    /// taken there).
+    async fn take(&self, key: &str, sid: Option<&str>) -> Vec<WireParked>;
 }
 
 impl Parked {
@@ -82,7 +137,7 @@ impl Parked {
             rooms,
             since: since.max(floor),
             floor,
-            principal,
+            principal: Some(principal),
             at: Instant::now(),
             taken: None,
         }
@@ -211,7 +266,11 @@ pub(crate) struct Resuming {
     pub(crate) gaps: HashSet<String>,
     /// The ids the client had: their own messages were not sent to them.
     old: Vec<Arc<str>>,
-    replayed: u64,
+    /// Where it started, to go through the log again (see
+    /// [`Resuming::rewind`]).
+    start: (HashSet<String>, u64),
+    /// The messages sent so far, by number.
+    sent: HashSet<u64>,
 }
 
 impl Resuming {
@@ -229,12 +288,26 @@ impl Resuming {
             .cloned()
             .collect();
         Resuming {
+            start: (rooms.clone(), since),
             rooms,
             cursor: since,
             gaps,
             old,
-            replayed: 0,
+            sent: HashSet::new(),
         }
+    }
+
+    /// Starts again from the beginning, `margin` earlier, keeping what was
+    /// sent: in a cluster another node's message can come in after later
+    /// ones, under a lower number than the cursor reached.
+    pub(crate) fn rewind(&mut self, margin: u64) {
+        self.rooms = self.start.0.clone();
+        self.cursor = self.start.1.saturating_sub(margin);
+    }
+
+    /// How many messages were sent.
+    pub(crate) fn replayed(&self) -> u64 {
+        self.sent.len() as u64
     }
 
     /// Goes through `entries` (in order, after the cursor): what the
@@ -253,9 +326,9 @@ impl Resuming {
                 continue;
             }
             self.cursor = entry.seq;
-            if !self.rooms.contains(&*entry.room) {
+            let Some(room) = entry.rooms.iter().find(|r| self.rooms.contains(&***r)) else {
                 continue;
-            }
+            };
             match &entry.what {
                 What::Members { dest, join, guard } => {
                     let admitted = guard.as_deref().is_none_or(|g| seen_by(g).is_some());
@@ -273,9 +346,9 @@ impl Resuming {
                     omit,
                     guard,
                 } => {
-                    if self.gaps.contains(&*entry.room)
+                    if self.gaps.contains(&**room)
                         || omit.as_ref().is_some_and(|o| self.old.contains(o))
-                        || out.last().is_some_and(|r| r.seq == entry.seq)
+                        || self.sent.contains(&entry.seq)
                     {
                         continue;
                     }
@@ -284,7 +357,7 @@ impl Resuming {
                         Some(g) => match seen_by(g) {
                             None => {
                                 if g.evict {
-                                    self.rooms.remove(&*entry.room);
+                                    self.rooms.remove(&**room);
                                 }
                                 continue;
                             }
@@ -295,6 +368,7 @@ impl Resuming {
                     if let Some(dest) = guard.as_ref().and_then(|g| g.join.as_ref()) {
                         self.rooms.insert(dest.clone());
                     }
+                    self.sent.insert(entry.seq);
                     out.push(Replayed {
                         seq: entry.seq,
                         event: event.clone(),
@@ -303,7 +377,6 @@ impl Resuming {
                 }
             }
         }
-        self.replayed += out.len() as u64;
         out
     }
 
@@ -391,6 +464,39 @@ impl Claim {
 }
 
 impl Sockets {
+    /// The parked sockets `claim` takes back: this node's, or, in a
+    /// cluster, those another node parked. Taken here, they are marked
+    /// taken there too.
+    async fn take_parked(&self, claim: &Claim) -> Vec<Parked> {
+        let was = claim.was.as_deref();
+        let local = self.parking.take(&claim.key, was);
+        let Some(shared) = self.shared_parking.clone() else {
+            return local;
+        };
+        if !local.is_empty() {
+            let (key, was) = (claim.key.clone(), claim.was.clone());
+            tokio::spawn(async move { shared.take(&key, was.as_deref()).await });
+            return local;
+        }
+        shared
+            .take(&claim.key, was)
+            .await
+            .into_iter()
+            .map(Parked::from)
+            .collect()
+    }
+
+    /// Parks a socket that dropped, here and, in a cluster, for the other
+    /// nodes.
+    pub(crate) fn park(&self, key: &str, parked: Parked) {
+        if let Some(shared) = self.shared_parking.clone() {
+            let (key, wire) = (key.to_owned(), WireParked::from(&parked));
+            let remember = self.log.config().remember;
+            tokio::spawn(async move { shared.park(&key, wire, remember).await });
+        }
+        self.parking.park(key, parked);
+    }
+
     /// Takes back what the socket `new` claims (its virtual requests wait
     /// for it). `identify` runs the app's identity for the socket; `slot`
     /// then holds its principal. `floor` (when it connected) is lowered to
@@ -403,7 +509,7 @@ impl Sockets {
         slot: topsail_core::PrincipalSlot,
         floor: &std::sync::atomic::AtomicU64,
     ) {
-        let parked = self.parking.take(&claim.key, claim.was.as_deref());
+        let parked = self.take_parked(&claim).await;
         if parked.is_empty() {
             if claim.was.is_some() {
                 // The opt-in client says it was a socket this node no
@@ -418,31 +524,39 @@ impl Sockets {
         identify.await;
         let principal = slot.get();
         let mut rooms = HashSet::new();
+        let mut unsure = Vec::new();
         for p in &parked {
             // Under another principal (signed out, or in as someone else),
             // only the rooms of models without a read rule come back: the
             // app's own rooms may have been joined because of who it was.
-            let same = p.principal == principal;
-            rooms.extend(
-                p.rooms
-                    .iter()
-                    .filter(|r| same || self.open_to_anyone(r))
-                    .cloned(),
-            );
+            // Parked by another node, whose principal is not known here:
+            // the others are named, to fetch again under this one.
+            let same = p.principal.as_ref() == Some(&principal);
+            for r in &p.rooms {
+                if same || self.open_to_anyone(r) {
+                    rooms.insert(r.clone());
+                } else if p.principal.is_none() {
+                    unsure.push(r.clone());
+                }
+            }
         }
         let since = match claim.seen {
             // What the opt-in client saw last, but nothing from before it
             // connected: that was never for it.
-            Some(seen) if claim.was.is_some() => parked
-                .iter()
-                .map(|p| seen.max(p.floor))
-                .min()
-                .unwrap_or(seen),
+            Some(seen) if claim.was.is_some() => {
+                let seen = seen.saturating_sub(self.replay_margin());
+                parked
+                    .iter()
+                    .map(|p| seen.max(p.floor))
+                    .min()
+                    .unwrap_or(seen)
+            }
             _ => parked.iter().map(|p| p.since).min().unwrap_or(0),
         };
         floor.fetch_min(since, std::sync::atomic::Ordering::AcqRel);
         let old: Vec<Arc<str>> = parked.iter().map(|p| p.sid.clone()).collect();
         let mut state = Resuming::new(rooms, since, old, |r, s| self.log.lost_after(r, s));
+        state.gaps.extend(unsure);
         if !self.replay_chunks(new, &mut state, &slot).await {
             // Gone again before it caught up: what it was given back waits
             // for its next try.
@@ -520,6 +634,9 @@ impl Sockets {
             slot,
             done,
         } = finish;
+        // Through the whole gap again: what came in late from another node
+        // is numbered before where the chunks stopped.
+        state.rewind(self.replay_margin());
         let entries = self.log.after(state.cursor, usize::MAX);
         let rules = self.guarding.rules();
         let out = state.step(
@@ -537,6 +654,7 @@ impl Sockets {
             }
         }
         let socket = new.to_string();
+        let replayed = state.replayed();
         let rooms: Vec<String> = state.rooms.into_iter().collect();
         let rooms = self.room_cap.admit(&*self.backend, &socket, rooms);
         self.backend
@@ -548,8 +666,8 @@ impl Sockets {
             "replayed"
         };
         metrics::counter!("topsail_resumes_total", "outcome" => outcome).increment(1);
-        metrics::counter!("topsail_replayed_messages_total").increment(state.replayed);
-        tracing::info!(sid = %new, replayed = state.replayed, resync = resync.is_some(), "socket taken back");
+        metrics::counter!("topsail_replayed_messages_total").increment(replayed);
+        tracing::info!(sid = %new, replayed, resync = resync.is_some(), "socket taken back");
         let _ = done.send(());
     }
 }
@@ -568,7 +686,10 @@ impl Sockets {
         let entries = self.log.after(read_at, usize::MAX);
         if !entries.is_empty() {
             let wanted: HashSet<&str> = rooms.iter().map(String::as_str).collect();
-            if entries.iter().any(|e| wanted.contains(&*e.room)) {
+            if entries
+                .iter()
+                .any(|e| e.rooms.iter().any(|r| wanted.contains(&**r)))
+            {
                 let current: HashSet<String> = self
                     .backend
                     .local_rooms(socket)
@@ -616,7 +737,7 @@ mod tests {
         let seq = log.next_seq();
         log.append(
             seq,
-            Arc::from(room),
+            vec![Arc::from(room)],
             What::Message {
                 event: Arc::from("pet"),
                 payload: Arc::new(json!({ "verb": "updated", "n": seq })),
@@ -631,7 +752,7 @@ mod tests {
         let seq = log.next_seq();
         log.append(
             seq,
-            Arc::from(source),
+            vec![Arc::from(source)],
             What::Members {
                 dest: Arc::from(dest),
                 join: true,

@@ -62,6 +62,8 @@ pub struct Sockets {
     pub(crate) parking: Arc<Parking>,
     /// The publisher task's queue, once [`Sockets::publisher`] started it.
     work: Arc<OnceLock<mpsc::Sender<Work>>>,
+    /// The other nodes' parked sockets (a cluster only).
+    pub(crate) shared_parking: Option<Arc<dyn crate::resume::SharedParking>>,
 }
 
 /// One message in this many has its recipients counted
@@ -81,6 +83,10 @@ fn count_message(effect: &Effect) {
         .increment(1);
     }
 }
+
+/// How far before a socket's last known point a replay looks in a
+/// cluster (see `Sockets::replay_margin`).
+pub const CLUSTER_REPLAY_MARGIN: Duration = Duration::from_secs(2);
 
 /// The default of [`Sockets::max_rooms_per_socket`].
 pub const DEFAULT_MAX_ROOMS_PER_SOCKET: usize = 10_000;
@@ -113,6 +119,7 @@ impl Sockets {
             log: Arc::new(Log::new(ReplayConfig::default())),
             parking: Arc::new(Parking::new(&ReplayConfig::default())),
             work: Arc::default(),
+            shared_parking: None,
         }
     }
 
@@ -136,6 +143,18 @@ impl Sockets {
         (self.log.len(), self.parking.len())
     }
 
+    /// How far before a point a replay looks, for messages numbered by
+    /// another node that came in late: none on one node; in a cluster,
+    /// [`CLUSTER_REPLAY_MARGIN`] (the relay's delay and the nodes' clock
+    /// skew). What is sent twice is sent once: a resume remembers.
+    pub(crate) fn replay_margin(&self) -> u64 {
+        if self.relay.is_some() {
+            u64::try_from(CLUSTER_REPLAY_MARGIN.as_micros()).unwrap_or(u64::MAX)
+        } else {
+            0
+        }
+    }
+
     /// The last sequence number this node gave a message.
     pub fn last_seq(&self) -> u64 {
         self.log.last_seq()
@@ -144,9 +163,14 @@ impl Sockets {
     /// The same sockets, one node of a cluster: the effects they carry out
     /// reach the other nodes through `relay` (see [`crate::relay`]). Starts
     /// the relay task.
-    pub(crate) fn with_relay(mut self, relay: Arc<dyn Relay>) -> Self {
+    pub(crate) fn with_relay(
+        mut self,
+        relay: Arc<dyn Relay>,
+        parking: Arc<dyn crate::resume::SharedParking>,
+    ) -> Self {
         let out = crate::relay::spawn(relay, self.queue, self.pending.clone());
         self.relay = Some(out);
+        self.shared_parking = Some(parking);
         self
     }
 
@@ -386,14 +410,13 @@ impl Sockets {
     /// Carries out an app's message on this node's sockets (on the
     /// publisher task): numbered, and kept in the log of each of its rooms
     /// (a blast in that of [`EVERYONE`]).
-    pub(crate) async fn app_message(&self, message: AppMessage) {
+    pub(crate) async fn app_message(&self, message: AppMessage, seq: u64) {
         let AppMessage {
             rooms,
             event,
             payload,
             omit,
         } = message;
-        let seq = self.log.next_seq();
         let except: Vec<String> = omit.iter().cloned().collect();
         if rooms.is_empty() {
             self.backend
@@ -407,19 +430,17 @@ impl Sockets {
         let (event, payload): (Arc<str>, _) = (Arc::from(event), Arc::new(payload));
         let omit: Option<Arc<str>> = omit.map(Arc::from);
         let rooms = if rooms.is_empty() {
-            vec![EVERYONE.to_owned()]
+            vec![Arc::from(EVERYONE)]
         } else {
-            rooms
+            rooms.into_iter().map(Arc::from).collect()
         };
-        for room in rooms {
-            let what = What::Message {
-                event: event.clone(),
-                payload: payload.clone(),
-                omit: omit.clone(),
-                guard: None,
-            };
-            self.log.append(seq, Arc::from(room), what);
-        }
+        let what = What::Message {
+            event,
+            payload,
+            omit,
+            guard: None,
+        };
+        self.log.append(seq, rooms, what);
     }
 
     /// Every member of `room` leaves all its rooms (`room` included, its own
@@ -461,9 +482,34 @@ impl Sockets {
         self.backend.is_local(socket)
     }
 
-    /// Carries out `effect` on this node's sockets (the relay carries it
-    /// to the other nodes, see [`crate::relay`]).
-    async fn apply(&self, effect: Effect) {
+    /// The sequence number of `effect`, when it is a message or a change
+    /// of a room's members (what the replay log keeps).
+    fn number(&self, effect: &Effect) -> Option<u64> {
+        let logged = matches!(
+            effect,
+            Effect::Broadcast { .. } | Effect::AddMembers { .. } | Effect::RemoveMembers { .. }
+        );
+        (logged && self.replays()).then(|| self.log.next_seq())
+    }
+
+    /// The number of something another node numbered (`seq`), or this
+    /// node's next one when it did not.
+    pub(crate) fn renumber(&self, seq: Option<u64>) -> Option<u64> {
+        if !self.replays() {
+            return None;
+        }
+        match seq {
+            Some(seq) => {
+                self.log.observe(seq);
+                Some(seq)
+            }
+            None => Some(self.log.next_seq()),
+        }
+    }
+
+    /// Carries out `effect`, numbered `seq`, on this node's sockets (the
+    /// relay carries it to the other nodes, see [`crate::relay`]).
+    async fn apply(&self, effect: Effect, seq: Option<u64>) {
         match effect {
             Effect::Join {
                 socket,
@@ -478,8 +524,10 @@ impl Sockets {
                 source,
                 dest,
                 guard,
-            } => self.members(source, dest, true, guard).await,
-            Effect::RemoveMembers { source, dest } => self.members(source, dest, false, None).await,
+            } => self.members(source, dest, true, guard, seq).await,
+            Effect::RemoveMembers { source, dest } => {
+                self.members(source, dest, false, None, seq).await
+            }
             Effect::Forget { socket } => self.leave_guarded_rooms(&socket).await,
             Effect::Broadcast {
                 room,
@@ -487,7 +535,7 @@ impl Sockets {
                 payload,
                 omit,
                 guard,
-            } => self.message(room, event, payload, omit, guard).await,
+            } => self.message(room, event, payload, omit, guard, seq).await,
         }
     }
 
@@ -500,22 +548,22 @@ impl Sockets {
         dest: String,
         join: bool,
         guard: Option<topsail_core::pubsub::Guard>,
+        seq: Option<u64>,
     ) {
         self.change_members(&source, &dest, join, guard.as_ref())
             .await;
-        if self.replays() {
+        if let Some(seq) = seq {
             let what = What::Members {
                 dest: Arc::from(dest),
                 join,
                 guard: guard.map(Arc::new),
             };
-            self.log
-                .append(self.log.next_seq(), Arc::from(source), what);
+            self.log.append(seq, vec![Arc::from(source)], what);
         }
     }
 
-    /// Delivers a message to this node's members of `room`, with the next
-    /// sequence number, and keeps it in the replay log.
+    /// Delivers a message numbered `seq` to this node's members of `room`,
+    /// and keeps it in the replay log.
     pub(crate) async fn message(
         &self,
         room: String,
@@ -523,8 +571,8 @@ impl Sockets {
         payload: Value,
         omit: Option<Arc<str>>,
         guard: Option<topsail_core::pubsub::Guard>,
+        seq: Option<u64>,
     ) {
-        let seq = self.replays().then(|| self.log.next_seq());
         self.deliver(&room, event, &payload, omit.as_deref(), guard.as_ref(), seq)
             .await;
         if let Some(seq) = seq {
@@ -534,7 +582,7 @@ impl Sockets {
                 omit,
                 guard: guard.map(Arc::new),
             };
-            self.log.append(seq, Arc::from(room), what);
+            self.log.append(seq, vec![Arc::from(room)], what);
         }
     }
 
@@ -668,12 +716,16 @@ impl Sockets {
             while let Some(work) = rx.recv().await {
                 match work {
                     Work::Local(batch, committed, handed) => {
+                        // Numbered before they travel: every node delivers
+                        // and keeps a message under the same number.
+                        let seqs: Vec<Option<u64>> =
+                            batch.iter().map(|e| sockets.number(e)).collect();
                         if let Some(out) = &relay_out {
-                            out.offer(&sockets, &batch);
+                            out.offer(&sockets, &batch, &seqs);
                         }
-                        for effect in batch {
+                        for (effect, seq) in batch.into_iter().zip(seqs) {
                             count_message(&effect);
-                            sockets.apply(effect).await;
+                            sockets.apply(effect, seq).await;
                         }
                         metrics::histogram!("topsail_publish_lag_seconds")
                             .record(committed.elapsed().as_secs_f64());
@@ -684,10 +736,11 @@ impl Sockets {
                     Work::Relayed(bytes) => sockets.receive_relayed(&bytes).await,
                     Work::Finish(finish) => sockets.finish(*finish).await,
                     Work::App(message, handed) => {
+                        let seq = sockets.log.next_seq();
                         if let Some(out) = &relay_out {
-                            out.offer_app(&sockets, &message);
+                            out.offer_app(&sockets, &message, seq);
                         }
-                        sockets.app_message(message).await;
+                        sockets.app_message(message, seq).await;
                         let _ = handed.send(());
                     }
                 }
@@ -887,6 +940,7 @@ mod tests {
             log: Arc::new(Log::new(ReplayConfig::default())),
             parking: Arc::new(Parking::new(&ReplayConfig::default())),
             work: Arc::default(),
+            shared_parking: None,
         }
         .publisher_queue(1);
         let publisher = sockets.publisher();
