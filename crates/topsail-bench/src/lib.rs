@@ -115,6 +115,8 @@ pub struct Socket {
     pub sid: Arc<str>,
     /// Its connection's tasks, to drop it as a network would.
     tasks: Arc<Vec<tokio::task::AbortHandle>>,
+    /// Set when the server closed its connection.
+    pub closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How a socket connects, besides its address.
@@ -172,6 +174,8 @@ impl Socket {
             }
         });
         let p = pending.clone();
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closed_by_server = closed.clone();
         let reader = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
             let mut sid = String::new();
@@ -208,6 +212,7 @@ impl Socket {
                     on_event(rest);
                 }
             }
+            closed_by_server.store(true, Ordering::Release);
         });
         let sid = tokio::time::timeout(Duration::from_secs(30), ready_rx)
             .await
@@ -219,6 +224,7 @@ impl Socket {
             next: Arc::new(AtomicU64::new(0)),
             sid: Arc::from(sid),
             tasks: Arc::new(vec![reader.abort_handle(), writer.abort_handle()]),
+            closed,
         })
     }
 

@@ -124,6 +124,33 @@ pub(crate) async fn replay(server: &Server, messages: usize, rounds: usize) -> R
     }))
 }
 
+/// The server's own count of resumes, by outcome, and of messages
+/// replayed, from its `/metrics`.
+async fn resume_counts(addr: &str) -> Value {
+    let Ok(mut c) = Http::connect(addr).await else {
+        return Value::Null;
+    };
+    let Ok((200, body)) = c.send("GET", "/metrics", None).await else {
+        return Value::Null;
+    };
+    let text = String::from_utf8_lossy(&body);
+    let mut out = serde_json::Map::new();
+    for line in text.lines() {
+        let counted = [
+            "topsail_resumes_total",
+            "topsail_replayed_messages_total",
+            "topsail_messages_missed_total",
+            "topsail_slow_consumer_disconnects_total",
+        ]
+        .iter()
+        .any(|name| line.starts_with(name));
+        if let (true, Some((name, n))) = (counted, line.rsplit_once(' ')) {
+            out.insert(name.to_owned(), json!(n.parse::<f64>().unwrap_or(0.0)));
+        }
+    }
+    Value::Object(out)
+}
+
 /// Which creates (by number) each socket has received, across its
 /// connections.
 struct Seen {
@@ -243,16 +270,30 @@ pub(crate) async fn avalanche(
     }
     let dropped_at = Instant::now();
     drop(sockets);
-    let (back, failed) = connect_all(&server.addr, subs, &seen, false).await?;
+    let (mut back, failed) = connect_all(&server.addr, subs, &seen, false).await?;
     let reconnect_s = dropped_at.elapsed().as_secs_f64();
-    writer.await.map_err(|e| e.to_string())??;
-    let writes_done = Instant::now();
     let expected = (subs * creates) as u64;
+    // A socket the server cuts (it did not read fast enough, see
+    // `RealtimeConfig::send_queue`) comes back, as sails.io.js does.
+    let mut cut_and_back = 0;
+    let mut writes_done: Option<Instant> = None;
     while seen.got.load(Ordering::Relaxed) < expected
-        && writes_done.elapsed() < Duration::from_secs(60)
+        && writes_done.is_none_or(|t| t.elapsed() < Duration::from_secs(60))
     {
+        if writes_done.is_none() && writer.is_finished() {
+            writes_done = Some(Instant::now());
+        }
+        for (i, s) in back.iter_mut().enumerate() {
+            if s.closed.load(Ordering::Acquire) {
+                let hs = key("avalanche", i);
+                *s = Socket::connect_with(&server.addr, seen.on_event(i), &hs).await?;
+                cut_and_back += 1;
+            }
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    writer.await.map_err(|e| e.to_string())??;
+    let writes_done = writes_done.unwrap_or_else(Instant::now);
     let caught_up_after_writes = writes_done.elapsed().as_secs_f64();
     let caught_up_after_drop = dropped_at.elapsed().as_secs_f64();
     let cpu = cpu_us(pid) - cpu0;
@@ -261,9 +302,11 @@ pub(crate) async fn avalanche(
         s.close();
     }
     let got = seen.got.load(Ordering::Relaxed);
+    let resumes = resume_counts(&server.addr).await;
     Ok(json!({
+        "resumes": resumes,
         "subscribers": subs, "creates": creates, "creates_per_s": rate, "dropped_after_s": drop_after,
-        "reconnect_failures": failed, "reconnect_s": reconnect_s,
+        "reconnect_failures": failed, "reconnect_s": reconnect_s, "cut_and_back": cut_and_back,
         "delivered": got, "expected": expected, "delivered_share": got as f64 / expected.max(1) as f64,
         "caught_up_after_writes_s": caught_up_after_writes, "caught_up_after_drop_s": caught_up_after_drop,
         "rss_before_kb": rss_before, "rss_peak_kb": peak.load(Ordering::Relaxed),

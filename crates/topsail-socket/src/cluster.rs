@@ -188,19 +188,57 @@ impl crate::backend::Relay for RedisRelay {
 /// last one parked (see `crate::resume`).
 pub(crate) struct RedisParking(pub(crate) ResilientDriver);
 
-/// A parked socket as Redis keeps it: when another socket took it back.
+/// A parked socket as Redis keeps it: when another socket took it back,
+/// and, for a live socket's snapshot, its node.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
     #[serde(flatten)]
     parked: crate::resume::WireParked,
     taken_ms: Option<u64>,
+    #[serde(default)]
+    live: Option<String>,
 }
 
 fn parked_key(key: &str) -> String {
     format!("topsail:parked:{key}")
 }
 
+/// Where a node says it is alive: the time of its last snapshot, in ms.
+fn node_key(node: &str) -> String {
+    format!("topsail:node:{node}")
+}
+
+/// A node whose last snapshot is older than this is taken for gone (its
+/// sockets count as parked); younger than [`NODE_ALIVE`], for alive; in
+/// between, a resume waits to see which.
+const NODE_GONE: Duration = Duration::from_secs(3);
+const NODE_ALIVE: Duration = Duration::from_millis(1500);
+
 impl RedisParking {
+    /// Whether node `node` is gone (see [`NODE_GONE`]); waits up to that
+    /// long to know.
+    async fn node_gone(
+        &self,
+        conn: &mut ConnectionManager,
+        node: &str,
+    ) -> redis::RedisResult<bool> {
+        let deadline = tokio::time::Instant::now() + NODE_GONE;
+        loop {
+            let beat: Option<u64> = conn.get(node_key(node)).await?;
+            let Some(beat) = beat else {
+                return Ok(true);
+            };
+            let age = crate::backend::now_ms().saturating_sub(beat);
+            if age < NODE_ALIVE.as_millis() as u64 {
+                return Ok(false);
+            }
+            if age >= NODE_GONE.as_millis() as u64 || tokio::time::Instant::now() >= deadline {
+                return Ok(true);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     async fn try_take(
         &self,
         key: &str,
@@ -209,12 +247,16 @@ impl RedisParking {
         let (mut conn, hash) = (self.0.conn.clone(), parked_key(key));
         if let Some(sid) = sid {
             let found: Option<String> = conn.hget(&hash, sid).await?;
+            let Some(stored) = found.and_then(|v| serde_json::from_str::<Stored>(&v).ok()) else {
+                return Ok(Vec::new());
+            };
+            if let Some(node) = &stored.live
+                && !self.node_gone(&mut conn, node).await?
+            {
+                return Ok(Vec::new());
+            }
             let _: () = conn.hdel(&hash, sid).await?;
-            return Ok(found
-                .and_then(|v| serde_json::from_str::<Stored>(&v).ok())
-                .map(|s| s.parked)
-                .into_iter()
-                .collect());
+            return Ok(vec![stored.parked]);
         }
         let all: HashMap<String, String> = conn.hgetall(&hash).await?;
         let now = crate::backend::now_ms();
@@ -225,6 +267,13 @@ impl RedisParking {
                 let _: () = conn.hdel(&hash, &field).await?;
                 continue;
             };
+            // A live socket of a node that is alive: another tab, not this
+            // one's past.
+            if let Some(node) = stored.live.clone()
+                && !self.node_gone(&mut conn, &node).await?
+            {
+                continue;
+            }
             match stored.taken_ms {
                 Some(t) if now.saturating_sub(t) > grace => {
                     let _: () = conn.hdel(&hash, &field).await?;
@@ -251,6 +300,7 @@ impl crate::resume::SharedParking for RedisParking {
         let Ok(value) = serde_json::to_string(&Stored {
             parked,
             taken_ms: None,
+            live: None,
         }) else {
             return;
         };
@@ -263,6 +313,44 @@ impl crate::resume::SharedParking for RedisParking {
             .await;
         if let Err(e) = done {
             tracing::warn!(error = %e, "could not park a socket for the other nodes");
+        }
+    }
+
+    async fn snapshot(
+        &self,
+        node: &str,
+        live: Vec<(String, crate::resume::WireParked)>,
+        remember: Duration,
+    ) {
+        let mut pipe = redis::pipe();
+        pipe.set_ex(node_key(node), crate::backend::now_ms(), 30)
+            .ignore();
+        for (key, parked) in live {
+            let hash = parked_key(&key);
+            let field = parked.sid.clone();
+            let stored = Stored {
+                parked,
+                taken_ms: None,
+                live: Some(node.to_owned()),
+            };
+            let Ok(value) = serde_json::to_string(&stored) else {
+                continue;
+            };
+            pipe.hset(&hash, field, value)
+                .ignore()
+                .expire(&hash, remember.as_secs().max(1) as i64)
+                .ignore();
+        }
+        let done: redis::RedisResult<()> = pipe.query_async(&mut self.0.conn.clone()).await;
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "could not record this node's sockets");
+        }
+    }
+
+    async fn forget(&self, key: &str, sid: &str) {
+        let done: redis::RedisResult<()> = self.0.conn.clone().hdel(parked_key(key), sid).await;
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "could not forget a socket that left");
         }
     }
 

@@ -133,6 +133,12 @@ impl Guarding {
         all.entry(socket).or_default().again = Some(again);
     }
 
+    /// How to identify a local socket again.
+    pub(crate) fn again_of(&self, socket: Sid) -> Option<Reidentify> {
+        let all = self.principals.read().unwrap_or_else(|e| e.into_inner());
+        all.get(&socket).and_then(|l| l.again.clone())
+    }
+
     /// The ways to identify again the local sockets whose principal
     /// `matches`.
     pub(crate) fn reidentifiers(&self, matches: &dyn Fn(&Principal) -> bool) -> Vec<Reidentify> {

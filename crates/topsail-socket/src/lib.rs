@@ -45,7 +45,7 @@ pub use connection::{Connection, TunedListener, TunedStream};
 pub use extract::{NotASocketRequest, SocketRequest};
 pub use handshake::{BeforeConnect, ConnectRequest};
 pub use replay::{ReplayConfig, now_us};
-pub use resume::{RESUME_COOKIE, RESYNC_EVENT, SHARED_GRACE};
+pub use resume::{RESUME_COOKIE, RESYNC_EVENT, SHARED_GRACE, SNAPSHOT_EVERY};
 pub use sockets::{
     AdapterFailure, CLUSTER_REPLAY_MARGIN, DEFAULT_EVENT, DEFAULT_MAX_ROOMS_PER_SOCKET,
     DEFAULT_PUBLISHER_QUEUE, RECIPIENTS_SAMPLED_EVERY, SocketPublisher, Sockets, SocketsError,
@@ -247,7 +247,8 @@ fn shared_parts<A: Adapter>(
     let sockets = Sockets::new(io.clone())
         .max_rooms_per_socket(config.max_rooms_per_socket)
         .publisher_queue(config.publisher_queue)
-        .replay(config.replay.clone());
+        .replay(config.replay.clone())
+        .late_window(config.ping_interval + config.ping_timeout + Duration::from_secs(5));
     (Arc::new(OnceLock::new()), Requests::new(), sockets)
 }
 
@@ -408,6 +409,14 @@ fn on_connect<A: Adapter>(
             let _ = ready_tx.send(true);
         });
     }
+    if let Some(c) = &claim {
+        let resumable = resume::Resumable {
+            key: c.key.clone(),
+            floor: floor.clone(),
+            slot: ctx.hs.principal.clone(),
+        };
+        ctx.sockets.resumable(socket.id, resumable);
+    }
     let parked_as = claim.map(|c| (c.key, ctx.hs.principal.clone(), floor));
     let weak = Arc::downgrade(&ctx);
     on_gone.on_reidentify(
@@ -479,7 +488,9 @@ fn on_connect<A: Adapter>(
 }
 
 /// Remembers a socket that dropped, to give back to its client (see
-/// [`resume`]): not one its client closed, nor one the server closed.
+/// [`resume`]); forgets one its client closed. One the server closed (a
+/// node shutting down) is left as its last snapshot says: in a cluster,
+/// the other nodes give it back once this node is gone.
 fn park<A: Adapter>(
     sockets: &Sockets,
     s: &SocketRef<A>,
@@ -494,9 +505,10 @@ fn park<A: Adapter>(
         | DisconnectReason::TransportError
         | DisconnectReason::MultipleHttpPollingError
         | DisconnectReason::PacketParsingError => limits.close_doubt,
-        // The client said goodbye, or the server closed it: nothing to
-        // come back to.
-        _ => return,
+        DisconnectReason::ClientNSDisconnect => return sockets.left(s.id, key, None),
+        DisconnectReason::ServerNSDisconnect | DisconnectReason::ClosingServer => {
+            return sockets.forget_resumable(s.id);
+        }
     };
     let own = s.id.to_string();
     let rooms: Vec<String> = s
@@ -509,7 +521,7 @@ fn park<A: Adapter>(
         .collect();
     let since = now_us().saturating_sub(u64::try_from(doubt.as_micros()).unwrap_or(u64::MAX));
     let parked = resume::Parked::new(Arc::from(own), rooms, since, floor, principal);
-    sockets.park(key, parked);
+    sockets.left(s.id, key, Some(parked));
 }
 
 /// A new resume key: 128 random bits, hex.
@@ -715,6 +727,7 @@ impl Realtime {
         )
         .await
         .map_err(|e| RealtimeError::Namespace(sockets::AdapterFailure::capture(&e)))?;
+        sockets.snapshot_periodically();
         let realtime = Self::assemble(io, layer, router, sockets, requests, config);
         cluster::forward_relayed(relayed, realtime.publisher());
         Ok(realtime)

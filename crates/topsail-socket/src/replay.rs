@@ -37,7 +37,10 @@ pub struct ReplayConfig {
     /// How long a message stays in the log: a socket away for longer is
     /// told to fetch again.
     pub window: Duration,
-    /// The most messages the log keeps per room (the oldest go first).
+    /// The most messages the log keeps per room within the window (the
+    /// oldest go first). A watched model's room takes two entries per
+    /// record created (the message and the introduction of its watchers),
+    /// so it is the busiest.
     pub per_room: usize,
     /// The most messages the log keeps in all, across rooms (a bound on
     /// its memory under a burst: past it, the oldest go first).
@@ -61,7 +64,7 @@ impl Default for ReplayConfig {
         ReplayConfig {
             enabled: true,
             window: Duration::from_secs(120),
-            per_room: 1_000,
+            per_room: 10_000,
             max_messages: 200_000,
             remember: Duration::from_secs(15 * 60),
             max_parked: 100_000,

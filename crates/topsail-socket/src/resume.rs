@@ -120,8 +120,78 @@ pub(crate) trait SharedParking: Send + Sync + 'static {
     /// Remembers `parked` under `key` for `remember`.
     async fn park(&self, key: &str, parked: WireParked, remember: Duration);
     /// What [`Parking::take`] would give, across the cluster (and marks it
-    /// taken there).
+    /// taken there). A socket of a node that stopped (killed: it parked
+    /// nothing) counts as parked from its last snapshot.
     async fn take(&self, key: &str, sid: Option<&str>) -> Vec<WireParked>;
+    /// Records node `node`'s live sockets (each under its key), and that
+    /// the node is alive: what is given back if the node dies.
+    async fn snapshot(&self, node: &str, live: Vec<(String, WireParked)>, remember: Duration);
+    /// Forgets a socket that left for good (its client said goodbye).
+    async fn forget(&self, key: &str, sid: &str);
+}
+
+/// How often a node of a cluster records its live sockets (see
+/// [`SharedParking::snapshot`]).
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// The sockets that connected lately with a key and found nothing parked,
+/// by key (see `Sockets::resume_late`): for as long as a dead connection
+/// may go unnoticed, at most [`PER_KEY`] per key.
+#[derive(Debug, Default)]
+pub(crate) struct Late {
+    window: Duration,
+    by_key: Mutex<HashMap<String, Vec<(Sid, Instant)>>>,
+}
+
+impl Late {
+    pub(crate) fn new(window: Duration) -> Self {
+        Late {
+            window,
+            by_key: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(Sid, Instant)>>> {
+        self.by_key.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn note(&self, key: &str, sid: Sid) {
+        let now = Instant::now();
+        let mut all = self.lock();
+        // Let go of the stale, all keys at once now and then.
+        if all.len() > 10_000 {
+            all.retain(|_, v| {
+                v.iter()
+                    .any(|(_, at)| now.duration_since(*at) <= self.window)
+            });
+        }
+        let list = all.entry(key.to_owned()).or_default();
+        list.retain(|(_, at)| now.duration_since(*at) <= self.window);
+        list.push((sid, now));
+        if list.len() > PER_KEY {
+            list.remove(0);
+        }
+    }
+
+    pub(crate) fn take(&self, key: &str) -> Vec<Sid> {
+        let now = Instant::now();
+        let mut all = self.lock();
+        all.remove(key)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, at)| now.duration_since(*at) <= self.window)
+            .map(|(sid, _)| sid)
+            .collect()
+    }
+}
+
+/// A local socket that can be taken back: its key, and what a snapshot
+/// needs of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Resumable {
+    pub(crate) key: String,
+    pub(crate) floor: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) slot: topsail_core::PrincipalSlot,
 }
 
 impl Parked {
@@ -266,6 +336,8 @@ pub(crate) struct Resuming {
     pub(crate) gaps: HashSet<String>,
     /// The ids the client had: their own messages were not sent to them.
     old: Vec<Arc<str>>,
+    /// Whether `topsail:resync` went out.
+    resync_sent: bool,
     /// Where it started, to go through the log again (see
     /// [`Resuming::rewind`]).
     start: (HashSet<String>, u64),
@@ -293,6 +365,7 @@ impl Resuming {
             cursor: since,
             gaps,
             old,
+            resync_sent: false,
             sent: HashSet::new(),
         }
     }
@@ -308,6 +381,11 @@ impl Resuming {
     /// How many messages were sent.
     pub(crate) fn replayed(&self) -> u64 {
         self.sent.len() as u64
+    }
+
+    /// Message `seq` reached the socket's queue.
+    pub(crate) fn mark_sent(&mut self, seq: u64) {
+        self.sent.insert(seq);
     }
 
     /// Goes through `entries` (in order, after the cursor): what the
@@ -368,7 +446,6 @@ impl Resuming {
                     if let Some(dest) = guard.as_ref().and_then(|g| g.join.as_ref()) {
                         self.rooms.insert(dest.clone());
                     }
-                    self.sent.insert(entry.seq);
                     out.push(Replayed {
                         seq: entry.seq,
                         event: event.clone(),
@@ -486,6 +563,127 @@ impl Sockets {
             .collect()
     }
 
+    /// Registers a local socket that can be taken back.
+    pub(crate) fn resumable(&self, sid: Sid, r: Resumable) {
+        let mut all = self.resumables.write().unwrap_or_else(|e| e.into_inner());
+        all.insert(sid, r);
+    }
+
+    /// A local socket the server closed: no longer snapshotted, and left
+    /// as its last snapshot says.
+    pub(crate) fn forget_resumable(&self, sid: Sid) {
+        self.resumables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sid);
+    }
+
+    /// A local socket left: parked (`Some`), or gone for good.
+    pub(crate) fn left(&self, sid: Sid, key: &str, parked: Option<Parked>) {
+        self.resumables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sid);
+        match parked {
+            Some(p) => {
+                self.park(key, p);
+                self.resume_late(key);
+            }
+            None => {
+                if let Some(shared) = self.shared_parking.clone() {
+                    let (key, sid) = (key.to_owned(), sid.to_string());
+                    tokio::spawn(async move { shared.forget(&key, &sid).await });
+                }
+            }
+        }
+    }
+
+    /// Takes back, into the sockets of `key` that connected lately and
+    /// found nothing parked, what was just parked under it: their client
+    /// came back before its old socket was seen to drop. Unlike a resume
+    /// at connection, what they were sent meanwhile may come before what
+    /// is replayed (each message still once, by its number).
+    fn resume_late(&self, key: &str) {
+        for sid in self.late.take(key) {
+            let Some(r) = self.resumable_of(sid) else {
+                continue;
+            };
+            let (me, again) = (self.clone(), self.guarding.again_of(sid));
+            let claim = Claim {
+                key: key.to_owned(),
+                was: None,
+                seen: None,
+            };
+            tokio::spawn(async move {
+                let identify = async {
+                    if let Some(again) = again {
+                        again().await;
+                    }
+                };
+                me.resume(sid, claim, identify, r.slot.clone(), &r.floor)
+                    .await;
+            });
+        }
+    }
+
+    fn resumable_of(&self, sid: Sid) -> Option<Resumable> {
+        let all = self.resumables.read().unwrap_or_else(|e| e.into_inner());
+        all.get(&sid).cloned()
+    }
+
+    /// In a cluster, records this node's live sockets every
+    /// [`SNAPSHOT_EVERY`] (see [`SharedParking::snapshot`]), for as long
+    /// as these sockets exist.
+    pub(crate) fn snapshot_periodically(&self) {
+        let Some(shared) = self.shared_parking.clone() else {
+            return;
+        };
+        let me = self.clone();
+        let (close_doubt, remember) = (
+            u64::try_from(self.log.config().close_doubt.as_micros()).unwrap_or(u64::MAX),
+            self.log.config().remember,
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let live: Vec<(Sid, Resumable)> = me
+                    .resumables
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|(s, r)| (*s, r.clone()))
+                    .collect();
+                // If this node dies now, its sockets may have missed what
+                // it sent them lately.
+                let since = crate::replay::now_us().saturating_sub(close_doubt);
+                let records = live
+                    .into_iter()
+                    .filter_map(|(sid, r)| {
+                        let own = sid.to_string();
+                        let rooms = me.backend.local_rooms(&own)?;
+                        let rooms = rooms
+                            .into_iter()
+                            .filter(|room| *room != own && room != crate::room_cap::AT_ROOM_CAP)
+                            .chain([crate::sockets::EVERYONE.to_owned()])
+                            .collect();
+                        let floor = r.floor.load(std::sync::atomic::Ordering::Acquire);
+                        let wire = WireParked {
+                            sid: own,
+                            rooms,
+                            since: since.max(floor),
+                            floor,
+                            anonymous: r.slot.with(Principal::is_anonymous),
+                        };
+                        Some((r.key, wire))
+                    })
+                    .collect();
+                shared.snapshot(&me.node, records, remember).await;
+            }
+        });
+    }
+
     /// Parks a socket that dropped, here and, in a cluster, for the other
     /// nodes.
     pub(crate) fn park(&self, key: &str, parked: Parked) {
@@ -511,7 +709,12 @@ impl Sockets {
     ) {
         let parked = self.take_parked(&claim).await;
         if parked.is_empty() {
-            if claim.was.is_some() {
+            if claim.was.is_none() {
+                // Its old socket may not be parked yet: the server notices
+                // a dead connection only at the heartbeat, and a client
+                // that saw it die is back long before.
+                self.late.note(&claim.key, new);
+            } else {
                 // The opt-in client says it was a socket this node no
                 // longer knows (or never did): everything is to fetch.
                 metrics::counter!("topsail_resumes_total", "outcome" => "unknown").increment(1);
@@ -557,24 +760,41 @@ impl Sockets {
         let old: Vec<Arc<str>> = parked.iter().map(|p| p.sid.clone()).collect();
         let mut state = Resuming::new(rooms, since, old, |r, s| self.log.lost_after(r, s));
         state.gaps.extend(unsure);
-        if !self.replay_chunks(new, &mut state, &slot).await {
-            // Gone again before it caught up: what it was given back waits
-            // for its next try.
-            for mut p in parked {
-                p.taken = None;
-                self.parking.park(&claim.key, p);
+        let mut slot = slot;
+        let mut patience = REPLAY_PATIENCE;
+        loop {
+            if !self.replay_chunks(new, &mut state, &slot).await {
+                // Gone again before it caught up: what it was given back
+                // waits for its next try.
+                for mut p in parked {
+                    p.taken = None;
+                    self.parking.park(&claim.key, p);
+                }
+                return;
             }
-            return;
+            let (done, finished) = tokio::sync::oneshot::channel();
+            self.finish_resume(Box::new(Finish {
+                new,
+                state,
+                slot,
+                done,
+            }))
+            .await;
+            match finished.await {
+                Ok(Err(unfinished)) if !patience.is_zero() => {
+                    // Its queue was full: let it read on, then try again.
+                    (state, slot) = *unfinished;
+                    let pause = Duration::from_millis(10);
+                    patience = patience.saturating_sub(pause);
+                    tokio::time::sleep(pause).await;
+                }
+                Ok(Err(_)) => {
+                    tracing::warn!(sid = %new, "a resumed socket does not take its replay; it is left to its heartbeat");
+                    return;
+                }
+                Ok(Ok(())) | Err(_) => return,
+            }
         }
-        let (done, finished) = tokio::sync::oneshot::channel();
-        self.finish_resume(Box::new(Finish {
-            new,
-            state,
-            slot,
-            done,
-        }))
-        .await;
-        let _ = finished.await;
     }
 
     /// Whether any principal may be in `room`: a record or class room of
@@ -608,7 +828,10 @@ impl Sockets {
             for m in out {
                 loop {
                     match self.backend.emit_to(new, &m.event, &m.payload, Some(m.seq)) {
-                        Sent::Queued => break,
+                        Sent::Queued => {
+                            state.mark_sent(m.seq);
+                            break;
+                        }
                         Sent::Gone => return false,
                         Sent::Full => {
                             if patience.is_zero() {
@@ -626,7 +849,10 @@ impl Sockets {
     }
 
     /// The last part of a resume, on the publisher task (between two
-    /// deliveries): the rest of the log, then the rooms.
+    /// deliveries): the rest of the log, then the rooms. When the socket's
+    /// queue cannot take the rest (it is still reading its replay), it
+    /// stops there, in the rooms it was in: the state goes back to the
+    /// resume, which tries again once the socket has read on.
     pub(crate) async fn finish(&self, finish: Finish) {
         let Finish {
             new,
@@ -634,6 +860,23 @@ impl Sockets {
             slot,
             done,
         } = finish;
+        match self.finish_now(new, &mut state, &slot).await {
+            Some(()) => {
+                let _ = done.send(Ok(()));
+            }
+            None => {
+                let _ = done.send(Err(Box::new((state, slot))));
+            }
+        }
+    }
+
+    /// [`Sockets::finish`]: `None` when the socket's queue is full.
+    async fn finish_now(
+        &self,
+        new: Sid,
+        state: &mut Resuming,
+        slot: &topsail_core::PrincipalSlot,
+    ) -> Option<()> {
         // Through the whole gap again: what came in late from another node
         // is numbered before where the chunks stopped.
         state.rewind(self.replay_margin());
@@ -641,21 +884,27 @@ impl Sockets {
         let rules = self.guarding.rules();
         let out = state.step(
             &entries,
-            |g| g.seen_by(rules, &slot),
+            |g| g.seen_by(rules, slot),
             |r, s| self.log.lost_after(r, s),
         );
         let resync = state.resync("gap");
-        if let Some(message) = &resync {
-            self.backend.emit_to(new, RESYNC_EVENT, message, None);
+        if let Some(message) = resync.as_ref().filter(|_| !state.resync_sent) {
+            match self.backend.emit_to(new, RESYNC_EVENT, message, None) {
+                Sent::Queued => state.resync_sent = true,
+                Sent::Full => return None,
+                Sent::Gone => return Some(()),
+            }
         }
         for m in out {
-            if self.backend.emit_to(new, &m.event, &m.payload, Some(m.seq)) != Sent::Queued {
-                tracing::debug!(sid = %new, "a replayed message did not fit the socket's queue");
+            match self.backend.emit_to(new, &m.event, &m.payload, Some(m.seq)) {
+                Sent::Queued => state.mark_sent(m.seq),
+                Sent::Full => return None,
+                Sent::Gone => return Some(()),
             }
         }
         let socket = new.to_string();
         let replayed = state.replayed();
-        let rooms: Vec<String> = state.rooms.into_iter().collect();
+        let rooms: Vec<String> = std::mem::take(&mut state.rooms).into_iter().collect();
         let rooms = self.room_cap.admit(&*self.backend, &socket, rooms);
         self.backend
             .local_membership(vec![socket], Vec::new(), rooms, true)
@@ -668,7 +917,7 @@ impl Sockets {
         metrics::counter!("topsail_resumes_total", "outcome" => outcome).increment(1);
         metrics::counter!("topsail_replayed_messages_total").increment(replayed);
         tracing::info!(sid = %new, replayed, resync = resync.is_some(), "socket taken back");
-        let _ = done.send(());
+        Some(())
     }
 }
 
@@ -725,8 +974,12 @@ pub(crate) struct Finish {
     new: Sid,
     state: Resuming,
     slot: topsail_core::PrincipalSlot,
-    done: tokio::sync::oneshot::Sender<()>,
+    /// Done, or not yet (the socket's queue was full): the state back.
+    done: tokio::sync::oneshot::Sender<Result<(), Unfinished>>,
 }
+
+/// A resume the publisher task could not finish yet.
+type Unfinished = Box<(Resuming, topsail_core::PrincipalSlot)>;
 
 #[cfg(test)]
 mod tests {

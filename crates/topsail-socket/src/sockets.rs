@@ -64,6 +64,11 @@ pub struct Sockets {
     work: Arc<OnceLock<mpsc::Sender<Work>>>,
     /// The other nodes' parked sockets (a cluster only).
     pub(crate) shared_parking: Option<Arc<dyn crate::resume::SharedParking>>,
+    /// The sockets that came back before their old one was parked.
+    pub(crate) late: Arc<crate::resume::Late>,
+    /// This node's sockets that can be taken back, by id.
+    pub(crate) resumables:
+        Arc<std::sync::RwLock<std::collections::HashMap<Sid, crate::resume::Resumable>>>,
 }
 
 /// One message in this many has its recipients counted
@@ -120,6 +125,8 @@ impl Sockets {
             parking: Arc::new(Parking::new(&ReplayConfig::default())),
             work: Arc::default(),
             shared_parking: None,
+            resumables: Arc::default(),
+            late: Arc::new(crate::resume::Late::new(Duration::from_secs(90))),
         }
     }
 
@@ -128,6 +135,14 @@ impl Sockets {
     pub fn replay(mut self, config: ReplayConfig) -> Self {
         self.parking = Arc::new(Parking::new(&config));
         self.log = Arc::new(Log::new(config));
+        self
+    }
+
+    /// How long a socket that came back may still be given what its old
+    /// socket had, once that one is seen to drop: as long as a dead
+    /// connection can go unnoticed (a ping interval and timeout).
+    pub(crate) fn late_window(mut self, window: Duration) -> Self {
+        self.late = Arc::new(crate::resume::Late::new(window));
         self
     }
 
@@ -941,6 +956,8 @@ mod tests {
             parking: Arc::new(Parking::new(&ReplayConfig::default())),
             work: Arc::default(),
             shared_parking: None,
+            resumables: Arc::default(),
+            late: Arc::default(),
         }
         .publisher_queue(1);
         let publisher = sockets.publisher();

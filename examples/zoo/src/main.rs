@@ -5,7 +5,7 @@
 //! own), `NODE_ENV` (`production` leaves out the control routes),
 //! `REPLAY_WINDOW_SECS` and `REPLAY_PER_ROOM` (how long and how much of
 //! each room the replay log keeps for sockets that come back: 120 and
-//! 1,000), `RUST_LOG`.
+//! 10,000), `RUST_LOG`.
 //! `zoo --print-schema sqlite|postgres` prints the DDL of the models.
 
 use std::process::ExitCode;
