@@ -294,13 +294,14 @@ describe('a socket taken back is held to the read rules (notes, sqlite)', () => 
 });
 
 describe('reconnects across a cluster of two nodes (postgres, redis)', () => {
-  let db, redis, n1, n2, proxy;
+  let db, redis, n1, n2, proxy, n2RedisUrl;
   before(async () => {
     const { startRedis, freePort } = require('./helpers');
     const redisPort = await freePort();
     redis = await startRedis(redisPort);
     db = freshDatabase('postgres');
-    const env = { REDIS_URL: `redis://127.0.0.1:${redisPort}/` };
+    n2RedisUrl = `redis://127.0.0.1:${redisPort}/`;
+    const env = { REDIS_URL: n2RedisUrl };
     n1 = await startZoo(db.url, env);
     n2 = await startZoo(db.url, env);
     proxy = await startProxy(n1.port);
@@ -335,6 +336,28 @@ describe('reconnects across a cluster of two nodes (postgres, redis)', () => {
       await stillSubscribed(n1, socket, user.id, 'x');
       await http(n1.url, 'POST', '/rooms/club/broadcast', { event: 'news', data: 'club-after' });
       await until(() => socket.got.some((g) => key(g) === 'news club-after'), 5000, 'the room of the app');
+    } finally {
+      socket.disconnect();
+    }
+  });
+
+  it('a node killed: its sockets come back to the other node and get all they missed; the node restarts', async () => {
+    proxy.retarget(n1.port);
+    const { user, socket } = await setUp(n1, proxy, false);
+    try {
+      // Killed: it parks nothing; the other node has its last record of
+      // its sockets (written every second).
+      await sleep(1500);
+      n1.child.kill('SIGKILL');
+      proxy.cut();
+      proxy.retarget(n2.port);
+      const expected = await twoHundredChanges(n2.url, user.id, 'k');
+      proxy.restore();
+      await until(() => socket.ids.length >= 2, 15000, 'the reconnect');
+      await until(() => expected.every((k) => socket.got.some((g) => key(g) === k)), 20000, 'all 200 messages');
+      assert.deepEqual(deduplicated(socket.got).map(key), expected, 'each record in commit order');
+      n1 = await startZoo(db.url, { REDIS_URL: n2RedisUrl });
+      await stillSubscribed(n1, socket, user.id, 'k');
     } finally {
       socket.disconnect();
     }

@@ -208,34 +208,40 @@ fn node_key(node: &str) -> String {
     format!("topsail:node:{node}")
 }
 
-/// A node whose last snapshot is older than this is taken for gone (its
-/// sockets count as parked); younger than [`NODE_ALIVE`], for alive; in
-/// between, a resume waits to see which.
-const NODE_GONE: Duration = Duration::from_secs(3);
-const NODE_ALIVE: Duration = Duration::from_millis(1500);
+/// A node that has not recorded a snapshot for this long is gone (its
+/// sockets count as parked): a live node records one every
+/// [`SNAPSHOT_EVERY`](crate::resume::SNAPSHOT_EVERY).
+const NODE_GONE: Duration = Duration::from_millis(2500);
 
 impl RedisParking {
-    /// Whether node `node` is gone (see [`NODE_GONE`]); waits up to that
-    /// long to know.
+    /// Whether node `node` is gone: it has not recorded a snapshot for
+    /// [`NODE_GONE`]. A recent one proves nothing (the node may have died
+    /// just after), so this waits, at most that long, for the next one.
     async fn node_gone(
         &self,
         conn: &mut ConnectionManager,
         node: &str,
     ) -> redis::RedisResult<bool> {
-        let deadline = tokio::time::Instant::now() + NODE_GONE;
+        let first: Option<u64> = conn.get(node_key(node)).await?;
+        let Some(first) = first else {
+            return Ok(true);
+        };
+        let gone_at = first + NODE_GONE.as_millis() as u64;
         loop {
+            let now = crate::backend::now_ms();
+            if now >= gone_at {
+                return Ok(true);
+            }
+            tokio::time::sleep(
+                Duration::from_millis(200).min(Duration::from_millis(gone_at - now)),
+            )
+            .await;
             let beat: Option<u64> = conn.get(node_key(node)).await?;
-            let Some(beat) = beat else {
-                return Ok(true);
-            };
-            let age = crate::backend::now_ms().saturating_sub(beat);
-            if age < NODE_ALIVE.as_millis() as u64 {
-                return Ok(false);
+            match beat {
+                Some(b) if b > first => return Ok(false),
+                Some(_) => {}
+                None => return Ok(true),
             }
-            if age >= NODE_GONE.as_millis() as u64 || tokio::time::Instant::now() >= deadline {
-                return Ok(true);
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 

@@ -341,6 +341,8 @@ pub(crate) struct Resuming {
     /// Where it started, to go through the log again (see
     /// [`Resuming::rewind`]).
     start: (HashSet<String>, u64),
+    /// Nothing before this was for the client (see [`Parked::floor`]).
+    floor: u64,
     /// The messages sent so far, by number.
     sent: HashSet<u64>,
 }
@@ -360,6 +362,7 @@ impl Resuming {
             .cloned()
             .collect();
         Resuming {
+            floor: 0,
             start: (rooms.clone(), since),
             rooms,
             cursor: since,
@@ -375,7 +378,13 @@ impl Resuming {
     /// ones, under a lower number than the cursor reached.
     pub(crate) fn rewind(&mut self, margin: u64) {
         self.rooms = self.start.0.clone();
-        self.cursor = self.start.1.saturating_sub(margin);
+        self.cursor = self.start.1.saturating_sub(margin).max(self.floor);
+    }
+
+    /// Nothing before `floor` was for the client: a rewind stops there.
+    pub(crate) fn floored(mut self, floor: u64) -> Self {
+        self.floor = floor.min(self.start.1);
+        self
     }
 
     /// How many messages were sent.
@@ -758,7 +767,9 @@ impl Sockets {
         };
         floor.fetch_min(since, std::sync::atomic::Ordering::AcqRel);
         let old: Vec<Arc<str>> = parked.iter().map(|p| p.sid.clone()).collect();
-        let mut state = Resuming::new(rooms, since, old, |r, s| self.log.lost_after(r, s));
+        let lowest_floor = parked.iter().map(|p| p.floor).min().unwrap_or(0);
+        let mut state = Resuming::new(rooms, since, old, |r, s| self.log.lost_after(r, s))
+            .floored(lowest_floor);
         state.gaps.extend(unsure);
         let mut slot = slot;
         let mut patience = REPLAY_PATIENCE;
