@@ -202,6 +202,33 @@ fn err(e: impl std::error::Error + 'static) -> SocketsError {
 }
 
 impl<A: Adapter> Io<A> {
+    /// Emits to the sockets `op` selects, serializing once, with `seq`
+    /// after `data` when there is one. A socket it finds with a full
+    /// queue misses it (counted, see [`missed_by_slow_readers`]), and
+    /// those `again` selects that are full are cut.
+    async fn emit_through(
+        &self,
+        op: socketioxide::operators::BroadcastOperators<A>,
+        again: impl FnOnce() -> socketioxide::operators::BroadcastOperators<A>,
+        event: &str,
+        data: &Value,
+        seq: Option<u64>,
+    ) {
+        let sent = match seq {
+            Some(seq) => op.emit(event, &(data, seq)).await,
+            None => op.emit(event, data).await,
+        };
+        match sent {
+            Ok(()) => {}
+            Err(BroadcastError::Socket(missed)) => {
+                if missed_by_slow_readers(event, &missed) > 0 {
+                    self.cut_full(again());
+                }
+            }
+            Err(e) => tracing::error!(error = %e, event, "could not deliver a message"),
+        }
+    }
+
     fn alone(&self) -> bool {
         now_ms() < self.alone_until.load(Ordering::Relaxed)
     }
@@ -437,21 +464,10 @@ impl<A: Adapter> Backend for Io<A> {
             return;
         }
         let op = |to: Vec<String>, except: Vec<String>| self.io.local().to(to).except(except);
-        // Kept for the rare broadcast that misses a socket (see below).
+        // Kept for the rare broadcast that misses a socket.
         let again = (to.clone(), except.clone());
-        let sent = match seq {
-            Some(seq) => op(to, except).emit(event, &(data, seq)).await,
-            None => op(to, except).emit(event, data).await,
-        };
-        match sent {
-            Ok(()) => {}
-            Err(BroadcastError::Socket(missed)) => {
-                if missed_by_slow_readers(event, &missed) > 0 {
-                    self.cut_full(op(again.0, again.1));
-                }
-            }
-            Err(e) => tracing::error!(error = %e, event, "could not deliver a message"),
-        }
+        self.emit_through(op(to, except), || op(again.0, again.1), event, data, seq)
+            .await
     }
 
     async fn emit_all_local(
@@ -462,19 +478,7 @@ impl<A: Adapter> Backend for Io<A> {
         seq: Option<u64>,
     ) {
         let op = || self.io.local().except(except.clone());
-        let sent = match seq {
-            Some(seq) => op().emit(event, &(data, seq)).await,
-            None => op().emit(event, data).await,
-        };
-        match sent {
-            Ok(()) => {}
-            Err(BroadcastError::Socket(missed)) => {
-                if missed_by_slow_readers(event, &missed) > 0 {
-                    self.cut_full(op());
-                }
-            }
-            Err(e) => tracing::error!(error = %e, event, "could not deliver a message"),
-        }
+        self.emit_through(op(), op, event, data, seq).await
     }
 
     fn emit_to(&self, socket: Sid, event: &str, data: &Value, seq: Option<u64>) -> Sent {

@@ -409,14 +409,9 @@ impl Sockets {
                 Ok(())
             }
             _ => {
-                let AppMessage {
-                    rooms,
-                    event,
-                    payload,
-                    omit,
-                } = message;
+                let omit = message.omit.as_deref();
                 self.backend
-                    .emit(rooms, omit.as_deref(), &event, &payload)
+                    .emit(message.rooms, omit, &message.event, &message.payload)
                     .await
             }
         }
