@@ -256,6 +256,9 @@ pub(crate) async fn avalanche(
             }
         })
     };
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        eprintln!("avalanche: measured phase starts (pid {pid})");
+    }
     let cpu0 = cpu_us(pid);
     let start = Instant::now();
     let names: Vec<String> = (0..creates).map(|i| format!("a{i}")).collect();
@@ -297,6 +300,9 @@ pub(crate) async fn avalanche(
     let caught_up_after_writes = writes_done.elapsed().as_secs_f64();
     let caught_up_after_drop = dropped_at.elapsed().as_secs_f64();
     let cpu = cpu_us(pid) - cpu0;
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        eprintln!("avalanche: measured phase ends (pid {pid})");
+    }
     sampling.abort();
     for s in &back {
         s.close();

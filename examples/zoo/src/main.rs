@@ -5,7 +5,7 @@
 //! own), `NODE_ENV` (`production` leaves out the control routes),
 //! `REPLAY_WINDOW_SECS` and `REPLAY_PER_ROOM` (how long and how much of
 //! each room the replay log keeps for sockets that come back: 120 and
-//! 10,000), `RUST_LOG`.
+//! 10,000), `REPLAY=off` (no sequence numbers, no replay), `RUST_LOG`.
 //! `zoo --print-schema sqlite|postgres` prints the DDL of the models.
 
 use std::process::ExitCode;
@@ -64,6 +64,11 @@ async fn main() -> ExitCode {
     }
     if let Ok(n) = env_or("REPLAY_PER_ROOM", "").parse() {
         realtime.replay.per_room = n;
+    }
+    // `REPLAY=off`: Sails' behaviour (no numbers, no log), to measure what
+    // they cost.
+    if env_or("REPLAY", "on") == "off" {
+        realtime.replay.enabled = false;
     }
     let (app, router) =
         match example_zoo::app_with(&database_url, redis_url.as_deref(), realtime).await {
