@@ -517,7 +517,7 @@ fn park<A: Adapter>(
         .map(|r| r.to_string())
         .filter(|r| *r != own && r != room_cap::AT_ROOM_CAP)
         // Blasts reached it too.
-        .chain([sockets::EVERYONE.to_owned()])
+        .chain([replay::EVERYONE.to_owned()])
         .collect();
     let since = now_us().saturating_sub(u64::try_from(doubt.as_micros()).unwrap_or(u64::MAX));
     let parked = resume::Parked::new(Arc::from(own), rooms, since, floor, principal);

@@ -110,6 +110,10 @@ impl Sequencer {
     }
 }
 
+/// The room under which the log keeps blasts (every socket is in it, for
+/// a resume).
+pub(crate) const EVERYONE: &str = "topsail#everyone";
+
 /// What a log entry records.
 #[derive(Debug)]
 pub(crate) enum What {

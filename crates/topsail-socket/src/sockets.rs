@@ -23,7 +23,7 @@ use topsail_core::pubsub::{Effect, Publisher};
 use crate::backend::{Backend, Io, MISSED_FULL, Relay, now_ms};
 pub use crate::error::{AdapterFailure, SocketsError};
 use crate::guarded::Guarding;
-use crate::replay::{Log, ReplayConfig, What};
+use crate::replay::{EVERYONE, Log, ReplayConfig, What};
 use crate::resume::{Finish, Parking};
 use crate::room_cap::{AT_ROOM_CAP, CHECK_EVERY, RoomCap};
 
@@ -760,10 +760,6 @@ impl Sockets {
         SocketPublisher { tx, pending }
     }
 }
-
-/// The room under which the replay log keeps blasts (every socket is in
-/// it, for a resume).
-pub(crate) const EVERYONE: &str = "topsail#everyone";
 
 /// A message of the app's ([`Sockets::broadcast`], [`Sockets::blast`]).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

@@ -213,7 +213,7 @@ impl Sockets {
                         let rooms = rooms
                             .into_iter()
                             .filter(|room| *room != own && room != crate::room_cap::AT_ROOM_CAP)
-                            .chain([crate::sockets::EVERYONE.to_owned()])
+                            .chain([crate::replay::EVERYONE.to_owned()])
                             .collect();
                         let floor = r.floor.load(std::sync::atomic::Ordering::Acquire);
                         let wire = WireParked {
@@ -349,7 +349,7 @@ impl Sockets {
     /// Whether any principal may be in `room`: a record or class room of
     /// a model without a read rule, or the room of every socket.
     fn open_to_anyone(&self, room: &str) -> bool {
-        room == crate::sockets::EVERYONE
+        room == crate::replay::EVERYONE
             || (room.starts_with("sails_model_") && !self.guarding.is_guarded_room(room))
     }
 

@@ -178,7 +178,7 @@ pub(crate) fn resync_message<'a>(
     let mut others: Vec<&str> = Vec::new();
     let mut everyone = false;
     for room in rooms {
-        if room == crate::sockets::EVERYONE {
+        if room == crate::replay::EVERYONE {
             everyone = true;
         } else if let Some(model) = room.strip_prefix("sails_model_create_") {
             models.push(model);
