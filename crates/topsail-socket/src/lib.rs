@@ -45,7 +45,7 @@ pub use connection::{Connection, TunedListener, TunedStream};
 pub use extract::{NotASocketRequest, SocketRequest};
 pub use handshake::{BeforeConnect, ConnectRequest};
 pub use replay::{ReplayConfig, now_us};
-pub use resume::{RESUME_COOKIE, RESYNC_EVENT, SHARED_GRACE, SNAPSHOT_EVERY};
+pub use resume::{RESUME_COOKIE, RESUMES_AT_ONCE, RESYNC_EVENT, SHARED_GRACE, SNAPSHOT_EVERY};
 pub use sockets::{
     AdapterFailure, CLUSTER_REPLAY_MARGIN, DEFAULT_EVENT, DEFAULT_MAX_ROOMS_PER_SOCKET,
     DEFAULT_PUBLISHER_QUEUE, RECIPIENTS_SAMPLED_EVERY, SocketPublisher, Sockets, SocketsError,

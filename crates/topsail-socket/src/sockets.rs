@@ -66,6 +66,8 @@ pub struct Sockets {
     pub(crate) shared_parking: Option<Arc<dyn crate::resume::SharedParking>>,
     /// The sockets that came back before their old one was parked.
     pub(crate) late: Arc<crate::resume::Late>,
+    /// Turns for resumes (see [`crate::resume::RESUMES_AT_ONCE`]).
+    pub(crate) resume_turns: Arc<tokio::sync::Semaphore>,
     /// This node's sockets that can be taken back, by id.
     pub(crate) resumables:
         Arc<std::sync::RwLock<std::collections::HashMap<Sid, crate::resume::Resumable>>>,
@@ -127,6 +129,7 @@ impl Sockets {
             shared_parking: None,
             resumables: Arc::default(),
             late: Arc::new(crate::resume::Late::new(Duration::from_secs(90))),
+            resume_turns: Arc::new(tokio::sync::Semaphore::new(crate::resume::RESUMES_AT_ONCE)),
         }
     }
 
@@ -949,6 +952,7 @@ mod tests {
             shared_parking: None,
             resumables: Arc::default(),
             late: Arc::default(),
+            resume_turns: Arc::new(tokio::sync::Semaphore::new(1)),
         }
         .publisher_queue(1);
         let publisher = sockets.publisher();

@@ -54,6 +54,8 @@ pub const SHARED_GRACE: Duration = Duration::from_secs(10);
 /// fewer than [`CAUGHT_UP`] remain for the task to finish with.
 const CHUNK: usize = 512;
 const CAUGHT_UP: usize = 64;
+/// How many sockets are given back what they missed at once, per node.
+pub const RESUMES_AT_ONCE: usize = 256;
 /// How long a replay waits, in all, for a reader that does not take what
 /// it is sent before it gives up on it.
 const REPLAY_PATIENCE: Duration = Duration::from_secs(30);
@@ -271,6 +273,12 @@ impl Sockets {
             }
             return;
         }
+        // Bounded: an avalanche of sockets coming back at once is replayed
+        // a few at a time (the others wait their turn, their requests too),
+        // rather than every replay filling every queue at once.
+        let Ok(_turn) = self.resume_turns.clone().acquire_owned().await else {
+            return;
+        };
         identify.await;
         let principal = slot.get();
         let mut rooms = HashSet::new();
