@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use socketioxide::adapter::Adapter;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
@@ -72,7 +73,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     );
     /// Emits to one socket of this node, without waiting: `Full` when its
     /// outgoing queue has no room (the caller may try again; replays do).
-    fn emit_to(&self, socket: Sid, event: &str, data: &Value, seq: Option<u64>) -> Sent;
+    fn emit_to(&self, socket: Sid, event: &str, data: &RawValue, seq: Option<u64>) -> Sent;
     /// This node's members of any of `within` (rooms, or socket ids) but
     /// `except` join (or leave) `rooms`.
     async fn local_membership(
@@ -481,7 +482,7 @@ impl<A: Adapter> Backend for Io<A> {
         self.emit_through(op(), op, event, data, seq).await
     }
 
-    fn emit_to(&self, socket: Sid, event: &str, data: &Value, seq: Option<u64>) -> Sent {
+    fn emit_to(&self, socket: Sid, event: &str, data: &RawValue, seq: Option<u64>) -> Sent {
         let Some(s) = self.io.get_socket(socket) else {
             return Sent::Gone;
         };

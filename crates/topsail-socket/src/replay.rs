@@ -142,6 +142,28 @@ pub(crate) struct Entry {
     pub(crate) rooms: Box<[Arc<str>]>,
     pub(crate) what: What,
     at: Instant,
+    /// A message's payload as JSON text, made at its first replay and
+    /// shared by every socket it is replayed to (the live delivery
+    /// serializes once per message; a replay goes socket by socket).
+    raw: std::sync::OnceLock<Box<serde_json::value::RawValue>>,
+}
+
+impl Entry {
+    /// The payload of a message as JSON text (`null` for a change of
+    /// members, which is never sent).
+    pub(crate) fn raw_payload(&self) -> &serde_json::value::RawValue {
+        self.raw.get_or_init(|| match &self.what {
+            What::Message { payload, .. } => to_raw(payload),
+            What::Members { .. } => to_raw(&Value::Null),
+        })
+    }
+}
+
+/// `value` as JSON text.
+pub(crate) fn to_raw(value: &Value) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| {
+        serde_json::value::RawValue::from_string("null".to_owned()).expect("null is JSON")
+    })
 }
 
 /// The log of one node (see the module documentation).
@@ -221,6 +243,7 @@ impl Log {
             rooms: rooms.into_boxed_slice(),
             what,
             at: now,
+            raw: std::sync::OnceLock::new(),
         });
         let mut inner = self.lock();
         for room in entry.rooms.iter() {

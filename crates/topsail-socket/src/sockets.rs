@@ -914,7 +914,13 @@ mod tests {
             drop(permit);
         }
         async fn emit_all_local(&self, _: Vec<String>, _: &str, _: &Value, _: Option<u64>) {}
-        fn emit_to(&self, _: Sid, _: &str, _: &Value, _: Option<u64>) -> crate::backend::Sent {
+        fn emit_to(
+            &self,
+            _: Sid,
+            _: &str,
+            _: &serde_json::value::RawValue,
+            _: Option<u64>,
+        ) -> crate::backend::Sent {
             crate::backend::Sent::Queued
         }
         async fn local_membership(&self, _: Vec<String>, _: Vec<String>, _: Vec<String>, _: bool) {}

@@ -68,8 +68,12 @@ async function remove(id) {
   try { await call('delete', `/note/${id}`); notes.delete(id); render(); } catch (e) { showError('note', e.message); }
 }
 
-// Another socket's change, as the server lets this account see it.
+// Another socket's change, as the server lets this account see it. A page
+// reloaded within the replay window is taken back as a reconnect, so
+// messages can come before this page knows who it is: it reads the list
+// afresh then, and they are not needed.
 io.socket.on('note', (msg) => {
+  if (!me) return;
   if (msg.verb === 'created') notes.set(msg.id, msg.data);
   else if (msg.verb === 'updated') notes.set(msg.id, { ...(notes.get(msg.id) || msg.previous || {}), ...msg.data });
   else if (msg.verb === 'destroyed') notes.delete(msg.id);

@@ -269,7 +269,8 @@ impl Sockets {
                 metrics::counter!("topsail_resumes_total", "outcome" => "unknown").increment(1);
                 let since = claim.seen.unwrap_or(0);
                 let message = resync_message("unknown", since, &[]);
-                self.backend.emit_to(new, RESYNC_EVENT, &message, None);
+                self.backend
+                    .emit_to(new, RESYNC_EVENT, &crate::replay::to_raw(&message), None);
             }
             return;
         }
@@ -384,7 +385,7 @@ impl Sockets {
             );
             for m in out {
                 loop {
-                    match self.backend.emit_to(new, &m.event, &m.payload, Some(m.seq)) {
+                    match self.backend.emit_to(new, &m.event, &m.raw(), Some(m.seq)) {
                         Sent::Queued => {
                             state.mark_sent(m.seq);
                             break;
@@ -446,14 +447,17 @@ impl Sockets {
         );
         let resync = state.resync("gap");
         if let Some(message) = resync.as_ref().filter(|_| !state.resync_sent) {
-            match self.backend.emit_to(new, RESYNC_EVENT, message, None) {
+            match self
+                .backend
+                .emit_to(new, RESYNC_EVENT, &crate::replay::to_raw(message), None)
+            {
                 Sent::Queued => state.resync_sent = true,
                 Sent::Full => return None,
                 Sent::Gone => return Some(()),
             }
         }
         for m in out {
-            match self.backend.emit_to(new, &m.event, &m.payload, Some(m.seq)) {
+            match self.backend.emit_to(new, &m.event, &m.raw(), Some(m.seq)) {
                 Sent::Queued => state.mark_sent(m.seq),
                 Sent::Full => return None,
                 Sent::Gone => return Some(()),
@@ -511,7 +515,7 @@ impl Sockets {
                 let mut state = Resuming::new(fresh, read_at, vec![Arc::from(socket)], lost_after);
                 let (rules, slot) = (self.guarding.rules(), self.guarding.slot(sid));
                 for m in state.step(&entries, |g| g.seen_by(rules, &slot), lost_after) {
-                    self.backend.emit_to(sid, &m.event, &m.payload, Some(m.seq));
+                    self.backend.emit_to(sid, &m.event, &m.raw(), Some(m.seq));
                 }
                 let added: Vec<String> = state
                     .rooms

@@ -14,7 +14,27 @@ use crate::replay::{Entry, What};
 pub(crate) struct Replayed {
     pub(crate) seq: u64,
     pub(crate) event: Arc<str>,
-    pub(crate) payload: Arc<Value>,
+    payload: Shown,
+}
+
+/// What a socket is shown of a replayed message.
+#[derive(Debug)]
+enum Shown {
+    /// The entry's own payload.
+    Whole(Arc<Entry>),
+    /// One the read rules redacted for this socket.
+    Redacted(Value),
+}
+
+impl Replayed {
+    /// The message as JSON text: the entry's, serialized once for every
+    /// socket it is replayed to, or this socket's redacted one.
+    pub(crate) fn raw(&self) -> std::borrow::Cow<'_, serde_json::value::RawValue> {
+        match &self.payload {
+            Shown::Whole(entry) => std::borrow::Cow::Borrowed(entry.raw_payload()),
+            Shown::Redacted(v) => std::borrow::Cow::Owned(crate::replay::to_raw(v)),
+        }
+    }
 }
 
 /// A resume in progress: the rooms the socket will be in, how far the log
@@ -130,7 +150,7 @@ impl Resuming {
                         continue;
                     }
                     let payload = match guard.as_deref() {
-                        None => payload.clone(),
+                        None => Shown::Whole(entry.clone()),
                         Some(g) => match seen_by(g) {
                             None => {
                                 if g.evict {
@@ -138,8 +158,8 @@ impl Resuming {
                                 }
                                 continue;
                             }
-                            Some(0) => payload.clone(),
-                            Some(hidden) => Arc::new(g.redact(payload, hidden)),
+                            Some(0) => Shown::Whole(entry.clone()),
+                            Some(hidden) => Shown::Redacted(g.redact(payload, hidden)),
                         },
                     };
                     if let Some(dest) = guard.as_ref().and_then(|g| g.join.as_ref()) {
