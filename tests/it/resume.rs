@@ -32,11 +32,20 @@ fn updated(room: &str, id: i64) -> Effect {
     }
 }
 
-/// Whether `ws` receives a text frame within `ms`.
+/// The first frame other than a ping `ws` receives within `ms` (Engine.IO
+/// 4 servers ping every 25 s: a slow run reaches the first one).
 async fn quiet_for(ws: &mut Ws, ms: u64) -> Option<String> {
-    match tokio::time::timeout(std::time::Duration::from_millis(ms), ws.next()).await {
-        Ok(Some(Ok(m))) => Some(m.to_string()),
-        _ => None,
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => {
+                ws.send(Message::text("3")).await.ok()?;
+            }
+            Ok(Some(Ok(m))) => return Some(m.to_string()),
+            _ => return None,
+        }
     }
 }
 
