@@ -53,7 +53,8 @@ pub(crate) struct Handshake {
     pub(crate) principal: topsail_core::PrincipalSlot,
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+/// The value of query parameter `name`, as sent (not percent-decoded).
+pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query.split('&').find_map(|p| {
         p.split_once('=')
             .filter(|(k, _)| *k == name)

@@ -187,16 +187,13 @@ impl Guarding {
     /// `sails_model_create_<identity>`): the rooms a socket leaves when
     /// its principal changes.
     pub(crate) fn is_guarded_room(&self, room: &str) -> bool {
+        let Some(identity) = topsail_core::pubsub::RoomName::parse(room).map(|r| r.model()) else {
+            return false;
+        };
         let rules = self.rules();
-        rules.models().any(|m| {
-            rules.read_rule(m).is_some()
-                && (room
-                    .strip_prefix("sails_model_create_")
-                    .is_some_and(|i| i == m.identity)
-                    || room.rsplit_once(':').is_some_and(|(head, i)| {
-                        i == m.identity && head.starts_with("sails_model_")
-                    }))
-        })
+        rules
+            .models()
+            .any(|m| m.identity == identity && rules.read_rule(m).is_some())
     }
 
     /// A guard received from another node, with this node's models.

@@ -41,11 +41,7 @@ impl ConnectRequest {
     /// assert_eq!(hs.query_param("nope"), None);
     /// ```
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.uri.query()?.split('&').find_map(|pair| {
-            pair.split_once('=')
-                .filter(|(k, _)| *k == name)
-                .map(|(_, v)| v)
-        })
+        crate::bridge::query_param(self.uri.query()?, name)
     }
 }
 
@@ -186,17 +182,17 @@ fn mint_resume_key(req: &mut Request) -> Option<axum::http::HeaderValue> {
     if !headers.contains_key(header::ORIGIN) {
         return None;
     }
+    let name = crate::resume::RESUME_COOKIE;
+    if crate::jar::Jar::from_header(headers.get(header::COOKIE))
+        .get(name)
+        .is_some()
+    {
+        return None;
+    }
     let cookies = headers
         .get(header::COOKIE)
         .and_then(|c| c.to_str().ok())
         .unwrap_or("");
-    let name = crate::resume::RESUME_COOKIE;
-    let has_key = cookies
-        .split(';')
-        .any(|c| c.trim().split_once('=').is_some_and(|(n, _)| n == name));
-    if has_key {
-        return None;
-    }
     let key = crate::new_resume_key()?;
     let with_key = if cookies.trim().is_empty() {
         format!("{name}={key}")

@@ -511,14 +511,8 @@ fn park<A: Adapter>(
         }
     };
     let own = s.id.to_string();
-    let rooms: Vec<String> = s
-        .rooms()
-        .into_iter()
-        .map(|r| r.to_string())
-        .filter(|r| *r != own && r != room_cap::AT_ROOM_CAP)
-        // Blasts reached it too.
-        .chain([replay::EVERYONE.to_owned()])
-        .collect();
+    let rooms = s.rooms().into_iter().map(|r| r.to_string()).collect();
+    let rooms = resume::rooms_to_give_back(&own, rooms);
     let since = now_us().saturating_sub(u64::try_from(doubt.as_micros()).unwrap_or(u64::MAX));
     let parked = resume::Parked::new(Arc::from(own), rooms, since, floor, principal);
     sockets.left(s.id, key, Some(parked));
@@ -548,11 +542,8 @@ async fn get_cookie(headers: HeaderMap) -> Response {
         "_sailsIoJSConnect();",
     )
         .into_response();
-    let has_cookie = headers
-        .get(header::COOKIE)
-        .and_then(|c| c.to_str().ok())
-        .is_some_and(|c| c.contains("sails.sid="));
-    if !has_cookie {
+    let jar = jar::Jar::from_header(headers.get(header::COOKIE));
+    if jar.get("sails.sid").is_none() {
         // An opaque per-browser id; topsail keeps no session behind it.
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -568,10 +559,7 @@ async fn get_cookie(headers: HeaderMap) -> Response {
         }
     }
     // The key a reconnecting socket is taken back by (see `resume`).
-    let has_key = headers
-        .get(header::COOKIE)
-        .and_then(|c| c.to_str().ok())
-        .is_some_and(|c| c.contains(&format!("{RESUME_COOKIE}=")));
+    let has_key = jar.get(RESUME_COOKIE).is_some();
     if !has_key && let Some(v) = new_resume_key().as_deref().and_then(resume_cookie) {
         res.headers_mut().append(header::SET_COOKIE, v);
     }

@@ -98,7 +98,8 @@ impl Sequencer {
     }
 
     /// The last number handed out.
-    pub(crate) fn last(&self) -> u64 {
+    #[cfg(test)]
+    fn last(&self) -> u64 {
         self.0.load(Ordering::Acquire)
     }
 
@@ -214,11 +215,6 @@ impl Log {
     /// nothing and let a client notice a gap).
     pub(crate) fn next_seq(&self) -> u64 {
         self.seq.next()
-    }
-
-    /// The last sequence number handed out.
-    pub(crate) fn last_seq(&self) -> u64 {
-        self.seq.last()
     }
 
     /// Takes note of a number another node gave (see

@@ -173,11 +173,6 @@ impl Sockets {
         }
     }
 
-    /// The last sequence number this node gave a message.
-    pub fn last_seq(&self) -> u64 {
-        self.log.last_seq()
-    }
-
     /// The same sockets, one node of a cluster: the effects they carry out
     /// reach the other nodes through `relay` (see [`crate::relay`]). Starts
     /// the relay task.

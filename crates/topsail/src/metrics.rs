@@ -135,6 +135,9 @@ impl Topsail {
             metrics::gauge!("topsail_rooms").set(census.rooms as f64);
             metrics::gauge!("topsail_room_memberships").set(census.memberships as f64);
             metrics::gauge!("topsail_cluster_up").set(f64::from(u8::from(sockets.cluster_up())));
+            let (logged, parked) = sockets.replay_census();
+            metrics::gauge!("topsail_replay_log_entries").set(logged as f64);
+            metrics::gauge!("topsail_parked_sockets").set(parked as f64);
             metrics::counter!("topsail_slow_consumer_disconnects_total")
                 .absolute(sockets.stalled_disconnects());
             metrics::counter!("topsail_messages_missed_total")

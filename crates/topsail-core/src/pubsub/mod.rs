@@ -107,6 +107,63 @@ pub fn class_room(model: &ModelDef) -> String {
     format!("sails_model_create_{}", model.identity)
 }
 
+/// A pub-sub room read back from its name (the inverse of [`record_room`]
+/// and [`class_room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomName<'a> {
+    /// The room of one record: its model's identity, and its key as text.
+    Record {
+        /// The model's identity.
+        model: &'a str,
+        /// The record's primary key, as in the room name.
+        id: &'a str,
+    },
+    /// The class (watcher) room of a model.
+    Class {
+        /// The model's identity.
+        model: &'a str,
+    },
+}
+
+impl<'a> RoomName<'a> {
+    /// What `room` names; `None` for a room of the app's own.
+    ///
+    /// ```
+    /// use topsail_core::pubsub::RoomName;
+    /// assert_eq!(
+    ///     RoomName::parse("sails_model_pet_7:pet"),
+    ///     Some(RoomName::Record { model: "pet", id: "7" })
+    /// );
+    /// assert_eq!(RoomName::parse("sails_model_create_pet"), Some(RoomName::Class { model: "pet" }));
+    /// // A model whose identity starts like a class room is still a record.
+    /// assert_eq!(
+    ///     RoomName::parse("sails_model_create_5:create"),
+    ///     Some(RoomName::Record { model: "create", id: "5" })
+    /// );
+    /// assert_eq!(RoomName::parse("lobby"), None);
+    /// ```
+    pub fn parse(room: &'a str) -> Option<Self> {
+        let record = room.rsplit_once(':').and_then(|(head, model)| {
+            let id = head
+                .strip_prefix("sails_model_")?
+                .strip_prefix(model)?
+                .strip_prefix('_')?;
+            Some(RoomName::Record { model, id })
+        });
+        record.or_else(|| {
+            let model = room.strip_prefix("sails_model_create_")?;
+            (!model.contains(':')).then_some(RoomName::Class { model })
+        })
+    }
+
+    /// The model's identity.
+    pub fn model(self) -> &'a str {
+        match self {
+            RoomName::Record { model, .. } | RoomName::Class { model } => model,
+        }
+    }
+}
+
 /// One thing a publisher must do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {

@@ -75,11 +75,9 @@ impl Claim {
     pub(crate) fn of(cookie: Option<&str>, query: Option<&str>) -> Option<Self> {
         let key = cookie?.to_owned();
         let param = |name: &str| {
-            query?.split('&').find_map(|pair| {
-                pair.split_once('=')
-                    .filter(|(k, v)| *k == name && !v.is_empty())
-                    .map(|(_, v)| v.to_owned())
-            })
+            crate::bridge::query_param(query?, name)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
         };
         Some(Claim {
             key,
@@ -87,6 +85,17 @@ impl Claim {
             seen: param("topsail_seq").and_then(|s| s.parse().ok()),
         })
     }
+}
+
+/// What of a socket's rooms (`own` is its id) is given back to it: all but
+/// its own id room and the room-cap mark, and the room of blasts, which
+/// reached it too.
+pub(crate) fn rooms_to_give_back(own: &str, rooms: Vec<String>) -> Vec<String> {
+    rooms
+        .into_iter()
+        .filter(|r| r != own && r != crate::room_cap::AT_ROOM_CAP)
+        .chain([crate::replay::EVERYONE.to_owned()])
+        .collect()
 }
 
 impl Sockets {
@@ -211,12 +220,7 @@ impl Sockets {
                     .into_iter()
                     .filter_map(|(sid, r)| {
                         let own = sid.to_string();
-                        let rooms = me.backend.local_rooms(&own)?;
-                        let rooms = rooms
-                            .into_iter()
-                            .filter(|room| *room != own && room != crate::room_cap::AT_ROOM_CAP)
-                            .chain([crate::replay::EVERYONE.to_owned()])
-                            .collect();
+                        let rooms = rooms_to_give_back(&own, me.backend.local_rooms(&own)?);
                         let floor = r.floor.load(std::sync::atomic::Ordering::Acquire);
                         let wire = WireParked {
                             sid: own,
@@ -359,7 +363,8 @@ impl Sockets {
     /// a model without a read rule, or the room of every socket.
     fn open_to_anyone(&self, room: &str) -> bool {
         room == crate::replay::EVERYONE
-            || (room.starts_with("sails_model_") && !self.guarding.is_guarded_room(room))
+            || (topsail_core::pubsub::RoomName::parse(room).is_some()
+                && !self.guarding.is_guarded_room(room))
     }
 
     /// Replays the log to `new` off the publisher task, chunk by chunk,

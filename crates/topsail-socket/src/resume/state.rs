@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use topsail_core::pubsub::Guard;
+use topsail_core::pubsub::{Guard, RoomName};
 
 use crate::replay::{Entry, What};
 
@@ -198,22 +198,16 @@ pub(crate) fn resync_message<'a>(
     let mut others: Vec<&str> = Vec::new();
     let mut everyone = false;
     for room in rooms {
-        if room == crate::replay::EVERYONE {
-            everyone = true;
-        } else if let Some(model) = room.strip_prefix("sails_model_create_") {
-            models.push(model);
-        } else if let Some((head, model)) = room.rsplit_once(':')
-            && let Some(id) = head
-                .strip_prefix("sails_model_")
-                .and_then(|rest| rest.strip_prefix(model))
-                .and_then(|rest| rest.strip_prefix('_'))
-        {
-            let id = id
-                .parse::<i64>()
-                .map_or_else(|_| Value::from(id), Value::from);
-            records.push(json!({ "model": model, "id": id }));
-        } else {
-            others.push(room);
+        match RoomName::parse(room) {
+            _ if room == crate::replay::EVERYONE => everyone = true,
+            Some(RoomName::Class { model }) => models.push(model),
+            Some(RoomName::Record { model, id }) => {
+                let id = id
+                    .parse::<i64>()
+                    .map_or_else(|_| Value::from(id), Value::from);
+                records.push(json!({ "model": model, "id": id }));
+            }
+            None => others.push(room),
         }
     }
     models.sort_unstable();
