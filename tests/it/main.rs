@@ -49,3 +49,5 @@ mod contracts;
 mod ordering;
 // The replay log: the find/subscribe race.
 mod resume;
+// The delivery lanes keep each socket's publish order.
+mod lanes;

@@ -907,3 +907,44 @@ async fn a_sign_in_over_a_socket_holds_for_that_socket() {
     );
     zoo.stop().await;
 }
+
+/// A client that sends its first request the moment it is connected (as
+/// sails.io.js does with the requests it queued while connecting) is
+/// answered: the socket is set up before the client is told it is
+/// connected. It was not always: socketioxide sends the connect packet
+/// before it runs the connect handler, and a request read in between was
+/// dropped without an answer (one socket in a few hundred, on two worker
+/// threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_the_moment_a_socket_connects_is_answered() {
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let app = example_zoo::builder()
+        .store(store.clone())
+        .realtime(RealtimeConfig::default())
+        .build()
+        .await
+        .unwrap();
+    let router = app.serve(app.blueprints().router());
+    let (addr, server) = topsail_tests::serve_on_free_port(router).await;
+    let clients = (0..4).map(|_| {
+        tokio::spawn(async move {
+            for _ in 0..250 {
+                let mut ws = connected(addr).await;
+                let answer = tokio::time::timeout(
+                    std::time::Duration::from_secs(3),
+                    virtual_request(&mut ws, 1, "get", json!({"url": "/pet?limit=1"})),
+                )
+                .await
+                .expect("the first request of a socket is answered");
+                assert_eq!(answer["statusCode"], 200);
+            }
+        })
+    });
+    for client in clients.collect::<Vec<_>>() {
+        client.await.unwrap();
+    }
+    server.abort();
+    app.close_sockets().await;
+    store.close().await;
+    cleanup.run().await;
+}

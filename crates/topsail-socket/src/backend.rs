@@ -6,6 +6,7 @@ local operations the publisher uses.
 */
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -13,11 +14,13 @@ use async_trait::async_trait;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 
 use crate::connection::cut_full;
 use crate::error::{AdapterFailure, SocketsError};
+use crate::lanes::{Frame, Lanes};
 
 /// The operations topsail needs from a socket.io server, object-safe so
 /// one handle serves every adapter.
@@ -74,6 +77,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Emits to one socket of this node, without waiting: `Full` when its
     /// outgoing queue has no room (the caller may try again; replays do).
     fn emit_to(&self, socket: Sid, event: &str, data: &RawValue, seq: Option<u64>) -> Sent;
+    /// Spreads the handing out of messages to local sockets over `n`
+    /// delivery lanes from now on (see `crate::lanes`).
+    fn start_lanes(&self, n: usize);
+    /// Returns once nothing sent to `socket` earlier is still waiting in a
+    /// delivery lane.
+    async fn quiesce(&self, socket: Sid);
+    /// Runs `then` once every message emitted so far has been handed to
+    /// its sockets (at once without lanes).
+    async fn after_handed(&self, then: Box<dyn FnOnce() + Send>);
     /// This node's members of any of `within` (rooms, or socket ids) but
     /// `except` join (or leave) `rooms`.
     async fn local_membership(
@@ -134,7 +146,9 @@ pub(crate) struct Io<A: Adapter> {
     pub(crate) alone_until: AtomicU64,
     /// Sockets whose connection was cut because their queue was full, until
     /// their disconnect is seen.
-    pub(crate) cut: std::sync::Mutex<std::collections::HashSet<Sid>>,
+    pub(crate) cut: Arc<std::sync::Mutex<std::collections::HashSet<Sid>>>,
+    /// The delivery lanes, once started.
+    lanes: std::sync::OnceLock<Lanes<A>>,
 }
 
 impl<A: Adapter> Io<A> {
@@ -142,7 +156,27 @@ impl<A: Adapter> Io<A> {
         Io {
             io,
             alone_until: AtomicU64::new(0),
-            cut: std::sync::Mutex::default(),
+            cut: Arc::default(),
+            lanes: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Hands a message to the local sockets `op` selects: through the
+    /// lanes once they run, else as one broadcast.
+    async fn emit_selected(
+        &self,
+        op: impl Fn() -> socketioxide::operators::BroadcastOperators<A>,
+        event: &str,
+        data: &Value,
+        seq: Option<u64>,
+    ) {
+        match self.lanes.get() {
+            Some(lanes) => {
+                lanes
+                    .deliver(op().sockets(), Frame::new(event, data, seq))
+                    .await
+            }
+            None => self.emit_through(op(), &op, event, data, seq).await,
         }
     }
 
@@ -180,6 +214,19 @@ fn missed_by_slow_readers(event: &str, missed: &[SocketError]) -> u64 {
         .iter()
         .filter(|e| matches!(e, SocketError::InternalChannelFull))
         .count() as u64;
+    count_missed_full(event, full);
+    tracing::debug!(
+        event,
+        queue_full = full,
+        closed = missed.len() as u64 - full,
+        "a broadcast missed sockets that are not reading"
+    );
+    full
+}
+
+/// Counts `full` sockets a message missed because their outgoing queue was
+/// full, logged at the first miss and at each doubling.
+pub(crate) fn count_missed_full(event: &str, full: u64) {
     let before = MISSED_FULL.fetch_add(full, Ordering::Relaxed);
     let after = before + full;
     if full > 0 && (before == 0 || after.ilog2() > before.ilog2()) {
@@ -189,13 +236,6 @@ fn missed_by_slow_readers(event: &str, missed: &[SocketError]) -> u64 {
             "a message missed sockets whose outgoing queue is full (they are not reading)"
         );
     }
-    tracing::debug!(
-        event,
-        queue_full = full,
-        closed = missed.len() as u64 - full,
-        "a broadcast missed sockets that are not reading"
-    );
-    full
 }
 
 fn err(e: impl std::error::Error + 'static) -> SocketsError {
@@ -464,11 +504,8 @@ impl<A: Adapter> Backend for Io<A> {
         if to.is_empty() {
             return;
         }
-        let op = |to: Vec<String>, except: Vec<String>| self.io.local().to(to).except(except);
-        // Kept for the rare broadcast that misses a socket.
-        let again = (to.clone(), except.clone());
-        self.emit_through(op(to, except), || op(again.0, again.1), event, data, seq)
-            .await
+        let op = || self.io.local().to(to.clone()).except(except.clone());
+        self.emit_selected(op, event, data, seq).await
     }
 
     async fn emit_all_local(
@@ -479,7 +516,30 @@ impl<A: Adapter> Backend for Io<A> {
         seq: Option<u64>,
     ) {
         let op = || self.io.local().except(except.clone());
-        self.emit_through(op(), op, event, data, seq).await
+        self.emit_selected(op, event, data, seq).await
+    }
+
+    fn start_lanes(&self, n: usize) {
+        let cut = self.cut.clone();
+        let cut = Arc::new(move |socket: &SocketRef<A>| {
+            crate::connection::cut(socket, &mut |sid| {
+                cut.lock().unwrap_or_else(|e| e.into_inner()).insert(sid);
+            })
+        });
+        let _ = self.lanes.set(Lanes::start(n, cut));
+    }
+
+    async fn quiesce(&self, socket: Sid) {
+        if let Some(lanes) = self.lanes.get() {
+            lanes.quiesce(socket).await
+        }
+    }
+
+    async fn after_handed(&self, then: Box<dyn FnOnce() + Send>) {
+        match self.lanes.get() {
+            Some(lanes) => lanes.after_handed(then).await,
+            None => then(),
+        }
     }
 
     fn emit_to(&self, socket: Sid, event: &str, data: &RawValue, seq: Option<u64>) -> Sent {

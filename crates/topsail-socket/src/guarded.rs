@@ -48,7 +48,7 @@ pub(crate) struct Guarding {
 /// folding their bytes is enough: SipHash's resistance to chosen keys buys
 /// nothing here, and it was 2% of a 10,000-recipient delivery.
 #[derive(Clone, Copy, Default)]
-struct BySid;
+pub(crate) struct BySid;
 
 impl std::hash::BuildHasher for BySid {
     type Hasher = FoldHasher;
@@ -58,7 +58,7 @@ impl std::hash::BuildHasher for BySid {
 }
 
 #[derive(Default)]
-struct FoldHasher(u64);
+pub(crate) struct FoldHasher(u64);
 
 impl std::hash::Hasher for FoldHasher {
     fn finish(&self) -> u64 {

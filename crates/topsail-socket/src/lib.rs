@@ -18,6 +18,7 @@ mod extract;
 mod guarded;
 mod handshake;
 mod jar;
+mod lanes;
 mod relay;
 mod replay;
 mod resume;
@@ -36,7 +37,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
-use socketioxide::handler::FromMessageParts;
+use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
@@ -44,6 +45,7 @@ pub use backend::Census;
 pub use connection::{Connection, TunedListener, TunedStream};
 pub use extract::{NotASocketRequest, SocketRequest};
 pub use handshake::{BeforeConnect, ConnectRequest};
+pub use lanes::{INLINE_MAX, default_lanes};
 pub use replay::{ReplayConfig, now_us};
 pub use resume::{RESUME_COOKIE, RESUMES_AT_ONCE, RESYNC_EVENT, SHARED_GRACE, SNAPSHOT_EVERY};
 pub use sockets::{
@@ -136,6 +138,12 @@ pub struct RealtimeConfig {
     /// finds the queue full waits (after its commit) for room. See
     /// [`Sockets::publisher_queue`].
     pub publisher_queue: usize,
+    /// Worker tasks that hand the pub-sub messages to the sockets, each
+    /// for its share of them, so a broadcast to many sockets uses every
+    /// core; by default one per core ([`default_lanes`]); 0 hands every
+    /// message out on the one publisher task. Each socket still receives
+    /// every message in publish order. See [`Sockets::lanes`].
+    pub lanes: usize,
     /// Origins besides the server's own whose pages may open a socket
     /// (Sails' `onlyAllowOrigins`), as `https://app.example.com`; `*` allows
     /// any. A handshake from another origin is refused with 403. By default
@@ -165,6 +173,7 @@ impl Default for RealtimeConfig {
             send_queue: 128,
             max_rooms_per_socket: DEFAULT_MAX_ROOMS_PER_SOCKET,
             publisher_queue: DEFAULT_PUBLISHER_QUEUE,
+            lanes: default_lanes(),
             allowed_origins: Vec::new(),
             before_connect: None,
             replay: ReplayConfig::default(),
@@ -247,6 +256,7 @@ fn shared_parts<A: Adapter>(
     let sockets = Sockets::new(io.clone())
         .max_rooms_per_socket(config.max_rooms_per_socket)
         .publisher_queue(config.publisher_queue)
+        .lanes(config.lanes)
         .replay(config.replay.clone())
         .late_window(config.ping_interval + config.ping_timeout + Duration::from_secs(5));
     (Arc::new(OnceLock::new()), Requests::new(), sockets)
@@ -269,12 +279,19 @@ type Requests = topsail_core::Inflight;
 
 /// The connect handler for the root namespace, generic over the adapter
 /// (`ns` itself can only be called on a concrete adapter).
-fn connect_handler<A: Adapter>(
+/// Sets a socket up as it connects: as a connect middleware, which
+/// socketioxide runs before it sends the client the namespace's connect
+/// packet. A connect handler runs after it, so a client that sends its
+/// first request as soon as it is connected (sails.io.js does, with what
+/// it queued meanwhile) could be read before the handler had registered
+/// the request handler, and the request was dropped unanswered.
+fn connect_middleware<A: Adapter>(
     router: Arc<OnceLock<Router>>,
     sockets: Sockets,
     limits: Limits,
     requests: Requests,
-) -> impl Fn(SocketRef<A>) -> std::future::Ready<()> + Clone + Send + Sync + 'static {
+) -> impl Fn(SocketRef<A>) -> std::future::Ready<Result<(), Infallible>> + Clone + Send + Sync + 'static
+{
     move |socket: SocketRef<A>| {
         on_connect(
             socket,
@@ -283,9 +300,12 @@ fn connect_handler<A: Adapter>(
             limits,
             requests.clone(),
         );
-        std::future::ready(())
+        std::future::ready(Ok(()))
     }
 }
+
+/// The connect handler: everything is set up by [`connect_middleware`].
+async fn connected<A: Adapter>(_: SocketRef<A>) {}
 
 /// What a socket's request handler needs, shared by all its requests.
 struct Bridge {
@@ -398,7 +418,16 @@ fn on_connect<A: Adapter>(
     if let Some(claim) = claim.clone() {
         let (ctx, floor) = (ctx.clone(), floor.clone());
         let id = socket.id;
+        let joining = socket.clone();
         tokio::spawn(async move {
+            // Set up before socketioxide adds it to the namespace (see
+            // `connect_middleware`); its replay is sent once it is in.
+            for _ in 0..1_000 {
+                if joining.connected() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             let identify = async {
                 if let Some(router) = ctx.router.get() {
                     bridge::identify_again(&ctx.hs, router, &ctx.sockets).await;
@@ -668,12 +697,12 @@ impl Realtime {
         let (router, requests, sockets) = shared_parts(&io, config);
         io.ns(
             "/",
-            connect_handler(
+            connected.with(connect_middleware(
                 router.clone(),
                 sockets.clone(),
                 limits(config),
                 requests.clone(),
-            ),
+            )),
         );
         Self::assemble(io, layer, router, sockets, requests, config)
     }
@@ -706,12 +735,12 @@ impl Realtime {
             .map_err(RealtimeError::Redis)?;
         io.ns(
             "/",
-            connect_handler(
+            connected.with(connect_middleware(
                 router.clone(),
                 sockets.clone(),
                 limits(config),
                 requests.clone(),
-            ),
+            )),
         )
         .await
         .map_err(|e| RealtimeError::Namespace(sockets::AdapterFailure::capture(&e)))?;

@@ -23,6 +23,7 @@ use topsail_core::pubsub::{Effect, Publisher};
 use crate::backend::{Backend, Io, MISSED_FULL, Relay, now_ms};
 pub use crate::error::{AdapterFailure, SocketsError};
 use crate::guarded::Guarding;
+use crate::lanes::default_lanes;
 use crate::replay::{EVERYONE, Log, ReplayConfig, What};
 use crate::resume::{Finish, Parking};
 use crate::room_cap::{AT_ROOM_CAP, CHECK_EVERY, RoomCap};
@@ -42,6 +43,8 @@ pub const DEFAULT_EVENT: &str = "message";
 pub struct Sockets {
     pub(crate) backend: Arc<dyn Backend>,
     queue: usize,
+    /// Delivery lanes the publisher starts (see [`Sockets::lanes`]).
+    lanes: usize,
     stalled: Arc<AtomicU64>,
     /// The rooms of this node's sockets, for their cap.
     pub(crate) room_cap: Arc<RoomCap>,
@@ -116,6 +119,7 @@ impl Sockets {
         Sockets {
             backend: Arc::new(Io::new(io)),
             queue: DEFAULT_PUBLISHER_QUEUE,
+            lanes: default_lanes(),
             stalled: Arc::new(AtomicU64::new(0)),
             room_cap: Arc::new(RoomCap::new(DEFAULT_MAX_ROOMS_PER_SOCKET)),
             guarding: Guarding::default(),
@@ -299,6 +303,14 @@ impl Sockets {
     /// pressure on writers, never a dropped message.
     pub fn publisher_queue(mut self, batches: usize) -> Self {
         self.queue = batches.max(1);
+        self
+    }
+
+    /// Spreads the handing out of messages over `n` delivery lanes (see
+    /// `crate::lanes`; by default one per core, [`default_lanes`]); 0
+    /// hands every message out on the publisher task.
+    pub fn lanes(mut self, n: usize) -> Self {
+        self.lanes = n;
         self
     }
 
@@ -716,14 +728,18 @@ impl Sockets {
         if self.work.set(tx.clone()).is_err() {
             tracing::warn!("Sockets::publisher called twice; resumes finish on the first task");
         }
+        if self.lanes > 0 {
+            self.backend.start_lanes(self.lanes);
+        }
         let pending = self.pending.clone();
         let relay_out = self.relay.clone();
         let sockets = self.clone();
         let done = pending.clone();
         tokio::spawn(async move {
             while let Some(work) = rx.recv().await {
+                let mut handed = None;
                 match work {
-                    Work::Local(batch, committed, handed) => {
+                    Work::Local(batch, committed, answer) => {
                         // Numbered before they travel: every node delivers
                         // and keeps a message under the same number.
                         let seqs: Vec<Option<u64>> =
@@ -737,22 +753,30 @@ impl Sockets {
                         }
                         metrics::histogram!("topsail_publish_lag_seconds")
                             .record(committed.elapsed().as_secs_f64());
-                        // The publishing request may answer now (it may
-                        // have gone: nothing waits then).
-                        let _ = handed.send(());
+                        handed = Some(answer);
                     }
                     Work::Relayed(bytes) => sockets.receive_relayed(&bytes).await,
                     Work::Finish(finish) => sockets.finish(*finish).await,
-                    Work::App(message, handed) => {
+                    Work::App(message, answer) => {
                         let seq = sockets.log.next_seq();
                         if let Some(out) = &relay_out {
                             out.offer_app(&sockets, &message, seq);
                         }
                         sockets.app_message(message, seq).await;
-                        let _ = handed.send(());
+                        handed = Some(answer);
                     }
                 }
-                done.fetch_sub(1, Ordering::AcqRel);
+                // Carried out once the lanes have handed it to every
+                // socket: the publishing request may answer then (it may
+                // have gone: nothing waits then).
+                let done = done.clone();
+                let then = move || {
+                    if let Some(answer) = handed {
+                        let _ = answer.send(());
+                    }
+                    done.fetch_sub(1, Ordering::AcqRel);
+                };
+                sockets.backend.after_handed(Box::new(then)).await;
             }
         });
         SocketPublisher { tx, pending }
@@ -919,6 +943,11 @@ mod tests {
             crate::backend::Sent::Queued
         }
         async fn local_membership(&self, _: Vec<String>, _: Vec<String>, _: Vec<String>, _: bool) {}
+        fn start_lanes(&self, _: usize) {}
+        async fn quiesce(&self, _: Sid) {}
+        async fn after_handed(&self, then: Box<dyn FnOnce() + Send>) {
+            then()
+        }
     }
 
     fn message() -> Vec<Effect> {
@@ -940,6 +969,7 @@ mod tests {
         let sockets = Sockets {
             backend: Arc::new(Gated(gate.clone())),
             queue: DEFAULT_PUBLISHER_QUEUE,
+            lanes: default_lanes(),
             stalled: Arc::default(),
             room_cap: Arc::new(RoomCap::new(DEFAULT_MAX_ROOMS_PER_SOCKET)),
             guarding: Guarding::default(),

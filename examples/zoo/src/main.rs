@@ -5,7 +5,9 @@
 //! own), `NODE_ENV` (`production` leaves out the control routes),
 //! `REPLAY_WINDOW_SECS` and `REPLAY_PER_ROOM` (how long and how much of
 //! each room the replay log keeps for sockets that come back: 120 and
-//! 10,000), `REPLAY=off` (no sequence numbers, no replay), `RUST_LOG`.
+//! 10,000), `REPLAY=off` (no sequence numbers, no replay), `PUBSUB_LANES`
+//! (workers that hand messages to the sockets: one per core; 0 hands them
+//! out on the one publisher task), `RUST_LOG`.
 //! `zoo --print-schema sqlite|postgres` prints the DDL of the models.
 
 use std::process::ExitCode;
@@ -69,6 +71,10 @@ async fn main() -> ExitCode {
     // they cost.
     if env_or("REPLAY", "on") == "off" {
         realtime.replay.enabled = false;
+    }
+    // The benchmarks compare the lanes with one publisher task (`0`).
+    if let Ok(n) = env_or("PUBSUB_LANES", "").parse() {
+        realtime.lanes = n;
     }
     let (app, router) =
         match example_zoo::app_with(&database_url, redis_url.as_deref(), realtime).await {

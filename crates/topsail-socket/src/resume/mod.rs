@@ -440,6 +440,8 @@ impl Sockets {
         state: &mut Resuming,
         slot: &topsail_core::PrincipalSlot,
     ) -> Option<()> {
+        // Sent after anything its lane still holds for it (a blast).
+        self.backend.quiesce(new).await;
         // Through the whole gap again: what came in late from another node
         // is numbered before where the chunks stopped.
         state.rewind(self.replay_margin());
@@ -519,7 +521,12 @@ impl Sockets {
                 let lost_after = |r: &str, s: u64| self.log.lost_after(r, s);
                 let mut state = Resuming::new(fresh, read_at, vec![Arc::from(socket)], lost_after);
                 let (rules, slot) = (self.guarding.rules(), self.guarding.slot(sid));
-                for m in state.step(&entries, |g| g.seen_by(rules, &slot), lost_after) {
+                let missed = state.step(&entries, |g| g.seen_by(rules, &slot), lost_after);
+                if !missed.is_empty() {
+                    // After what its lane still holds for it.
+                    self.backend.quiesce(sid).await;
+                }
+                for m in missed {
                     self.backend.emit_to(sid, &m.event, &m.raw(), Some(m.seq));
                 }
                 let added: Vec<String> = state

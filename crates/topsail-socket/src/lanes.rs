@@ -1,0 +1,257 @@
+/*!
+Delivery lanes: the per-recipient work of the pub-sub spread over as many
+worker tasks as the machine has cores.
+
+The publisher task stays the one place that decides: it numbers and logs
+every message, changes rooms, and picks each message's recipients (a
+room's members at that point of the order), all in publish order. What a
+message costs per recipient, handing its frame to each socket's outgoing
+queue, is then done by the lanes. Every socket belongs to one lane (by a
+hash of its id), and a lane hands out its jobs in the order it got them,
+so each socket still receives every message in publish order, which is
+stronger than the order per record Sails gives: two records' messages
+reach a socket in the order they were published too, and the messages of
+one action keep Sails' order (`addedTo` before `created`, ...).
+
+Three things keep the order with what the publisher task does itself:
+
+- A share of a message small enough to hand out directly (at most
+  [`INLINE_MAX`] sockets) whose lane has nothing pending is handed out by
+  the publisher task at once: nothing of that lane can then come before
+  it, and a quiet server does not pay a hop per message.
+- Before the publisher task sends to one socket itself (a replay, see
+  `crate::resume`) it waits for that socket's lane to be idle
+  ([`Lanes::quiesce`]).
+- A publishing action answers once every lane that got a share of its
+  batch has handed it out ([`Lanes::after_handed`]): as in Sails, its
+  recipients are served before the answer goes out.
+
+Room membership is not spread: socketioxide keeps every room in one map
+under one lock, so joins from several lanes would only wait for each
+other. A frame is encoded per recipient from the message's JSON, written
+once ([`Frame`]): socketioxide does not let a crate hand a socket a frame
+encoded elsewhere, and the copy is a memcpy next to the socket's own write.
+*/
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use serde_json::value::RawValue;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
+use socketioxide::{SendError, SocketError};
+use tokio::sync::{mpsc, oneshot};
+
+/// A lane's share of a message this small is handed out by the publisher
+/// task itself when the lane has nothing pending.
+pub const INLINE_MAX: usize = 64;
+
+/// Jobs a lane holds before the publisher task waits for it.
+const LANE_QUEUE: usize = 1_024;
+
+/// The default number of lanes: one per core.
+pub fn default_lanes() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A message as every recipient gets it: its event, its JSON (written
+/// once) and its sequence number.
+pub(crate) struct Frame {
+    event: Box<str>,
+    data: Box<RawValue>,
+    seq: Option<u64>,
+}
+
+impl Frame {
+    pub(crate) fn new(event: &str, data: &serde_json::Value, seq: Option<u64>) -> Self {
+        Frame {
+            event: event.into(),
+            data: crate::replay::to_raw(data),
+            seq,
+        }
+    }
+
+    /// Hands the frame to `socket`; false when its queue is full.
+    fn hand_to<A: Adapter>(&self, socket: &SocketRef<A>) -> bool {
+        let sent = match self.seq {
+            Some(seq) => socket.emit(&*self.event, &(&*self.data, seq)),
+            None => socket.emit(&*self.event, &*self.data),
+        };
+        match sent {
+            Ok(()) => true,
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => false,
+            // Closed meanwhile: its disconnect is on its way.
+            Err(SendError::Socket(_)) => true,
+            Err(e) => {
+                tracing::error!(error = %e, event = &*self.event, "could not encode a message");
+                true
+            }
+        }
+    }
+}
+
+/// Hands `frame` to each of `sockets`, and cuts those whose queue is full
+/// (a reader that stopped reading; see `crate::connection`).
+fn hand_out<A: Adapter>(sockets: &[SocketRef<A>], frame: &Frame, cut: &dyn Fn(&SocketRef<A>)) {
+    let mut full = 0;
+    for socket in sockets {
+        if !frame.hand_to(socket) {
+            full += 1;
+            cut(socket);
+        }
+    }
+    if full > 0 {
+        crate::backend::count_missed_full(&frame.event, full);
+    }
+}
+
+/// Cuts the connection of a socket whose queue is full.
+pub(crate) type Cut<A> = Arc<dyn Fn(&SocketRef<A>) + Send + Sync>;
+
+/// Runs its closure once the last clone is dropped: when every lane that
+/// holds one has reached it.
+struct Countdown(std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+impl Drop for Countdown {
+    fn drop(&mut self) {
+        let then = self.0.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(then) = then {
+            then();
+        }
+    }
+}
+
+enum Job<A: Adapter> {
+    Send {
+        sockets: Vec<SocketRef<A>>,
+        frame: Arc<Frame>,
+    },
+    /// Reached once every job before it is done.
+    Mark(#[allow(dead_code)] Arc<Countdown>),
+    Idle(oneshot::Sender<()>),
+}
+
+struct Lane<A: Adapter> {
+    tx: mpsc::Sender<Job<A>>,
+    /// Jobs queued or running.
+    pending: Arc<AtomicUsize>,
+    /// Got a job since the last mark.
+    dirty: AtomicBool,
+}
+
+impl<A: Adapter> Lane<A> {
+    fn idle(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0
+    }
+
+    async fn push(&self, job: Job<A>) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        self.dirty.store(true, Ordering::Relaxed);
+        if self.tx.send(job).await.is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            tracing::error!("a delivery lane has stopped; a message is dropped");
+        }
+    }
+}
+
+/// The lanes of one node (see the module's documentation).
+pub(crate) struct Lanes<A: Adapter> {
+    lanes: Vec<Lane<A>>,
+    cut: Cut<A>,
+}
+
+impl<A: Adapter> Lanes<A> {
+    /// Starts `n` lanes (at least one); `cut` cuts the connection of a
+    /// socket whose queue is full.
+    pub(crate) fn start(n: usize, cut: Cut<A>) -> Self {
+        let lanes = (0..n.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(LANE_QUEUE);
+                let pending = Arc::new(AtomicUsize::new(0));
+                tokio::spawn(run(rx, pending.clone(), cut.clone()));
+                Lane {
+                    tx,
+                    pending,
+                    dirty: AtomicBool::new(false),
+                }
+            })
+            .collect();
+        Lanes { lanes, cut }
+    }
+
+    fn lane_of(&self, socket: Sid) -> usize {
+        use std::hash::BuildHasher;
+        (crate::guarded::BySid.hash_one(socket) % self.lanes.len() as u64) as usize
+    }
+
+    /// Hands `frame` to `sockets`, each through its lane.
+    pub(crate) async fn deliver(&self, sockets: Vec<SocketRef<A>>, frame: Frame) {
+        if sockets.is_empty() {
+            return;
+        }
+        let mut shares: Vec<Vec<SocketRef<A>>> =
+            (0..self.lanes.len()).map(|_| Vec::new()).collect();
+        for socket in sockets {
+            shares[self.lane_of(socket.id)].push(socket);
+        }
+        let frame = Arc::new(frame);
+        for (lane, share) in self.lanes.iter().zip(shares) {
+            if share.is_empty() {
+                continue;
+            }
+            if share.len() <= INLINE_MAX && lane.idle() {
+                hand_out(&share, &frame, &*self.cut);
+            } else {
+                let frame = frame.clone();
+                lane.push(Job::Send {
+                    sockets: share,
+                    frame,
+                })
+                .await;
+            }
+        }
+    }
+
+    /// Returns once the lane of `socket` has handed out everything it was
+    /// given, so what the caller sends to it now comes after.
+    pub(crate) async fn quiesce(&self, socket: Sid) {
+        let lane = &self.lanes[self.lane_of(socket)];
+        if lane.idle() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        lane.push(Job::Idle(tx)).await;
+        let _ = rx.await;
+    }
+
+    /// Runs `then` once every lane has handed out what it was given so
+    /// far (at once when none has anything pending).
+    pub(crate) async fn after_handed(&self, then: Box<dyn FnOnce() + Send>) {
+        let countdown = Arc::new(Countdown(std::sync::Mutex::new(Some(then))));
+        for lane in &self.lanes {
+            if lane.dirty.swap(false, Ordering::Relaxed) && !lane.idle() {
+                lane.push(Job::Mark(countdown.clone())).await;
+                // `push` marks the lane dirty; a mark is nothing to wait for.
+                lane.dirty.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One lane: its jobs, in order.
+async fn run<A: Adapter>(mut rx: mpsc::Receiver<Job<A>>, pending: Arc<AtomicUsize>, cut: Cut<A>) {
+    while let Some(job) = rx.recv().await {
+        match job {
+            Job::Send { sockets, frame } => hand_out(&sockets, &frame, &*cut),
+            Job::Mark(countdown) => drop(countdown),
+            Job::Idle(tx) => {
+                // Idle before the waiter wakes.
+                pending.fetch_sub(1, Ordering::AcqRel);
+                let _ = tx.send(());
+                continue;
+            }
+        }
+        pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,137 @@
+//! The delivery lanes: a socket receives every message in publish order
+//! (read from the sequence numbers, which the publisher task gives in that
+//! order), whether its share of a message went through a lane or was
+//! handed out directly, and nothing is lost.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use topsail::RealtimeConfig;
+use topsail_tests::{Db, fresh_store};
+
+use crate::sockets::{Ws, connected, virtual_request};
+
+/// Watchers of `pet`: enough that each lane's share of a `created` is
+/// queued as a job rather than handed out directly.
+const WATCHERS: usize = 160;
+const CHANGES: usize = 40;
+
+/// Reads `ws` until it has `pets` `created` and `users` `updated`
+/// messages; returns their sequence numbers in the order they came.
+async fn numbers_received(mut ws: Ws, pets: usize, users: usize) -> Vec<(String, u64)> {
+    let mut got = Vec::new();
+    let (mut p, mut u) = (0, 0);
+    while p < pets || u < users {
+        let wait = std::time::Duration::from_secs(10);
+        let frame = match tokio::time::timeout(wait, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => {
+                ws.send(Message::text("3")).await.unwrap();
+                continue;
+            }
+            Ok(Some(Ok(Message::Text(t)))) => t.to_string(),
+            Ok(Some(Ok(_))) => continue,
+            other => {
+                panic!("{other:?}: {p} of {pets} pets and {u} of {users} updates came: {got:?}")
+            }
+        };
+        let Some(body) = frame.strip_prefix("42") else {
+            continue;
+        };
+        let args: Vec<Value> = serde_json::from_str(body).unwrap();
+        let (model, verb) = (args[0].as_str().unwrap(), args[1]["verb"].as_str().unwrap());
+        match (model, verb) {
+            ("pet", "created") => p += 1,
+            ("user", "updated") => u += 1,
+            _ => continue,
+        }
+        let seq = args[2]
+            .as_u64()
+            .expect("a sequence number after the payload");
+        got.push((format!("{model} {verb}"), seq));
+    }
+    got
+}
+
+/// Creates of pets (a room of every watcher) and updates of a user (a room
+/// of one watcher) published at the same time from two tasks: each watcher
+/// gets every create, and the one that also follows the user gets both
+/// kinds interleaved exactly in publish order. The user's one-socket
+/// message is small enough to be handed out directly when its lane is
+/// idle; were it handed out while the lane still held a `created` for
+/// that socket, it would overtake it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_socket_gets_its_messages_in_publish_order_through_the_lanes() {
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let app = example_zoo::builder()
+        .store(store.clone())
+        .realtime(RealtimeConfig {
+            lanes: 2,
+            ..RealtimeConfig::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let router = app.serve(app.blueprints().router());
+    let (addr, server) = topsail_tests::serve_on_free_port(router).await;
+    let user = app
+        .model::<example_zoo::User>()
+        .create(json!({"name": "Ann", "email": "ann@example.com"}))
+        .await
+        .unwrap();
+
+    let mut watchers = Vec::new();
+    for i in 0..WATCHERS {
+        let mut ws = connected(addr).await;
+        let watched = virtual_request(&mut ws, 1, "get", json!({"url": "/pet?limit=1"})).await;
+        assert_eq!(watched["statusCode"], 200);
+        if i == 0 {
+            let url = format!("/user/{}", user.id);
+            let read = virtual_request(&mut ws, 2, "get", json!({ "url": url })).await;
+            assert_eq!(read["statusCode"], 200);
+        }
+        watchers.push(ws);
+    }
+    let readers: Vec<_> = watchers
+        .into_iter()
+        .enumerate()
+        .map(|(i, ws)| {
+            let users = if i == 0 { CHANGES } else { 0 };
+            tokio::spawn(numbers_received(ws, CHANGES, users))
+        })
+        .collect();
+
+    let (pets, users) = (
+        app.model::<example_zoo::Pet>(),
+        app.model::<example_zoo::User>(),
+    );
+    let creating = async {
+        for i in 0..CHANGES {
+            let name = format!("pet {i}");
+            pets.create(json!({ "name": name })).await.unwrap();
+        }
+    };
+    let updating = async {
+        for i in 0..CHANGES {
+            let name = format!("Ann {i}");
+            users
+                .update(user.id, json!({ "name": name }))
+                .await
+                .unwrap();
+        }
+    };
+    tokio::join!(creating, updating);
+
+    for (i, reader) in readers.into_iter().enumerate() {
+        let got = reader.await.unwrap();
+        let expected = if i == 0 { 2 * CHANGES } else { CHANGES };
+        assert_eq!(got.len(), expected, "watcher {i}: {got:?}");
+        assert!(
+            got.windows(2).all(|w| w[0].1 < w[1].1),
+            "watcher {i} got its messages out of publish order: {got:?}"
+        );
+    }
+    server.abort();
+    app.close_sockets().await;
+    store.close().await;
+    cleanup.run().await;
+}
