@@ -135,3 +135,90 @@ async fn every_socket_gets_its_messages_in_publish_order_through_the_lanes() {
     store.close().await;
     cleanup.run().await;
 }
+
+/// A raw Engine.IO 4 socket to `addr`, and its id (from the connect
+/// packet of Socket.IO protocol 5).
+async fn connected_with_id(addr: std::net::SocketAddr) -> (Ws, String) {
+    let url =
+        format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert!(crate::sockets::next_text(&mut ws).await.starts_with("0{"));
+    ws.send(Message::text("40")).await.unwrap();
+    let connect = crate::sockets::next_text(&mut ws).await;
+    let body: Value = serde_json::from_str(connect.strip_prefix("40").unwrap()).unwrap();
+    (ws, body["sid"].as_str().unwrap().to_owned())
+}
+
+/// Reads `ws` until it has `n` messages of the app's; returns their
+/// sequence numbers in the order they came.
+async fn app_numbers(mut ws: Ws, n: usize) -> Vec<(String, u64)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let frame = crate::sockets::next_text(&mut ws).await;
+        let Some(body) = frame.strip_prefix("42") else {
+            continue;
+        };
+        let args: Vec<Value> = serde_json::from_str(body).unwrap();
+        let room = args[1]["room"].as_str().unwrap().to_owned();
+        got.push((room, args[2].as_u64().unwrap()));
+    }
+    got
+}
+
+/// The same with the app's own messages, which need no database and so
+/// follow one another as fast as the publisher task takes them: one to a
+/// room of every socket (queued on the lanes), one to a room of a single
+/// socket (handed out directly when that socket's lane is idle), from two
+/// tasks at once. The single socket must get them in publish order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_message_never_overtakes_a_big_one_queued_on_its_lane() {
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let app = example_zoo::builder()
+        .store(store.clone())
+        .realtime(RealtimeConfig {
+            lanes: 2,
+            ..RealtimeConfig::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let router = app.serve(app.blueprints().router());
+    let (addr, server) = topsail_tests::serve_on_free_port(router).await;
+    let sockets = app.sockets().unwrap().clone();
+    let mut readers = Vec::new();
+    for i in 0..WATCHERS {
+        let (ws, sid) = connected_with_id(addr).await;
+        sockets.join(&sid, "everyone").await.unwrap();
+        if i == 0 {
+            sockets.join(&sid, "one").await.unwrap();
+        }
+        let n = if i == 0 { 2 * CHANGES * 5 } else { CHANGES * 5 };
+        readers.push(tokio::spawn(app_numbers(ws, n)));
+    }
+    let send = |room: &'static str| {
+        let sockets = sockets.clone();
+        tokio::spawn(async move {
+            for i in 0..CHANGES * 5 {
+                let message = json!({ "room": room, "i": i });
+                sockets
+                    .broadcast(&[room], Some("news"), &message, None)
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let (big, small) = (send("everyone"), send("one"));
+    big.await.unwrap();
+    small.await.unwrap();
+    for (i, reader) in readers.into_iter().enumerate() {
+        let got = reader.await.unwrap();
+        assert!(
+            got.windows(2).all(|w| w[0].1 < w[1].1),
+            "socket {i} got its messages out of publish order: {got:?}"
+        );
+    }
+    server.abort();
+    app.close_sockets().await;
+    store.close().await;
+    cleanup.run().await;
+}

@@ -14,7 +14,6 @@ use async_trait::async_trait;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 
@@ -209,7 +208,7 @@ pub(crate) static MISSED_FULL: AtomicU64 = AtomicU64::new(0);
 /// other socket. A full queue is counted, and logged at the first miss and
 /// at each doubling; returns how many sockets missed it for that reason
 /// (whose connections the caller then cuts, see `crate::connection`).
-fn missed_by_slow_readers(event: &str, missed: &[SocketError]) -> u64 {
+pub(crate) fn missed_by_slow_readers(event: &str, missed: &[SocketError]) -> u64 {
     let full = missed
         .iter()
         .filter(|e| matches!(e, SocketError::InternalChannelFull))
@@ -521,12 +520,12 @@ impl<A: Adapter> Backend for Io<A> {
 
     fn start_lanes(&self, n: usize) {
         let cut = self.cut.clone();
-        let cut = Arc::new(move |socket: &SocketRef<A>| {
-            crate::connection::cut(socket, &mut |sid| {
+        let cut = Arc::new(move |op| {
+            cut_full(op, |sid| {
                 cut.lock().unwrap_or_else(|e| e.into_inner()).insert(sid);
             })
         });
-        let _ = self.lanes.set(Lanes::start(n, cut));
+        let _ = self.lanes.set(Lanes::start(n, self.io.clone(), cut));
     }
 
     async fn quiesce(&self, socket: Sid) {

@@ -214,7 +214,7 @@ pub(crate) fn cut_full<A: Adapter>(op: BroadcastOperators<A>, mut cutting: impl 
     }
 }
 
-pub(crate) fn cut<A: Adapter>(socket: &SocketRef<A>, cutting: &mut impl FnMut(Sid)) {
+fn cut<A: Adapter>(socket: &SocketRef<A>, cutting: &mut impl FnMut(Sid)) {
     let info = socket
         .req_parts()
         .extensions

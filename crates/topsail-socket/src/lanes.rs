@@ -28,9 +28,8 @@ Three things keep the order with what the publisher task does itself:
 
 Room membership is not spread: socketioxide keeps every room in one map
 under one lock, so joins from several lanes would only wait for each
-other. A frame is encoded per recipient from the message's JSON, written
-once ([`Frame`]): socketioxide does not let a crate hand a socket a frame
-encoded elsewhere, and the copy is a memcpy next to the socket's own write.
+other. A lane encodes a message once for its share of the recipients, from the
+JSON written once ([`Frame`]).
 */
 
 use std::sync::Arc;
@@ -39,8 +38,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use serde_json::value::RawValue;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
+use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
-use socketioxide::{SendError, SocketError};
+use socketioxide::{BroadcastError, SocketIo};
 use tokio::sync::{mpsc, oneshot};
 
 /// A lane's share of a message this small is handed out by the publisher
@@ -71,43 +71,39 @@ impl Frame {
             seq,
         }
     }
+}
 
-    /// Hands the frame to `socket`; false when its queue is full.
-    fn hand_to<A: Adapter>(&self, socket: &SocketRef<A>) -> bool {
-        let sent = match self.seq {
-            Some(seq) => socket.emit(&*self.event, &(&*self.data, seq)),
-            None => socket.emit(&*self.event, &*self.data),
-        };
-        match sent {
-            Ok(()) => true,
-            Err(SendError::Socket(SocketError::InternalChannelFull)) => false,
-            // Closed meanwhile: its disconnect is on its way.
-            Err(SendError::Socket(_)) => true,
-            Err(e) => {
-                tracing::error!(error = %e, event = &*self.event, "could not encode a message");
-                true
+/// Hands `frame` to `sockets`, encoded once for all of them: as a
+/// broadcast to their own rooms (every socket is in the room named after
+/// its id), which costs a room lookup per socket where encoding the frame
+/// for each socket cost several allocations and copies. Those it finds
+/// with a full queue (a reader that stopped reading) are cut (see
+/// `crate::connection`).
+async fn hand_out<A: Adapter>(
+    io: &SocketIo<A>,
+    sockets: &[SocketRef<A>],
+    frame: &Frame,
+    cut: &Cut<A>,
+) {
+    let own_rooms = || sockets.iter().map(|s| s.id.to_string()).collect::<Vec<_>>();
+    let op = io.local().to(own_rooms());
+    let sent = match frame.seq {
+        Some(seq) => op.emit(&*frame.event, &(&*frame.data, seq)).await,
+        None => op.emit(&*frame.event, &*frame.data).await,
+    };
+    match sent {
+        Ok(()) => {}
+        Err(BroadcastError::Socket(missed)) => {
+            if crate::backend::missed_by_slow_readers(&frame.event, &missed) > 0 {
+                cut(io.local().to(own_rooms()));
             }
         }
+        Err(e) => tracing::error!(error = %e, event = &*frame.event, "could not deliver a message"),
     }
 }
 
-/// Hands `frame` to each of `sockets`, and cuts those whose queue is full
-/// (a reader that stopped reading; see `crate::connection`).
-fn hand_out<A: Adapter>(sockets: &[SocketRef<A>], frame: &Frame, cut: &dyn Fn(&SocketRef<A>)) {
-    let mut full = 0;
-    for socket in sockets {
-        if !frame.hand_to(socket) {
-            full += 1;
-            cut(socket);
-        }
-    }
-    if full > 0 {
-        crate::backend::count_missed_full(&frame.event, full);
-    }
-}
-
-/// Cuts the connection of a socket whose queue is full.
-pub(crate) type Cut<A> = Arc<dyn Fn(&SocketRef<A>) + Send + Sync>;
+/// Cuts the connections of the sockets it is given whose queue is full.
+pub(crate) type Cut<A> = Arc<dyn Fn(BroadcastOperators<A>) + Send + Sync>;
 
 /// Runs its closure once the last clone is dropped: when every lane that
 /// holds one has reached it.
@@ -158,18 +154,19 @@ impl<A: Adapter> Lane<A> {
 /// The lanes of one node (see the module's documentation).
 pub(crate) struct Lanes<A: Adapter> {
     lanes: Vec<Lane<A>>,
+    io: SocketIo<A>,
     cut: Cut<A>,
 }
 
 impl<A: Adapter> Lanes<A> {
     /// Starts `n` lanes (at least one); `cut` cuts the connection of a
     /// socket whose queue is full.
-    pub(crate) fn start(n: usize, cut: Cut<A>) -> Self {
+    pub(crate) fn start(n: usize, io: SocketIo<A>, cut: Cut<A>) -> Self {
         let lanes = (0..n.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(LANE_QUEUE);
                 let pending = Arc::new(AtomicUsize::new(0));
-                tokio::spawn(run(rx, pending.clone(), cut.clone()));
+                tokio::spawn(run(rx, pending.clone(), io.clone(), cut.clone()));
                 Lane {
                     tx,
                     pending,
@@ -177,7 +174,7 @@ impl<A: Adapter> Lanes<A> {
                 }
             })
             .collect();
-        Lanes { lanes, cut }
+        Lanes { lanes, io, cut }
     }
 
     fn lane_of(&self, socket: Sid) -> usize {
@@ -201,7 +198,7 @@ impl<A: Adapter> Lanes<A> {
                 continue;
             }
             if share.len() <= INLINE_MAX && lane.idle() {
-                hand_out(&share, &frame, &*self.cut);
+                hand_out(&self.io, &share, &frame, &self.cut).await;
             } else {
                 let frame = frame.clone();
                 lane.push(Job::Send {
@@ -240,10 +237,15 @@ impl<A: Adapter> Lanes<A> {
 }
 
 /// One lane: its jobs, in order.
-async fn run<A: Adapter>(mut rx: mpsc::Receiver<Job<A>>, pending: Arc<AtomicUsize>, cut: Cut<A>) {
+async fn run<A: Adapter>(
+    mut rx: mpsc::Receiver<Job<A>>,
+    pending: Arc<AtomicUsize>,
+    io: SocketIo<A>,
+    cut: Cut<A>,
+) {
     while let Some(job) = rx.recv().await {
         match job {
-            Job::Send { sockets, frame } => hand_out(&sockets, &frame, &*cut),
+            Job::Send { sockets, frame } => hand_out(&io, &sockets, &frame, &cut).await,
             Job::Mark(countdown) => drop(countdown),
             Job::Idle(tx) => {
                 // Idle before the waiter wakes.
