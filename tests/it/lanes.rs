@@ -16,6 +16,54 @@ use crate::sockets::{Ws, connected, virtual_request};
 const WATCHERS: usize = 160;
 const CHANGES: usize = 40;
 
+/// The zoo on a fresh SQLite file with two delivery lanes, served.
+struct Served {
+    app: topsail::Topsail,
+    store: topsail::SqlStore,
+    cleanup: topsail_tests::Cleanup,
+    addr: std::net::SocketAddr,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    async fn with_two_lanes() -> Self {
+        let (store, cleanup) = fresh_store(Db::Sqlite).await;
+        let app = example_zoo::builder()
+            .store(store.clone())
+            .realtime(RealtimeConfig {
+                lanes: 2,
+                ..RealtimeConfig::default()
+            })
+            .build()
+            .await
+            .unwrap();
+        let router = app.serve(app.blueprints().router());
+        let (addr, server) = topsail_tests::serve_on_free_port(router).await;
+        Served {
+            app,
+            store,
+            cleanup,
+            addr,
+            server,
+        }
+    }
+
+    async fn stop(self) {
+        self.server.abort();
+        self.app.close_sockets().await;
+        self.store.close().await;
+        self.cleanup.run().await;
+    }
+}
+
+/// Socket `i` got its messages (sequence numbers) in publish order.
+fn assert_in_publish_order(i: usize, got: &[(String, u64)]) {
+    assert!(
+        got.windows(2).all(|w| w[0].1 < w[1].1),
+        "socket {i} got its messages out of publish order: {got:?}"
+    );
+}
+
 /// Reads `ws` until it has `pets` `created` and `users` `updated`
 /// messages; returns their sequence numbers in the order they came.
 async fn numbers_received(mut ws: Ws, pets: usize, users: usize) -> Vec<(String, u64)> {
@@ -61,18 +109,8 @@ async fn numbers_received(mut ws: Ws, pets: usize, users: usize) -> Vec<(String,
 /// that socket, it would overtake it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_socket_gets_its_messages_in_publish_order_through_the_lanes() {
-    let (store, cleanup) = fresh_store(Db::Sqlite).await;
-    let app = example_zoo::builder()
-        .store(store.clone())
-        .realtime(RealtimeConfig {
-            lanes: 2,
-            ..RealtimeConfig::default()
-        })
-        .build()
-        .await
-        .unwrap();
-    let router = app.serve(app.blueprints().router());
-    let (addr, server) = topsail_tests::serve_on_free_port(router).await;
+    let served = Served::with_two_lanes().await;
+    let (app, addr) = (&served.app, served.addr);
     let user = app
         .model::<example_zoo::User>()
         .create(json!({"name": "Ann", "email": "ann@example.com"}))
@@ -125,15 +163,9 @@ async fn every_socket_gets_its_messages_in_publish_order_through_the_lanes() {
         let got = reader.await.unwrap();
         let expected = if i == 0 { 2 * CHANGES } else { CHANGES };
         assert_eq!(got.len(), expected, "watcher {i}: {got:?}");
-        assert!(
-            got.windows(2).all(|w| w[0].1 < w[1].1),
-            "watcher {i} got its messages out of publish order: {got:?}"
-        );
+        assert_in_publish_order(i, &got);
     }
-    server.abort();
-    app.close_sockets().await;
-    store.close().await;
-    cleanup.run().await;
+    served.stop().await;
 }
 
 /// A raw Engine.IO 4 socket to `addr`, and its id (from the connect
@@ -172,18 +204,8 @@ async fn app_numbers(mut ws: Ws, n: usize) -> Vec<(String, u64)> {
 /// tasks at once. The single socket must get them in publish order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_message_never_overtakes_a_big_one_queued_on_its_lane() {
-    let (store, cleanup) = fresh_store(Db::Sqlite).await;
-    let app = example_zoo::builder()
-        .store(store.clone())
-        .realtime(RealtimeConfig {
-            lanes: 2,
-            ..RealtimeConfig::default()
-        })
-        .build()
-        .await
-        .unwrap();
-    let router = app.serve(app.blueprints().router());
-    let (addr, server) = topsail_tests::serve_on_free_port(router).await;
+    let served = Served::with_two_lanes().await;
+    let (app, addr) = (&served.app, served.addr);
     let sockets = app.sockets().unwrap().clone();
     let mut readers = Vec::new();
     for i in 0..WATCHERS {
@@ -211,14 +233,7 @@ async fn a_small_message_never_overtakes_a_big_one_queued_on_its_lane() {
     big.await.unwrap();
     small.await.unwrap();
     for (i, reader) in readers.into_iter().enumerate() {
-        let got = reader.await.unwrap();
-        assert!(
-            got.windows(2).all(|w| w[0].1 < w[1].1),
-            "socket {i} got its messages out of publish order: {got:?}"
-        );
+        assert_in_publish_order(i, &reader.await.unwrap());
     }
-    server.abort();
-    app.close_sockets().await;
-    store.close().await;
-    cleanup.run().await;
+    served.stop().await;
 }
