@@ -5,6 +5,9 @@
 'use strict';
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 const { freshDatabase, startZoo, startProxy, request, sleep, io } = require('./helpers');
 const topsailResume = require('../../crates/topsail-socket/assets/topsail-resume.js');
 
@@ -225,6 +228,50 @@ describe('reconnects after long gaps (sqlite)', () => {
       socket.disconnect();
     }
   });
+});
+
+describe('a single process restarted (sqlite, RESUME_FILE)', () => {
+  let db, zoo, proxy, file;
+  before(async () => {
+    db = freshDatabase('sqlite');
+    file = path.join(os.tmpdir(), `topsail-resume-${process.pid}-${Date.now()}.json`);
+    zoo = await startZoo(db.url, { RESUME_FILE: file });
+    proxy = await startProxy(zoo.port);
+  });
+  after(async () => {
+    await proxy?.close();
+    await zoo?.stop();
+    db?.drop();
+    fs.rmSync(file, { force: true });
+  });
+
+  for (const how of ['SIGKILL', 'SIGTERM']) {
+    it(`${how}, then a new process: the stock client gets its rooms back and one topsail:resync, never a silent gap`, async () => {
+      const { user, socket } = await setUp(zoo, proxy, false);
+      try {
+        // Recorded every second.
+        await sleep(1500);
+        proxy.cut();
+        zoo.child.kill(how);
+        await new Promise((resolve) => (zoo.child.exitCode !== null ? resolve() : zoo.child.once('exit', resolve)));
+        zoo = await startZoo(db.url, { RESUME_FILE: file });
+        proxy.retarget(zoo.port);
+        proxy.restore();
+        await until(() => socket.ids.length >= 2, 20000, 'the reconnect');
+        await until(() => socket.got.some((g) => g.e === 'topsail:resync'), 10000, 'topsail:resync');
+        const resyncs = socket.got.filter((g) => g.e === 'topsail:resync');
+        assert.equal(resyncs.length, 1);
+        const { msg } = resyncs[0];
+        assert.equal(msg.reason, 'gap');
+        assert.deepEqual(msg.records, [{ model: 'user', id: user.id }], JSON.stringify(msg));
+        assert.ok(msg.models.includes('pet'), JSON.stringify(msg));
+        // Still watching pets and subscribed to the user, on the new process.
+        await stillSubscribed(zoo, socket, user.id, how);
+      } finally {
+        socket.disconnect();
+      }
+    });
+  }
 });
 
 describe('a socket taken back is held to the read rules (notes, sqlite)', () => {

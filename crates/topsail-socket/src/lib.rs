@@ -694,7 +694,10 @@ impl Realtime {
     /// A single-process socket server (the in-memory adapter).
     pub fn local(config: &RealtimeConfig) -> Self {
         let (layer, io) = configure(SocketIo::builder(), config).build_layer();
-        let (router, requests, sockets) = shared_parts(&io, config);
+        let (router, requests, mut sockets) = shared_parts(&io, config);
+        if let Some(path) = config.replay.restart_file.as_deref() {
+            sockets = sockets.keep_across_restarts(path);
+        }
         io.ns(
             "/",
             connected.with(connect_middleware(
@@ -704,6 +707,9 @@ impl Realtime {
                 requests.clone(),
             )),
         );
+        if sockets.replays() {
+            sockets.snapshot_periodically();
+        }
         Self::assemble(io, layer, router, sockets, requests, config)
     }
 

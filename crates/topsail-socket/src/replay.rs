@@ -57,6 +57,15 @@ pub struct ReplayConfig {
     /// back twice the ping interval plus the ping timeout, the time a dead
     /// connection can go unnoticed.
     pub close_doubt: Duration,
+    /// A single process (no Redis): a file where it records its sockets
+    /// every second (their resume keys, rooms and where they were), read
+    /// when it starts, so that after a restart (a deploy, a crash) a stock
+    /// client that comes back gets its rooms again and one
+    /// `topsail:resync`, since the new process's log begins at its start.
+    /// `None` (the default): a restart forgets its sockets, and their
+    /// clients come back as new ones without a word. In a cluster, Redis
+    /// keeps them.
+    pub restart_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ReplayConfig {
@@ -69,6 +78,7 @@ impl Default for ReplayConfig {
             remember: Duration::from_secs(15 * 60),
             max_parked: 100_000,
             close_doubt: Duration::from_secs(5),
+            restart_file: None,
         }
     }
 }

@@ -191,6 +191,13 @@ impl Sockets {
         self
     }
 
+    /// A single process that keeps its sockets in `path` across restarts
+    /// (see [`ReplayConfig::restart_file`]).
+    pub(crate) fn keep_across_restarts(mut self, path: &std::path::Path) -> Self {
+        self.shared_parking = Some(Arc::new(crate::resume::FileParking::open(path)));
+        self
+    }
+
     /// Holds every message to the app's read `rules` (see
     /// `topsail_core::access`), per recipient; `models` are the app's
     /// models. Set once, when the app is built; false if already set.

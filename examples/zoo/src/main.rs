@@ -7,7 +7,9 @@
 //! each room the replay log keeps for sockets that come back: 120 and
 //! 10,000), `REPLAY=off` (no sequence numbers, no replay), `PUBSUB_LANES`
 //! (workers that hand messages to the sockets: one per core; 0 hands them
-//! out on the one publisher task), `RUST_LOG`.
+//! out on the one publisher task), `RESUME_FILE` (a single process: where
+//! it records its sockets so that, after a restart, those that come back
+//! get their rooms and a `topsail:resync`), `RUST_LOG`.
 //! `zoo --print-schema sqlite|postgres` prints the DDL of the models.
 
 use std::process::ExitCode;
@@ -71,6 +73,11 @@ async fn main() -> ExitCode {
     // they cost.
     if env_or("REPLAY", "on") == "off" {
         realtime.replay.enabled = false;
+    }
+    if let Ok(path) = std::env::var("RESUME_FILE")
+        && !path.is_empty()
+    {
+        realtime.replay.restart_file = Some(path.into());
     }
     // The benchmarks compare the lanes with one publisher task (`0`).
     if let Ok(n) = env_or("PUBSUB_LANES", "").parse() {

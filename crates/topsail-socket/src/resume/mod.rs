@@ -26,6 +26,7 @@ room again and receives one `topsail:resync` event naming what to fetch
 again.
 */
 
+mod file;
 mod parking;
 mod state;
 
@@ -39,6 +40,7 @@ use topsail_core::Principal;
 use crate::backend::Sent;
 use crate::sockets::Sockets;
 
+pub(crate) use file::FileParking;
 pub use parking::SNAPSHOT_EVERY;
 pub(crate) use parking::{Late, Parked, Parking, Resumable, SharedParking, WireParked};
 use state::{Resuming, resync_message};
@@ -189,7 +191,7 @@ impl Sockets {
         all.get(&sid).cloned()
     }
 
-    /// In a cluster, records this node's live sockets every
+    /// In a cluster (or with a restart file), records this node's live sockets every
     /// [`SNAPSHOT_EVERY`] (see [`SharedParking::snapshot`]), for as long
     /// as these sockets exist.
     pub(crate) fn snapshot_periodically(&self) {
