@@ -30,6 +30,14 @@ Room membership is not spread: socketioxide keeps every room in one map
 under one lock, so joins from several lanes would only wait for each
 other. A lane encodes a message once for its share of the recipients, from the
 JSON written once ([`Frame`]).
+
+Messages under a read rule (`crate::guarded`) are still judged on the
+publisher task, recipient by recipient; only their handing out is spread.
+Judging on the lanes would need each lane's refused sockets back before
+the publisher task makes the others join the new record's room
+(`_introduce`): joining everyone first and letting the lanes take the
+refused out would leave them, for a moment, in a room an app's own
+unguarded broadcast could reach.
 */
 
 use std::sync::Arc;
