@@ -61,15 +61,20 @@ pub(crate) async fn virtual_request(ws: &mut Ws, n: u32, verb: &str, payload: Va
     }
 }
 
-#[tokio::test]
-async fn policies_guard_socket_requests_too() {
-    let (store, cleanup) = fresh_store(Db::Sqlite).await;
-    let app = example_zoo::builder()
+/// The zoo on `store`, with sockets (the default realtime settings).
+async fn zoo_with_sockets(store: &topsail::SqlStore) -> topsail::Topsail {
+    example_zoo::builder()
         .store(store.clone())
         .realtime(RealtimeConfig::default())
         .build()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn policies_guard_socket_requests_too() {
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let app = zoo_with_sockets(&store).await;
     let router = app.serve(app.blueprints().policy("pet/destroy", admin_only).router());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -918,12 +923,7 @@ async fn a_sign_in_over_a_socket_holds_for_that_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_sent_the_moment_a_socket_connects_is_answered() {
     let (store, cleanup) = fresh_store(Db::Sqlite).await;
-    let app = example_zoo::builder()
-        .store(store.clone())
-        .realtime(RealtimeConfig::default())
-        .build()
-        .await
-        .unwrap();
+    let app = zoo_with_sockets(&store).await;
     let router = app.serve(app.blueprints().router());
     let (addr, server) = topsail_tests::serve_on_free_port(router).await;
     let clients = (0..4).map(|_| {
