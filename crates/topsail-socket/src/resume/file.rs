@@ -8,8 +8,9 @@
 //! then, and where they were: such a socket gets its rooms back and one
 //! `topsail:resync` (its gap began before the log did), never a silent gap.
 //!
-//! Written every [`SNAPSHOT_EVERY`](super::SNAPSHOT_EVERY) with the live
-//! sockets and those parked, read once at start. It plays the part Redis
+//! Written every [`SNAPSHOT_EVERY`](super::SNAPSHOT_EVERY) (less often when
+//! writing it takes long) with the live sockets and those parked, read
+//! once at start. It plays the part Redis
 //! plays in a cluster, for one process: the next one is "another node" whose
 //! predecessor stopped.
 
@@ -170,6 +171,13 @@ impl SharedParking for FileParking {
             all.by_key.retain(|_, v| !v.is_empty());
         }
         self.write().await;
+    }
+
+    /// At least a second, and ten times what the last one took: a file
+    /// of many sockets in many rooms (each watcher of a busy model joins
+    /// every new record's room) would otherwise be rewritten all the time.
+    fn next_snapshot_after(&self, took: Duration) -> Duration {
+        (took * 10).max(super::SNAPSHOT_EVERY)
     }
 
     async fn forget(&self, key: &str, sid: &str) {

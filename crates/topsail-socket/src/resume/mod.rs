@@ -204,10 +204,10 @@ impl Sockets {
             self.log.config().remember,
         );
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut wait = SNAPSHOT_EVERY;
             loop {
-                tick.tick().await;
+                tokio::time::sleep(wait).await;
+                let began = std::time::Instant::now();
                 let live: Vec<(Sid, Resumable)> = me
                     .resumables
                     .read()
@@ -235,6 +235,7 @@ impl Sockets {
                     })
                     .collect();
                 shared.snapshot(&me.node, records, remember).await;
+                wait = shared.next_snapshot_after(began.elapsed());
             }
         });
     }

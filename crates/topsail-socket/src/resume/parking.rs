@@ -86,6 +86,11 @@ pub(crate) trait SharedParking: Send + Sync + 'static {
     async fn snapshot(&self, node: &str, live: Vec<(String, WireParked)>, remember: Duration);
     /// Forgets a socket that left for good (its client said goodbye).
     async fn forget(&self, key: &str, sid: &str);
+    /// How long to wait before the next snapshot, the last one having
+    /// taken `took`.
+    fn next_snapshot_after(&self, _took: Duration) -> Duration {
+        SNAPSHOT_EVERY
+    }
 }
 
 /// How often a node of a cluster records its live sockets (see
