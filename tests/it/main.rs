@@ -5,6 +5,8 @@
 // Tests may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+// A raw Socket.IO client.
+mod client;
 // The record actions, the routes, and the rules a record's values follow.
 mod crud;
 // The criteria language: where, limit, skip, sort, select, omit, populate.
@@ -41,8 +43,6 @@ mod cluster;
 mod conditional;
 // Prometheus metrics that move under a scripted scenario.
 mod metrics;
-// Traces: a span per request over both transports, SQL and publish under it.
-mod traces;
 // The contracts (OpenAPI, AsyncAPI, TypeScript) against the routes served.
 mod contracts;
 // What an action publishes reaches its sockets before it answers.

@@ -11,7 +11,7 @@ use tracing::span::{Attributes, Id};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::sockets::{connected, virtual_request};
+use crate::client::{connected, virtual_request};
 
 #[derive(Model, Debug, Clone)]
 struct Trail {

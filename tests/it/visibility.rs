@@ -2,10 +2,8 @@
 //! criteria or sets, over HTTP, over a socket and in published messages;
 //! and what app code still reads and writes.
 
-use futures_util::SinkExt;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 use topsail::{Link, Model, RecordingPublisher, Topsail};
 use topsail_tests::{Db, Res, call, fresh_store};
 
@@ -284,12 +282,7 @@ async fn private_attributes_reach_no_socket() {
         .await
         .unwrap();
 
-    let url =
-        format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    assert!(next_text(&mut ws).await.starts_with("0{"));
-    ws.send(Message::text("40")).await.unwrap();
-    assert!(next_text(&mut ws).await.starts_with("40{"));
+    let mut ws = crate::client::connected(addr).await;
 
     let jwr = virtual_request(&mut ws, 1, "get", json!({"url": "/member"})).await;
     assert_eq!(jwr["statusCode"], 200);
