@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use socketioxide::adapter::Adapter;
+use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 
@@ -143,9 +144,8 @@ pub(crate) struct Io<A: Adapter> {
     pub(crate) io: SocketIo<A>,
     /// Until when (ms since the epoch) the cluster is considered down.
     pub(crate) alone_until: AtomicU64,
-    /// Sockets whose connection was cut because their queue was full, until
-    /// their disconnect is seen.
-    pub(crate) cut: Arc<std::sync::Mutex<std::collections::HashSet<Sid>>>,
+    /// Sockets whose connection was cut because their queue was full.
+    pub(crate) cuts: Cuts,
     /// The delivery lanes, once started.
     lanes: std::sync::OnceLock<Lanes<A>>,
 }
@@ -155,7 +155,7 @@ impl<A: Adapter> Io<A> {
         Io {
             io,
             alone_until: AtomicU64::new(0),
-            cut: Arc::default(),
+            cuts: Cuts::default(),
             lanes: std::sync::OnceLock::new(),
         }
     }
@@ -175,19 +175,58 @@ impl<A: Adapter> Io<A> {
                     .deliver(op().sockets(), Frame::new(event, data, seq))
                     .await
             }
-            None => self.emit_through(op(), &op, event, data, seq).await,
+            None => emit_counted(op(), &op, event, data, seq, &self.cuts).await,
         }
     }
+}
 
+/// The sockets whose connection was cut because their queue was full,
+/// until their disconnect is seen.
+#[derive(Clone, Default)]
+pub(crate) struct Cuts(Arc<std::sync::Mutex<std::collections::HashSet<Sid>>>);
+
+impl Cuts {
     /// Cuts the sockets `op` selects whose queue is full (see
     /// `crate::connection`), and remembers them.
-    fn cut_full(&self, op: socketioxide::operators::BroadcastOperators<A>) {
+    pub(crate) fn cut_full<A: Adapter>(&self, op: BroadcastOperators<A>) {
         cut_full(op, |sid| {
-            self.cut
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(sid);
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(sid);
         });
+    }
+
+    /// Whether `socket` was cut (forgotten once asked).
+    fn take(&self, socket: Sid) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&socket)
+    }
+}
+
+/// Emits to the sockets `op` selects, serialized once, with `seq` after
+/// `data` when there is one. A socket it finds with a full queue misses it
+/// (counted, see [`missed_by_slow_readers`]), and those `again` selects
+/// whose queue is full are cut.
+pub(crate) async fn emit_counted<A: Adapter, T: serde::Serialize + ?Sized>(
+    op: BroadcastOperators<A>,
+    again: impl FnOnce() -> BroadcastOperators<A>,
+    event: &str,
+    data: &T,
+    seq: Option<u64>,
+    cuts: &Cuts,
+) {
+    let sent = match seq {
+        Some(seq) => op.emit(event, &(data, seq)).await,
+        None => op.emit(event, data).await,
+    };
+    match sent {
+        Ok(()) => {}
+        Err(BroadcastError::Socket(missed)) => {
+            if missed_by_slow_readers(event, &missed) > 0 {
+                cuts.cut_full(again());
+            }
+        }
+        Err(e) => tracing::error!(error = %e, event, "could not deliver a message"),
     }
 }
 
@@ -242,33 +281,6 @@ fn err(e: impl std::error::Error + 'static) -> SocketsError {
 }
 
 impl<A: Adapter> Io<A> {
-    /// Emits to the sockets `op` selects, serializing once, with `seq`
-    /// after `data` when there is one. A socket it finds with a full
-    /// queue misses it (counted, see [`missed_by_slow_readers`]), and
-    /// those `again` selects that are full are cut.
-    async fn emit_through(
-        &self,
-        op: socketioxide::operators::BroadcastOperators<A>,
-        again: impl FnOnce() -> socketioxide::operators::BroadcastOperators<A>,
-        event: &str,
-        data: &Value,
-        seq: Option<u64>,
-    ) {
-        let sent = match seq {
-            Some(seq) => op.emit(event, &(data, seq)).await,
-            None => op.emit(event, data).await,
-        };
-        match sent {
-            Ok(()) => {}
-            Err(BroadcastError::Socket(missed)) => {
-                if missed_by_slow_readers(event, &missed) > 0 {
-                    self.cut_full(again());
-                }
-            }
-            Err(e) => tracing::error!(error = %e, event, "could not deliver a message"),
-        }
-    }
-
     fn alone(&self) -> bool {
         now_ms() < self.alone_until.load(Ordering::Relaxed)
     }
@@ -346,10 +358,7 @@ impl<A: Adapter> Backend for Io<A> {
     }
 
     fn was_cut(&self, socket: Sid) -> bool {
-        self.cut
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&socket)
+        self.cuts.take(socket)
     }
 
     fn is_local(&self, socket: &str) -> bool {
@@ -387,7 +396,7 @@ impl<A: Adapter> Backend for Io<A> {
                 // take it: not a cluster failure, and nothing to send again.
                 Ok(Err(BroadcastError::Socket(missed))) => {
                     if missed_by_slow_readers(event, &missed) > 0 {
-                        self.cut_full(build(true));
+                        self.cuts.cut_full(build(true));
                     }
                     return Ok(());
                 }
@@ -399,7 +408,7 @@ impl<A: Adapter> Backend for Io<A> {
             Ok(()) => {}
             Err(BroadcastError::Socket(missed)) => {
                 if missed_by_slow_readers(event, &missed) > 0 {
-                    self.cut_full(build(true));
+                    self.cuts.cut_full(build(true));
                 }
             }
             Err(e) => return Err(err(e)),
@@ -519,13 +528,8 @@ impl<A: Adapter> Backend for Io<A> {
     }
 
     fn start_lanes(&self, n: usize) {
-        let cut = self.cut.clone();
-        let cut = Arc::new(move |op| {
-            cut_full(op, |sid| {
-                cut.lock().unwrap_or_else(|e| e.into_inner()).insert(sid);
-            })
-        });
-        let _ = self.lanes.set(Lanes::start(n, self.io.clone(), cut));
+        let lanes = Lanes::start(n, self.io.clone(), self.cuts.clone());
+        let _ = self.lanes.set(lanes);
     }
 
     async fn quiesce(&self, socket: Sid) {

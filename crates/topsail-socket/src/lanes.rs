@@ -22,14 +22,15 @@ Three things keep the order with what the publisher task does itself:
 - Before the publisher task sends to one socket itself (a replay, see
   `crate::resume`) it waits for that socket's lane to be idle
   ([`Lanes::quiesce`]).
-- A publishing action answers once every lane that got a share of its
-  batch has handed it out ([`Lanes::after_handed`]): as in Sails, its
-  recipients are served before the answer goes out.
+- A publishing action answers once every lane has handed out what it
+  held when the batch was done ([`Lanes::after_handed`]): as in Sails,
+  its recipients are served before the answer goes out.
 
 Room membership is not spread: socketioxide keeps every room in one map
 under one lock, so joins from several lanes would only wait for each
-other. A lane encodes a message once for its share of the recipients, from the
-JSON written once ([`Frame`]).
+other. A lane encodes a message once for its share of the recipients, from
+the JSON written once ([`Frame`]), through the same emit as the one-task
+delivery (`crate::backend::emit_counted`).
 
 Messages under a read rule (`crate::guarded`) are still judged on the
 publisher task, recipient by recipient; only their handing out is spread.
@@ -41,15 +42,16 @@ unguarded broadcast could reach.
 */
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::value::RawValue;
+use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
-use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
-use socketioxide::{BroadcastError, SocketIo};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::backend::{Cuts, emit_counted};
 
 /// A lane's share of a message this small is handed out by the publisher
 /// task itself when the lane has nothing pending.
@@ -91,27 +93,15 @@ async fn hand_out<A: Adapter>(
     io: &SocketIo<A>,
     sockets: &[SocketRef<A>],
     frame: &Frame,
-    cut: &Cut<A>,
+    cuts: &Cuts,
 ) {
-    let own_rooms = || sockets.iter().map(|s| s.id.to_string()).collect::<Vec<_>>();
-    let op = io.local().to(own_rooms());
-    let sent = match frame.seq {
-        Some(seq) => op.emit(&*frame.event, &(&*frame.data, seq)).await,
-        None => op.emit(&*frame.event, &*frame.data).await,
+    let to_them = || {
+        let own_rooms: Vec<String> = sockets.iter().map(|s| s.id.to_string()).collect();
+        io.local().to(own_rooms)
     };
-    match sent {
-        Ok(()) => {}
-        Err(BroadcastError::Socket(missed)) => {
-            if crate::backend::missed_by_slow_readers(&frame.event, &missed) > 0 {
-                cut(io.local().to(own_rooms()));
-            }
-        }
-        Err(e) => tracing::error!(error = %e, event = &*frame.event, "could not deliver a message"),
-    }
+    let data: &RawValue = &frame.data;
+    emit_counted(to_them(), to_them, &frame.event, data, frame.seq, cuts).await
 }
-
-/// Cuts the connections of the sockets it is given whose queue is full.
-pub(crate) type Cut<A> = Arc<dyn Fn(BroadcastOperators<A>) + Send + Sync>;
 
 /// Runs its closure once the last clone is dropped: when every lane that
 /// holds one has reached it.
@@ -140,8 +130,6 @@ struct Lane<A: Adapter> {
     tx: mpsc::Sender<Job<A>>,
     /// Jobs queued or running.
     pending: Arc<AtomicUsize>,
-    /// Got a job since the last mark.
-    dirty: AtomicBool,
 }
 
 impl<A: Adapter> Lane<A> {
@@ -151,7 +139,6 @@ impl<A: Adapter> Lane<A> {
 
     async fn push(&self, job: Job<A>) {
         self.pending.fetch_add(1, Ordering::AcqRel);
-        self.dirty.store(true, Ordering::Relaxed);
         if self.tx.send(job).await.is_err() {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             tracing::error!("a delivery lane has stopped; a message is dropped");
@@ -163,26 +150,22 @@ impl<A: Adapter> Lane<A> {
 pub(crate) struct Lanes<A: Adapter> {
     lanes: Vec<Lane<A>>,
     io: SocketIo<A>,
-    cut: Cut<A>,
+    cuts: Cuts,
 }
 
 impl<A: Adapter> Lanes<A> {
-    /// Starts `n` lanes (at least one); `cut` cuts the connection of a
-    /// socket whose queue is full.
-    pub(crate) fn start(n: usize, io: SocketIo<A>, cut: Cut<A>) -> Self {
+    /// Starts `n` lanes (at least one) on the sockets of `io`; a socket
+    /// whose queue is full is cut and remembered in `cuts`.
+    pub(crate) fn start(n: usize, io: SocketIo<A>, cuts: Cuts) -> Self {
         let lanes = (0..n.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(LANE_QUEUE);
                 let pending = Arc::new(AtomicUsize::new(0));
-                tokio::spawn(run(rx, pending.clone(), io.clone(), cut.clone()));
-                Lane {
-                    tx,
-                    pending,
-                    dirty: AtomicBool::new(false),
-                }
+                tokio::spawn(run(rx, pending.clone(), io.clone(), cuts.clone()));
+                Lane { tx, pending }
             })
             .collect();
-        Lanes { lanes, io, cut }
+        Lanes { lanes, io, cuts }
     }
 
     fn lane_of(&self, socket: Sid) -> usize {
@@ -206,7 +189,7 @@ impl<A: Adapter> Lanes<A> {
                 continue;
             }
             if share.len() <= INLINE_MAX && lane.idle() {
-                hand_out(&self.io, &share, &frame, &self.cut).await;
+                hand_out(&self.io, &share, &frame, &self.cuts).await;
             } else {
                 let frame = frame.clone();
                 lane.push(Job::Send {
@@ -235,10 +218,9 @@ impl<A: Adapter> Lanes<A> {
     pub(crate) async fn after_handed(&self, then: Box<dyn FnOnce() + Send>) {
         let countdown = Arc::new(Countdown(std::sync::Mutex::new(Some(then))));
         for lane in &self.lanes {
-            if lane.dirty.swap(false, Ordering::Relaxed) && !lane.idle() {
+            // A lane with nothing pending has handed out all it got.
+            if !lane.idle() {
                 lane.push(Job::Mark(countdown.clone())).await;
-                // `push` marks the lane dirty; a mark is nothing to wait for.
-                lane.dirty.store(false, Ordering::Relaxed);
             }
         }
     }
@@ -249,11 +231,11 @@ async fn run<A: Adapter>(
     mut rx: mpsc::Receiver<Job<A>>,
     pending: Arc<AtomicUsize>,
     io: SocketIo<A>,
-    cut: Cut<A>,
+    cuts: Cuts,
 ) {
     while let Some(job) = rx.recv().await {
         match job {
-            Job::Send { sockets, frame } => hand_out(&io, &sockets, &frame, &cut).await,
+            Job::Send { sockets, frame } => hand_out(&io, &sockets, &frame, &cuts).await,
             Job::Mark(countdown) => drop(countdown),
             Job::Idle(tx) => {
                 // Idle before the waiter wakes.

@@ -35,9 +35,6 @@ struct Entry {
     parked: WireParked,
     /// Remembered until then (ms since the epoch).
     until_ms: u64,
-    /// Connected at the last snapshot.
-    #[serde(default)]
-    live: bool,
     /// Read from the file at start: a socket of the previous process, the
     /// only kind this file gives back (this process's own are parked in
     /// memory too).
@@ -55,23 +52,21 @@ impl FileParking {
     /// Reads what the previous process left in `path` (nothing when there
     /// is no file or it cannot be read, which is logged).
     pub(crate) fn open(path: &Path) -> Self {
-        let mut remembered = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice::<Remembered>(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %path.display(), error = %e, "the sockets of the previous process cannot be read; they are not taken back");
-                Remembered::default()
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Remembered::default(),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "the sockets of the previous process cannot be read; they are not taken back");
-                Remembered::default()
-            }
+        let read = match std::fs::read(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Remembered::default()),
+            read => read
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())),
         };
+        let mut remembered = read.unwrap_or_else(|error| {
+            tracing::warn!(path = %path.display(), error, "the sockets of the previous process cannot be read; they are not taken back");
+            Remembered::default()
+        });
         let now = now_ms();
         for entries in remembered.by_key.values_mut() {
             entries.retain(|e| e.until_ms > now);
             for e in entries.iter_mut() {
                 e.earlier = true;
-                e.live = false;
             }
         }
         remembered.by_key.retain(|_, v| !v.is_empty());
@@ -119,7 +114,6 @@ impl SharedParking for FileParking {
         entries.push(Entry {
             parked,
             until_ms,
-            live: false,
             earlier: false,
         });
     }
@@ -154,9 +148,6 @@ impl SharedParking for FileParking {
             // shutdown): it stays as last recorded, as with Redis.
             for entries in all.by_key.values_mut() {
                 entries.retain(|e| e.until_ms > now);
-                for e in entries.iter_mut() {
-                    e.live = false;
-                }
             }
             for (key, parked) in live {
                 let entries = all.by_key.entry(key).or_default();
@@ -164,7 +155,6 @@ impl SharedParking for FileParking {
                 entries.push(Entry {
                     parked,
                     until_ms,
-                    live: true,
                     earlier: false,
                 });
             }
