@@ -409,4 +409,29 @@ describe('reconnects across a cluster of two nodes (postgres, redis)', () => {
       socket.disconnect();
     }
   });
+
+  it('the whole cluster restarted: a socket that comes back gets all it missed from the log in Redis, not topsail:resync', async () => {
+    proxy.retarget(n1.port);
+    const { user, socket } = await setUp(n1, proxy, false);
+    try {
+      proxy.cut();
+      const expected = await twoHundredChanges(n2.url, user.id, 'w');
+      // Every node killed: no process holds the log in memory any more.
+      const exited = [n1, n2].map((n) => new Promise((resolve) => (n.child.exitCode !== null ? resolve() : n.child.once('exit', resolve))));
+      for (const n of [n1, n2]) n.child.kill('SIGKILL');
+      await Promise.all(exited);
+      n1 = await startZoo(db.url, { REDIS_URL: n2RedisUrl });
+      n2 = await startZoo(db.url, { REDIS_URL: n2RedisUrl });
+      proxy.retarget(n1.port);
+      proxy.restore();
+      await until(() => socket.ids.length >= 2, 20000, 'the reconnect');
+      await until(() => expected.every((k) => socket.got.some((g) => key(g) === k)) || socket.got.some((g) => g.e === 'topsail:resync'), 20000, 'all 200 messages');
+      assert.deepEqual(socket.got.filter((g) => g.e === 'topsail:resync'), [], 'no topsail:resync');
+      assert.deepEqual(deduplicated(socket.got).map(key), expected, 'each record in commit order');
+      // Subscribed on the new node 1: a change made on the new node 2 reaches it.
+      await stillSubscribed(n2, socket, user.id, 'w');
+    } finally {
+      socket.disconnect();
+    }
+  });
 });

@@ -130,3 +130,115 @@ async fn a_subscription_made_on_one_node_reaches_a_socket_on_another() {
     store.close().await;
     cleanup.run().await;
 }
+
+/// The pets announced as created to `ws` until `want` came or `within`
+/// passed, then for `settle` more (a repeat would come then).
+async fn created_ids(
+    ws: &mut Ws,
+    want: usize,
+    within: std::time::Duration,
+    settle: std::time::Duration,
+) -> Vec<Value> {
+    let mut ids = Vec::new();
+    let mut deadline = tokio::time::Instant::now() + within;
+    let mut settling = false;
+    loop {
+        let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(deadline, ws.next()).await
+        else {
+            return ids;
+        };
+        if let Some(event) = t.strip_prefix("42")
+            && let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(event)
+            && parts[0] == "pet"
+            && parts[1]["verb"] == "created"
+        {
+            ids.push(parts[1]["id"].clone());
+        }
+        if ids.len() >= want && !settling {
+            settling = true;
+            deadline = tokio::time::Instant::now() + settle;
+        }
+    }
+}
+
+/// Redis paused while one node writes: what it published meanwhile is
+/// written once Redis answers, and the other node's watcher hears every
+/// create, in order, and each once (a write Redis took although it timed
+/// out is written again, and dropped there as a repeat).
+#[tokio::test]
+async fn what_a_node_publishes_while_redis_is_paused_reaches_the_other_node_once() {
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let redis = OwnRedis::start().await;
+    let (one, two) = (
+        Node::start(&store, &redis).await,
+        Node::start(&store, &redis).await,
+    );
+    let mut ws = two.socket().await;
+    let watch = virtual_request(&mut ws, 2, "get", json!({"url": "/pet?name=none"})).await;
+    assert_eq!(watch["statusCode"], 200);
+
+    let mut pause = redis.pause(2);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pets = one.app.model::<example_zoo::Pet>();
+    let mut created = Vec::new();
+    for i in 0..20 {
+        created.push(json!(
+            pets.create(json!({"name": format!("P{i}")}))
+                .await
+                .unwrap()
+                .id
+        ));
+    }
+    assert!(
+        pause.try_wait().unwrap().is_none(),
+        "Redis still sleeps: the creates were made while it did"
+    );
+    // Waited for without blocking the runtime, which runs the nodes too.
+    while pause.try_wait().unwrap().is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let heard = created_ids(
+        &mut ws,
+        20,
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(1500),
+    )
+    .await;
+    assert_eq!(heard, created, "every create, in order, once");
+
+    one.stop().await;
+    two.stop().await;
+    store.close().await;
+    cleanup.run().await;
+}
+
+/// A node that starts reads the cluster's replay window back from Redis:
+/// its log holds what the cluster published before it started (so a
+/// socket that comes back to it is given what it missed, not told to fetch
+/// again).
+#[tokio::test]
+async fn a_node_that_starts_reads_the_clusters_replay_window_back() {
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let redis = OwnRedis::start().await;
+    let one = Node::start(&store, &redis).await;
+    let pets = one.app.model::<example_zoo::Pet>();
+    for i in 0..10 {
+        pets.create(json!({"name": format!("P{i}")})).await.unwrap();
+    }
+    let published = one.app.sockets().unwrap().replay_census().0;
+    assert!(published >= 10, "one's log: {published}");
+    // The relay writes after the node's own sockets were served.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let two = Node::start(&store, &redis).await;
+    assert_eq!(
+        two.app.sockets().unwrap().replay_census().0,
+        published,
+        "the new node's log holds all that the other published before it started"
+    );
+
+    one.stop().await;
+    two.stop().await;
+    store.close().await;
+    cleanup.run().await;
+}

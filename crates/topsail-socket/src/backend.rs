@@ -101,7 +101,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
 /// [`crate::relay`]).
 #[async_trait]
 pub(crate) trait Relay: Send + Sync + 'static {
-    async fn send(&self, message: Vec<u8>) -> Result<(), SocketsError>;
+    /// Writes `batches` (each one message, in order) for the other nodes.
+    /// On an error any of them may have been written; they are written
+    /// again (a receiver drops a repeat).
+    async fn send(&self, batches: &[Vec<u8>]) -> Result<(), SocketsError>;
 }
 
 /// What became of a message for one socket.

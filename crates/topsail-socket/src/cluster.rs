@@ -1,8 +1,8 @@
 /*!
 Scale-out through Redis: the engine's effects travel between processes
-on a channel of their own (see `crate::relay`); socketioxide-redis carries
-what app code does through the sockets API (broadcasts, room changes by
-socket id, socket queries).
+through a stream of their own (see `crate::relay` and [`EFFECTS_STREAM`]);
+socketioxide-redis carries what app code does through the sockets API
+(room changes by socket id, socket queries).
 
 The stock driver of socketioxide-redis holds one multiplexed connection that
 stays broken after Redis goes away. [`ResilientDriver`] is the same driver on
@@ -159,20 +159,87 @@ pub(crate) fn resp3_url(url: &str) -> String {
     }
 }
 
-/// The channel the engine's effects travel on between nodes.
-pub(crate) const EFFECTS_CHANNEL: &str = "topsail#effects";
+/// The Redis stream the engine's effects travel through between nodes:
+/// an entry per batch (one action), with the node that wrote it (`o`) and
+/// the batch (`d`, see `crate::relay::Relayed`). Every node reads all of
+/// it; it keeps the replay window, so a node that starts reads the window
+/// back into its log ([`recall`]).
+pub(crate) const EFFECTS_STREAM: &str = "topsail:effects";
 
-/// Relays the engine's effects over Redis pub/sub (see `crate::relay`).
-pub(crate) struct RedisRelay(pub(crate) ResilientDriver);
+/// How the stream is bounded: entries older than the replay window go
+/// (trimmed at most once a second), and it never holds more than `max_len`
+/// entries (Redis trims whole blocks of entries, so about that many).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamBounds {
+    pub(crate) window: Duration,
+    pub(crate) max_len: usize,
+}
+
+impl StreamBounds {
+    pub(crate) fn of(replay: &crate::ReplayConfig) -> Self {
+        StreamBounds {
+            // Without a replay log the stream only bridges a reader's
+            // reconnect.
+            window: if replay.enabled {
+                replay.window
+            } else {
+                Duration::from_secs(10)
+            },
+            max_len: if replay.enabled {
+                replay.max_messages.max(1_000)
+            } else {
+                10_000
+            },
+        }
+    }
+
+    /// The id from which entries are within the window.
+    fn window_start(&self) -> u64 {
+        crate::backend::now_ms().saturating_sub(self.window.as_millis() as u64)
+    }
+}
+
+/// Relays the engine's effects through [`EFFECTS_STREAM`] (see
+/// `crate::relay`).
+pub(crate) struct RedisRelay {
+    pub(crate) driver: ResilientDriver,
+    pub(crate) node: Arc<str>,
+    pub(crate) bounds: StreamBounds,
+    /// When the stream was last trimmed to the window, in ms.
+    pub(crate) trimmed_at: std::sync::atomic::AtomicU64,
+}
 
 #[async_trait::async_trait]
 impl crate::backend::Relay for RedisRelay {
-    async fn send(&self, message: Vec<u8>) -> Result<(), crate::error::SocketsError> {
-        let sent = tokio::time::timeout(
-            Duration::from_secs(1),
-            self.0.publish(EFFECTS_CHANNEL.to_owned(), message),
-        )
-        .await;
+    async fn send(&self, batches: &[Vec<u8>]) -> Result<(), crate::error::SocketsError> {
+        use std::sync::atomic::Ordering;
+        let mut pipe = redis::pipe();
+        for bytes in batches {
+            pipe.cmd("XADD")
+                .arg(EFFECTS_STREAM)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.bounds.max_len)
+                .arg("*")
+                .arg("o")
+                .arg(&*self.node)
+                .arg("d")
+                .arg(bytes.as_slice())
+                .ignore();
+        }
+        let now = crate::backend::now_ms();
+        if now.saturating_sub(self.trimmed_at.load(Ordering::Relaxed)) >= 1_000 {
+            self.trimmed_at.store(now, Ordering::Relaxed);
+            pipe.cmd("XTRIM")
+                .arg(EFFECTS_STREAM)
+                .arg("MINID")
+                .arg("~")
+                .arg(self.bounds.window_start())
+                .ignore();
+        }
+        let mut conn = self.driver.conn.clone();
+        let sent =
+            tokio::time::timeout(Duration::from_secs(1), pipe.query_async::<()>(&mut conn)).await;
         match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(crate::error::SocketsError::Adapter(
@@ -181,6 +248,134 @@ impl crate::backend::Relay for RedisRelay {
             Err(_) => Err(crate::error::SocketsError::ClusterTimeout),
         }
     }
+}
+
+/// The most entries asked of Redis at once, reading the stream.
+const READ_AT_ONCE: usize = 512;
+
+/// How long one read of the stream waits for a new entry (then it asks
+/// again: a dead link shows within this and the response deadline).
+const READ_BLOCK: Duration = Duration::from_secs(2);
+
+/// An entry of the stream: its id, whether this node wrote it, its batch.
+fn entry(found: redis::streams::StreamId, node: &str) -> (String, Option<Vec<u8>>) {
+    let own = found.get::<String>("o").is_some_and(|o| o == node);
+    let batch = if own { None } else { found.get::<Vec<u8>>("d") };
+    (found.id, batch)
+}
+
+/// Reads the replay window of [`EFFECTS_STREAM`] into this node's log, as
+/// relayed batches on the publisher task (before any socket is connected:
+/// nothing is delivered), and waits until they are in. Returns the id to
+/// read on from, and how many entries were read.
+pub(crate) async fn recall(
+    driver: &ResilientDriver,
+    bounds: StreamBounds,
+    node: &str,
+    publisher: &crate::sockets::SocketPublisher,
+) -> redis::RedisResult<(String, usize)> {
+    let mut conn = driver.conn.clone();
+    let mut from = bounds.window_start().to_string();
+    // Entries after the window's start: read or, once the range is
+    // empty, to be read by `spawn_reader` (it reads after this id).
+    let mut last = format!("{from}-0");
+    let mut count = 0;
+    loop {
+        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(EFFECTS_STREAM)
+            .arg(&from)
+            .arg("+")
+            .arg("COUNT")
+            .arg(READ_AT_ONCE)
+            .query_async(&mut conn)
+            .await?;
+        let got = page.ids.len();
+        for found in page.ids {
+            let (id, batch) = entry(found, node);
+            if let Some(bytes) = batch {
+                publisher.relayed(bytes).await;
+            }
+            from = format!("({id}");
+            last = id;
+            count += 1;
+        }
+        if got < READ_AT_ONCE {
+            break;
+        }
+    }
+    publisher.flush(Duration::from_secs(60)).await;
+    Ok((last, count))
+}
+
+/// Reads [`EFFECTS_STREAM`] after entry `last`, for as long as the process
+/// runs, and hands the other nodes' batches to the publisher task. It
+/// reads on its own connection (a blocking read would hold up the others'
+/// commands on a shared one); when the link fails it connects again and
+/// goes on after the last entry it read, so what was written meanwhile
+/// still comes.
+pub(crate) fn spawn_reader(
+    client: redis::Client,
+    node: Arc<str>,
+    mut last: String,
+    publisher: crate::sockets::SocketPublisher,
+) {
+    tokio::spawn(async move {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(READ_BLOCK + Duration::from_secs(1)));
+        let mut conn = None;
+        let mut down = false;
+        loop {
+            let link = match conn.as_mut() {
+                Some(link) => link,
+                None => match client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                {
+                    Ok(link) => conn.insert(link),
+                    Err(e) => {
+                        if !std::mem::replace(&mut down, true) {
+                            tracing::warn!(error = %e, "cannot read the other nodes' messages; trying again");
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        continue;
+                    }
+                },
+            };
+            let read: redis::RedisResult<Option<redis::streams::StreamReadReply>> =
+                redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(READ_AT_ONCE)
+                    .arg("BLOCK")
+                    .arg(READ_BLOCK.as_millis() as u64)
+                    .arg("STREAMS")
+                    .arg(EFFECTS_STREAM)
+                    .arg(&last)
+                    .query_async(link)
+                    .await;
+            match read {
+                Ok(reply) => {
+                    if std::mem::replace(&mut down, false) {
+                        tracing::info!("reading the other nodes' messages again");
+                    }
+                    for found in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                        let (id, batch) = entry(found, &node);
+                        if let Some(bytes) = batch {
+                            publisher.relayed(bytes).await;
+                        }
+                        last = id;
+                    }
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut down, true) {
+                        tracing::warn!(error = %e, "cannot read the other nodes' messages; trying again");
+                    }
+                    conn = None;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    });
 }
 
 /// The parked sockets of every node, in Redis: a hash per resume key
@@ -369,31 +564,4 @@ impl crate::resume::SharedParking for RedisParking {
             }
         }
     }
-}
-
-/// Subscribes to what the other nodes relay.
-pub(crate) async fn subscribe_relayed(
-    driver: &ResilientDriver,
-) -> Result<MessageStream<ChanItem>, redis::RedisError> {
-    driver
-        .subscribe(
-            EFFECTS_CHANNEL.to_owned(),
-            crate::sockets::DEFAULT_PUBLISHER_QUEUE,
-        )
-        .await
-        .map_err(|RedisError(e)| e)
-}
-
-/// Hands what the other nodes relay to this node's publisher task, for as
-/// long as the process runs.
-pub(crate) fn forward_relayed(
-    mut stream: MessageStream<ChanItem>,
-    publisher: crate::sockets::SocketPublisher,
-) {
-    use futures_util::StreamExt;
-    tokio::spawn(async move {
-        while let Some((_, bytes)) = stream.next().await {
-            publisher.relayed(bytes).await;
-        }
-    });
 }

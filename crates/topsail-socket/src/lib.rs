@@ -720,7 +720,7 @@ impl Realtime {
         use socketioxide_redis::{CustomRedisAdapter, RedisAdapterCtr};
         let client =
             redis::Client::open(cluster::resp3_url(redis_url)).map_err(RealtimeError::Redis)?;
-        let driver = cluster::ResilientDriver::connect(client)
+        let driver = cluster::ResilientDriver::connect(client.clone())
             .await
             .map_err(RealtimeError::Redis)?;
         let relay = driver.clone();
@@ -732,13 +732,17 @@ impl Realtime {
         )
         .build_layer();
         let (router, requests, sockets) = shared_parts(&io, config);
+        let bounds = cluster::StreamBounds::of(&config.replay);
+        let node = sockets.node.clone();
         let sockets = sockets.with_relay(
-            Arc::new(cluster::RedisRelay(relay.clone())),
+            Arc::new(cluster::RedisRelay {
+                driver: relay.clone(),
+                node: node.clone(),
+                bounds,
+                trimmed_at: Default::default(),
+            }),
             Arc::new(cluster::RedisParking(relay.clone())),
         );
-        let relayed = cluster::subscribe_relayed(&relay)
-            .await
-            .map_err(RealtimeError::Redis)?;
         io.ns(
             "/",
             connected.with(connect_middleware(
@@ -752,7 +756,22 @@ impl Realtime {
         .map_err(|e| RealtimeError::Namespace(sockets::AdapterFailure::capture(&e)))?;
         sockets.snapshot_periodically();
         let realtime = Self::assemble(io, layer, router, sockets, requests, config);
-        cluster::forward_relayed(relayed, realtime.publisher());
+        let publisher = realtime.publisher();
+        let started = std::time::Instant::now();
+        let (last, recalled) = cluster::recall(&relay, bounds, &node, &publisher)
+            .await
+            .map_err(RealtimeError::Redis)?;
+        // The log holds what the cluster published since the first entry
+        // read back, although this node started after it.
+        if let Some(first) = realtime.sockets.log.first_seq() {
+            realtime.sockets.log.known_after(first.saturating_sub(1));
+        }
+        tracing::info!(
+            entries = recalled,
+            took = ?started.elapsed(),
+            "read the cluster's replay window back from Redis"
+        );
+        cluster::spawn_reader(client, node, last, publisher);
         Ok(realtime)
     }
 

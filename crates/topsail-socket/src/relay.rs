@@ -3,9 +3,21 @@ The engine's effects between the nodes of a cluster.
 
 Each node carries out the effects of a batch (one action) on its own
 sockets at once, with local operations that never wait for Redis, then
-hands the batch to a relay task that publishes it, as one message, on a
-channel of its own. Every other node carries it out on its own sockets, on
-its publisher task, in the order it was published.
+hands the batch to a relay task that appends it, as one entry, to a Redis
+stream every node reads (`crate::cluster`). Every other node carries it out
+on its own sockets, on its publisher task, in the order it was appended.
+
+Why a stream rather than pub/sub: what a node publishes while Redis is
+paused or restarting is written once Redis answers again, and what a
+reader missed while its own link was down is still there when it comes
+back, so the other nodes get it late rather than never; and a node that
+starts reads the last window of it into its replay log, so a socket that
+comes back to a restarted node (or to a cluster restarted whole) is given
+what it missed instead of `topsail:resync`. Each batch carries its place
+among its node's batches (`n`): a receiver drops a batch it already has (a
+write that timed out after Redis took it is written again) and notices one
+that never came (the relay's queue overflowed, Redis lost its data), see
+[`Heard`].
 
 Why not the adapter's cluster-wide operations: socketioxide-redis publishes
 to the other nodes first and delivers locally once Redis answered, so a
@@ -13,11 +25,12 @@ slow or unreachable Redis held up every local delivery behind it (for up to
 the cluster deadline, one operation after another), and what queued up
 meanwhile then went out in one burst that overflowed the outgoing queues of
 sockets that read fine: they lost messages without ever falling behind.
-Now a node's own sockets never wait for Redis; the other nodes miss what is
-published while the link is down (see [`spawn`]), as before.
+Now a node's own sockets never wait for Redis; the other nodes get what is
+published while the link is down once it is back (see [`spawn`]).
 */
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -37,6 +50,10 @@ use crate::sockets::{AppMessage, Sockets};
 pub(crate) struct Relayed<'a> {
     /// The node that sent it (it carried them out on its own sockets).
     node: Cow<'a, str>,
+    /// Its place among that node's batches, from 1 (0: a node that does
+    /// not number them).
+    #[serde(default)]
+    n: u64,
     effects: Vec<RelayedEffect<'a>>,
 }
 
@@ -77,6 +94,16 @@ enum RelayedEffect<'a> {
 }
 
 impl<'a> RelayedEffect<'a> {
+    /// Its sequence number, if it has one.
+    fn seq(&self) -> Option<u64> {
+        match self {
+            RelayedEffect::Membership { .. } => None,
+            RelayedEffect::Members { seq, .. }
+            | RelayedEffect::Broadcast { seq, .. }
+            | RelayedEffect::App(_, seq) => *seq,
+        }
+    }
+
     /// What the other nodes must do of `effect`; `None` when it concerns
     /// this node's sockets only.
     fn of(effect: &'a Effect, seq: Option<u64>, is_local: impl Fn(&str) -> bool) -> Option<Self> {
@@ -132,6 +159,10 @@ impl<'a> RelayedEffect<'a> {
 #[derive(Debug, Clone)]
 pub(crate) struct RelayOut {
     tx: mpsc::Sender<Vec<u8>>,
+    /// The number of the last batch offered (see [`Relayed::n`]); one that
+    /// does not fit in the queue still takes its number, so that the other
+    /// nodes notice it never came.
+    numbered: Arc<AtomicU64>,
     /// The publisher's count of work not yet carried out: a batch counts
     /// until the relay task has published it too (a graceful shutdown
     /// waits for it).
@@ -160,11 +191,12 @@ impl RelayOut {
     }
 
     /// Queues `effects` of node `node` as one message. A full queue (Redis
-    /// has been slow for a while) drops it: the other nodes miss it, this
-    /// node's sockets do not wait.
+    /// has been unreachable for a while) drops it: the other nodes miss it
+    /// (and notice), this node's sockets do not wait.
     fn send(&self, node: &str, effects: Vec<RelayedEffect<'_>>) {
         let message = Relayed {
             node: Cow::Borrowed(node),
+            n: self.numbered.fetch_add(1, Ordering::AcqRel) + 1,
             effects,
         };
         let bytes = match serde_json::to_vec(&message) {
@@ -186,58 +218,135 @@ impl RelayOut {
         }
     }
 
-    /// How many batches the other nodes missed: the relay's queue was full,
-    /// or Redis had just failed (see [`spawn`]).
+    /// How many batches the other nodes missed: the relay's queue was full
+    /// (see [`spawn`]).
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }
 
-/// How long the relay sends nothing after a failed publish: the other
-/// nodes miss what is published meanwhile, and this node does not queue
-/// it up for a burst once Redis answers.
-const BACKOFF: Duration = Duration::from_secs(2);
+/// How long the relay waits before it writes again after a failed write.
+const RETRY: Duration = Duration::from_millis(250);
 
-/// Starts the relay task: it publishes each queued batch through `relay`,
-/// in order. After a failure it drops what comes for [`BACKOFF`].
+/// The most batches written to Redis in one round trip.
+const WRITE_AT_ONCE: usize = 64;
+
+/// Starts the relay task: it writes the queued batches through `relay`, in
+/// order, up to [`WRITE_AT_ONCE`] at a time. A failed write is tried again
+/// every [`RETRY`] until Redis takes it; meanwhile the queue fills (this
+/// node's sockets do not wait, see [`RelayOut::offer`]), and what no longer
+/// fits in it is dropped and counted.
 pub(crate) fn spawn(relay: Arc<dyn Relay>, capacity: usize, pending: Arc<AtomicUsize>) -> RelayOut {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(capacity.max(1));
-    let dropped = Arc::new(AtomicU64::new(0));
-    let lost = dropped.clone();
     let done = pending.clone();
     tokio::spawn(async move {
-        let mut down_until: Option<Instant> = None;
-        while let Some(bytes) = rx.recv().await {
-            match down_until {
-                Some(t) if Instant::now() < t => {
-                    lost.fetch_add(1, Ordering::Relaxed);
+        let mut batches: Vec<Vec<u8>> = Vec::with_capacity(WRITE_AT_ONCE);
+        let mut down_since: Option<Instant> = None;
+        loop {
+            if batches.is_empty() {
+                match rx.recv().await {
+                    Some(bytes) => batches.push(bytes),
+                    None => break,
                 }
-                _ => match relay.send(bytes).await {
-                    Ok(()) => {
-                        if down_until.take().is_some() {
-                            tracing::info!("the other nodes are reachable again");
-                        }
+                while batches.len() < WRITE_AT_ONCE {
+                    match rx.try_recv() {
+                        Ok(bytes) => batches.push(bytes),
+                        Err(_) => break,
                     }
-                    Err(e) => {
-                        if down_until.is_none() {
-                            tracing::warn!(error = %e, "cannot reach the other nodes; they miss this node's messages for {BACKOFF:?}");
-                        }
-                        lost.fetch_add(1, Ordering::Relaxed);
-                        down_until = Some(Instant::now() + BACKOFF);
-                    }
-                },
+                }
             }
-            done.fetch_sub(1, Ordering::AcqRel);
+            match relay.send(&batches).await {
+                Ok(()) => {
+                    if let Some(since) = down_since.take() {
+                        tracing::info!(
+                            after = ?since.elapsed(),
+                            "the other nodes are reachable again; what they missed is on its way"
+                        );
+                    }
+                    done.fetch_sub(batches.len(), Ordering::AcqRel);
+                    batches.clear();
+                }
+                Err(e) => {
+                    if down_since.is_none() {
+                        tracing::warn!(error = %e, "cannot reach the other nodes; this node's messages wait for Redis");
+                        down_since = Some(Instant::now());
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
         }
     });
     RelayOut {
         tx,
+        numbered: Arc::default(),
         pending,
-        dropped,
+        dropped: Arc::default(),
+    }
+}
+
+/// The most nodes whose last batch a node remembers (a node is a process:
+/// each restart is a new one); past it, the one heard from longest ago is
+/// forgotten.
+const NODES_REMEMBERED: usize = 1024;
+
+/// Where a batch stands among those heard from its node.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// The next one, or the first heard from that node.
+    InOrder,
+    /// Already heard: a write Redis took although it timed out, written
+    /// again.
+    Repeat,
+    /// Batches of that node before it never came.
+    AfterGap { missed: u64 },
+}
+
+/// The last batch heard from each node (see [`Relayed::n`]).
+#[derive(Debug, Default)]
+pub(crate) struct Heard(HashMap<Box<str>, (u64, Instant)>);
+
+impl Heard {
+    /// Where batch `n` of `node` stands, and takes note of it.
+    pub(crate) fn place(&mut self, node: &str, n: u64) -> Place {
+        if n == 0 {
+            return Place::InOrder;
+        }
+        let now = Instant::now();
+        let Some((last, heard)) = self.0.get_mut(node) else {
+            if self.0.len() >= NODES_REMEMBERED
+                && let Some(oldest) = self
+                    .0
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| k.clone())
+            {
+                self.0.remove(&oldest);
+            }
+            self.0.insert(node.into(), (n, now));
+            return Place::InOrder;
+        };
+        if n <= *last {
+            return Place::Repeat;
+        }
+        let missed = n - *last - 1;
+        (*last, *heard) = (n, now);
+        if missed == 0 {
+            Place::InOrder
+        } else {
+            Place::AfterGap { missed }
+        }
     }
 }
 
 impl Sockets {
+    /// Where `message` stands among its node's batches.
+    fn place_relayed(&self, message: &Relayed<'_>) -> Place {
+        self.heard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .place(&message.node, message.n)
+    }
+
     /// This node's form of a relayed guard; `Err` (logged) when it names
     /// a model this node does not have.
     fn guard_here(&self, wire: Option<WireGuard>) -> Result<Option<Guard>, ()> {
@@ -259,6 +368,33 @@ impl Sockets {
         };
         if *message.node == *self.node {
             return;
+        }
+        match self.place_relayed(&message) {
+            Place::Repeat => {
+                metrics::counter!("topsail_relay_repeats_total").increment(1);
+                return;
+            }
+            Place::AfterGap { missed } => {
+                // What the lost batches published is missing from the log
+                // (and never reached this node's sockets): a socket that
+                // comes back for anything before now is told to fetch again
+                // rather than given part of its gap.
+                let upto = message
+                    .effects
+                    .iter()
+                    .filter_map(RelayedEffect::seq)
+                    .max()
+                    .unwrap_or(0)
+                    .max(crate::replay::now_us());
+                self.log.lose_upto(upto);
+                metrics::counter!("topsail_relay_gaps_total").increment(missed);
+                tracing::warn!(
+                    node = %message.node,
+                    missed,
+                    "batches of another node never came (its relay overflowed, or Redis lost them)"
+                );
+            }
+            Place::InOrder => {}
         }
         for effect in message.effects {
             match effect {
@@ -313,18 +449,27 @@ impl Sockets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
-    /// A Redis link that fails its first publish and counts the attempts.
+    /// A Redis link that fails its first write and keeps what it took.
     #[derive(Default)]
-    struct FailsOnce(AtomicU64);
+    struct FailsOnce {
+        attempts: AtomicU64,
+        took: Mutex<Vec<u64>>,
+    }
 
     #[async_trait::async_trait]
     impl Relay for FailsOnce {
-        async fn send(&self, _: Vec<u8>) -> Result<(), crate::error::SocketsError> {
-            match self.0.fetch_add(1, Ordering::SeqCst) {
-                0 => Err(crate::error::SocketsError::ClusterTimeout),
-                _ => Ok(()),
+        async fn send(&self, batches: &[Vec<u8>]) -> Result<(), crate::error::SocketsError> {
+            if self.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(crate::error::SocketsError::ClusterTimeout);
             }
+            let mut took = self.took.lock().unwrap();
+            for bytes in batches {
+                let batch: Relayed<'_> = serde_json::from_slice(bytes).unwrap();
+                took.push(batch.n);
+            }
+            Ok(())
         }
     }
 
@@ -338,40 +483,42 @@ mod tests {
         }]
     }
 
-    /// After a failed publish the relay tries nothing for its backoff: what
-    /// comes meanwhile is dropped and counted (the other nodes miss it; no
-    /// backlog builds up to leave in a burst), and nothing stays pending.
+    async fn until_nothing_pending(pending: &AtomicUsize) {
+        for _ in 0..200 {
+            if pending.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A failed write is tried again until Redis takes it: what comes
+    /// meanwhile waits in the queue and follows, in order, numbered from
+    /// 1; nothing is dropped and nothing stays pending.
     #[tokio::test]
-    async fn after_a_failure_the_relay_drops_and_counts_for_its_backoff() {
+    async fn after_a_failure_the_relay_writes_again_and_loses_nothing() {
         let link = Arc::new(FailsOnce::default());
         let pending = Arc::new(AtomicUsize::new(0));
         let out = spawn(link.clone(), 16, pending.clone());
         for _ in 0..5 {
             out.send("node", message());
         }
-        for _ in 0..100 {
-            if pending.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_nothing_pending(&pending).await;
         assert_eq!(pending.load(Ordering::Acquire), 0, "nothing left pending");
-        assert_eq!(
-            link.0.load(Ordering::SeqCst),
-            1,
-            "one attempt, then none during the backoff"
-        );
-        assert_eq!(out.dropped(), 5, "the failed one and the four after it");
+        assert_eq!(*link.took.lock().unwrap(), vec![1, 2, 3, 4, 5]);
+        assert!(link.attempts.load(Ordering::SeqCst) >= 2, "written again");
+        assert_eq!(out.dropped(), 0);
     }
 
     /// A full relay queue drops what does not fit, at once, and counts it:
-    /// the caller (the publisher task) never waits for Redis.
+    /// the caller (the publisher task) never waits for Redis; a dropped
+    /// batch still takes its number, so the other nodes see the gap.
     #[tokio::test]
-    async fn a_full_relay_queue_drops_at_once() {
+    async fn a_full_relay_queue_drops_at_once_and_leaves_a_gap_in_the_numbers() {
         struct Stuck;
         #[async_trait::async_trait]
         impl Relay for Stuck {
-            async fn send(&self, _: Vec<u8>) -> Result<(), crate::error::SocketsError> {
+            async fn send(&self, _: &[Vec<u8>]) -> Result<(), crate::error::SocketsError> {
                 std::future::pending().await
             }
         }
@@ -380,8 +527,40 @@ mod tests {
         for _ in 0..10 {
             out.send("node", message());
         }
-        // One taken by the task (stuck in its send), two queued.
-        assert!(out.dropped() >= 7, "dropped {}", out.dropped());
-        assert!(pending.load(Ordering::Acquire) <= 3);
+        // At most two queued and two taken by the task (stuck in its write).
+        assert!(out.dropped() >= 6, "dropped {}", out.dropped());
+        assert!(pending.load(Ordering::Acquire) <= 4);
+        assert_eq!(
+            out.numbered.load(Ordering::Acquire),
+            10,
+            "every batch numbered"
+        );
+    }
+
+    #[test]
+    fn a_receiver_drops_a_repeat_and_notices_a_gap() {
+        let mut heard = Heard::default();
+        assert_eq!(
+            heard.place("a", 7),
+            Place::InOrder,
+            "the first heard from a node"
+        );
+        assert_eq!(heard.place("a", 8), Place::InOrder);
+        assert_eq!(heard.place("a", 8), Place::Repeat);
+        assert_eq!(heard.place("a", 5), Place::Repeat);
+        assert_eq!(heard.place("b", 1), Place::InOrder, "each node on its own");
+        assert_eq!(heard.place("a", 11), Place::AfterGap { missed: 2 });
+        assert_eq!(heard.place("a", 12), Place::InOrder);
+        assert_eq!(heard.place("old", 0), Place::InOrder, "unnumbered");
+        assert_eq!(heard.place("old", 0), Place::InOrder, "unnumbered");
+    }
+
+    #[test]
+    fn a_receiver_remembers_a_bounded_number_of_nodes() {
+        let mut heard = Heard::default();
+        for i in 0..NODES_REMEMBERED + 10 {
+            heard.place(&format!("node-{i}"), 1);
+        }
+        assert_eq!(heard.0.len(), NODES_REMEMBERED);
     }
 }

@@ -193,8 +193,12 @@ struct Inner {
     /// entries were dropped.
     rooms: HashMap<Arc<str>, RoomLog>,
     /// Up to where entries fell out of the log (by age or the overall
-    /// bound): a room without entries kept may have lost any before it.
+    /// bound), or the log's start: a room without entries kept may have
+    /// lost any before it.
     dropped_upto: u64,
+    /// Up to where entries may never have come in (another node's lost
+    /// batches, see [`Log::lose_upto`]).
+    gaps_upto: u64,
 }
 
 #[derive(Debug, Default)]
@@ -244,11 +248,15 @@ impl Log {
             return;
         }
         let now = Instant::now();
+        // A number is a moment (see `Sequencer`): an entry read back from
+        // the cluster's stream at start, or relayed late, is as old as its
+        // number says, and leaves the window when it would have.
+        let age = Duration::from_micros(now_us().saturating_sub(seq));
         let entry = Arc::new(Entry {
             seq,
             rooms: rooms.into_boxed_slice(),
             what,
-            at: now,
+            at: now.checked_sub(age).unwrap_or(now),
             raw: std::sync::OnceLock::new(),
         });
         let mut inner = self.lock();
@@ -294,10 +302,30 @@ impl Log {
         }
     }
 
+    /// Takes note that entries up to `seq` may be missing (another node's
+    /// batches that never came): a socket that needs any of them is told to
+    /// fetch again.
+    pub(crate) fn lose_upto(&self, seq: u64) {
+        let mut inner = self.lock();
+        inner.gaps_upto = inner.gaps_upto.max(seq);
+    }
+
+    /// Takes note that the log holds everything after `seq` (read back from
+    /// the cluster's stream at start), although this node started later.
+    pub(crate) fn known_after(&self, seq: u64) {
+        let mut inner = self.lock();
+        inner.dropped_upto = inner.dropped_upto.min(seq);
+    }
+
+    /// The number of the oldest entry kept.
+    pub(crate) fn first_seq(&self) -> Option<u64> {
+        self.lock().order.front().map(|e| e.seq)
+    }
+
     /// Whether entries of `room` after `since` may be missing from the log.
     pub(crate) fn lost_after(&self, room: &str, since: u64) -> bool {
         let inner = self.lock();
-        inner.dropped_upto > since
+        inner.dropped_upto.max(inner.gaps_upto) > since
             || inner
                 .rooms
                 .get(room)
@@ -397,5 +425,41 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert!(short.after(0, 10).is_empty(), "past the window");
         assert!(short.lost_after("r", first - 1));
+    }
+
+    #[test]
+    fn an_entry_is_as_old_as_its_number() {
+        let l = log(100, 100, Duration::from_secs(60));
+        let old = now_us() - 90_000_000;
+        let recent = now_us() - 30_000_000;
+        l.append(old, vec![Arc::from("r")], message("pet"));
+        l.append(recent, vec![Arc::from("r")], message("pet"));
+        let kept: Vec<u64> = l.after(0, 10).iter().map(|e| e.seq).collect();
+        assert_eq!(
+            kept,
+            vec![recent],
+            "one from 90 s ago is past a 60 s window"
+        );
+    }
+
+    #[test]
+    fn what_was_read_back_at_start_is_known_and_a_gap_is_not_forgotten() {
+        let l = log(100, 100, Duration::from_secs(60));
+        let before_start = now_us() - 30_000_000;
+        assert!(
+            l.lost_after("r", before_start),
+            "nothing before the start is known"
+        );
+        l.append(before_start + 1, vec![Arc::from("r")], message("pet"));
+        let gap = now_us() - 10_000_000;
+        l.lose_upto(gap);
+        l.known_after(l.first_seq().unwrap() - 1);
+        assert!(!l.lost_after("r", gap), "after the gap: known");
+        assert!(
+            l.lost_after("r", before_start + 5),
+            "a gap is remembered, whatever was read back"
+        );
+        l.known_after(0);
+        assert!(l.lost_after("r", gap - 1));
     }
 }

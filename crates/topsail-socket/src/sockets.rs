@@ -54,6 +54,8 @@ pub struct Sockets {
     pub(crate) node: Arc<str>,
     /// The way to the other nodes (a cluster only; see [`crate::relay`]).
     relay: Option<crate::relay::RelayOut>,
+    /// The last batch heard from each other node.
+    pub(crate) heard: Arc<std::sync::Mutex<crate::relay::Heard>>,
     /// Batches published and not yet carried out, here and by the relay.
     pending: Arc<AtomicUsize>,
     /// Messages delivered, for sampling their recipients.
@@ -125,6 +127,7 @@ impl Sockets {
             guarding: Guarding::default(),
             node: node_name(),
             relay: None,
+            heard: Arc::default(),
             pending: Arc::default(),
             sampled: Arc::default(),
             log: Arc::new(Log::new(ReplayConfig::default())),
@@ -982,6 +985,7 @@ mod tests {
             guarding: Guarding::default(),
             node: node_name(),
             relay: None,
+            heard: Arc::default(),
             pending: Arc::default(),
             sampled: Arc::default(),
             log: Arc::new(Log::new(ReplayConfig::default())),
