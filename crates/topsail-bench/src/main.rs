@@ -4,13 +4,13 @@
 //!
 //! Traffic stays on 127.0.0.1; every loop is bounded in count and time.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use topsail_bench::process::{Server, cpu_us, free_port, rss_kb, start, start_cmd};
+use topsail_bench::process::{Server, cpu_us, rss_kb, start, start_cmd};
 use topsail_bench::{Http, OnEvent, Socket, percentile};
 
 mod reconnect;
@@ -394,7 +394,8 @@ async fn run() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let secs = if quick { 2 } else { 5 };
-    // `--only http,socket,fanout,rules,memory,cluster,sqlite` runs a subset.
+    // `--only http,socket,fanout,rules,memory,cluster,replay,avalanche,recall`
+    // runs a subset.
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -576,23 +577,7 @@ async fn run() -> Res<()> {
 
     if runs("cluster") {
         // Scenario 5: the fan-out over two nodes sharing Redis.
-        let redis_port = free_port();
-        let mut redis = Command::new("redis-server")
-            .args([
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("redis-server: {e}"))?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let redis_url = format!("redis://127.0.0.1:{redis_port}/");
+        let (redis, redis_url) = topsail_bench::process::redis().await?;
         let n1 = start(
             "zoo",
             &[
@@ -613,9 +598,19 @@ async fn run() -> Res<()> {
             &row,
         );
         results.insert("cluster_fanout".into(), row);
-        drop((n1, n2));
-        let _ = redis.kill();
-        let _ = redis.wait();
+        drop((n1, n2, redis));
+    }
+
+    if runs("recall") {
+        // A node that starts in a cluster reads the replay window back from
+        // the Redis stream before it serves.
+        let creates = if quick { 10_000 } else { 100_000 };
+        let row = reconnect::recall(&url, creates).await?;
+        print_row(
+            &format!("9. a node starting after {creates} actions in the stream"),
+            &row,
+        );
+        results.insert("recall".into(), row);
     }
 
     // `--sails`: the reference, Sails 1.5.18 with sails-postgresql on a

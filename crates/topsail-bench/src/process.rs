@@ -67,6 +67,27 @@ pub async fn start_cmd(
     Err(format!("{name} did not start"))
 }
 
+/// A `redis-server` of the harness's own on a free port (no persistence),
+/// killed when dropped; `url` is what `REDIS_URL` takes.
+pub async fn redis() -> crate::Result<(Server, String)> {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-server: {e}"))?;
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            let url = format!("redis://{addr}/");
+            return Ok((Server { child, addr }, url));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("redis-server did not start".into())
+}
+
 /// Server CPU time (user + system) in microseconds, from `/proc/<pid>/stat`.
 pub fn cpu_us(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -9,10 +9,58 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use topsail_bench::process::{Server, cpu_us, rss_kb};
+use topsail_bench::process::{Server, cpu_us, rss_kb, start};
 use topsail_bench::{Handshake, Http, OnEvent, Socket, percentile};
 
 use crate::Res;
+
+/// A node that starts in a cluster after `creates` actions, each an entry
+/// of the Redis stream: how long it takes to read them back into its log
+/// before it serves (from its start until it accepts), its CPU and memory
+/// then, against a node started on an empty stream.
+pub(crate) async fn recall(url: &str, creates: usize) -> Res<Value> {
+    let (redis, redis_url) = topsail_bench::process::redis().await?;
+    let env = [("DATABASE_URL", url.to_owned()), ("REDIS_URL", redis_url)];
+    let began = Instant::now();
+    let first = start("zoo", &env).await?;
+    let empty_ms = began.elapsed().as_secs_f64() * 1e3;
+    let (first_cpu, first_rss) = (cpu_us(first.child.id()), rss_kb(first.child.id()));
+    let names: Arc<Vec<String>> = Arc::new((0..creates).map(|i| format!("recall-{i}")).collect());
+    let fill = Instant::now();
+    create_pets(&first.addr, names, 16, None).await?;
+    let fill_secs = fill.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let entries = stream_length(&redis.addr)?;
+    let began = Instant::now();
+    let second = start("zoo", &env).await?;
+    let full_ms = began.elapsed().as_secs_f64() * 1e3;
+    let (cpu, rss) = (cpu_us(second.child.id()), rss_kb(second.child.id()));
+    drop((first, second, redis));
+    Ok(json!({
+        "actions": creates,
+        "fill_s": (fill_secs * 10.0).round() / 10.0,
+        "stream_entries": entries,
+        "start_empty_ms": empty_ms.round(),
+        "start_full_ms": full_ms.round(),
+        "cpu_empty_ms": first_cpu / 1000,
+        "cpu_full_ms": cpu / 1000,
+        "rss_empty_mb": first_rss / 1024,
+        "rss_full_mb": rss / 1024,
+    }))
+}
+
+/// How many entries the effects stream of the Redis at `addr` holds.
+fn stream_length(addr: &str) -> Res<u64> {
+    let port = addr.rsplit(':').next().unwrap_or_default();
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", port, "XLEN", "topsail:effects"])
+        .output()
+        .map_err(|e| format!("redis-cli: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("XLEN: {e}"))
+}
 
 /// A resume key per socket, unique to this run.
 fn key(tag: &str, i: usize) -> Handshake {
