@@ -38,6 +38,54 @@ impl Node {
     }
 }
 
+/// Two zoo nodes on one SQLite database and a Redis of their own.
+struct Pair {
+    one: Node,
+    two: Node,
+    redis: OwnRedis,
+    store: topsail::SqlStore,
+    cleanup: topsail_tests::Cleanup,
+}
+
+impl Pair {
+    async fn start() -> Self {
+        let (store, cleanup) = fresh_store(Db::Sqlite).await;
+        let redis = OwnRedis::start().await;
+        let one = Node::start(&store, &redis).await;
+        let two = Node::start(&store, &redis).await;
+        Pair {
+            one,
+            two,
+            redis,
+            store,
+            cleanup,
+        }
+    }
+
+    async fn stop(self) {
+        self.one.stop().await;
+        self.two.stop().await;
+        self.store.close().await;
+        self.cleanup.run().await;
+    }
+}
+
+/// The next event `ws` receives before `deadline`, as its name and
+/// arguments (`None` once the deadline passed).
+async fn next_event(ws: &mut Ws, deadline: tokio::time::Instant) -> Option<Vec<Value>> {
+    loop {
+        let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(deadline, ws.next()).await
+        else {
+            return None;
+        };
+        if let Some(event) = t.strip_prefix("42")
+            && let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(event)
+        {
+            return Some(parts);
+        }
+    }
+}
+
 /// Redis paused: a node's own watchers still hear each create at once.
 /// Nothing waits for Redis on the way to this node's sockets, so nothing
 /// queues up meanwhile to go out in one burst once the cluster deadline has
@@ -61,15 +109,10 @@ async fn a_paused_redis_holds_up_no_delivery_to_the_nodes_own_sockets() {
     }
     let mut heard = 0;
     let deadline = started + std::time::Duration::from_millis(600);
-    while heard < 20 {
-        let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(deadline, ws.next()).await
-        else {
-            break;
-        };
-        if let Some(event) = t.strip_prefix("42")
-            && let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(event)
-            && parts[1]["verb"] == "created"
-        {
+    while heard < 20
+        && let Some(parts) = next_event(&mut ws, deadline).await
+    {
+        if parts[1]["verb"] == "created" {
             heard += 1;
         }
     }
@@ -90,12 +133,8 @@ async fn a_paused_redis_holds_up_no_delivery_to_the_nodes_own_sockets() {
 /// next change.
 #[tokio::test]
 async fn a_subscription_made_on_one_node_reaches_a_socket_on_another() {
-    let (store, cleanup) = fresh_store(Db::Sqlite).await;
-    let redis = OwnRedis::start().await;
-    let (one, two) = (
-        Node::start(&store, &redis).await,
-        Node::start(&store, &redis).await,
-    );
+    let nodes = Pair::start().await;
+    let (one, two) = (&nodes.one, &nodes.two);
     let mut ws = two.socket().await;
     let id = two.app.sockets().unwrap().sockets_where(&|_| true)[0].clone();
 
@@ -109,26 +148,17 @@ async fn a_subscription_made_on_one_node_reaches_a_socket_on_another() {
 
     let mut heard = None;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while heard.is_none() {
-        let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(deadline, ws.next()).await
-        else {
-            break;
-        };
-        if let Some(event) = t.strip_prefix("42")
-            && let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(event)
-            && parts[1]["verb"] == "updated"
-        {
+    while heard.is_none()
+        && let Some(parts) = next_event(&mut ws, deadline).await
+    {
+        if parts[1]["verb"] == "updated" {
             heard = Some(parts[1].clone());
         }
     }
     let heard = heard.expect("the socket on the other node heard the update");
     assert_eq!(heard["id"], json!(rex));
     assert_eq!(heard["data"]["name"], "Rex II");
-
-    one.stop().await;
-    two.stop().await;
-    store.close().await;
-    cleanup.run().await;
+    nodes.stop().await;
 }
 
 /// The pets announced as created to `ws` until `want` came or `within`
@@ -142,16 +172,8 @@ async fn created_ids(
     let mut ids = Vec::new();
     let mut deadline = tokio::time::Instant::now() + within;
     let mut settling = false;
-    loop {
-        let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(deadline, ws.next()).await
-        else {
-            return ids;
-        };
-        if let Some(event) = t.strip_prefix("42")
-            && let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(event)
-            && parts[0] == "pet"
-            && parts[1]["verb"] == "created"
-        {
+    while let Some(parts) = next_event(ws, deadline).await {
+        if parts[0] == "pet" && parts[1]["verb"] == "created" {
             ids.push(parts[1]["id"].clone());
         }
         if ids.len() >= want && !settling {
@@ -159,6 +181,7 @@ async fn created_ids(
             deadline = tokio::time::Instant::now() + settle;
         }
     }
+    ids
 }
 
 /// Redis paused while one node writes: what it published meanwhile is
@@ -167,17 +190,13 @@ async fn created_ids(
 /// out is written again, and dropped there as a repeat).
 #[tokio::test]
 async fn what_a_node_publishes_while_redis_is_paused_reaches_the_other_node_once() {
-    let (store, cleanup) = fresh_store(Db::Sqlite).await;
-    let redis = OwnRedis::start().await;
-    let (one, two) = (
-        Node::start(&store, &redis).await,
-        Node::start(&store, &redis).await,
-    );
+    let nodes = Pair::start().await;
+    let (one, two) = (&nodes.one, &nodes.two);
     let mut ws = two.socket().await;
     let watch = virtual_request(&mut ws, 2, "get", json!({"url": "/pet?name=none"})).await;
     assert_eq!(watch["statusCode"], 200);
 
-    let mut pause = redis.pause(2);
+    let mut pause = nodes.redis.pause(2);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let pets = one.app.model::<example_zoo::Pet>();
     let mut created = Vec::new();
@@ -205,11 +224,7 @@ async fn what_a_node_publishes_while_redis_is_paused_reaches_the_other_node_once
     )
     .await;
     assert_eq!(heard, created, "every create, in order, once");
-
-    one.stop().await;
-    two.stop().await;
-    store.close().await;
-    cleanup.run().await;
+    nodes.stop().await;
 }
 
 /// A node that starts reads the cluster's replay window back from Redis:
