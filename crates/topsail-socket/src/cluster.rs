@@ -381,7 +381,21 @@ pub(crate) fn spawn_reader(
 /// The parked sockets of every node, in Redis: a hash per resume key
 /// (`topsail:parked:<key>`), a field per parked socket, expiring with the
 /// last one parked (see `crate::resume`).
-pub(crate) struct RedisParking(pub(crate) ResilientDriver);
+pub(crate) struct RedisParking {
+    pub(crate) driver: ResilientDriver,
+    /// See [`ReplayConfig::close_doubt`](crate::ReplayConfig::close_doubt).
+    pub(crate) close_doubt: Duration,
+}
+
+/// What became of a node whose sockets a resume looks at.
+enum NodeState {
+    Alive,
+    /// Gone (killed: it parked nothing), with the last time it recorded
+    /// its sockets, in ms, if Redis still has it.
+    Gone {
+        last_seen_ms: Option<u64>,
+    },
+}
 
 /// A parked socket as Redis keeps it: when another socket took it back,
 /// and, for a live socket's snapshot, its node.
@@ -412,20 +426,23 @@ impl RedisParking {
     /// Whether node `node` is gone: it has not recorded a snapshot for
     /// [`NODE_GONE`]. A recent one proves nothing (the node may have died
     /// just after), so this waits, at most that long, for the next one.
-    async fn node_gone(
+    async fn node_state(
         &self,
         conn: &mut ConnectionManager,
         node: &str,
-    ) -> redis::RedisResult<bool> {
+    ) -> redis::RedisResult<NodeState> {
         let first: Option<u64> = conn.get(node_key(node)).await?;
         let Some(first) = first else {
-            return Ok(true);
+            return Ok(NodeState::Gone { last_seen_ms: None });
+        };
+        let gone = NodeState::Gone {
+            last_seen_ms: Some(first),
         };
         let gone_at = first + NODE_GONE.as_millis() as u64;
         loop {
             let now = crate::backend::now_ms();
             if now >= gone_at {
-                return Ok(true);
+                return Ok(gone);
             }
             tokio::time::sleep(
                 Duration::from_millis(200).min(Duration::from_millis(gone_at - now)),
@@ -433,11 +450,32 @@ impl RedisParking {
             .await;
             let beat: Option<u64> = conn.get(node_key(node)).await?;
             match beat {
-                Some(b) if b > first => return Ok(false),
+                Some(b) if b > first => return Ok(NodeState::Alive),
                 Some(_) => {}
-                None => return Ok(true),
+                None => return Ok(gone),
             }
         }
+    }
+
+    /// The record of a live socket of a node that may be gone: `None`
+    /// while the node lives; else the record, replayed from its node's
+    /// last snapshot less `close_doubt` (a record is rewritten only when
+    /// its rooms change, so its own point may be older: the node went on
+    /// delivering to the socket until it was last seen).
+    async fn of_gone_node(
+        &self,
+        conn: &mut ConnectionManager,
+        node: &str,
+        mut parked: crate::resume::WireParked,
+    ) -> redis::RedisResult<Option<crate::resume::WireParked>> {
+        let NodeState::Gone { last_seen_ms } = self.node_state(conn, node).await? else {
+            return Ok(None);
+        };
+        if let Some(ms) = last_seen_ms {
+            let doubt = u64::try_from(self.close_doubt.as_micros()).unwrap_or(u64::MAX);
+            parked.since = parked.since.max((ms * 1000).saturating_sub(doubt));
+        }
+        Ok(Some(parked))
     }
 
     async fn try_take(
@@ -445,19 +483,21 @@ impl RedisParking {
         key: &str,
         sid: Option<&str>,
     ) -> redis::RedisResult<Vec<crate::resume::WireParked>> {
-        let (mut conn, hash) = (self.0.conn.clone(), parked_key(key));
+        let (mut conn, hash) = (self.driver.conn.clone(), parked_key(key));
         if let Some(sid) = sid {
             let found: Option<String> = conn.hget(&hash, sid).await?;
             let Some(stored) = found.and_then(|v| serde_json::from_str::<Stored>(&v).ok()) else {
                 return Ok(Vec::new());
             };
-            if let Some(node) = &stored.live
-                && !self.node_gone(&mut conn, node).await?
-            {
-                return Ok(Vec::new());
-            }
+            let parked = match &stored.live {
+                Some(node) => match self.of_gone_node(&mut conn, node, stored.parked).await? {
+                    Some(parked) => parked,
+                    None => return Ok(Vec::new()),
+                },
+                None => stored.parked,
+            };
             let _: () = conn.hdel(&hash, sid).await?;
-            return Ok(vec![stored.parked]);
+            return Ok(vec![parked]);
         }
         let all: HashMap<String, String> = conn.hgetall(&hash).await?;
         let now = crate::backend::now_ms();
@@ -470,10 +510,11 @@ impl RedisParking {
             };
             // A live socket of a node that is alive: another tab, not this
             // one's past.
-            if let Some(node) = stored.live.clone()
-                && !self.node_gone(&mut conn, &node).await?
-            {
-                continue;
+            if let Some(node) = stored.live.clone() {
+                match self.of_gone_node(&mut conn, &node, stored.parked).await? {
+                    Some(parked) => stored.parked = parked,
+                    None => continue,
+                }
             }
             match stored.taken_ms {
                 Some(t) if now.saturating_sub(t) > grace => {
@@ -496,7 +537,7 @@ impl RedisParking {
 #[async_trait::async_trait]
 impl crate::resume::SharedParking for RedisParking {
     async fn park(&self, key: &str, parked: crate::resume::WireParked, remember: Duration) {
-        let (mut conn, hash) = (self.0.conn.clone(), parked_key(key));
+        let (mut conn, hash) = (self.driver.conn.clone(), parked_key(key));
         let field = parked.sid.clone();
         let Ok(value) = serde_json::to_string(&Stored {
             parked,
@@ -522,7 +563,7 @@ impl crate::resume::SharedParking for RedisParking {
         node: &str,
         live: Vec<(String, crate::resume::WireParked)>,
         remember: Duration,
-    ) {
+    ) -> bool {
         let mut pipe = redis::pipe();
         pipe.set_ex(node_key(node), crate::backend::now_ms(), 30)
             .ignore();
@@ -542,14 +583,16 @@ impl crate::resume::SharedParking for RedisParking {
                 .expire(&hash, remember.as_secs().max(1) as i64)
                 .ignore();
         }
-        let done: redis::RedisResult<()> = pipe.query_async(&mut self.0.conn.clone()).await;
-        if let Err(e) = done {
+        let done: redis::RedisResult<()> = pipe.query_async(&mut self.driver.conn.clone()).await;
+        if let Err(e) = &done {
             tracing::debug!(error = %e, "could not record this node's sockets");
         }
+        done.is_ok()
     }
 
     async fn forget(&self, key: &str, sid: &str) {
-        let done: redis::RedisResult<()> = self.0.conn.clone().hdel(parked_key(key), sid).await;
+        let done: redis::RedisResult<()> =
+            self.driver.conn.clone().hdel(parked_key(key), sid).await;
         if let Err(e) = done {
             tracing::debug!(error = %e, "could not forget a socket that left");
         }

@@ -47,7 +47,9 @@ pub use extract::{NotASocketRequest, SocketRequest};
 pub use handshake::{BeforeConnect, ConnectRequest};
 pub use lanes::{INLINE_MAX, default_lanes};
 pub use replay::{ReplayConfig, now_us};
-pub use resume::{RESUME_COOKIE, RESUMES_AT_ONCE, RESYNC_EVENT, SHARED_GRACE, SNAPSHOT_EVERY};
+pub use resume::{
+    FULL_SNAPSHOT_EVERY, RESUME_COOKIE, RESUMES_AT_ONCE, RESYNC_EVENT, SHARED_GRACE, SNAPSHOT_EVERY,
+};
 pub use sockets::{
     AdapterFailure, CLUSTER_REPLAY_MARGIN, DEFAULT_EVENT, DEFAULT_MAX_ROOMS_PER_SOCKET,
     DEFAULT_PUBLISHER_QUEUE, RECIPIENTS_SAMPLED_EVERY, SocketPublisher, Sockets, SocketsError,
@@ -741,7 +743,10 @@ impl Realtime {
                 bounds,
                 trimmed_at: Default::default(),
             }),
-            Arc::new(cluster::RedisParking(relay.clone())),
+            Arc::new(cluster::RedisParking {
+                driver: relay.clone(),
+                close_doubt: config.replay.close_doubt,
+            }),
         );
         io.ns(
             "/",

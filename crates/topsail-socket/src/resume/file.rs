@@ -138,7 +138,12 @@ impl SharedParking for FileParking {
             .collect()
     }
 
-    async fn snapshot(&self, _node: &str, live: Vec<(String, WireParked)>, remember: Duration) {
+    async fn snapshot(
+        &self,
+        _node: &str,
+        live: Vec<(String, WireParked)>,
+        remember: Duration,
+    ) -> bool {
         {
             let now = now_ms();
             let until_ms = now + remember.as_millis() as u64;
@@ -160,7 +165,9 @@ impl SharedParking for FileParking {
             }
             all.by_key.retain(|_, v| !v.is_empty());
         }
+        // The records are kept here, whole: a failed write loses none.
         self.write().await;
+        true
     }
 
     /// At least a second, and ten times what the last one took: a file

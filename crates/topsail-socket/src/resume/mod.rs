@@ -30,7 +30,7 @@ mod file;
 mod parking;
 mod state;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ use crate::backend::Sent;
 use crate::sockets::Sockets;
 
 pub(crate) use file::FileParking;
-pub use parking::SNAPSHOT_EVERY;
+pub use parking::{FULL_SNAPSHOT_EVERY, SNAPSHOT_EVERY};
 pub(crate) use parking::{Late, Parked, Parking, Resumable, SharedParking, WireParked};
 use state::{Resuming, resync_message};
 
@@ -205,9 +205,11 @@ impl Sockets {
         );
         tokio::spawn(async move {
             let mut wait = SNAPSHOT_EVERY;
+            let mut recorded = Recorded::default();
             loop {
                 tokio::time::sleep(wait).await;
                 let began = std::time::Instant::now();
+                recorded.begin(began);
                 let live: Vec<(Sid, Resumable)> = me
                     .resumables
                     .read()
@@ -224,17 +226,21 @@ impl Sockets {
                         let own = sid.to_string();
                         let rooms = rooms_to_give_back(&own, me.backend.local_rooms(&own)?);
                         let floor = r.floor.load(std::sync::atomic::Ordering::Acquire);
+                        let anonymous = r.slot.with(Principal::is_anonymous);
+                        if !recorded.changed(sid, record_print(&rooms, floor, anonymous)) {
+                            return None;
+                        }
                         let wire = WireParked {
                             sid: own,
                             rooms,
                             since: since.max(floor),
                             floor,
-                            anonymous: r.slot.with(Principal::is_anonymous),
+                            anonymous,
                         };
                         Some((r.key, wire))
                     })
                     .collect();
-                shared.snapshot(&me.node, records, remember).await;
+                recorded.end(shared.snapshot(&me.node, records, remember).await);
                 wait = shared.next_snapshot_after(began.elapsed());
             }
         });
@@ -557,9 +563,119 @@ pub(crate) struct Finish {
 /// A resume the publisher task could not finish yet.
 type Unfinished = Box<(Resuming, topsail_core::PrincipalSlot)>;
 
+/// Which sockets' records a snapshot gives (see
+/// [`SharedParking::snapshot`]): those whose record changed since the last
+/// one recorded, and all of them every [`FULL_SNAPSHOT_EVERY`] and after a
+/// snapshot that could not be recorded.
+#[derive(Debug, Default)]
+struct Recorded {
+    /// Each live socket's record print when last recorded.
+    written: HashMap<Sid, u64>,
+    /// This snapshot's prints (the sockets gone since drop out).
+    now: HashMap<Sid, u64>,
+    full_at: Option<std::time::Instant>,
+    full: bool,
+}
+
+impl Recorded {
+    fn begin(&mut self, at: std::time::Instant) {
+        self.full = self.full_at.is_none_or(|t| at >= t);
+        if self.full {
+            self.full_at = Some(at + FULL_SNAPSHOT_EVERY);
+        }
+        self.now = HashMap::with_capacity(self.written.len());
+    }
+
+    /// Whether socket `sid`'s record, whose print is `print`, is to be
+    /// given.
+    fn changed(&mut self, sid: Sid, print: u64) -> bool {
+        let same = self.written.get(&sid) == Some(&print);
+        self.now.insert(sid, print);
+        self.full || !same
+    }
+
+    fn end(&mut self, recorded: bool) {
+        self.written = std::mem::take(&mut self.now);
+        if !recorded {
+            self.full_at = None;
+        }
+    }
+}
+
+/// A fingerprint of a socket's record (its rooms in any order, its floor,
+/// whether it is anonymous): a snapshot records only the sockets whose
+/// fingerprint changed. Without it, each snapshot wrote every room of
+/// every socket, a second, whatever changed.
+fn record_print(rooms: &[String], floor: u64, anonymous: bool) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    let sum = rooms
+        .iter()
+        .fold(0u64, |sum, room| sum.wrapping_add(hasher.hash_one(room)));
+    hasher.hash_one((sum, rooms.len(), floor, anonymous))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+
+    fn sid(n: u8) -> Sid {
+        // A socket id is 16 base64url characters.
+        format!("{}{}", "A".repeat(15), char::from(b'a' + n))
+            .parse()
+            .unwrap()
+    }
+
+    fn given(recorded: &mut Recorded, at: Instant, prints: &[(Sid, u64)], ok: bool) -> usize {
+        recorded.begin(at);
+        let n = prints
+            .iter()
+            .filter(|(s, p)| recorded.changed(*s, *p))
+            .count();
+        recorded.end(ok);
+        n
+    }
+
+    #[test]
+    fn a_snapshot_gives_the_changed_records_and_all_now_and_then() {
+        let mut r = Recorded::default();
+        let t = Instant::now();
+        let mut socks = vec![(sid(0), 1), (sid(1), 2), (sid(2), 3)];
+        assert_eq!(given(&mut r, t, &socks, true), 3, "the first: all");
+        assert_eq!(given(&mut r, t + SNAPSHOT_EVERY, &socks, true), 0);
+        socks[1].1 = 20;
+        assert_eq!(given(&mut r, t + 2 * SNAPSHOT_EVERY, &socks, true), 1);
+        socks[2].1 = 30;
+        assert_eq!(given(&mut r, t + 3 * SNAPSHOT_EVERY, &socks, false), 1);
+        assert_eq!(
+            given(&mut r, t + 4 * SNAPSHOT_EVERY, &socks, true),
+            3,
+            "after one that could not be recorded: all"
+        );
+        assert_eq!(given(&mut r, t + 5 * SNAPSHOT_EVERY, &socks, true), 0);
+        assert_eq!(
+            given(
+                &mut r,
+                t + 5 * SNAPSHOT_EVERY + FULL_SNAPSHOT_EVERY,
+                &socks,
+                true
+            ),
+            3,
+            "all again after FULL_SNAPSHOT_EVERY"
+        );
+    }
+
+    #[test]
+    fn a_record_print_ignores_the_order_of_rooms_and_sees_the_rest() {
+        let rooms = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let print = record_print(&rooms(&["a", "b"]), 5, true);
+        assert_eq!(print, record_print(&rooms(&["b", "a"]), 5, true));
+        assert_ne!(print, record_print(&rooms(&["a", "b", "c"]), 5, true));
+        assert_ne!(print, record_print(&rooms(&["a"]), 5, true));
+        assert_ne!(print, record_print(&rooms(&["a", "b"]), 6, true));
+        assert_ne!(print, record_print(&rooms(&["a", "b"]), 5, false));
+    }
 
     #[test]
     fn a_claim_reads_the_cookie_and_the_opt_in_parameters() {

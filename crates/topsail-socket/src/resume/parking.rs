@@ -81,9 +81,17 @@ pub(crate) trait SharedParking: Send + Sync + 'static {
     /// taken there). A socket of a node that stopped (killed: it parked
     /// nothing) counts as parked from its last snapshot.
     async fn take(&self, key: &str, sid: Option<&str>) -> Vec<WireParked>;
-    /// Records node `node`'s live sockets (each under its key), and that
-    /// the node is alive: what is given back if the node dies.
-    async fn snapshot(&self, node: &str, live: Vec<(String, WireParked)>, remember: Duration);
+    /// Records node `node`'s live sockets given (each under its key), and
+    /// that the node is alive: what is given back if the node dies. Only
+    /// sockets whose record changed are given, and all of them every
+    /// [`FULL_SNAPSHOT_EVERY`]; a record not given stays as it was. False
+    /// when it could not be recorded (the next snapshot gives them all).
+    async fn snapshot(
+        &self,
+        node: &str,
+        live: Vec<(String, WireParked)>,
+        remember: Duration,
+    ) -> bool;
     /// Forgets a socket that left for good (its client said goodbye).
     async fn forget(&self, key: &str, sid: &str);
     /// How long to wait before the next snapshot, the last one having
@@ -96,6 +104,11 @@ pub(crate) trait SharedParking: Send + Sync + 'static {
 /// How often a node of a cluster records its live sockets (see
 /// [`SharedParking::snapshot`]).
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a snapshot records every live socket, changed or not: a
+/// record lost meanwhile (Redis restarted without its data) comes back,
+/// and no record expires while its socket lives.
+pub const FULL_SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
 
 /// The sockets that connected lately with a key and found nothing parked,
 /// by key (see `Sockets::resume_late`): for as long as a dead connection
