@@ -14,7 +14,16 @@ struct Node {
 
 impl Node {
     async fn start(store: &topsail::SqlStore, redis: &OwnRedis) -> Self {
+        Self::start_with(store, redis, topsail::RealtimeConfig::default()).await
+    }
+
+    async fn start_with(
+        store: &topsail::SqlStore,
+        redis: &OwnRedis,
+        realtime: topsail::RealtimeConfig,
+    ) -> Self {
         let app = example_zoo::builder()
+            .realtime(realtime)
             .store(store.clone())
             .redis(redis.url.clone())
             .build()
@@ -251,6 +260,60 @@ async fn a_node_that_starts_reads_the_clusters_replay_window_back() {
         published,
         "the new node's log holds all that the other published before it started"
     );
+
+    one.stop().await;
+    two.stop().await;
+    store.close().await;
+    cleanup.run().await;
+}
+
+/// A node whose relay queue overflows while Redis sleeps loses batches for
+/// good: the other node notices the gap in their numbers when the next one
+/// comes, and tells its connected sockets to fetch again (one
+/// `topsail:resync` naming what they watch), rather than leaving them with
+/// a silent gap.
+#[tokio::test]
+async fn batches_lost_by_a_relay_that_overflowed_resync_the_other_nodes_sockets() {
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let redis = OwnRedis::start().await;
+    let tiny = topsail::RealtimeConfig {
+        publisher_queue: 2,
+        ..topsail::RealtimeConfig::default()
+    };
+    let one = Node::start_with(&store, &redis, tiny).await;
+    let two = Node::start(&store, &redis).await;
+    let mut ws = two.socket().await;
+    let watch = virtual_request(&mut ws, 2, "get", json!({"url": "/pet?name=none"})).await;
+    assert_eq!(watch["statusCode"], 200);
+
+    let mut pause = redis.pause(2);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pets = one.app.model::<example_zoo::Pet>();
+    for i in 0..20 {
+        pets.create(json!({"name": format!("P{i}")})).await.unwrap();
+    }
+    assert!(
+        one.app.sockets().unwrap().relay_dropped() > 0,
+        "the relay queue overflowed"
+    );
+    while pause.try_wait().unwrap().is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The batch after the lost ones.
+    pets.create(json!({"name": "after"})).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut resync = None;
+    while resync.is_none()
+        && let Some(parts) = next_event(&mut ws, deadline).await
+    {
+        if parts[0] == "topsail:resync" {
+            resync = Some(parts[1].clone());
+        }
+    }
+    let resync = resync.expect("a topsail:resync");
+    assert_eq!(resync["reason"], "gap");
+    assert_eq!(resync["models"], json!(["pet", "user"]), "{resync}");
 
     one.stop().await;
     two.stop().await;

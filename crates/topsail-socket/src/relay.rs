@@ -297,54 +297,71 @@ pub(crate) enum Place {
     /// Already heard: a write Redis took although it timed out, written
     /// again.
     Repeat,
-    /// Batches of that node before it never came.
-    AfterGap { missed: u64 },
+    /// Batches of that node before it never came; `since`: the highest
+    /// number heard from it before them.
+    AfterGap { missed: u64, since: u64 },
+}
+
+/// What was last heard from a node: its batch, the highest sequence
+/// number in its batches, and when.
+#[derive(Debug)]
+struct LastHeard {
+    n: u64,
+    seq: u64,
+    at: Instant,
 }
 
 /// The last batch heard from each node (see [`Relayed::n`]).
 #[derive(Debug, Default)]
-pub(crate) struct Heard(HashMap<Box<str>, (u64, Instant)>);
+pub(crate) struct Heard(HashMap<Box<str>, LastHeard>);
 
 impl Heard {
-    /// Where batch `n` of `node` stands, and takes note of it.
-    pub(crate) fn place(&mut self, node: &str, n: u64) -> Place {
+    /// Where batch `n` of `node`, whose highest sequence number is `seq`
+    /// (0: none), stands, and takes note of it.
+    pub(crate) fn place(&mut self, node: &str, n: u64, seq: u64) -> Place {
         if n == 0 {
             return Place::InOrder;
         }
         let now = Instant::now();
-        let Some((last, heard)) = self.0.get_mut(node) else {
+        let Some(last) = self.0.get_mut(node) else {
             if self.0.len() >= NODES_REMEMBERED
                 && let Some(oldest) = self
                     .0
                     .iter()
-                    .min_by_key(|(_, (_, at))| *at)
+                    .min_by_key(|(_, last)| last.at)
                     .map(|(k, _)| k.clone())
             {
                 self.0.remove(&oldest);
             }
-            self.0.insert(node.into(), (n, now));
+            self.0.insert(node.into(), LastHeard { n, seq, at: now });
             return Place::InOrder;
         };
-        if n <= *last {
+        if n <= last.n {
             return Place::Repeat;
         }
-        let missed = n - *last - 1;
-        (*last, *heard) = (n, now);
+        let (missed, since) = (n - last.n - 1, last.seq);
+        *last = LastHeard {
+            n,
+            seq: seq.max(since),
+            at: now,
+        };
         if missed == 0 {
             Place::InOrder
         } else {
-            Place::AfterGap { missed }
+            Place::AfterGap { missed, since }
         }
     }
 }
 
 impl Sockets {
-    /// Where `message` stands among its node's batches.
-    fn place_relayed(&self, message: &Relayed<'_>) -> Place {
-        self.heard
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .place(&message.node, message.n)
+    /// Where `message`, whose highest sequence number is `highest`,
+    /// stands among its node's batches.
+    fn place_relayed(&self, message: &Relayed<'_>, highest: u64) -> Place {
+        self.heard.lock().unwrap_or_else(|e| e.into_inner()).place(
+            &message.node,
+            message.n,
+            highest,
+        )
     }
 
     /// This node's form of a relayed guard; `Err` (logged) when it names
@@ -369,30 +386,31 @@ impl Sockets {
         if *message.node == *self.node {
             return;
         }
-        match self.place_relayed(&message) {
+        let highest = message
+            .effects
+            .iter()
+            .filter_map(RelayedEffect::seq)
+            .max()
+            .unwrap_or(0);
+        match self.place_relayed(&message, highest) {
             Place::Repeat => {
                 metrics::counter!("topsail_relay_repeats_total").increment(1);
                 return;
             }
-            Place::AfterGap { missed } => {
-                // What the lost batches published is missing from the log
-                // (and never reached this node's sockets): a socket that
-                // comes back for anything before now is told to fetch again
-                // rather than given part of its gap.
-                let upto = message
-                    .effects
-                    .iter()
-                    .filter_map(RelayedEffect::seq)
-                    .max()
-                    .unwrap_or(0)
-                    .max(crate::replay::now_us());
-                self.log.lose_upto(upto);
-                metrics::counter!("topsail_relay_gaps_total").increment(missed);
+            Place::AfterGap { missed, since } => {
                 tracing::warn!(
                     node = %message.node,
                     missed,
                     "batches of another node never came (its relay overflowed, or Redis lost them)"
                 );
+                metrics::counter!("topsail_relay_gaps_total").increment(missed);
+                // What the lost batches published is missing from the log
+                // and never reached this node's sockets: a socket that
+                // comes back for anything before now is told to fetch
+                // again rather than given part of its gap, and so is every
+                // socket connected now.
+                self.log.lose_upto(highest.max(crate::replay::now_us()));
+                self.resync_connected(since);
             }
             Place::InOrder => {}
         }
@@ -541,25 +559,40 @@ mod tests {
     fn a_receiver_drops_a_repeat_and_notices_a_gap() {
         let mut heard = Heard::default();
         assert_eq!(
-            heard.place("a", 7),
+            heard.place("a", 7, 70),
             Place::InOrder,
             "the first heard from a node"
         );
-        assert_eq!(heard.place("a", 8), Place::InOrder);
-        assert_eq!(heard.place("a", 8), Place::Repeat);
-        assert_eq!(heard.place("a", 5), Place::Repeat);
-        assert_eq!(heard.place("b", 1), Place::InOrder, "each node on its own");
-        assert_eq!(heard.place("a", 11), Place::AfterGap { missed: 2 });
-        assert_eq!(heard.place("a", 12), Place::InOrder);
-        assert_eq!(heard.place("old", 0), Place::InOrder, "unnumbered");
-        assert_eq!(heard.place("old", 0), Place::InOrder, "unnumbered");
+        assert_eq!(heard.place("a", 8, 80), Place::InOrder);
+        assert_eq!(heard.place("a", 8, 80), Place::Repeat);
+        assert_eq!(heard.place("a", 5, 50), Place::Repeat);
+        assert_eq!(
+            heard.place("b", 1, 10),
+            Place::InOrder,
+            "each node on its own"
+        );
+        assert_eq!(
+            heard.place("a", 9, 0),
+            Place::InOrder,
+            "a batch without numbers"
+        );
+        assert_eq!(
+            heard.place("a", 11, 110),
+            Place::AfterGap {
+                missed: 1,
+                since: 80
+            }
+        );
+        assert_eq!(heard.place("a", 12, 120), Place::InOrder);
+        assert_eq!(heard.place("old", 0, 0), Place::InOrder, "unnumbered");
+        assert_eq!(heard.place("old", 0, 0), Place::InOrder, "unnumbered");
     }
 
     #[test]
     fn a_receiver_remembers_a_bounded_number_of_nodes() {
         let mut heard = Heard::default();
         for i in 0..NODES_REMEMBERED + 10 {
-            heard.place(&format!("node-{i}"), 1);
+            heard.place(&format!("node-{i}"), 1, 0);
         }
         assert_eq!(heard.0.len(), NODES_REMEMBERED);
     }

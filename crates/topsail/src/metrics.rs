@@ -24,6 +24,9 @@ calling [`Topsail::sample_metrics`] before it renders).
 | `topsail_relay_dropped_total` | counter: effect batches not relayed to the other nodes (the relay queue was full while Redis was away) | |
 | `topsail_relay_gaps_total` | counter: other nodes' effect batches that never came here (their relay overflowed, or Redis lost them) | |
 | `topsail_relay_repeats_total` | counter: other nodes' effect batches that came twice (a timed-out write Redis had taken, written again) and were dropped | |
+| `topsail_resumes_total` | counter: sockets taken back | `outcome` (`replayed`, `resync`, `unknown`) |
+| `topsail_replayed_messages_total` | counter: messages replayed to sockets taken back | |
+| `topsail_resyncs_sent_total` | counter: `topsail:resync` sent to connected sockets | `reason` (`relay-gap`) |
 | `topsail_cluster_up` | gauge: 1 when the other nodes are reachable (or there is no cluster), 0 while this node works alone | |
 | `topsail_cluster_breaker_openings_total` | counter: times this node started working alone | |
 | `topsail_db_connections_in_use`, `topsail_db_connections_max` | gauge | |

@@ -246,6 +246,25 @@ impl Sockets {
         });
     }
 
+    /// Tells every socket connected to this node that it may have missed
+    /// messages after `since` (another node's batches that never came):
+    /// one `topsail:resync` each, naming its rooms, as a socket that comes
+    /// back to a gap is told.
+    pub(crate) fn resync_connected(&self, since: u64) {
+        let sockets = self.guarding.sockets_where(&|_| true);
+        for id in &sockets {
+            let (Ok(sid), Some(rooms)) = (id.parse::<Sid>(), self.backend.local_rooms(id)) else {
+                continue;
+            };
+            let rooms = rooms_to_give_back(id, rooms);
+            let message = resync_message("gap", since, &rooms);
+            self.backend
+                .emit_to(sid, RESYNC_EVENT, &crate::replay::to_raw(&message), None);
+        }
+        metrics::counter!("topsail_resyncs_sent_total", "reason" => "relay-gap")
+            .increment(sockets.len() as u64);
+    }
+
     /// Parks a socket that dropped, here and, in a cluster, for the other
     /// nodes.
     pub(crate) fn park(&self, key: &str, parked: Parked) {
