@@ -293,7 +293,9 @@ pub(crate) async fn recall(
         for found in page.ids {
             let (id, batch) = entry(found, node);
             if let Some(bytes) = batch {
-                publisher.relayed(bytes).await;
+                publisher
+                    .relayed(bytes, crate::relay::Arrival::Recalled)
+                    .await;
             }
             from = format!("({id}");
             last = id;
@@ -361,7 +363,7 @@ pub(crate) fn spawn_reader(
                     for found in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
                         let (id, batch) = entry(found, &node);
                         if let Some(bytes) = batch {
-                            publisher.relayed(bytes).await;
+                            publisher.relayed(bytes, crate::relay::Arrival::Live).await;
                         }
                         last = id;
                     }

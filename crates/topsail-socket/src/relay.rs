@@ -284,6 +284,16 @@ pub(crate) fn spawn(relay: Arc<dyn Relay>, capacity: usize, pending: Arc<AtomicU
     }
 }
 
+/// How a relayed batch came to this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// As the other node wrote it (perhaps late, after a Redis outage).
+    Live,
+    /// Read back from the stream as this node started, before it served
+    /// any socket.
+    Recalled,
+}
+
 /// The most nodes whose last batch a node remembers (a node is a process:
 /// each restart is a new one); past it, the one heard from longest ago is
 /// forgotten.
@@ -364,6 +374,20 @@ impl Sockets {
         )
     }
 
+    /// Takes note of a batch that comes in later than a relay takes (held
+    /// up while Redis did not answer): see [`Log::came_late`](crate::replay::Log::came_late).
+    fn note_if_late(&self, message: &Relayed<'_>) {
+        let Some(lowest) = message.effects.iter().filter_map(RelayedEffect::seq).min() else {
+            return;
+        };
+        let now = crate::replay::now_us();
+        let margin =
+            u64::try_from(crate::sockets::CLUSTER_REPLAY_MARGIN.as_micros()).unwrap_or(u64::MAX);
+        if now.saturating_sub(lowest) > margin {
+            self.log.came_late(lowest, now);
+        }
+    }
+
     /// This node's form of a relayed guard; `Err` (logged) when it names
     /// a model this node does not have.
     fn guard_here(&self, wire: Option<WireGuard>) -> Result<Option<Guard>, ()> {
@@ -378,7 +402,7 @@ impl Sockets {
     }
 
     /// Carries out on this node's sockets a batch another node relayed.
-    pub(crate) async fn receive_relayed(&self, bytes: &[u8]) {
+    pub(crate) async fn receive_relayed(&self, bytes: &[u8], arrival: Arrival) {
         let message: Relayed<'_> = match serde_json::from_slice(bytes) {
             Ok(m) => m,
             Err(e) => return tracing::warn!(error = %e, "unreadable relayed effects"),
@@ -406,13 +430,23 @@ impl Sockets {
                 metrics::counter!("topsail_relay_gaps_total").increment(missed);
                 // What the lost batches published is missing from the log
                 // and never reached this node's sockets: a socket that
-                // comes back for anything before now is told to fetch
-                // again rather than given part of its gap, and so is every
-                // socket connected now.
-                self.log.lose_upto(highest.max(crate::replay::now_us()));
-                self.resync_connected(since);
+                // comes back for anything before this batch is told to
+                // fetch again rather than given part of its gap, and so is
+                // every socket connected now.
+                let now = crate::replay::now_us();
+                let upto = if highest > 0 { highest } else { now };
+                self.log.lose_upto(match arrival {
+                    Arrival::Live => upto.max(now),
+                    Arrival::Recalled => upto,
+                });
+                if arrival == Arrival::Live {
+                    self.resync_connected(since);
+                }
             }
             Place::InOrder => {}
+        }
+        if arrival == Arrival::Live {
+            self.note_if_late(&message);
         }
         for effect in message.effects {
             match effect {

@@ -199,6 +199,9 @@ struct Inner {
     /// Up to where entries may never have come in (another node's lost
     /// batches, see [`Log::lose_upto`]).
     gaps_upto: u64,
+    /// Stretches in which entries came in late (see [`Log::came_late`]),
+    /// oldest first, overlapping ones merged.
+    late: VecDeque<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -310,6 +313,26 @@ impl Log {
         inner.gaps_upto = inner.gaps_upto.max(seq);
     }
 
+    /// Takes note that entries numbered from `from` came in only at `at`
+    /// (another node's batches, held up while Redis did not answer): a
+    /// socket that left in between was not given them live, and a replay
+    /// from its point, which goes by number, would pass them by; it is told
+    /// to fetch again instead.
+    pub(crate) fn came_late(&self, from: u64, at: u64) {
+        let mut inner = self.lock();
+        match inner.late.back_mut() {
+            Some(last) if from <= last.1 => *last = (last.0.min(from), last.1.max(at)),
+            _ => inner.late.push_back((from, at)),
+        }
+        // Older than the window, a stretch concerns no socket the log can
+        // replay to; and a burst of late batches makes one stretch.
+        let window = u64::try_from(self.cfg.window.as_micros()).unwrap_or(u64::MAX);
+        let oldest = now_us().saturating_sub(window);
+        while inner.late.len() > 1 && inner.late.front().is_some_and(|s| s.1 < oldest) {
+            inner.late.pop_front();
+        }
+    }
+
     /// Takes note that the log holds everything after `seq` (read back from
     /// the cluster's stream at start), although this node started later.
     pub(crate) fn known_after(&self, seq: u64) {
@@ -326,6 +349,10 @@ impl Log {
     pub(crate) fn lost_after(&self, room: &str, since: u64) -> bool {
         let inner = self.lock();
         inner.dropped_upto.max(inner.gaps_upto) > since
+            || inner
+                .late
+                .iter()
+                .any(|(from, at)| (*from..*at).contains(&since))
             || inner
                 .rooms
                 .get(room)
@@ -461,5 +488,30 @@ mod tests {
         );
         l.known_after(0);
         assert!(l.lost_after("r", gap - 1));
+    }
+
+    #[test]
+    fn a_socket_that_left_while_entries_were_late_is_told_to_fetch_again() {
+        let l = log(100, 100, Duration::from_secs(60));
+        let (published, arrived) = (now_us() - 20_000_000, now_us() - 5_000_000);
+        l.known_after(0);
+        l.came_late(published, arrived);
+        assert!(
+            l.lost_after("r", published + 1_000_000),
+            "left after they were numbered and before they came"
+        );
+        assert!(
+            !l.lost_after("r", published - 1),
+            "before: they are replayed"
+        );
+        assert!(
+            !l.lost_after("r", arrived),
+            "after: they were delivered live"
+        );
+        l.came_late(published + 3_000_000, arrived + 1_000_000);
+        assert!(
+            l.lost_after("r", arrived + 500_000),
+            "merged into one stretch"
+        );
     }
 }

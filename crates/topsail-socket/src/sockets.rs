@@ -765,7 +765,7 @@ impl Sockets {
                             .record(committed.elapsed().as_secs_f64());
                         handed = Some(answer);
                     }
-                    Work::Relayed(bytes) => sockets.receive_relayed(&bytes).await,
+                    Work::Relayed(bytes, arrival) => sockets.receive_relayed(&bytes, arrival).await,
                     Work::Finish(finish) => sockets.finish(*finish).await,
                     Work::App(message, answer) => {
                         let seq = sockets.log.next_seq();
@@ -815,7 +815,8 @@ enum Work {
         std::time::Instant,
         tokio::sync::oneshot::Sender<()>,
     ),
-    Relayed(Vec<u8>),
+    /// A batch another node relayed, as it came.
+    Relayed(Vec<u8>, crate::relay::Arrival),
     /// The end of a socket's resume (see [`crate::resume`]).
     Finish(Box<Finish>),
     /// An app's message, and whom to tell once local sockets have it.
@@ -848,9 +849,9 @@ impl SocketPublisher {
         tokio::time::timeout(deadline, drained).await.is_ok()
     }
 
-    /// Queues a guarded effect another node relayed.
-    pub(crate) async fn relayed(&self, bytes: Vec<u8>) {
-        self.send(Work::Relayed(bytes)).await;
+    /// Queues a batch another node relayed.
+    pub(crate) async fn relayed(&self, bytes: Vec<u8>, arrival: crate::relay::Arrival) {
+        self.send(Work::Relayed(bytes, arrival)).await;
     }
 
     async fn send(&self, work: Work) {
