@@ -257,7 +257,7 @@ const READ_AT_ONCE: usize = 512;
 /// again: a dead link shows within this and the response deadline).
 const READ_BLOCK: Duration = Duration::from_secs(2);
 
-/// An entry of the stream: its id, whether this node wrote it, its batch.
+/// An entry of the stream: its id, and its batch unless this node wrote it.
 fn entry(found: redis::streams::StreamId, node: &str) -> (String, Option<Vec<u8>>) {
     let own = found.get::<String>("o").is_some_and(|o| o == node);
     let batch = if own { None } else { found.get::<Vec<u8>>("d") };
