@@ -457,7 +457,10 @@ impl Sockets {
                 .emit_local(rooms.clone(), except, &event, &payload, Some(seq))
                 .await;
         }
-        let (event, payload): (Arc<str>, _) = (Arc::from(event), Arc::new(payload));
+        if !self.replays() {
+            return;
+        }
+        let (event, payload): (Arc<str>, _) = (Arc::from(event), crate::replay::to_raw(&payload));
         let omit: Option<Arc<str>> = omit.map(Arc::from);
         let rooms = if rooms.is_empty() {
             vec![Arc::from(EVERYONE)]
@@ -608,7 +611,7 @@ impl Sockets {
         if let Some(seq) = seq {
             let what = What::Message {
                 event: Arc::from(event),
-                payload: Arc::new(payload),
+                payload: crate::replay::to_raw(&payload),
                 omit,
                 guard: guard.map(Arc::new),
             };

@@ -31,7 +31,10 @@ impl Replayed {
     /// socket it is replayed to, or this socket's redacted one.
     pub(crate) fn raw(&self) -> std::borrow::Cow<'_, serde_json::value::RawValue> {
         match &self.payload {
-            Shown::Whole(entry) => std::borrow::Cow::Borrowed(entry.raw_payload()),
+            Shown::Whole(entry) => match entry.raw_payload() {
+                Some(raw) => std::borrow::Cow::Borrowed(raw),
+                None => std::borrow::Cow::Owned(crate::replay::to_raw(&Value::Null)),
+            },
             Shown::Redacted(v) => std::borrow::Cow::Owned(crate::replay::to_raw(v)),
         }
     }
@@ -159,7 +162,13 @@ impl Resuming {
                                 continue;
                             }
                             Some(0) => Shown::Whole(entry.clone()),
-                            Some(hidden) => Shown::Redacted(g.redact(payload, hidden)),
+                            Some(hidden) => {
+                                // Read back from its text: redacting is
+                                // per socket, and only for a replay.
+                                let whole =
+                                    serde_json::from_str(payload.get()).unwrap_or(Value::Null);
+                                Shown::Redacted(g.redact(&whole, hidden))
+                            }
                         },
                     };
                     if let Some(dest) = guard.as_ref().and_then(|g| g.join.as_ref()) {
@@ -236,7 +245,7 @@ mod tests {
             vec![Arc::from(room)],
             What::Message {
                 event: Arc::from("pet"),
-                payload: Arc::new(json!({ "verb": "updated", "n": seq })),
+                payload: crate::replay::to_raw(&json!({ "verb": "updated", "n": seq })),
                 omit: omit.map(Arc::from),
                 guard: None,
             },
