@@ -14,16 +14,16 @@ struct Node {
 
 impl Node {
     async fn start(store: &topsail::SqlStore, redis: &OwnRedis) -> Self {
-        Self::start_with(store, redis, topsail::RealtimeConfig::default()).await
+        Self::start_with(store, redis, |b| b).await
     }
 
+    /// A node whose builder `with` sets up further.
     async fn start_with(
         store: &topsail::SqlStore,
         redis: &OwnRedis,
-        realtime: topsail::RealtimeConfig,
+        with: impl FnOnce(topsail::Builder) -> topsail::Builder,
     ) -> Self {
-        let app = example_zoo::builder()
-            .realtime(realtime)
+        let app = with(example_zoo::builder())
             .store(store.clone())
             .redis(redis.url.clone())
             .build()
@@ -239,12 +239,23 @@ async fn what_a_node_publishes_while_redis_is_paused_reaches_the_other_node_once
 /// A node that starts reads the cluster's replay window back from Redis:
 /// its log holds what the cluster published before it started (so a
 /// socket that comes back to it is given what it missed, not told to fetch
-/// again).
+/// again); also the messages of a model with a read rule, which are read
+/// back with their guards.
 #[tokio::test]
 async fn a_node_that_starts_reads_the_clusters_replay_window_back() {
+    for ruled in [false, true] {
+        starting_node_reads_the_window_back(ruled).await;
+    }
+}
+
+async fn starting_node_reads_the_window_back(ruled: bool) {
     let (store, cleanup) = fresh_store(Db::Sqlite).await;
     let redis = OwnRedis::start().await;
-    let one = Node::start(&store, &redis).await;
+    let with = |b: topsail::Builder| match ruled {
+        true => b.rules(topsail::Rules::new().read::<example_zoo::Pet>(|_| topsail::Access::All)),
+        false => b,
+    };
+    let one = Node::start_with(&store, &redis, with).await;
     let pets = one.app.model::<example_zoo::Pet>();
     for i in 0..10 {
         pets.create(json!({"name": format!("P{i}")})).await.unwrap();
@@ -254,11 +265,11 @@ async fn a_node_that_starts_reads_the_clusters_replay_window_back() {
     // The relay writes after the node's own sockets were served.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
-    let two = Node::start(&store, &redis).await;
+    let two = Node::start_with(&store, &redis, with).await;
     assert_eq!(
         two.app.sockets().unwrap().replay_census().0,
         published,
-        "the new node's log holds all that the other published before it started"
+        "the new node's log holds all that the other published before it started (rules: {ruled})"
     );
 
     one.stop().await;
@@ -280,7 +291,7 @@ async fn batches_lost_by_a_relay_that_overflowed_resync_the_other_nodes_sockets(
         publisher_queue: 2,
         ..topsail::RealtimeConfig::default()
     };
-    let one = Node::start_with(&store, &redis, tiny).await;
+    let one = Node::start_with(&store, &redis, |b| b.realtime(tiny)).await;
     let two = Node::start(&store, &redis).await;
     let mut ws = two.socket().await;
     let watch = virtual_request(&mut ws, 2, "get", json!({"url": "/pet?name=none"})).await;

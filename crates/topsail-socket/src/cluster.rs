@@ -250,6 +250,15 @@ impl crate::backend::Relay for RedisRelay {
     }
 }
 
+/// What a node needs to join the cluster's stream (see
+/// `Realtime::join_cluster`).
+pub(crate) struct Joining {
+    pub(crate) driver: ResilientDriver,
+    pub(crate) client: redis::Client,
+    pub(crate) bounds: StreamBounds,
+    pub(crate) node: Arc<str>,
+}
+
 /// The most entries asked of Redis at once, reading the stream.
 const READ_AT_ONCE: usize = 512;
 

@@ -642,6 +642,9 @@ pub struct Realtime {
     close: Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>,
     requests: Requests,
     handshakes: Arc<handshake::Policy>,
+    /// A cluster node's way into the cluster's stream, until
+    /// [`Realtime::join_cluster`] takes it.
+    joining: Arc<std::sync::Mutex<Option<cluster::Joining>>>,
 }
 
 impl std::fmt::Debug for Realtime {
@@ -676,6 +679,7 @@ impl Realtime {
                 let io = io.clone();
                 Box::pin(async move { io.close().await })
             }),
+            joining: Arc::default(),
         }
     }
 
@@ -718,6 +722,9 @@ impl Realtime {
     /// A socket server that is one node of a cluster sharing `redis_url`
     /// (`redis://127.0.0.1:6379/`): broadcasts, pub-sub, sender exclusion,
     /// room changes by socket id and room-to-room moves reach every node.
+    /// It takes the other nodes' messages once [`Realtime::join_cluster`]
+    /// ran, to be called after the read rules are set
+    /// ([`Sockets::guard_with`]); `topsail::Builder::build` does both.
     pub async fn redis(redis_url: &str, config: &RealtimeConfig) -> Result<Self, RealtimeError> {
         use socketioxide_redis::{CustomRedisAdapter, RedisAdapterCtr};
         let client =
@@ -761,15 +768,45 @@ impl Realtime {
         .map_err(|e| RealtimeError::Namespace(sockets::AdapterFailure::capture(&e)))?;
         sockets.snapshot_periodically();
         let realtime = Self::assemble(io, layer, router, sockets, requests, config);
-        let publisher = realtime.publisher();
+        *realtime.joining.lock().unwrap_or_else(|e| e.into_inner()) = Some(cluster::Joining {
+            driver: relay,
+            client,
+            bounds,
+            node,
+        });
+        Ok(realtime)
+    }
+
+    /// A cluster node reads the replay window back from the cluster's
+    /// stream into its log (before it serves: nothing is delivered), then
+    /// starts taking the other nodes' messages. Call it once, after the
+    /// read rules are set ([`Sockets::guard_with`]): the messages of a
+    /// model with a read rule are read back with their guards. Does
+    /// nothing on a single process, or the second time.
+    pub async fn join_cluster(&self) -> Result<(), RealtimeError> {
+        let joining = self
+            .joining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(cluster::Joining {
+            driver,
+            client,
+            bounds,
+            node,
+        }) = joining
+        else {
+            return Ok(());
+        };
+        let publisher = self.publisher();
         let started = std::time::Instant::now();
-        let (last, recalled) = cluster::recall(&relay, bounds, &node, &publisher)
+        let (last, recalled) = cluster::recall(&driver, bounds, &node, &publisher)
             .await
             .map_err(RealtimeError::Redis)?;
         // The log holds what the cluster published since the first entry
         // read back, although this node started after it.
-        if let Some(first) = realtime.sockets.log.first_seq() {
-            realtime.sockets.log.known_after(first.saturating_sub(1));
+        if let Some(first) = self.sockets.log.first_seq() {
+            self.sockets.log.known_after(first.saturating_sub(1));
         }
         tracing::info!(
             entries = recalled,
@@ -777,7 +814,7 @@ impl Realtime {
             "read the cluster's replay window back from Redis"
         );
         cluster::spawn_reader(client, node, last, publisher);
-        Ok(realtime)
+        Ok(())
     }
 
     /// The sockets API.

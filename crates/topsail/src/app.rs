@@ -187,6 +187,7 @@ impl Builder {
         if let Some(rt) = &realtime {
             rt.sockets()
                 .guard_with(self.rules.clone(), self.registry.models().iter().copied());
+            rt.join_cluster().await?;
         }
         let engine =
             Engine::new(Arc::new(store.clone()), publisher, self.config).with_rules(self.rules);
