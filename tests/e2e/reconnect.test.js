@@ -243,9 +243,31 @@ describe('a single process restarted (sqlite, RESUME_FILE)', () => {
     await zoo?.stop();
     db?.drop();
     fs.rmSync(file, { force: true });
+    fs.rmSync(`${file}.log`, { force: true });
   });
 
-  for (const how of ['SIGKILL', 'SIGTERM']) {
+  it('SIGTERM (a deploy), then a new process: the stock client gets all it missed from the saved log, not topsail:resync', async () => {
+    const { user, socket } = await setUp(zoo, proxy, false);
+    try {
+      await sleep(1500);
+      proxy.cut();
+      const expected = await twoHundredChanges(zoo.url, user.id, 'd');
+      zoo.child.kill('SIGTERM');
+      await new Promise((resolve) => (zoo.child.exitCode !== null ? resolve() : zoo.child.once('exit', resolve)));
+      zoo = await startZoo(db.url, { RESUME_FILE: file });
+      proxy.retarget(zoo.port);
+      proxy.restore();
+      await until(() => socket.ids.length >= 2, 20000, 'the reconnect');
+      await until(() => expected.every((k) => socket.got.some((g) => key(g) === k)) || socket.got.some((g) => g.e === 'topsail:resync'), 20000, 'all 200 messages');
+      assert.deepEqual(socket.got.filter((g) => g.e === 'topsail:resync'), [], 'no topsail:resync');
+      assert.deepEqual(deduplicated(socket.got).map(key), expected, 'each record in commit order');
+      await stillSubscribed(zoo, socket, user.id, 'd');
+    } finally {
+      socket.disconnect();
+    }
+  });
+
+  for (const how of ['SIGKILL']) {
     it(`${how}, then a new process: the stock client gets its rooms back and one topsail:resync, never a silent gap`, async () => {
       const { user, socket } = await setUp(zoo, proxy, false);
       try {

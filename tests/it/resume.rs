@@ -120,3 +120,48 @@ async fn a_read_is_sent_what_its_rooms_got_between_its_query_and_its_join() {
     store.close().await;
     cleanup.run().await;
 }
+
+/// A single process with a restart file saves its replay log at a graceful
+/// shutdown, and the next process reads it back before it serves: every
+/// entry, those of a model with a read rule too (with their guards); the
+/// file is gone once read, so a crash after that leaves none to trust.
+#[tokio::test]
+async fn a_graceful_shutdown_saves_the_log_for_the_next_process() {
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let file = std::env::temp_dir().join(format!(
+        "topsail-saved-log-{}-{}.json",
+        std::process::id(),
+        now_us()
+    ));
+    let build = || {
+        example_zoo::builder()
+            .store(store.clone())
+            .rules(topsail::Rules::new().read::<example_zoo::Pet>(|_| topsail::Access::All))
+            .realtime(topsail::RealtimeConfig {
+                replay: topsail::ReplayConfig {
+                    restart_file: Some(file.clone()),
+                    ..topsail::ReplayConfig::default()
+                },
+                ..topsail::RealtimeConfig::default()
+            })
+            .build()
+    };
+    let first = build().await.unwrap();
+    let pets = first.model::<example_zoo::Pet>();
+    for i in 0..10 {
+        pets.create(json!({"name": format!("P{i}")})).await.unwrap();
+    }
+    let logged = first.sockets().unwrap().replay_census().0;
+    assert!(logged >= 10, "logged {logged}");
+    assert!(first.shutdown(std::time::Duration::from_secs(5)).await);
+    let saved = std::path::PathBuf::from(format!("{}.log", file.display()));
+    assert!(saved.exists(), "saved at shutdown");
+
+    let next = build().await.unwrap();
+    assert_eq!(next.sockets().unwrap().replay_census().0, logged);
+    assert!(!saved.exists(), "removed once read");
+    next.close_sockets().await;
+    let _ = std::fs::remove_file(&file);
+    store.close().await;
+    cleanup.run().await;
+}

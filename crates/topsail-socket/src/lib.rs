@@ -642,9 +642,19 @@ pub struct Realtime {
     close: Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>,
     requests: Requests,
     handshakes: Arc<handshake::Policy>,
-    /// A cluster node's way into the cluster's stream, until
-    /// [`Realtime::join_cluster`] takes it.
-    joining: Arc<std::sync::Mutex<Option<cluster::Joining>>>,
+    /// What [`Realtime::read_back`] reads, until it does.
+    read_back: Arc<std::sync::Mutex<Option<ReadBack>>>,
+    /// Where a single process saves its replay log at a graceful shutdown
+    /// (beside `ReplayConfig::restart_file`).
+    saved_log: Option<std::path::PathBuf>,
+}
+
+/// What earlier processes left for a starting one.
+enum ReadBack {
+    /// A cluster node: the cluster's stream.
+    Cluster(cluster::Joining),
+    /// A single process: the log its predecessor saved at shutdown.
+    SavedLog(std::path::PathBuf),
 }
 
 impl std::fmt::Debug for Realtime {
@@ -679,7 +689,12 @@ impl Realtime {
                 let io = io.clone();
                 Box::pin(async move { io.close().await })
             }),
-            joining: Arc::default(),
+            saved_log: config
+                .replay
+                .restart_file
+                .as_deref()
+                .map(resume::saved_log::path_of),
+            read_back: Arc::default(),
         }
     }
 
@@ -716,13 +731,18 @@ impl Realtime {
         if sockets.replays() {
             sockets.snapshot_periodically();
         }
-        Self::assemble(io, layer, router, sockets, requests, config)
+        let realtime = Self::assemble(io, layer, router, sockets, requests, config);
+        if let Some(path) = realtime.saved_log.clone() {
+            *realtime.read_back.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(ReadBack::SavedLog(path));
+        }
+        realtime
     }
 
     /// A socket server that is one node of a cluster sharing `redis_url`
     /// (`redis://127.0.0.1:6379/`): broadcasts, pub-sub, sender exclusion,
     /// room changes by socket id and room-to-room moves reach every node.
-    /// It takes the other nodes' messages once [`Realtime::join_cluster`]
+    /// It takes the other nodes' messages once [`Realtime::read_back`]
     /// ran, to be called after the read rules are set
     /// ([`Sockets::guard_with`]); `topsail::Builder::build` does both.
     pub async fn redis(redis_url: &str, config: &RealtimeConfig) -> Result<Self, RealtimeError> {
@@ -767,37 +787,77 @@ impl Realtime {
         .await
         .map_err(|e| RealtimeError::Namespace(sockets::AdapterFailure::capture(&e)))?;
         sockets.snapshot_periodically();
-        let realtime = Self::assemble(io, layer, router, sockets, requests, config);
-        *realtime.joining.lock().unwrap_or_else(|e| e.into_inner()) = Some(cluster::Joining {
-            driver: relay,
-            client,
-            bounds,
-            node,
-        });
+        let mut realtime = Self::assemble(io, layer, router, sockets, requests, config);
+        // The cluster's stream keeps the log: nothing to save.
+        realtime.saved_log = None;
+        *realtime.read_back.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(ReadBack::Cluster(cluster::Joining {
+                driver: relay,
+                client,
+                bounds,
+                node,
+            }));
         Ok(realtime)
     }
 
-    /// A cluster node reads the replay window back from the cluster's
-    /// stream into its log (before it serves: nothing is delivered), then
-    /// starts taking the other nodes' messages. Call it once, after the
-    /// read rules are set ([`Sockets::guard_with`]): the messages of a
-    /// model with a read rule are read back with their guards. Does
-    /// nothing on a single process, or the second time.
-    pub async fn join_cluster(&self) -> Result<(), RealtimeError> {
-        let joining = self
-            .joining
+    /// Reads back into the replay log, before serving (nothing is
+    /// delivered), what earlier processes left: a cluster node the
+    /// cluster's stream, after which it takes the other nodes' messages; a
+    /// single process with a restart file the log its predecessor saved at
+    /// a graceful shutdown ([`Realtime::save_log`]). Call it once, after the
+    /// read rules are set ([`Sockets::guard_with`]): messages of a model
+    /// with a read rule are read back with their guards. Does nothing the
+    /// second time.
+    pub async fn read_back(&self) -> Result<(), RealtimeError> {
+        let found = self
+            .read_back
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let Some(cluster::Joining {
+        match found {
+            None => Ok(()),
+            Some(ReadBack::SavedLog(path)) => {
+                let read = self.sockets.read_saved_log(&path);
+                if read > 0 {
+                    tracing::info!(
+                        entries = read,
+                        "read back the replay log the previous process saved"
+                    );
+                }
+                Ok(())
+            }
+            Some(ReadBack::Cluster(joining)) => self.join_cluster(joining).await,
+        }
+    }
+
+    /// Saves this process's replay log beside its restart file, for the
+    /// next process to read back (see [`Realtime::read_back`]); nothing
+    /// without a restart file or in a cluster (the stream keeps the log).
+    /// Call it at a graceful shutdown, once every message has been
+    /// delivered and nothing more can be published
+    /// (`topsail::Topsail::shutdown` does): the next process takes the
+    /// saved log for everything published until it starts.
+    pub async fn save_log(&self) {
+        let Some(path) = &self.saved_log else {
+            return;
+        };
+        match self.sockets.save_log(path).await {
+            Ok(entries) => {
+                tracing::info!(entries, path = %path.display(), "saved the replay log for the next process")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "could not save the replay log for the next process")
+            }
+        }
+    }
+
+    async fn join_cluster(&self, joining: cluster::Joining) -> Result<(), RealtimeError> {
+        let cluster::Joining {
             driver,
             client,
             bounds,
             node,
-        }) = joining
-        else {
-            return Ok(());
-        };
+        } = joining;
         let publisher = self.publisher();
         let started = std::time::Instant::now();
         let (last, recalled) = cluster::recall(&driver, bounds, &node, &publisher)

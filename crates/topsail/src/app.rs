@@ -187,7 +187,7 @@ impl Builder {
         if let Some(rt) = &realtime {
             rt.sockets()
                 .guard_with(self.rules.clone(), self.registry.models().iter().copied());
-            rt.join_cluster().await?;
+            rt.read_back().await?;
         }
         let engine =
             Engine::new(Arc::new(store.clone()), publisher, self.config).with_rules(self.rules);
@@ -336,10 +336,15 @@ impl Topsail {
             Some(rt) => rt.publisher().flush(left()).await,
             None => true,
         };
+        let clean = requests && writes && delivered;
         if let Some(rt) = &self.realtime {
+            // Only whole: the next process takes it for everything
+            // published until it starts.
+            if clean {
+                rt.save_log().await;
+            }
             rt.close().await;
         }
-        let clean = requests && writes && delivered;
         if clean {
             tracing::info!(
                 "shut down cleanly: every request ended and every message was delivered"

@@ -5,8 +5,10 @@
 //! log and nothing parked, so a stock client coming back with its resume key
 //! used to be taken for a new socket: no rooms, and no word of what it
 //! missed. With the file, the new process knows which keys had sockets
-//! then, and where they were: such a socket gets its rooms back and one
-//! `topsail:resync` (its gap began before the log did), never a silent gap.
+//! then, and where they were: such a socket gets its rooms back, and what
+//! it missed from the log saved at a graceful shutdown (`super::saved_log`)
+//! or, after a crash, one `topsail:resync` (its gap began before the log
+//! did): never a silent gap.
 //!
 //! Written every [`SNAPSHOT_EVERY`](super::SNAPSHOT_EVERY) (less often when
 //! writing it takes long) with the live sockets and those parked, read

@@ -28,6 +28,7 @@ again.
 
 mod file;
 mod parking;
+pub(crate) mod saved_log;
 mod state;
 
 use std::collections::{HashMap, HashSet};
