@@ -87,6 +87,21 @@ function deduplicated(got) {
   return kept;
 }
 
+/** After it reconnects by itself, `socket` got every `expected` message,
+ * each record in commit order, and no topsail:resync. */
+async function replayedAfterReconnect(socket, expected) {
+  await until(() => socket.ids.length >= 2, 20000, 'the reconnect');
+  const resynced = () => socket.got.some((g) => g.e === 'topsail:resync');
+  await until(() => expected.every((k) => socket.got.some((g) => key(g) === k)) || resynced(), 20000, 'all 200 messages');
+  assert.deepEqual(socket.got.filter((g) => g.e === 'topsail:resync'), [], 'no topsail:resync');
+  assert.deepEqual(deduplicated(socket.got).map(key), expected, 'each record in commit order');
+}
+
+/** Resolves once `child` has exited. */
+function exitOf(child) {
+  return new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', resolve)));
+}
+
 /** Cuts the proxy for `ms` while the changes are made; resolves with the
  * messages expected, once the proxy is back and the changes are done. */
 async function cutWhileChanging(zoo, proxy, userId, tag, ms) {
@@ -253,14 +268,11 @@ describe('a single process restarted (sqlite, RESUME_FILE)', () => {
       proxy.cut();
       const expected = await twoHundredChanges(zoo.url, user.id, 'd');
       zoo.child.kill('SIGTERM');
-      await new Promise((resolve) => (zoo.child.exitCode !== null ? resolve() : zoo.child.once('exit', resolve)));
+      await exitOf(zoo.child);
       zoo = await startZoo(db.url, { RESUME_FILE: file });
       proxy.retarget(zoo.port);
       proxy.restore();
-      await until(() => socket.ids.length >= 2, 20000, 'the reconnect');
-      await until(() => expected.every((k) => socket.got.some((g) => key(g) === k)) || socket.got.some((g) => g.e === 'topsail:resync'), 20000, 'all 200 messages');
-      assert.deepEqual(socket.got.filter((g) => g.e === 'topsail:resync'), [], 'no topsail:resync');
-      assert.deepEqual(deduplicated(socket.got).map(key), expected, 'each record in commit order');
+      await replayedAfterReconnect(socket, expected);
       await stillSubscribed(zoo, socket, user.id, 'd');
     } finally {
       socket.disconnect();
@@ -275,7 +287,7 @@ describe('a single process restarted (sqlite, RESUME_FILE)', () => {
         await sleep(1500);
         proxy.cut();
         zoo.child.kill(how);
-        await new Promise((resolve) => (zoo.child.exitCode !== null ? resolve() : zoo.child.once('exit', resolve)));
+        await exitOf(zoo.child);
         zoo = await startZoo(db.url, { RESUME_FILE: file });
         proxy.retarget(zoo.port);
         proxy.restore();
@@ -439,17 +451,14 @@ describe('reconnects across a cluster of two nodes (postgres, redis)', () => {
       proxy.cut();
       const expected = await twoHundredChanges(n2.url, user.id, 'w');
       // Every node killed: no process holds the log in memory any more.
-      const exited = [n1, n2].map((n) => new Promise((resolve) => (n.child.exitCode !== null ? resolve() : n.child.once('exit', resolve))));
+      const exited = [n1, n2].map((n) => exitOf(n.child));
       for (const n of [n1, n2]) n.child.kill('SIGKILL');
       await Promise.all(exited);
       n1 = await startZoo(db.url, { REDIS_URL: n2RedisUrl });
       n2 = await startZoo(db.url, { REDIS_URL: n2RedisUrl });
       proxy.retarget(n1.port);
       proxy.restore();
-      await until(() => socket.ids.length >= 2, 20000, 'the reconnect');
-      await until(() => expected.every((k) => socket.got.some((g) => key(g) === k)) || socket.got.some((g) => g.e === 'topsail:resync'), 20000, 'all 200 messages');
-      assert.deepEqual(socket.got.filter((g) => g.e === 'topsail:resync'), [], 'no topsail:resync');
-      assert.deepEqual(deduplicated(socket.got).map(key), expected, 'each record in commit order');
+      await replayedAfterReconnect(socket, expected);
       // Subscribed on the new node 1: a change made on the new node 2 reaches it.
       await stillSubscribed(n2, socket, user.id, 'w');
     } finally {

@@ -58,9 +58,14 @@ struct Pair {
 
 impl Pair {
     async fn start() -> Self {
+        Self::start_with(|b| b).await
+    }
+
+    /// Two nodes, the first one's builder set up further by `first`.
+    async fn start_with(first: impl FnOnce(topsail::Builder) -> topsail::Builder) -> Self {
         let (store, cleanup) = fresh_store(Db::Sqlite).await;
         let redis = OwnRedis::start().await;
-        let one = Node::start(&store, &redis).await;
+        let one = Node::start_with(&store, &redis, first).await;
         let two = Node::start(&store, &redis).await;
         Pair {
             one,
@@ -71,11 +76,35 @@ impl Pair {
         }
     }
 
+    /// A socket on node two watching `pet` (and `user`).
+    async fn watcher_on_two(&self) -> Ws {
+        let mut ws = self.two.socket().await;
+        let watch = virtual_request(&mut ws, 2, "get", json!({"url": "/pet?name=none"})).await;
+        assert_eq!(watch["statusCode"], 200);
+        ws
+    }
+
+    /// Puts Redis to sleep for 2 s (`DEBUG SLEEP`); returns once it
+    /// sleeps, with the `redis-cli` that ends when it wakes.
+    async fn redis_asleep(&self) -> std::process::Child {
+        let pause = self.redis.pause(2);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        pause
+    }
+
     async fn stop(self) {
         self.one.stop().await;
         self.two.stop().await;
         self.store.close().await;
         self.cleanup.run().await;
+    }
+}
+
+/// Waits until Redis wakes from `redis_asleep`, without blocking the
+/// runtime (which runs the nodes too).
+async fn until_awake(pause: &mut std::process::Child) {
+    while pause.try_wait().unwrap().is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
@@ -200,13 +229,9 @@ async fn created_ids(
 #[tokio::test]
 async fn what_a_node_publishes_while_redis_is_paused_reaches_the_other_node_once() {
     let nodes = Pair::start().await;
-    let (one, two) = (&nodes.one, &nodes.two);
-    let mut ws = two.socket().await;
-    let watch = virtual_request(&mut ws, 2, "get", json!({"url": "/pet?name=none"})).await;
-    assert_eq!(watch["statusCode"], 200);
-
-    let mut pause = nodes.redis.pause(2);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let one = &nodes.one;
+    let mut ws = nodes.watcher_on_two().await;
+    let mut pause = nodes.redis_asleep().await;
     let pets = one.app.model::<example_zoo::Pet>();
     let mut created = Vec::new();
     for i in 0..20 {
@@ -221,10 +246,7 @@ async fn what_a_node_publishes_while_redis_is_paused_reaches_the_other_node_once
         pause.try_wait().unwrap().is_none(),
         "Redis still sleeps: the creates were made while it did"
     );
-    // Waited for without blocking the runtime, which runs the nodes too.
-    while pause.try_wait().unwrap().is_none() {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_awake(&mut pause).await;
     let heard = created_ids(
         &mut ws,
         20,
@@ -285,20 +307,14 @@ async fn starting_node_reads_the_window_back(ruled: bool) {
 /// a silent gap.
 #[tokio::test]
 async fn batches_lost_by_a_relay_that_overflowed_resync_the_other_nodes_sockets() {
-    let (store, cleanup) = fresh_store(Db::Sqlite).await;
-    let redis = OwnRedis::start().await;
     let tiny = topsail::RealtimeConfig {
         publisher_queue: 2,
         ..topsail::RealtimeConfig::default()
     };
-    let one = Node::start_with(&store, &redis, |b| b.realtime(tiny)).await;
-    let two = Node::start(&store, &redis).await;
-    let mut ws = two.socket().await;
-    let watch = virtual_request(&mut ws, 2, "get", json!({"url": "/pet?name=none"})).await;
-    assert_eq!(watch["statusCode"], 200);
-
-    let mut pause = redis.pause(2);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let nodes = Pair::start_with(|b| b.realtime(tiny)).await;
+    let one = &nodes.one;
+    let mut ws = nodes.watcher_on_two().await;
+    let mut pause = nodes.redis_asleep().await;
     let pets = one.app.model::<example_zoo::Pet>();
     for i in 0..20 {
         pets.create(json!({"name": format!("P{i}")})).await.unwrap();
@@ -307,9 +323,7 @@ async fn batches_lost_by_a_relay_that_overflowed_resync_the_other_nodes_sockets(
         one.app.sockets().unwrap().relay_dropped() > 0,
         "the relay queue overflowed"
     );
-    while pause.try_wait().unwrap().is_none() {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_awake(&mut pause).await;
     // The batch after the lost ones.
     pets.create(json!({"name": "after"})).await.unwrap();
 
@@ -326,8 +340,5 @@ async fn batches_lost_by_a_relay_that_overflowed_resync_the_other_nodes_sockets(
     assert_eq!(resync["reason"], "gap");
     assert_eq!(resync["models"], json!(["pet", "user"]), "{resync}");
 
-    one.stop().await;
-    two.stop().await;
-    store.close().await;
-    cleanup.run().await;
+    nodes.stop().await;
 }
