@@ -797,6 +797,19 @@ impl Realtime {
                 bounds,
                 node,
             }));
+        // A node built by hand that never reads back never hears the other
+        // nodes either: say so rather than fail silently.
+        let pending = Arc::downgrade(&realtime.read_back);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            if let Some(pending) = pending.upgrade()
+                && pending.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+            {
+                tracing::error!(
+                    "Realtime::read_back was not called: this node takes no messages from the other nodes"
+                );
+            }
+        });
         Ok(realtime)
     }
 
