@@ -12,6 +12,10 @@
 //! there is no saved log (it is removed once read), and the client gets
 //! `topsail:resync` as before.
 //!
+//! What app code of its own still broadcasts after the save (a background
+//! task outliving the shutdown) is not in it, and the next process cannot
+//! know: an app that broadcasts from such tasks stops them first.
+//!
 //! Not written every second as the restart file is: the log holds up to
 //! `max_messages` entries (about 100 MB at the default bound), and a crash
 //! leaves no way to know what was published after the last write.
