@@ -29,9 +29,20 @@ use crate::resume::{Finish, Parking};
 use crate::room_cap::{AT_ROOM_CAP, CHECK_EVERY, RoomCap};
 
 /// A name for this node on the relay, unique enough among a cluster's
-/// processes: its pid and start time.
+/// processes: its pid, start time and a random number.
 fn node_name() -> Arc<str> {
-    Arc::from(format!("{}-{}", std::process::id(), now_ms()))
+    // Random too: in containers every node may be pid 1, and two started in
+    // the same millisecond would take each other's messages for their own.
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Arc::from(format!(
+        "{}-{}-{:08x}",
+        std::process::id(),
+        now_ms(),
+        random as u32
+    ))
 }
 
 /// The event name Sails uses when none is given.
