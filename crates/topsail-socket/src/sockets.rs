@@ -898,6 +898,14 @@ impl Publisher for SocketPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two processes named in the same millisecond with the same pid (pid
+    /// 1 in two containers) still differ.
+    #[test]
+    fn node_names_differ_within_one_millisecond_and_one_pid() {
+        let names: std::collections::HashSet<_> = (0..100).map(|_| node_name()).collect();
+        assert_eq!(names.len(), 100);
+    }
     use tokio::sync::Semaphore;
 
     /// A backend whose deliveries wait for a permit: sockets that are slow
