@@ -63,7 +63,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
         to: Vec<String>,
         except: Vec<String>,
         event: &str,
-        data: &Value,
+        data: &RawValue,
         seq: Option<u64>,
     );
     /// Emits to every socket of this node but `except` (socket ids).
@@ -71,7 +71,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
         &self,
         except: Vec<String>,
         event: &str,
-        data: &Value,
+        data: &RawValue,
         seq: Option<u64>,
     );
     /// Emits to one socket of this node, without waiting: `Full` when its
@@ -169,7 +169,7 @@ impl<A: Adapter> Io<A> {
         &self,
         op: impl Fn() -> socketioxide::operators::BroadcastOperators<A>,
         event: &str,
-        data: &Value,
+        data: &RawValue,
         seq: Option<u64>,
     ) {
         match self.lanes.get() {
@@ -509,7 +509,7 @@ impl<A: Adapter> Backend for Io<A> {
         to: Vec<String>,
         except: Vec<String>,
         event: &str,
-        data: &Value,
+        data: &RawValue,
         seq: Option<u64>,
     ) {
         if to.is_empty() {
@@ -523,7 +523,7 @@ impl<A: Adapter> Backend for Io<A> {
         &self,
         except: Vec<String>,
         event: &str,
-        data: &Value,
+        data: &RawValue,
         seq: Option<u64>,
     ) {
         let op = || self.io.local().except(except.clone());

@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use socketioxide::socket::Sid;
 use topsail_core::access::{PrincipalSlot, Rules};
 use topsail_core::model::ModelDef;
@@ -239,7 +238,7 @@ impl Sockets {
         room: &str,
         omit: Option<&str>,
         event: &str,
-        payload: &Value,
+        payload: crate::sockets::Shown<'_>,
         guard: &Guard,
         seq: Option<u64>,
     ) {
@@ -251,8 +250,10 @@ impl Sockets {
         let verdict = self.guarding.judge(guard, members);
         self.note_recipients(|| verdict.groups.iter().map(|(_, ids)| ids.len()).sum());
         let shown = |hidden: u64| match hidden {
-            0 => std::borrow::Cow::Borrowed(payload),
-            hidden => std::borrow::Cow::Owned(guard.redact(payload, hidden)),
+            0 => std::borrow::Cow::Borrowed(payload.raw),
+            hidden => {
+                std::borrow::Cow::Owned(crate::replay::to_raw(&guard.redact(payload.value, hidden)))
+            }
         };
         let text = |ids: &[Sid]| ids.iter().map(Sid::to_string).collect::<Vec<_>>();
         let mut left_out = text(&verdict.refused);

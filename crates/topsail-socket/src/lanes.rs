@@ -74,10 +74,10 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
-    pub(crate) fn new(event: &str, data: &serde_json::Value, seq: Option<u64>) -> Self {
+    pub(crate) fn new(event: &str, data: &RawValue, seq: Option<u64>) -> Self {
         Frame {
             event: event.into(),
-            data: crate::replay::to_raw(data),
+            data: data.to_owned(),
             seq,
         }
     }

@@ -45,6 +45,14 @@ fn node_name() -> Arc<str> {
     ))
 }
 
+/// A message's payload as a value (for the read rules to redact) and as
+/// the JSON text every recipient who sees it whole is sent.
+#[derive(Clone, Copy)]
+pub(crate) struct Shown<'a> {
+    pub(crate) value: &'a Value,
+    pub(crate) raw: &'a serde_json::value::RawValue,
+}
+
 /// The event name Sails uses when none is given.
 pub const DEFAULT_EVENT: &str = "message";
 
@@ -459,6 +467,8 @@ impl Sockets {
             omit,
         } = message;
         let except: Vec<String> = omit.iter().cloned().collect();
+        // Written once, for the sockets and for the log.
+        let payload = crate::replay::to_raw(&payload);
         if rooms.is_empty() {
             self.backend
                 .emit_all_local(except, &event, &payload, Some(seq))
@@ -471,7 +481,7 @@ impl Sockets {
         if !self.replays() {
             return;
         }
-        let (event, payload): (Arc<str>, _) = (Arc::from(event), crate::replay::to_raw(&payload));
+        let event: Arc<str> = Arc::from(event);
         let omit: Option<Arc<str>> = omit.map(Arc::from);
         let rooms = if rooms.is_empty() {
             vec![Arc::from(EVERYONE)]
@@ -617,12 +627,18 @@ impl Sockets {
         guard: Option<topsail_core::pubsub::Guard>,
         seq: Option<u64>,
     ) {
-        self.deliver(&room, event, &payload, omit.as_deref(), guard.as_ref(), seq)
+        // Written once, for the sockets and for the log.
+        let raw = crate::replay::to_raw(&payload);
+        let shown = Shown {
+            value: &payload,
+            raw: &raw,
+        };
+        self.deliver(&room, event, shown, omit.as_deref(), guard.as_ref(), seq)
             .await;
         if let Some(seq) = seq {
             let what = What::Message {
                 event: Arc::from(event),
-                payload: crate::replay::to_raw(&payload),
+                payload: raw,
                 omit,
                 guard: guard.map(Arc::new),
             };
@@ -699,7 +715,7 @@ impl Sockets {
         &self,
         room: &str,
         event: &str,
-        payload: &Value,
+        payload: Shown<'_>,
         omit: Option<&str>,
         guard: Option<&topsail_core::pubsub::Guard>,
         seq: Option<u64>,
@@ -717,7 +733,7 @@ impl Sockets {
                 self.sample_recipients(room, omit);
                 let except = omit.map(str::to_owned).into_iter().collect();
                 self.backend
-                    .emit_local(vec![room.to_owned()], except, event, payload, seq)
+                    .emit_local(vec![room.to_owned()], except, event, payload.raw, seq)
                     .await
             }
         }
@@ -959,13 +975,20 @@ mod tests {
             _: Vec<String>,
             _: Vec<String>,
             _: &str,
-            _: &Value,
+            _: &serde_json::value::RawValue,
             _: Option<u64>,
         ) {
             let permit = self.0.acquire().await;
             drop(permit);
         }
-        async fn emit_all_local(&self, _: Vec<String>, _: &str, _: &Value, _: Option<u64>) {}
+        async fn emit_all_local(
+            &self,
+            _: Vec<String>,
+            _: &str,
+            _: &serde_json::value::RawValue,
+            _: Option<u64>,
+        ) {
+        }
         fn emit_to(
             &self,
             _: Sid,
