@@ -374,12 +374,10 @@ impl Sockets {
         )
     }
 
-    /// Takes note of a batch that comes in later than a relay takes (held
-    /// up while Redis did not answer): see [`Log::came_late`](crate::replay::Log::came_late).
-    fn note_if_late(&self, message: &Relayed<'_>) {
-        let Some(lowest) = message.effects.iter().filter_map(RelayedEffect::seq).min() else {
-            return;
-        };
+    /// Takes note of a batch whose lowest number is `lowest` that comes in
+    /// later than a relay takes (held up while Redis did not answer): see
+    /// [`Log::came_late`](crate::replay::Log::came_late).
+    fn note_if_late(&self, lowest: u64) {
         let now = crate::replay::now_us();
         let margin =
             u64::try_from(crate::sockets::CLUSTER_REPLAY_MARGIN.as_micros()).unwrap_or(u64::MAX);
@@ -390,7 +388,7 @@ impl Sockets {
 
     /// This node's form of a relayed guard; `Err` (logged) when it names
     /// a model this node does not have.
-    fn guard_here(&self, wire: Option<WireGuard>) -> Result<Option<Guard>, ()> {
+    pub(crate) fn guard_here(&self, wire: Option<WireGuard>) -> Result<Option<Guard>, ()> {
         match wire.map(|g| self.guarding.guard_from(g)) {
             None => Ok(None),
             Some(Some(g)) => Ok(Some(g)),
@@ -410,12 +408,14 @@ impl Sockets {
         if *message.node == *self.node {
             return;
         }
-        let highest = message
-            .effects
-            .iter()
-            .filter_map(RelayedEffect::seq)
-            .max()
-            .unwrap_or(0);
+        let seqs = message.effects.iter().filter_map(RelayedEffect::seq);
+        let (lowest, highest) = seqs
+            .fold(None, |range, s| match range {
+                None => Some((s, s)),
+                Some((lo, hi)) => Some((s.min(lo), s.max(hi))),
+            })
+            .unzip();
+        let highest = highest.unwrap_or(0);
         match self.place_relayed(&message, highest) {
             Place::Repeat => {
                 metrics::counter!("topsail_relay_repeats_total").increment(1);
@@ -445,8 +445,8 @@ impl Sockets {
             }
             Place::InOrder => {}
         }
-        if arrival == Arrival::Live {
-            self.note_if_late(&message);
+        if let (Arrival::Live, Some(lowest)) = (arrival, lowest) {
+            self.note_if_late(lowest);
         }
         for effect in message.effects {
             match effect {

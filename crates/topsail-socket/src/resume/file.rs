@@ -93,17 +93,25 @@ impl FileParking {
             Ok(b) => b,
             Err(e) => return tracing::warn!(error = %e, "could not record the sockets"),
         };
-        let path = self.path.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let fresh = path.with_extension("new");
-            std::fs::write(&fresh, bytes)?;
-            std::fs::rename(&fresh, &path)
-        })
-        .await;
-        if let Ok(Err(e)) = written {
+        if let Err(e) = replace_file(&self.path, bytes).await {
             tracing::warn!(path = %self.path.display(), error = %e, "could not record the sockets for a restart");
         }
     }
+}
+
+/// Writes `bytes` to a new file beside `path`, then renames it over `path`
+/// (a crash mid-write leaves the last whole one), off the runtime's
+/// threads.
+pub(super) async fn replace_file(path: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut fresh = path.clone().into_os_string();
+        fresh.push(".new");
+        std::fs::write(&fresh, bytes)?;
+        std::fs::rename(&fresh, &path)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 #[async_trait::async_trait]

@@ -110,14 +110,7 @@ impl Sockets {
             entries: saved,
         };
         let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
-        let path = path.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let fresh = path.with_extension("new");
-            std::fs::write(&fresh, bytes)?;
-            std::fs::rename(&fresh, &path)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+        super::file::replace_file(path, bytes).await?;
         Ok(count)
     }
 
@@ -157,16 +150,16 @@ impl Sockets {
                     event: Arc::from(event),
                     payload,
                     omit: omit.map(Arc::from),
-                    guard: match self.saved_guard(guard) {
-                        Ok(g) => g,
+                    guard: match self.guard_here(guard) {
+                        Ok(g) => g.map(Arc::new),
                         Err(()) => continue,
                     },
                 },
                 SavedWhat::Members { dest, join, guard } => What::Members {
                     dest: Arc::from(dest),
                     join,
-                    guard: match self.saved_guard(guard) {
-                        Ok(g) => g,
+                    guard: match self.guard_here(guard) {
+                        Ok(g) => g.map(Arc::new),
                         Err(()) => continue,
                     },
                 },
@@ -184,21 +177,5 @@ impl Sockets {
             rooms.map(|(r, at)| (Arc::from(r), at)).collect(),
         );
         read
-    }
-
-    /// A saved guard in this process's form; `Err` when it names a model
-    /// this process does not have (the entry is left out).
-    fn saved_guard(
-        &self,
-        wire: Option<WireGuard>,
-    ) -> Result<Option<Arc<topsail_core::pubsub::Guard>>, ()> {
-        match wire {
-            None => Ok(None),
-            Some(w) => self
-                .guarding
-                .guard_from(w)
-                .map(|g| Some(Arc::new(g)))
-                .ok_or(()),
-        }
     }
 }
