@@ -187,20 +187,67 @@ impl PrincipalSlot {
     /// the rule runs once per principal (again once it expires), then its
     /// answer is kept.
     pub fn allows(&self, rules: &Rules, model: &'static ModelDef, record: &Record) -> bool {
-        let key = std::ptr::from_ref(model) as usize;
+        self.reads(rules, &Fields::new(model, record))
+    }
+
+    /// [`PrincipalSlot::allows`] for a record whose compared values are
+    /// looked up once for many principals (a message's recipients).
+    pub fn reads(&self, rules: &Rules, fields: &Fields<'_>) -> bool {
+        let key = std::ptr::from_ref(fields.model) as usize;
         {
             let slot = self.0.read().unwrap_or_else(|e| e.into_inner());
             let expired = slot.principal.is_anonymous();
             if let Some(a) = slot.answer(key, expired) {
-                return a.allows(model, record);
+                return a.matches(fields);
             }
         }
         let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
         let expired = slot.principal.is_anonymous();
-        let answer = rules.readable(model, &slot.principal);
-        let allowed = answer.allows(model, record);
+        let answer = rules.readable(fields.model, &slot.principal);
+        let allowed = answer.matches(fields);
         slot.keep((key, expired, answer));
         allowed
+    }
+}
+
+/// A record as a condition reads it, for judging it against many
+/// principals: each value a condition compares (an attribute, or a to-one's
+/// key) is looked up in the record once and then reused, so a message to
+/// ten thousand recipients hashes the attribute's name once, not once per
+/// recipient.
+#[derive(Debug)]
+pub struct Fields<'r> {
+    model: &'r ModelDef,
+    record: &'r Record,
+    /// The values looked up so far, by attribute (the names come from the
+    /// app's rules, so a handful at most).
+    seen: std::cell::RefCell<Vec<(&'static str, &'r Value)>>,
+}
+
+impl<'r> Fields<'r> {
+    /// `record` of `model`, as read or as published: a to-one is its key
+    /// or the populated record.
+    pub fn new(model: &'r ModelDef, record: &'r Record) -> Self {
+        Fields {
+            model,
+            record,
+            seen: std::cell::RefCell::default(),
+        }
+    }
+
+    /// The value a condition on `attr` compares.
+    fn get(&self, attr: &'static str) -> &'r Value {
+        let found = self
+            .seen
+            .borrow()
+            .iter()
+            .find(|(a, _)| *a == attr)
+            .map(|(_, v)| *v);
+        found.unwrap_or_else(|| {
+            let v = compared(self.model, self.record, attr);
+            self.seen.borrow_mut().push((attr, v));
+            v
+        })
     }
 }
 
@@ -304,29 +351,35 @@ impl Access {
     /// Whether `record` (of `model`, as read or as published: a to-one is
     /// its key or the populated record) matches the condition.
     pub fn allows(&self, model: &ModelDef, record: &Record) -> bool {
+        self.matches(&Fields::new(model, record))
+    }
+
+    /// Whether the record `fields` reads matches the condition.
+    pub fn matches(&self, fields: &Fields<'_>) -> bool {
         match self {
             Access::All => true,
             Access::Nothing => false,
-            Access::Eq(attr, v) => field_is(model, record, attr, |got| same(got, v)),
+            Access::Eq(attr, v) => same(fields.get(attr), v),
             Access::In(attr, vs) => {
-                field_is(model, record, attr, |got| vs.iter().any(|v| same(got, v)))
+                let got = fields.get(attr);
+                vs.iter().any(|v| same(got, v))
             }
-            Access::And(all) => all.iter().all(|a| a.allows(model, record)),
-            Access::Or(any) => any.iter().any(|a| a.allows(model, record)),
+            Access::And(all) => all.iter().all(|a| a.matches(fields)),
+            Access::Or(any) => any.iter().any(|a| a.matches(fields)),
         }
     }
 }
 
-/// Tests the value a condition compares: the attribute, or a to-one's key
-/// whether the record holds the key or the populated record. Borrowed, not
-/// copied: this runs for every recipient of a message.
-fn field_is(model: &ModelDef, record: &Record, attr: &str, test: impl Fn(&Value) -> bool) -> bool {
+/// The value a condition on `attr` compares: the attribute, or a to-one's
+/// key whether the record holds the key or the populated record (null when
+/// missing). Borrowed, not copied.
+fn compared<'r>(model: &ModelDef, record: &'r Record, attr: &str) -> &'r Value {
     let v = record.get(attr).unwrap_or(&Value::Null);
     match (v, model.assoc(attr)) {
         (Value::Object(populated), Some(a)) if !a.is_collection() => {
-            test(populated.get(a.target().pk).unwrap_or(&Value::Null))
+            populated.get(a.target().pk).unwrap_or(&Value::Null)
         }
-        _ => test(v),
+        _ => v,
     }
 }
 
@@ -637,6 +690,87 @@ mod tests {
             !slot.allows(&rules, pet(), &rec(json!({"id": 1, "owner": 8}))),
             "expired: anonymous"
         );
+    }
+
+    /// One judge serves every recipient of a message: the record's values
+    /// are looked up once, yet each principal gets its own answer, the
+    /// to-one key counts whether populated or not, and a populated record
+    /// of a model without a read rule is never hidden.
+    #[test]
+    fn one_judge_answers_each_recipient_for_itself() {
+        use crate::pubsub::{Guard, Nested};
+        use crate::testing::{tag, user};
+        let mut rules = Rules::new();
+        // Pets: mine, or of a public species. Users: only myself.
+        rules.of(pet()).read = Some(Arc::new(|p: &Principal| {
+            let public = Access::one_of("species", ["cat", "dog"]);
+            match p.get::<i64>() {
+                Some(me) => Access::eq("owner", *me).or(public),
+                None => public,
+            }
+        }));
+        rules.of(user()).read = Some(Arc::new(|p: &Principal| {
+            p.get::<i64>()
+                .map_or(Access::Nothing, |me| Access::eq("id", *me))
+        }));
+        let owner = rec(json!({"id": 7, "name": "Ann"}));
+        let guard = |species: &str| Guard {
+            model: pet(),
+            record: Arc::new(rec(
+                json!({"id": 1, "species": species, "owner": {"id": 7, "name": "Ann"}}),
+            )),
+            evict: false,
+            nested: vec![
+                Nested {
+                    key: "data",
+                    assoc: "tags",
+                    index: Some(0),
+                    model: tag(),
+                    record: rec(json!({"id": 3})),
+                },
+                Nested {
+                    key: "data",
+                    assoc: "owner",
+                    index: None,
+                    model: user(),
+                    record: owner.clone(),
+                },
+            ],
+            join: None,
+        };
+        let slot = |who: Option<i64>| {
+            let slot = PrincipalSlot::default();
+            slot.set(who.map_or_else(Principal::anonymous, Principal::new));
+            slot
+        };
+        let (ann, bo, anon) = (slot(Some(7)), slot(Some(8)), slot(None));
+        let (private, public) = (guard("snake"), guard("cat"));
+        let judge = private.judge(&rules);
+        // Bo's answer between Ann's two: no answer leaks into the next.
+        assert_eq!(judge.seen_by(&ann), Some(0), "her own pet, her own record");
+        assert_eq!(judge.seen_by(&bo), None, "not his, not public");
+        assert_eq!(judge.seen_by(&ann), Some(0));
+        assert_eq!(judge.seen_by(&anon), None);
+        let judge = public.judge(&rules);
+        assert_eq!(judge.seen_by(&ann), Some(0));
+        // The owner (the second populated record, bit 1) is hidden from
+        // Bo; the tag (a model without a rule) from nobody.
+        assert_eq!(judge.seen_by(&bo), Some(0b10));
+        assert_eq!(judge.seen_by(&anon), Some(0b10));
+        // The same as each rule run afresh on each record.
+        let afresh = |g: &Guard, p: &Principal| {
+            let reads = |m: &'static ModelDef, r: &Record| rules.readable(m, p).allows(m, r);
+            reads(g.model, &g.record).then(|| {
+                (g.nested.iter().enumerate())
+                    .filter(|(_, n)| !reads(n.model, &n.record))
+                    .fold(0, |mask, (i, _)| mask | 1 << i)
+            })
+        };
+        for slot in [&ann, &bo, &anon] {
+            for g in [&private, &public] {
+                assert_eq!(g.judge(&rules).seen_by(slot), afresh(g, &slot.get()));
+            }
+        }
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
         data: &RawValue,
         seq: Option<u64>,
     );
+    /// Emits to `members`, sockets of this node a caller listed (and
+    /// judged, see `crate::guarded`), serializing once.
+    async fn emit_members(&self, members: Vec<Sid>, event: &str, data: &RawValue, seq: Option<u64>);
     /// Emits to every socket of this node but `except` (socket ids).
     async fn emit_all_local(
         &self,
@@ -174,9 +177,8 @@ impl<A: Adapter> Io<A> {
     ) {
         match self.lanes.get() {
             Some(lanes) => {
-                lanes
-                    .deliver(op().sockets(), Frame::new(event, data, seq))
-                    .await
+                let ids = op().sockets().into_iter().map(|s| s.id).collect();
+                lanes.deliver(ids, Frame::new(event, data, seq)).await
             }
             None => emit_counted(op(), &op, event, data, seq, &self.cuts).await,
         }
@@ -528,6 +530,22 @@ impl<A: Adapter> Backend for Io<A> {
     ) {
         let op = || self.io.local().except(except.clone());
         self.emit_selected(op, event, data, seq).await
+    }
+
+    async fn emit_members(
+        &self,
+        members: Vec<Sid>,
+        event: &str,
+        data: &RawValue,
+        seq: Option<u64>,
+    ) {
+        match self.lanes.get() {
+            Some(lanes) => lanes.deliver(members, Frame::new(event, data, seq)).await,
+            None => {
+                let frame = (event, data, seq);
+                crate::lanes::hand_out(&self.io, &members, frame, &self.cuts).await
+            }
+        }
     }
 
     fn start_lanes(&self, n: usize) {

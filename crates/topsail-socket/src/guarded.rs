@@ -167,10 +167,11 @@ impl Guarding {
     pub(crate) fn judge(&self, guard: &Guard, members: Vec<Sid>) -> Verdict {
         let all = self.principals.read().unwrap_or_else(|e| e.into_inner());
         let anonymous = PrincipalSlot::default();
+        let judge = guard.judge(self.rules());
         let mut verdict = Verdict::default();
         for id in members {
             let slot = all.get(&id).map_or(&anonymous, |l| &l.slot);
-            match guard.seen_by(self.rules(), slot) {
+            match judge.seen_by(slot) {
                 None => verdict.refused.push(id),
                 Some(mask) => match verdict.groups.iter_mut().find(|(m, _)| *m == mask) {
                     Some((_, ids)) => ids.push(id),
@@ -226,13 +227,11 @@ impl Guarding {
 impl Sockets {
     /// Delivers a guarded message to this node's members of `room`.
     ///
-    /// The largest group of recipients (usually all of them) is sent the
-    /// message as a room broadcast less everyone else, which costs what an
-    /// unguarded broadcast does; the other groups by socket id. Members
-    /// are judged on a snapshot taken just before: every effect that joins
-    /// a socket to a room (its reads, `_introduce`, what other nodes relay)
-    /// runs on this same task, so only app code joining a socket to the
-    /// room at that very moment (`Sockets::join`) could add one unjudged.
+    /// The room's members are listed once, judged, and each group is
+    /// handed its payload by socket id, so the message reaches exactly the
+    /// members judged (a socket app code joins to the room at that very
+    /// moment gets the next message, not this one), and a guarded message
+    /// lists the room once, as an unguarded one does.
     pub(crate) async fn deliver_guarded(
         &self,
         room: &str,
@@ -256,34 +255,18 @@ impl Sockets {
             }
         };
         let text = |ids: &[Sid]| ids.iter().map(Sid::to_string).collect::<Vec<_>>();
-        let mut left_out = text(&verdict.refused);
-        left_out.extend(omit.map(str::to_owned));
-        let largest = verdict
-            .groups
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, (_, ids))| ids.len())
-            .map(|(i, _)| i);
         if let Some(dest) = &guard.join {
             let (within, dest) = (vec![room.to_owned()], vec![dest.clone()]);
-            let mut except = left_out.clone();
+            let mut except = text(&verdict.refused);
+            except.extend(omit.map(str::to_owned));
             except.push(AT_ROOM_CAP.to_owned());
             self.backend
                 .local_membership(within, except, dest, true)
                 .await;
         }
-        for (i, (hidden, ids)) in verdict.groups.iter().enumerate() {
-            if Some(i) != largest {
-                let ids = text(ids);
-                left_out.extend(ids.iter().cloned());
-                self.backend
-                    .emit_local(ids, Vec::new(), event, &shown(*hidden), seq)
-                    .await;
-            }
-        }
-        if let Some((hidden, _)) = largest.and_then(|i| verdict.groups.get(i)) {
+        for (hidden, ids) in verdict.groups {
             self.backend
-                .emit_local(vec![room.to_owned()], left_out, event, &shown(*hidden), seq)
+                .emit_members(ids, event, &shown(hidden), seq)
                 .await;
         }
         if guard.evict {

@@ -47,7 +47,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
 
@@ -83,24 +82,30 @@ impl Frame {
     }
 }
 
-/// Hands `frame` to `sockets`, encoded once for all of them: as a
-/// broadcast to their own rooms (every socket is in the room named after
-/// its id), which costs a room lookup per socket where encoding the frame
-/// for each socket cost several allocations and copies. Those it finds
-/// with a full queue (a reader that stopped reading) are cut (see
+/// Hands a message to `sockets` (ids of this node's sockets), encoded
+/// once for all of them: as a broadcast to their own rooms (every socket
+/// is in the room named after its id), which costs a room lookup per
+/// socket where encoding the frame for each socket cost several
+/// allocations and copies. A socket gone meanwhile is passed by. Those it
+/// finds with a full queue (a reader that stopped reading) are cut (see
 /// `crate::connection`).
-async fn hand_out<A: Adapter>(
+pub(crate) async fn hand_out<A: Adapter>(
     io: &SocketIo<A>,
-    sockets: &[SocketRef<A>],
-    frame: &Frame,
+    sockets: &[Sid],
+    (event, data, seq): (&str, &RawValue, Option<u64>),
     cuts: &Cuts,
 ) {
     let to_them = || {
-        let own_rooms: Vec<String> = sockets.iter().map(|s| s.id.to_string()).collect();
+        let own_rooms: Vec<String> = sockets.iter().map(Sid::to_string).collect();
         io.local().to(own_rooms)
     };
-    let data: &RawValue = &frame.data;
-    emit_counted(to_them(), to_them, &frame.event, data, frame.seq, cuts).await
+    emit_counted(to_them(), to_them, event, data, seq, cuts).await
+}
+
+impl Frame {
+    fn parts(&self) -> (&str, &RawValue, Option<u64>) {
+        (&self.event, &self.data, self.seq)
+    }
 }
 
 /// Runs its closure once the last clone is dropped: when every lane that
@@ -116,9 +121,9 @@ impl Drop for Countdown {
     }
 }
 
-enum Job<A: Adapter> {
+enum Job {
     Send {
-        sockets: Vec<SocketRef<A>>,
+        sockets: Vec<Sid>,
         frame: Arc<Frame>,
     },
     /// Reached once every job before it is done.
@@ -126,18 +131,18 @@ enum Job<A: Adapter> {
     Idle(oneshot::Sender<()>),
 }
 
-struct Lane<A: Adapter> {
-    tx: mpsc::Sender<Job<A>>,
+struct Lane {
+    tx: mpsc::Sender<Job>,
     /// Jobs queued or running.
     pending: Arc<AtomicUsize>,
 }
 
-impl<A: Adapter> Lane<A> {
+impl Lane {
     fn idle(&self) -> bool {
         self.pending.load(Ordering::Acquire) == 0
     }
 
-    async fn push(&self, job: Job<A>) {
+    async fn push(&self, job: Job) {
         self.pending.fetch_add(1, Ordering::AcqRel);
         if self.tx.send(job).await.is_err() {
             self.pending.fetch_sub(1, Ordering::AcqRel);
@@ -148,7 +153,7 @@ impl<A: Adapter> Lane<A> {
 
 /// The lanes of one node (see the module's documentation).
 pub(crate) struct Lanes<A: Adapter> {
-    lanes: Vec<Lane<A>>,
+    lanes: Vec<Lane>,
     io: SocketIo<A>,
     cuts: Cuts,
 }
@@ -173,15 +178,15 @@ impl<A: Adapter> Lanes<A> {
         (crate::guarded::BySid.hash_one(socket) % self.lanes.len() as u64) as usize
     }
 
-    /// Hands `frame` to `sockets`, each through its lane.
-    pub(crate) async fn deliver(&self, sockets: Vec<SocketRef<A>>, frame: Frame) {
+    /// Hands `frame` to `sockets` (ids of this node's sockets), each
+    /// through its lane.
+    pub(crate) async fn deliver(&self, sockets: Vec<Sid>, frame: Frame) {
         if sockets.is_empty() {
             return;
         }
-        let mut shares: Vec<Vec<SocketRef<A>>> =
-            (0..self.lanes.len()).map(|_| Vec::new()).collect();
+        let mut shares: Vec<Vec<Sid>> = (0..self.lanes.len()).map(|_| Vec::new()).collect();
         for socket in sockets {
-            shares[self.lane_of(socket.id)].push(socket);
+            shares[self.lane_of(socket)].push(socket);
         }
         let frame = Arc::new(frame);
         for (lane, share) in self.lanes.iter().zip(shares) {
@@ -189,7 +194,7 @@ impl<A: Adapter> Lanes<A> {
                 continue;
             }
             if share.len() <= INLINE_MAX && lane.idle() {
-                hand_out(&self.io, &share, &frame, &self.cuts).await;
+                hand_out(&self.io, &share, frame.parts(), &self.cuts).await;
             } else {
                 let frame = frame.clone();
                 lane.push(Job::Send {
@@ -228,14 +233,14 @@ impl<A: Adapter> Lanes<A> {
 
 /// One lane: its jobs, in order.
 async fn run<A: Adapter>(
-    mut rx: mpsc::Receiver<Job<A>>,
+    mut rx: mpsc::Receiver<Job>,
     pending: Arc<AtomicUsize>,
     io: SocketIo<A>,
     cuts: Cuts,
 ) {
     while let Some(job) = rx.recv().await {
         match job {
-            Job::Send { sockets, frame } => hand_out(&io, &sockets, &frame, &cuts).await,
+            Job::Send { sockets, frame } => hand_out(&io, &sockets, frame.parts(), &cuts).await,
             Job::Mark(countdown) => drop(countdown),
             Job::Idle(tx) => {
                 // Idle before the waiter wakes.

@@ -989,6 +989,14 @@ mod tests {
             _: Option<u64>,
         ) {
         }
+        async fn emit_members(
+            &self,
+            _: Vec<Sid>,
+            _: &str,
+            _: &serde_json::value::RawValue,
+            _: Option<u64>,
+        ) {
+        }
         fn emit_to(
             &self,
             _: Sid,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::access::{Principal, PrincipalSlot, Rules};
+use crate::access::{Fields, Principal, PrincipalSlot, Rules};
 use crate::model::ModelDef;
 use crate::record::{Pk, Record};
 
@@ -289,16 +289,20 @@ impl Guard {
     /// records, the rest count as one group with the 64th). The rules'
     /// answers come from the slot, computed once per principal.
     pub fn seen_by(&self, rules: &Rules, slot: &PrincipalSlot) -> Option<u64> {
-        if rules.read_rule(self.model).is_some() && !slot.allows(rules, self.model, &self.record) {
-            return None;
+        self.judge(rules).seen_by(slot)
+    }
+
+    /// The guard made ready to judge many recipients (see [`Judge`]).
+    pub fn judge<'g>(&'g self, rules: &'g Rules) -> Judge<'g> {
+        let ruled = |model: &ModelDef| rules.read_rule(model).is_some();
+        Judge {
+            rules,
+            record: ruled(self.model).then(|| Fields::new(self.model, &self.record)),
+            nested: (self.nested.iter().enumerate())
+                .filter(|(_, n)| ruled(n.model))
+                .map(|(i, n)| (1 << i.min(63), Fields::new(n.model, &n.record)))
+                .collect(),
         }
-        let mut mask = 0u64;
-        for (i, n) in self.nested.iter().enumerate() {
-            if !slot.allows(rules, n.model, &n.record) {
-                mask |= 1 << i.min(63);
-            }
-        }
-        Some(mask)
     }
 
     /// `payload` without the populated records in `hidden`: a to-one is
@@ -323,6 +327,38 @@ impl Guard {
             }
         }
         out
+    }
+}
+
+/// A message's [`Guard`] made ready to judge its recipients one by one:
+/// what does not depend on the recipient (which of its records' models have
+/// a read rule, the values the rules compare) is found once per message,
+/// not once per recipient.
+#[derive(Debug)]
+pub struct Judge<'g> {
+    rules: &'g Rules,
+    /// The message's record, when its model has a read rule.
+    record: Option<Fields<'g>>,
+    /// The populated records whose model has a read rule, with their bit
+    /// in [`Guard::seen_by`]'s set (the others are readable by anyone).
+    nested: Vec<(u64, Fields<'g>)>,
+}
+
+impl Judge<'_> {
+    /// As [`Guard::seen_by`].
+    pub fn seen_by(&self, slot: &PrincipalSlot) -> Option<u64> {
+        if let Some(record) = &self.record
+            && !slot.reads(self.rules, record)
+        {
+            return None;
+        }
+        let mut mask = 0u64;
+        for (bit, fields) in &self.nested {
+            if !slot.reads(self.rules, fields) {
+                mask |= bit;
+            }
+        }
+        Some(mask)
     }
 }
 
