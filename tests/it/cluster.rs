@@ -342,3 +342,96 @@ async fn batches_lost_by_a_relay_that_overflowed_resync_the_other_nodes_sockets(
 
     nodes.stop().await;
 }
+
+/// What `redis-cli` answers `args` on `redis`, a line per item.
+fn redis_cli(redis: &OwnRedis, args: &[&str]) -> Vec<String> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli must be installed: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Two apps on one Redis database, each with a prefix of its own
+/// (`RealtimeConfig::redis_prefix`), do not hear each other: one app's
+/// creates reach its other node and not the other app's watchers, and each
+/// app's keys and channels are under its prefix.
+#[tokio::test]
+async fn two_apps_with_their_own_prefixes_share_a_redis_without_hearing_each_other() {
+    let prefixed = |prefix: &'static str| {
+        move |b: topsail::Builder| {
+            b.realtime(topsail::RealtimeConfig {
+                redis_prefix: prefix.to_owned(),
+                ..Default::default()
+            })
+        }
+    };
+    let (store, cleanup) = fresh_store(Db::Sqlite).await;
+    let redis = OwnRedis::start().await;
+    let a1 = Node::start_with(&store, &redis, prefixed("app-a")).await;
+    let a2 = Node::start_with(&store, &redis, prefixed("app-a")).await;
+    let b = Node::start_with(&store, &redis, prefixed("app-b")).await;
+    let mut watchers = Vec::new();
+    for node in [&a2, &b] {
+        let mut ws = node.socket().await;
+        let watch = virtual_request(&mut ws, 2, "get", json!({"url": "/pet?name=none"})).await;
+        assert_eq!(watch["statusCode"], 200);
+        watchers.push(ws);
+    }
+    let [on_a2, on_b] = &mut watchers[..] else {
+        unreachable!()
+    };
+
+    let mut created = Vec::new();
+    for i in 0..3 {
+        let pet = a1.app.model::<example_zoo::Pet>();
+        created.push(json!(
+            pet.create(json!({"name": format!("A{i}")}))
+                .await
+                .unwrap()
+                .id
+        ));
+    }
+    let within = std::time::Duration::from_secs(5);
+    let settle = std::time::Duration::from_millis(1000);
+    let heard = created_ids(on_a2, 3, within, settle).await;
+    assert_eq!(
+        heard, created,
+        "the same app's other node hears its creates"
+    );
+    // The other app hears its own create, and nothing of the first app's.
+    let own = b.app.model::<example_zoo::Pet>();
+    let own = json!(own.create(json!({"name": "B"})).await.unwrap().id);
+    let heard = created_ids(on_b, 1, within, settle).await;
+    assert_eq!(heard, [own], "the other app hears only its own");
+
+    let keys = redis_cli(&redis, &["KEYS", "*"]);
+    for key in ["app-a:effects", "app-b:effects"] {
+        assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+    }
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("app-a:") || k.starts_with("app-b:")),
+        "every key under a prefix: {keys:?}"
+    );
+    let channels = redis_cli(&redis, &["PUBSUB", "CHANNELS", "*"]);
+    for prefix in ["app-a:socket.io", "app-b:socket.io"] {
+        assert!(
+            channels.iter().any(|c| c.starts_with(prefix)),
+            "{prefix} channels in {channels:?}"
+        );
+    }
+    assert!(
+        !channels.iter().any(|c| c.starts_with("socket.io")),
+        "no channel under the adapter's default name: {channels:?}"
+    );
+    for node in [a1, a2, b] {
+        node.stop().await;
+    }
+    store.close().await;
+    cleanup.run().await;
+}

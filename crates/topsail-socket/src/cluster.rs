@@ -1,6 +1,6 @@
 /*!
 Scale-out through Redis: the engine's effects travel between processes
-through a stream of their own (see `crate::relay` and [`EFFECTS_STREAM`]);
+through a stream of their own (see `crate::relay` and [`Keys::effects`]);
 socketioxide-redis carries what app code does through the sockets API
 (room changes by socket id, socket queries).
 
@@ -159,12 +159,56 @@ pub(crate) fn resp3_url(url: &str) -> String {
     }
 }
 
-/// The Redis stream the engine's effects travel through between nodes:
-/// an entry per batch (one action), with the node that wrote it (`o`) and
-/// the batch (`d`, see `crate::relay::Relayed`). Every node reads all of
-/// it; it keeps the replay window, so a node that starts reads the window
-/// back into its log ([`recall`]).
-pub(crate) const EFFECTS_STREAM: &str = "topsail:effects";
+/// The names of one cluster's keys in Redis, all under its prefix
+/// ([`RealtimeConfig::redis_prefix`](crate::RealtimeConfig::redis_prefix)),
+/// so two apps can share a Redis database without hearing each other.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: Arc<str>,
+}
+
+/// The prefix of a cluster's keys unless configured.
+pub const DEFAULT_REDIS_PREFIX: &str = "topsail";
+
+impl Keys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The Redis stream the engine's effects travel through between
+    /// nodes (`<prefix>:effects`): an entry per batch (one action), with
+    /// the node that wrote it (`o`) and the batch (`d`, see
+    /// `crate::relay::Relayed`). Every node reads all of it; it keeps the
+    /// replay window, so a node that starts reads the window back into its
+    /// log ([`recall`]).
+    pub(crate) fn effects(&self) -> String {
+        format!("{}:effects", self.prefix)
+    }
+
+    /// The parked sockets of a resume key (see [`RedisParking`]).
+    fn parked(&self, key: &str) -> String {
+        format!("{}:parked:{key}", self.prefix)
+    }
+
+    /// Where a node says it is alive: the time of its last snapshot, in ms.
+    fn node(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+
+    /// The prefix of socketioxide-redis's channels (room changes and the
+    /// sockets API between nodes). With the default prefix it keeps the
+    /// adapter's own default, `socket.io`, so nodes of an earlier release
+    /// still hear the new ones during a rolling upgrade.
+    pub(crate) fn adapter_channels(&self) -> String {
+        if &*self.prefix == DEFAULT_REDIS_PREFIX {
+            "socket.io".to_owned()
+        } else {
+            format!("{}:socket.io", self.prefix)
+        }
+    }
+}
 
 /// How the stream is bounded: entries older than the replay window go
 /// (trimmed at most once a second), and it never holds more than `max_len`
@@ -199,10 +243,12 @@ impl StreamBounds {
     }
 }
 
-/// Relays the engine's effects through [`EFFECTS_STREAM`] (see
-/// `crate::relay`).
+/// Relays the engine's effects through the effects stream
+/// ([`Keys::effects`], see `crate::relay`).
 pub(crate) struct RedisRelay {
     pub(crate) driver: ResilientDriver,
+    /// The stream's name, written once.
+    pub(crate) stream: String,
     pub(crate) node: Arc<str>,
     pub(crate) bounds: StreamBounds,
     /// When the stream was last trimmed to the window, in ms.
@@ -216,7 +262,7 @@ impl crate::backend::Relay for RedisRelay {
         let mut pipe = redis::pipe();
         for bytes in batches {
             pipe.cmd("XADD")
-                .arg(EFFECTS_STREAM)
+                .arg(&self.stream)
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(self.bounds.max_len)
@@ -231,7 +277,7 @@ impl crate::backend::Relay for RedisRelay {
         if now.saturating_sub(self.trimmed_at.load(Ordering::Relaxed)) >= 1_000 {
             self.trimmed_at.store(now, Ordering::Relaxed);
             pipe.cmd("XTRIM")
-                .arg(EFFECTS_STREAM)
+                .arg(&self.stream)
                 .arg("MINID")
                 .arg("~")
                 .arg(self.bounds.window_start())
@@ -257,6 +303,7 @@ pub(crate) struct Joining {
     pub(crate) client: redis::Client,
     pub(crate) bounds: StreamBounds,
     pub(crate) node: Arc<str>,
+    pub(crate) keys: Keys,
 }
 
 /// The most entries asked of Redis at once, reading the stream.
@@ -273,17 +320,18 @@ fn entry(found: redis::streams::StreamId, node: &str) -> (String, Option<Vec<u8>
     (found.id, batch)
 }
 
-/// Reads the replay window of [`EFFECTS_STREAM`] into this node's log, as
+/// Reads the replay window of the effects stream into this node's log, as
 /// relayed batches on the publisher task (before any socket is connected:
 /// nothing is delivered), and waits until they are in. Returns the id to
 /// read on from, and how many entries were read.
 pub(crate) async fn recall(
     driver: &ResilientDriver,
-    bounds: StreamBounds,
+    (bounds, keys): (StreamBounds, &Keys),
     node: &str,
     publisher: &crate::sockets::SocketPublisher,
 ) -> redis::RedisResult<(String, usize)> {
     let mut conn = driver.conn.clone();
+    let stream = keys.effects();
     let mut from = bounds.window_start().to_string();
     // Entries after the window's start: read or, once the range is
     // empty, to be read by `spawn_reader` (it reads after this id).
@@ -291,7 +339,7 @@ pub(crate) async fn recall(
     let mut count = 0;
     loop {
         let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(EFFECTS_STREAM)
+            .arg(&stream)
             .arg(&from)
             .arg("+")
             .arg("COUNT")
@@ -318,18 +366,19 @@ pub(crate) async fn recall(
     Ok((last, count))
 }
 
-/// Reads [`EFFECTS_STREAM`] after entry `last`, for as long as the process
+/// Reads the effects stream after entry `last`, for as long as the process
 /// runs, and hands the other nodes' batches to the publisher task. It
 /// reads on its own connection (a blocking read would hold up the others'
 /// commands on a shared one); when the link fails it connects again and
 /// goes on after the last entry it read, so what was written meanwhile
 /// still comes.
 pub(crate) fn spawn_reader(
-    client: redis::Client,
+    (client, keys): (redis::Client, &Keys),
     node: Arc<str>,
     mut last: String,
     publisher: crate::sockets::SocketPublisher,
 ) {
+    let stream = keys.effects();
     tokio::spawn(async move {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -360,7 +409,7 @@ pub(crate) fn spawn_reader(
                     .arg("BLOCK")
                     .arg(READ_BLOCK.as_millis() as u64)
                     .arg("STREAMS")
-                    .arg(EFFECTS_STREAM)
+                    .arg(&stream)
                     .arg(&last)
                     .query_async(link)
                     .await;
@@ -390,10 +439,11 @@ pub(crate) fn spawn_reader(
 }
 
 /// The parked sockets of every node, in Redis: a hash per resume key
-/// (`topsail:parked:<key>`), a field per parked socket, expiring with the
+/// (`<prefix>:parked:<key>`), a field per parked socket, expiring with the
 /// last one parked (see `crate::resume`).
 pub(crate) struct RedisParking {
     pub(crate) driver: ResilientDriver,
+    pub(crate) keys: Keys,
     /// See [`ReplayConfig::close_doubt`](crate::ReplayConfig::close_doubt).
     pub(crate) close_doubt: Duration,
 }
@@ -419,15 +469,6 @@ struct Stored {
     live: Option<String>,
 }
 
-fn parked_key(key: &str) -> String {
-    format!("topsail:parked:{key}")
-}
-
-/// Where a node says it is alive: the time of its last snapshot, in ms.
-fn node_key(node: &str) -> String {
-    format!("topsail:node:{node}")
-}
-
 /// A node that has not recorded a snapshot for this long is gone (its
 /// sockets count as parked): a live node records one every
 /// [`SNAPSHOT_EVERY`](crate::resume::SNAPSHOT_EVERY).
@@ -442,7 +483,7 @@ impl RedisParking {
         conn: &mut ConnectionManager,
         node: &str,
     ) -> redis::RedisResult<NodeState> {
-        let first: Option<u64> = conn.get(node_key(node)).await?;
+        let first: Option<u64> = conn.get(self.keys.node(node)).await?;
         let Some(first) = first else {
             return Ok(NodeState::Gone { last_seen_ms: None });
         };
@@ -459,7 +500,7 @@ impl RedisParking {
                 Duration::from_millis(200).min(Duration::from_millis(gone_at - now)),
             )
             .await;
-            let beat: Option<u64> = conn.get(node_key(node)).await?;
+            let beat: Option<u64> = conn.get(self.keys.node(node)).await?;
             match beat {
                 Some(b) if b > first => return Ok(NodeState::Alive),
                 Some(_) => {}
@@ -494,7 +535,7 @@ impl RedisParking {
         key: &str,
         sid: Option<&str>,
     ) -> redis::RedisResult<Vec<crate::resume::WireParked>> {
-        let (mut conn, hash) = (self.driver.conn.clone(), parked_key(key));
+        let (mut conn, hash) = (self.driver.conn.clone(), self.keys.parked(key));
         if let Some(sid) = sid {
             let found: Option<String> = conn.hget(&hash, sid).await?;
             let Some(stored) = found.and_then(|v| serde_json::from_str::<Stored>(&v).ok()) else {
@@ -548,7 +589,7 @@ impl RedisParking {
 #[async_trait::async_trait]
 impl crate::resume::SharedParking for RedisParking {
     async fn park(&self, key: &str, parked: crate::resume::WireParked, remember: Duration) {
-        let (mut conn, hash) = (self.driver.conn.clone(), parked_key(key));
+        let (mut conn, hash) = (self.driver.conn.clone(), self.keys.parked(key));
         let field = parked.sid.clone();
         let Ok(value) = serde_json::to_string(&Stored {
             parked,
@@ -576,10 +617,10 @@ impl crate::resume::SharedParking for RedisParking {
         remember: Duration,
     ) -> bool {
         let mut pipe = redis::pipe();
-        pipe.set_ex(node_key(node), crate::backend::now_ms(), 30)
+        pipe.set_ex(self.keys.node(node), crate::backend::now_ms(), 30)
             .ignore();
         for (key, parked) in live {
-            let hash = parked_key(&key);
+            let hash = self.keys.parked(&key);
             let field = parked.sid.clone();
             let stored = Stored {
                 parked,
@@ -602,8 +643,12 @@ impl crate::resume::SharedParking for RedisParking {
     }
 
     async fn forget(&self, key: &str, sid: &str) {
-        let done: redis::RedisResult<()> =
-            self.driver.conn.clone().hdel(parked_key(key), sid).await;
+        let done: redis::RedisResult<()> = self
+            .driver
+            .conn
+            .clone()
+            .hdel(self.keys.parked(key), sid)
+            .await;
         if let Err(e) = done {
             tracing::debug!(error = %e, "could not forget a socket that left");
         }

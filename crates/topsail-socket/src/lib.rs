@@ -42,6 +42,7 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
 pub use backend::Census;
+pub use cluster::DEFAULT_REDIS_PREFIX;
 pub use connection::{Connection, TunedListener, TunedStream};
 pub use extract::{NotASocketRequest, SocketRequest};
 pub use handshake::{BeforeConnect, ConnectRequest};
@@ -160,6 +161,14 @@ pub struct RealtimeConfig {
     /// Sequence numbers, the replay log, and taking back sockets that
     /// dropped (see [`ReplayConfig`]).
     pub replay: ReplayConfig,
+    /// In a cluster, the prefix of every key and channel the nodes share
+    /// in Redis (`<prefix>:effects`, `<prefix>:parked:*`,
+    /// `<prefix>:node:*`, and socketioxide-redis's channels). Two apps
+    /// sharing a Redis database need different prefixes, or each hears
+    /// the other's messages; every node of one app needs the same.
+    /// Default [`DEFAULT_REDIS_PREFIX`], whose adapter channels keep
+    /// socketioxide-redis's own default name (`socket.io`).
+    pub redis_prefix: String,
 }
 
 impl Default for RealtimeConfig {
@@ -179,6 +188,7 @@ impl Default for RealtimeConfig {
             allowed_origins: Vec::new(),
             before_connect: None,
             replay: ReplayConfig::default(),
+            redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
         }
     }
 }
@@ -652,7 +662,7 @@ pub struct Realtime {
 /// What earlier processes left for a starting one.
 enum ReadBack {
     /// A cluster node: the cluster's stream.
-    Cluster(cluster::Joining),
+    Cluster(Box<cluster::Joining>),
     /// A single process: the log its predecessor saved at shutdown.
     SavedLog(std::path::PathBuf),
 }
@@ -753,7 +763,10 @@ impl Realtime {
             .await
             .map_err(RealtimeError::Redis)?;
         let relay = driver.clone();
-        let ctr = RedisAdapterCtr::new_with_driver(driver, Default::default());
+        let keys = cluster::Keys::new(&config.redis_prefix);
+        let channels =
+            socketioxide_redis::RedisAdapterConfig::new().with_prefix(keys.adapter_channels());
+        let ctr = RedisAdapterCtr::new_with_driver(driver, channels);
         let (layer, io) = configure(
             SocketIo::builder()
                 .with_adapter::<CustomRedisAdapter<_, cluster::ResilientDriver>>(ctr),
@@ -766,12 +779,14 @@ impl Realtime {
         let sockets = sockets.with_relay(
             Arc::new(cluster::RedisRelay {
                 driver: relay.clone(),
+                stream: keys.effects(),
                 node: node.clone(),
                 bounds,
                 trimmed_at: Default::default(),
             }),
             Arc::new(cluster::RedisParking {
                 driver: relay.clone(),
+                keys: keys.clone(),
                 close_doubt: config.replay.close_doubt,
             }),
         );
@@ -791,12 +806,13 @@ impl Realtime {
         // The cluster's stream keeps the log: nothing to save.
         realtime.saved_log = None;
         *realtime.read_back.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(ReadBack::Cluster(cluster::Joining {
+            Some(ReadBack::Cluster(Box::new(cluster::Joining {
                 driver: relay,
                 client,
                 bounds,
                 node,
-            }));
+                keys,
+            })));
         // A node built by hand that never reads back never hears the other
         // nodes either: say so rather than fail silently.
         let pending = Arc::downgrade(&realtime.read_back);
@@ -839,7 +855,7 @@ impl Realtime {
                 }
                 Ok(())
             }
-            Some(ReadBack::Cluster(joining)) => self.join_cluster(joining).await,
+            Some(ReadBack::Cluster(joining)) => self.join_cluster(*joining).await,
         }
     }
 
@@ -870,10 +886,11 @@ impl Realtime {
             client,
             bounds,
             node,
+            keys,
         } = joining;
         let publisher = self.publisher();
         let started = std::time::Instant::now();
-        let (last, recalled) = cluster::recall(&driver, bounds, &node, &publisher)
+        let (last, recalled) = cluster::recall(&driver, (bounds, &keys), &node, &publisher)
             .await
             .map_err(RealtimeError::Redis)?;
         // The log holds what the cluster published since the first entry
@@ -886,7 +903,7 @@ impl Realtime {
             took = ?started.elapsed(),
             "read the cluster's replay window back from Redis"
         );
-        cluster::spawn_reader(client, node, last, publisher);
+        cluster::spawn_reader((client, &keys), node, last, publisher);
         Ok(())
     }
 

@@ -9,7 +9,8 @@
 //! (workers that hand messages to the sockets: one per core; 0 hands them
 //! out on the one publisher task), `RESUME_FILE` (a single process: where
 //! it records its sockets so that, after a restart, those that come back
-//! get their rooms and a `topsail:resync`), `RUST_LOG`.
+//! get their rooms and a `topsail:resync`), `REDIS_PREFIX` (a cluster's
+//! keys and channels in Redis: `topsail`), `RUST_LOG`.
 //! `zoo --print-schema sqlite|postgres` prints the DDL of the models.
 
 use std::process::ExitCode;
@@ -78,6 +79,12 @@ async fn main() -> ExitCode {
         && !path.is_empty()
     {
         realtime.replay.restart_file = Some(path.into());
+    }
+    // Two apps sharing one Redis database each need a prefix of their own.
+    if let Ok(prefix) = std::env::var("REDIS_PREFIX")
+        && !prefix.is_empty()
+    {
+        realtime.redis_prefix = prefix;
     }
     // The benchmarks compare the lanes with one publisher task (`0`).
     if let Ok(n) = env_or("PUBSUB_LANES", "").parse() {
