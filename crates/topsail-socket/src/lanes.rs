@@ -80,6 +80,10 @@ impl Frame {
             seq,
         }
     }
+
+    fn parts(&self) -> (&str, &RawValue, Option<u64>) {
+        (&self.event, &self.data, self.seq)
+    }
 }
 
 /// Hands a message to `sockets` (ids of this node's sockets), encoded
@@ -100,12 +104,6 @@ pub(crate) async fn hand_out<A: Adapter>(
         io.local().to(own_rooms)
     };
     emit_counted(to_them(), to_them, event, data, seq, cuts).await
-}
-
-impl Frame {
-    fn parts(&self) -> (&str, &RawValue, Option<u64>) {
-        (&self.event, &self.data, self.seq)
-    }
 }
 
 /// Runs its closure once the last clone is dropped: when every lane that
