@@ -220,9 +220,15 @@ pub struct Fields<'r> {
     model: &'r ModelDef,
     record: &'r Record,
     /// The values looked up so far, by attribute (the names come from the
-    /// app's rules, so a handful at most).
-    seen: std::cell::RefCell<Vec<(&'static str, &'r Value)>>,
+    /// app's rules, so a handful at most). Kept in place, not on the heap:
+    /// a single check (a populated record in an answer, per row) allocates
+    /// nothing.
+    seen: std::cell::RefCell<[Option<(&'static str, &'r Value)>; FIELDS_KEPT]>,
 }
+
+/// How many compared values [`Fields`] keeps; a rule comparing more
+/// attributes looks the others up each time.
+const FIELDS_KEPT: usize = 4;
 
 impl<'r> Fields<'r> {
     /// `record` of `model`, as read or as published: a to-one is its key
@@ -237,17 +243,19 @@ impl<'r> Fields<'r> {
 
     /// The value a condition on `attr` compares.
     fn get(&self, attr: &'static str) -> &'r Value {
-        let found = self
-            .seen
-            .borrow()
-            .iter()
-            .find(|(a, _)| *a == attr)
-            .map(|(_, v)| *v);
-        found.unwrap_or_else(|| {
-            let v = compared(self.model, self.record, attr);
-            self.seen.borrow_mut().push((attr, v));
-            v
-        })
+        let mut seen = self.seen.borrow_mut();
+        for kept in seen.iter_mut() {
+            match kept {
+                Some((a, v)) if *a == attr => return v,
+                Some(_) => {}
+                None => {
+                    return kept
+                        .insert((attr, compared(self.model, self.record, attr)))
+                        .1;
+                }
+            }
+        }
+        compared(self.model, self.record, attr)
     }
 }
 

@@ -176,9 +176,9 @@ impl<A: Adapter> Io<A> {
         seq: Option<u64>,
     ) {
         match self.lanes.get() {
-            Some(lanes) => {
+            Some(_) => {
                 let ids = op().sockets().into_iter().map(|s| s.id).collect();
-                lanes.deliver(ids, Frame::new(event, data, seq)).await
+                self.emit_members(ids, event, data, seq).await
             }
             None => emit_counted(op(), &op, event, data, seq, &self.cuts).await,
         }
