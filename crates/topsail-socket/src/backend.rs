@@ -18,7 +18,8 @@ use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 
-use crate::connection::cut_full;
+use crate::backlog::SlowReaders;
+use crate::connection::{cut, cut_full};
 use crate::error::{AdapterFailure, SocketsError};
 use crate::lanes::{Frame, Lanes};
 
@@ -82,7 +83,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn emit_to(&self, socket: Sid, event: &str, data: &RawValue, seq: Option<u64>) -> Sent;
     /// Spreads the handing out of messages to local sockets over `n`
     /// delivery lanes from now on (see `crate::lanes`).
-    fn start_lanes(&self, n: usize);
+    fn start_lanes(&self, n: usize, slow: SlowReaders);
     /// Returns once nothing sent to `socket` earlier is still waiting in a
     /// delivery lane.
     async fn quiesce(&self, socket: Sid);
@@ -199,6 +200,13 @@ impl Cuts {
         });
     }
 
+    /// Cuts `socket`'s connection, and remembers it.
+    pub(crate) fn cut<A: Adapter>(&self, socket: &socketioxide::extract::SocketRef<A>) {
+        cut(socket, &mut |sid| {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(sid);
+        });
+    }
+
     /// Whether `socket` was cut (forgotten once asked).
     fn take(&self, socket: Sid) -> bool {
         self.0
@@ -232,6 +240,27 @@ pub(crate) async fn emit_counted<A: Adapter, T: serde::Serialize + ?Sized>(
             }
         }
         Err(e) => tracing::error!(error = %e, event, "could not deliver a message"),
+    }
+}
+
+/// Hands a message to one socket's outgoing queue, with `seq` after
+/// `data` when there is one.
+pub(crate) fn send_to<A: Adapter>(
+    socket: &socketioxide::extract::SocketRef<A>,
+    (event, data, seq): (&str, &RawValue, Option<u64>),
+) -> Sent {
+    let sent = match seq {
+        Some(seq) => socket.emit(event, &(data, seq)),
+        None => socket.emit(event, data),
+    };
+    match sent {
+        Ok(()) => Sent::Queued,
+        Err(socketioxide::SendError::Socket(SocketError::InternalChannelFull)) => Sent::Full,
+        Err(socketioxide::SendError::Socket(_)) => Sent::Gone,
+        Err(e) => {
+            tracing::error!(error = %e, event, "could not encode a message");
+            Sent::Gone
+        }
     }
 }
 
@@ -542,14 +571,20 @@ impl<A: Adapter> Backend for Io<A> {
         match self.lanes.get() {
             Some(lanes) => lanes.deliver(members, Frame::new(event, data, seq)).await,
             None => {
+                // Without lanes nothing keeps messages for a slow reader:
+                // one whose queue is full is cut at once.
                 let frame = (event, data, seq);
-                crate::lanes::hand_out(&self.io, &members, frame, &self.cuts).await
+                let full = crate::lanes::hand_out(&self.io, &members, frame).await;
+                count_missed_full(event, full.len() as u64);
+                for socket in full.iter().filter_map(|&s| self.io.get_socket(s)) {
+                    self.cuts.cut(&socket);
+                }
             }
         }
     }
 
-    fn start_lanes(&self, n: usize) {
-        let lanes = Lanes::start(n, self.io.clone(), self.cuts.clone());
+    fn start_lanes(&self, n: usize, slow: SlowReaders) {
+        let lanes = Lanes::start(n, self.io.clone(), self.cuts.clone(), slow);
         let _ = self.lanes.set(lanes);
     }
 
@@ -567,21 +602,9 @@ impl<A: Adapter> Backend for Io<A> {
     }
 
     fn emit_to(&self, socket: Sid, event: &str, data: &RawValue, seq: Option<u64>) -> Sent {
-        let Some(s) = self.io.get_socket(socket) else {
-            return Sent::Gone;
-        };
-        let sent = match seq {
-            Some(seq) => s.emit(event, &(data, seq)),
-            None => s.emit(event, data),
-        };
-        match sent {
-            Ok(()) => Sent::Queued,
-            Err(socketioxide::SendError::Socket(SocketError::InternalChannelFull)) => Sent::Full,
-            Err(socketioxide::SendError::Socket(_)) => Sent::Gone,
-            Err(e) => {
-                tracing::error!(error = %e, event, "could not encode a message");
-                Sent::Gone
-            }
+        match self.io.get_socket(socket) {
+            Some(socket) => send_to(&socket, (event, data, seq)),
+            None => Sent::Gone,
         }
     }
 

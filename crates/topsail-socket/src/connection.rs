@@ -31,7 +31,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
-use socketioxide::{SendError, SocketError};
+use socketioxide::{SendError, SocketError, SocketIo};
 
 /// The connection a request came over, as the app's connect info: serve
 /// a [`TunedListener`] with
@@ -204,17 +204,33 @@ const PROBE: &str = "topsail:probe";
 /// after a broadcast that missed sockets for that reason.
 pub(crate) fn cut_full<A: Adapter>(op: BroadcastOperators<A>, mut cutting: impl FnMut(Sid)) {
     for socket in op.sockets() {
-        let full = matches!(
-            socket.emit(PROBE, &()),
-            Err(SendError::Socket(SocketError::InternalChannelFull))
-        );
-        if full {
+        if is_full(&socket) {
             cut(&socket, &mut cutting);
         }
     }
 }
 
-fn cut<A: Adapter>(socket: &SocketRef<A>, cutting: &mut impl FnMut(Sid)) {
+/// Which of `sockets` (ids of local sockets) have a full outgoing queue,
+/// found by probing each (a probe that finds room is sent).
+pub(crate) fn full_among<A: Adapter>(io: &SocketIo<A>, sockets: &[Sid]) -> Vec<Sid> {
+    sockets
+        .iter()
+        .copied()
+        .filter(|&sid| io.get_socket(sid).is_some_and(|s| is_full(&s)))
+        .collect()
+}
+
+fn is_full<A: Adapter>(socket: &SocketRef<A>) -> bool {
+    matches!(
+        socket.emit(PROBE, &()),
+        Err(SendError::Socket(SocketError::InternalChannelFull))
+    )
+}
+
+/// Cuts `socket`'s connection (when the app serves with [`Connection`] as
+/// connect info; otherwise the heartbeat ends it), calling `cutting` with
+/// its id first.
+pub(crate) fn cut<A: Adapter>(socket: &SocketRef<A>, cutting: &mut impl FnMut(Sid)) {
     let info = socket
         .req_parts()
         .extensions

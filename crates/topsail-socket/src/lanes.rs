@@ -50,7 +50,12 @@ use socketioxide::adapter::Adapter;
 use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{Cuts, emit_counted};
+use socketioxide::BroadcastError;
+use socketioxide::SocketError;
+
+use crate::backend::{Cuts, Sent, count_missed_full, send_to};
+use crate::backlog::{Backlogs, SlowReaders};
+use crate::connection::full_among;
 
 /// A lane's share of a message this small is handed out by the publisher
 /// task itself when the lane has nothing pending.
@@ -58,6 +63,10 @@ pub const INLINE_MAX: usize = 64;
 
 /// Jobs a lane holds before the publisher task waits for it.
 const LANE_QUEUE: usize = 1_024;
+
+/// How often a lane with messages waiting for slow readers tries their
+/// queues again (see `crate::backlog`).
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The default number of lanes: one per core.
 pub fn default_lanes() -> usize {
@@ -81,7 +90,7 @@ impl Frame {
         }
     }
 
-    fn parts(&self) -> (&str, &RawValue, Option<u64>) {
+    pub(crate) fn parts(&self) -> (&str, &RawValue, Option<u64>) {
         (&self.event, &self.data, self.seq)
     }
 }
@@ -90,20 +99,69 @@ impl Frame {
 /// once for all of them: as a broadcast to their own rooms (every socket
 /// is in the room named after its id), which costs a room lookup per
 /// socket where encoding the frame for each socket cost several
-/// allocations and copies. A socket gone meanwhile is passed by. Those it
-/// finds with a full queue (a reader that stopped reading) are cut (see
-/// `crate::connection`).
+/// allocations and copies. A socket gone meanwhile is passed by. Returns
+/// those whose outgoing queue was full: they did not take it.
 pub(crate) async fn hand_out<A: Adapter>(
     io: &SocketIo<A>,
     sockets: &[Sid],
-    (event, data, seq): (&str, &RawValue, Option<u64>),
-    cuts: &Cuts,
-) {
-    let to_them = || {
-        let own_rooms: Vec<String> = sockets.iter().map(Sid::to_string).collect();
-        io.local().to(own_rooms)
+    frame: (&str, &RawValue, Option<u64>),
+) -> Vec<Sid> {
+    let (event, data, seq) = frame;
+    if let [socket] = sockets {
+        let sent = io.get_socket(*socket).map(|s| send_to(&s, frame));
+        return match sent {
+            Some(Sent::Full) => vec![*socket],
+            _ => Vec::new(),
+        };
+    }
+    let own_rooms: Vec<String> = sockets.iter().map(Sid::to_string).collect();
+    let to_them = io.local().to(own_rooms);
+    let sent = match seq {
+        Some(seq) => to_them.emit(event, &(data, seq)).await,
+        None => to_them.emit(event, data).await,
     };
-    emit_counted(to_them(), to_them, event, data, seq, cuts).await
+    let missed = match sent {
+        Ok(()) => return Vec::new(),
+        Err(BroadcastError::Socket(missed)) => missed,
+        Err(e) => {
+            tracing::error!(error = %e, event, "could not deliver a message");
+            return Vec::new();
+        }
+    };
+    let full = missed
+        .iter()
+        .filter(|e| matches!(e, SocketError::InternalChannelFull))
+        .count();
+    if full == 0 {
+        Vec::new()
+    } else if full == sockets.len() {
+        sockets.to_vec()
+    } else {
+        which_were_full(io, sockets, event, full)
+    }
+}
+
+/// Which `full` of `sockets` a broadcast found with a full queue:
+/// socketioxide says how many, not which, so each is probed (see
+/// `crate::connection`). A socket whose writer took a packet between the
+/// broadcast and its probe is not found: its miss is counted, and logged.
+fn which_were_full<A: Adapter>(
+    io: &SocketIo<A>,
+    sockets: &[Sid],
+    event: &str,
+    full: usize,
+) -> Vec<Sid> {
+    let found = full_among(io, sockets);
+    if found.len() < full {
+        let unknown = (full - found.len()) as u64;
+        count_missed_full(event, unknown);
+        tracing::warn!(
+            event,
+            unknown,
+            "a message missed sockets whose queue had room again by the time they were looked for"
+        );
+    }
+    found
 }
 
 /// Runs its closure once the last clone is dropped: when every lane that
@@ -124,20 +182,29 @@ enum Job {
         sockets: Vec<Sid>,
         frame: Arc<Frame>,
     },
+    /// `frame` waits for `sockets`: the publisher task found their queues
+    /// full.
+    Hold {
+        sockets: Vec<Sid>,
+        frame: Arc<Frame>,
+    },
     /// Reached once every job before it is done.
     Mark(#[allow(dead_code)] Arc<Countdown>),
-    Idle(oneshot::Sender<()>),
+    /// Answered (dropped) once the socket has nothing waiting.
+    Idle(Sid, oneshot::Sender<()>),
 }
 
 struct Lane {
     tx: mpsc::Sender<Job>,
     /// Jobs queued or running.
     pending: Arc<AtomicUsize>,
+    /// Sockets with messages waiting (see `crate::backlog`).
+    backlogged: Arc<AtomicUsize>,
 }
 
 impl Lane {
     fn idle(&self) -> bool {
-        self.pending.load(Ordering::Acquire) == 0
+        self.pending.load(Ordering::Acquire) == 0 && self.backlogged.load(Ordering::Acquire) == 0
     }
 
     async fn push(&self, job: Job) {
@@ -153,22 +220,33 @@ impl Lane {
 pub(crate) struct Lanes<A: Adapter> {
     lanes: Vec<Lane>,
     io: SocketIo<A>,
-    cuts: Cuts,
 }
 
 impl<A: Adapter> Lanes<A> {
     /// Starts `n` lanes (at least one) on the sockets of `io`; a socket
-    /// whose queue is full is cut and remembered in `cuts`.
-    pub(crate) fn start(n: usize, io: SocketIo<A>, cuts: Cuts) -> Self {
+    /// whose queue is full is waited for as `slow` says, then cut and
+    /// remembered in `cuts`.
+    pub(crate) fn start(n: usize, io: SocketIo<A>, cuts: Cuts, slow: SlowReaders) -> Self {
         let lanes = (0..n.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(LANE_QUEUE);
                 let pending = Arc::new(AtomicUsize::new(0));
-                tokio::spawn(run(rx, pending.clone(), io.clone(), cuts.clone()));
-                Lane { tx, pending }
+                let backlogged = Arc::new(AtomicUsize::new(0));
+                let backlogs = Backlogs::new(slow, backlogged.clone());
+                let worker = Worker {
+                    io: io.clone(),
+                    cuts: cuts.clone(),
+                    backlogs,
+                };
+                tokio::spawn(worker.run(rx, pending.clone()));
+                Lane {
+                    tx,
+                    pending,
+                    backlogged,
+                }
             })
             .collect();
-        Lanes { lanes, io, cuts }
+        Lanes { lanes, io }
     }
 
     fn lane_of(&self, socket: Sid) -> usize {
@@ -192,7 +270,15 @@ impl<A: Adapter> Lanes<A> {
                 continue;
             }
             if share.len() <= INLINE_MAX && lane.idle() {
-                hand_out(&self.io, &share, frame.parts(), &self.cuts).await;
+                let full = hand_out(&self.io, &share, frame.parts()).await;
+                if !full.is_empty() {
+                    let frame = frame.clone();
+                    lane.push(Job::Hold {
+                        sockets: full,
+                        frame,
+                    })
+                    .await;
+                }
             } else {
                 let frame = frame.clone();
                 lane.push(Job::Send {
@@ -205,14 +291,15 @@ impl<A: Adapter> Lanes<A> {
     }
 
     /// Returns once the lane of `socket` has handed out everything it was
-    /// given, so what the caller sends to it now comes after.
+    /// given, and nothing waits for `socket` (see `crate::backlog`), so
+    /// what the caller sends to it now comes after.
     pub(crate) async fn quiesce(&self, socket: Sid) {
         let lane = &self.lanes[self.lane_of(socket)];
         if lane.idle() {
             return;
         }
         let (tx, rx) = oneshot::channel();
-        lane.push(Job::Idle(tx)).await;
+        lane.push(Job::Idle(socket, tx)).await;
         let _ = rx.await;
     }
 
@@ -229,24 +316,59 @@ impl<A: Adapter> Lanes<A> {
     }
 }
 
-/// One lane: its jobs, in order.
-async fn run<A: Adapter>(
-    mut rx: mpsc::Receiver<Job>,
-    pending: Arc<AtomicUsize>,
+/// One lane's worker: its jobs in order, and its sockets' backlogs.
+struct Worker<A: Adapter> {
     io: SocketIo<A>,
     cuts: Cuts,
-) {
-    while let Some(job) = rx.recv().await {
-        match job {
-            Job::Send { sockets, frame } => hand_out(&io, &sockets, frame.parts(), &cuts).await,
-            Job::Mark(countdown) => drop(countdown),
-            Job::Idle(tx) => {
-                // Idle before the waiter wakes.
-                pending.fetch_sub(1, Ordering::AcqRel);
-                let _ = tx.send(());
-                continue;
+    backlogs: Backlogs,
+}
+
+impl<A: Adapter> Worker<A> {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>, pending: Arc<AtomicUsize>) {
+        let mut next_drain = tokio::time::Instant::now();
+        loop {
+            let job = if self.backlogs.is_empty() {
+                rx.recv().await
+            } else {
+                // Slow readers' queues are tried again between jobs, at
+                // most every `DRAIN_EVERY`, and when the lane has none.
+                if tokio::time::Instant::now() >= next_drain {
+                    self.backlogs.drain(&self.io, &self.cuts);
+                    next_drain = tokio::time::Instant::now() + DRAIN_EVERY;
+                    continue;
+                }
+                tokio::select! {
+                    biased;
+                    job = rx.recv() => job,
+                    () = tokio::time::sleep_until(next_drain) => continue,
+                }
+            };
+            let Some(job) = job else { break };
+            match job {
+                Job::Send { sockets, frame } => self.send(sockets, &frame).await,
+                Job::Hold { sockets, frame } => {
+                    self.backlogs.hold(sockets, &frame, &self.io, &self.cuts)
+                }
+                Job::Mark(countdown) => drop(countdown),
+                Job::Idle(socket, tx) => {
+                    // Idle before the waiter wakes.
+                    pending.fetch_sub(1, Ordering::AcqRel);
+                    self.backlogs.when_quiet(socket, tx);
+                    continue;
+                }
             }
+            pending.fetch_sub(1, Ordering::AcqRel);
         }
-        pending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Hands `frame` to `sockets`, but behind what waits for any of them.
+    async fn send(&mut self, mut sockets: Vec<Sid>, frame: &Arc<Frame>) {
+        self.backlogs
+            .queue_behind(&mut sockets, frame, &self.io, &self.cuts);
+        if sockets.is_empty() {
+            return;
+        }
+        let full = hand_out(&self.io, &sockets, frame.parts()).await;
+        self.backlogs.hold(full, frame, &self.io, &self.cuts);
     }
 }

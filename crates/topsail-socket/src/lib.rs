@@ -10,6 +10,7 @@
 //! - the sockets API ([`Sockets`]) and the [`SocketRequest`] extractor.
 
 mod backend;
+mod backlog;
 mod bridge;
 mod cluster;
 mod connection;
@@ -42,6 +43,7 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
 pub use backend::Census;
+pub use backlog::SlowReaders;
 pub use cluster::DEFAULT_REDIS_PREFIX;
 pub use connection::{Connection, TunedListener, TunedStream};
 pub use extract::{NotASocketRequest, SocketRequest};
@@ -129,14 +131,23 @@ pub struct RealtimeConfig {
     /// model when it was created); past it, reads still answer but
     /// subscribe it to nothing more. See [`Sockets::max_rooms_per_socket`].
     pub max_rooms_per_socket: usize,
-    /// How many packets may wait to be written to one socket. A socket
-    /// whose queue is full misses what is sent meanwhile (the others do
-    /// not wait for it), and the heartbeat disconnects it: at the first
-    /// ping that finds its queue full, or when it has not answered a ping
-    /// within `ping_timeout`. Its client then reconnects and fetches again
-    /// rather than going on with a gap. Those disconnects are counted
-    /// ([`Sockets::stalled_disconnects`]) and logged.
+    /// How many packets may wait to be written to one socket. A pub-sub
+    /// message that finds the queue full waits for room as
+    /// `slow_readers` says, and the messages after it for that socket
+    /// wait behind it (the other sockets do not wait). A socket served
+    /// without [`Connection`] as connect info cannot be cut: the heartbeat
+    /// disconnects it, at the first ping that finds its queue full, or
+    /// when it has not answered a ping within `ping_timeout`. Its client
+    /// then reconnects and takes back what it missed (see `replay`).
+    /// Those disconnects are counted ([`Sockets::stalled_disconnects`])
+    /// and logged.
     pub send_queue: usize,
+    /// How long, and for how many messages, a socket whose outgoing queue
+    /// is full is waited for before its connection is cut: a burst does
+    /// not cut a client that reads, and a client that stopped reading
+    /// holds a bounded backlog for a bounded time. With `lanes: 0` a
+    /// socket whose queue is full is cut at once.
+    pub slow_readers: SlowReaders,
     /// How many actions' effects may wait to be delivered; a write that
     /// finds the queue full waits (after its commit) for room. See
     /// [`Sockets::publisher_queue`].
@@ -182,6 +193,7 @@ impl Default for RealtimeConfig {
             max_in_flight: 64,
             request_timeout: Duration::from_secs(30),
             send_queue: 128,
+            slow_readers: SlowReaders::default(),
             max_rooms_per_socket: DEFAULT_MAX_ROOMS_PER_SOCKET,
             publisher_queue: DEFAULT_PUBLISHER_QUEUE,
             lanes: default_lanes(),
@@ -269,6 +281,7 @@ fn shared_parts<A: Adapter>(
         .max_rooms_per_socket(config.max_rooms_per_socket)
         .publisher_queue(config.publisher_queue)
         .lanes(config.lanes)
+        .slow_readers(config.slow_readers)
         .replay(config.replay.clone())
         .late_window(config.ping_interval + config.ping_timeout + Duration::from_secs(5));
     (Arc::new(OnceLock::new()), Requests::new(), sockets)

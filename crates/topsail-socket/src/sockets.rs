@@ -64,6 +64,8 @@ pub struct Sockets {
     queue: usize,
     /// Delivery lanes the publisher starts (see [`Sockets::lanes`]).
     lanes: usize,
+    /// How the lanes wait for slow readers (see [`Sockets::slow_readers`]).
+    slow_readers: crate::SlowReaders,
     stalled: Arc<AtomicU64>,
     /// The rooms of this node's sockets, for their cap.
     pub(crate) room_cap: Arc<RoomCap>,
@@ -141,6 +143,7 @@ impl Sockets {
             backend: Arc::new(Io::new(io)),
             queue: DEFAULT_PUBLISHER_QUEUE,
             lanes: default_lanes(),
+            slow_readers: crate::SlowReaders::default(),
             stalled: Arc::new(AtomicU64::new(0)),
             room_cap: Arc::new(RoomCap::new(DEFAULT_MAX_ROOMS_PER_SOCKET)),
             guarding: Guarding::default(),
@@ -340,6 +343,14 @@ impl Sockets {
     /// hands every message out on the publisher task.
     pub fn lanes(mut self, n: usize) -> Self {
         self.lanes = n;
+        self
+    }
+
+    /// How long, and for how many messages, the lanes wait for a socket
+    /// whose outgoing queue is full before they cut it (see
+    /// [`RealtimeConfig::slow_readers`](crate::RealtimeConfig::slow_readers)).
+    pub fn slow_readers(mut self, slow: crate::SlowReaders) -> Self {
+        self.slow_readers = slow;
         self
     }
 
@@ -769,7 +780,7 @@ impl Sockets {
             tracing::warn!("Sockets::publisher called twice; resumes finish on the first task");
         }
         if self.lanes > 0 {
-            self.backend.start_lanes(self.lanes);
+            self.backend.start_lanes(self.lanes, self.slow_readers);
         }
         let pending = self.pending.clone();
         let relay_out = self.relay.clone();
@@ -1007,7 +1018,7 @@ mod tests {
             crate::backend::Sent::Queued
         }
         async fn local_membership(&self, _: Vec<String>, _: Vec<String>, _: Vec<String>, _: bool) {}
-        fn start_lanes(&self, _: usize) {}
+        fn start_lanes(&self, _: usize, _: crate::SlowReaders) {}
         async fn quiesce(&self, _: Sid) {}
         async fn after_handed(&self, then: Box<dyn FnOnce() + Send>) {
             then()
@@ -1034,6 +1045,7 @@ mod tests {
             backend: Arc::new(Gated(gate.clone())),
             queue: DEFAULT_PUBLISHER_QUEUE,
             lanes: default_lanes(),
+            slow_readers: crate::SlowReaders::default(),
             stalled: Arc::default(),
             room_cap: Arc::new(RoomCap::new(DEFAULT_MAX_ROOMS_PER_SOCKET)),
             guarding: Guarding::default(),
