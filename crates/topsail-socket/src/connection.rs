@@ -9,8 +9,10 @@ and a namespace disconnect would keep sails.io.js from reconnecting). So
 after a broadcast that missed sockets, the local members it was for are
 probed with an event no client listens to (`topsail:probe`, a few bytes,
 only on that path): socketioxide refuses it at once, sending nothing, to a
-socket whose queue is full. Those sockets' connections are cut: the
-session ends, and the client reconnects and fetches again, rather than
+socket whose queue is full. The delivery lanes keep what such a socket
+missed for it and cut its connection only once it stops taking messages
+(see `crate::backlog`); without lanes it is cut at once. Cut, the session
+ends, and the client reconnects and takes back what it missed, rather than
 going on with a gap. That needs the connection, which an app hands over by
 serving a [`TunedListener`] with [`Connection`] as its connect info.
 */

@@ -13,6 +13,10 @@ stronger than the order per record Sails gives: two records' messages
 reach a socket in the order they were published too, and the messages of
 one action keep Sails' order (`addedTo` before `created`, ...).
 
+A socket whose outgoing queue is full is waited for, within bounds: what
+it refused and what comes after for it wait in its lane, which goes on with
+its other sockets (see `crate::backlog`).
+
 Three things keep the order with what the publisher task does itself:
 
 - A share of a message small enough to hand out directly (at most
