@@ -314,6 +314,10 @@ async fn batches_lost_by_a_relay_that_overflowed_resync_the_other_nodes_sockets(
     let nodes = Pair::start_with(|b| b.realtime(tiny)).await;
     let one = &nodes.one;
     let mut ws = nodes.watcher_on_two().await;
+    // A socket the lost batches did not concern: it watches users.
+    let mut bystander = nodes.two.socket().await;
+    let watch = virtual_request(&mut bystander, 2, "get", json!({"url": "/user?name=none"})).await;
+    assert_eq!(watch["statusCode"], 200);
     let mut pause = nodes.redis_asleep().await;
     let pets = one.app.model::<example_zoo::Pet>();
     for i in 0..20 {
@@ -339,6 +343,25 @@ async fn batches_lost_by_a_relay_that_overflowed_resync_the_other_nodes_sockets(
     let resync = resync.expect("a topsail:resync");
     assert_eq!(resync["reason"], "gap");
     assert_eq!(resync["models"], json!(["pet", "user"]), "{resync}");
+
+    // The sender said which rooms the lost batches reached: the socket
+    // in none of them is not told to fetch again. It still hears what
+    // comes after.
+    one.app
+        .model::<example_zoo::User>()
+        .create(json!({"name": "U", "email": "u@example.com"}))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut heard = Vec::new();
+    while let Some(parts) = next_event(&mut bystander, deadline).await {
+        let created = parts[0] == "user" && parts[1]["verb"] == "created";
+        heard.push(parts[0].clone());
+        if created {
+            break;
+        }
+    }
+    assert_eq!(heard, [json!("user")], "only the user's create: {heard:?}");
 
     nodes.stop().await;
 }

@@ -55,6 +55,60 @@ pub(crate) struct Relayed<'a> {
     #[serde(default)]
     n: u64,
     effects: Vec<RelayedEffect<'a>>,
+    /// The batches that node dropped just before this one (its relay
+    /// queue was full), so that a receiver tells only the sockets they
+    /// concerned to fetch again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lost: Option<Lost>,
+}
+
+/// The most rooms [`Lost`] lists; past it, every socket is concerned.
+const LOST_ROOMS_MAX: usize = 1_024;
+
+/// Batches a node dropped, and the rooms whose members they concerned.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Lost {
+    batches: u64,
+    /// `None`: every socket (a message to all, or too many rooms to list).
+    rooms: Option<Vec<String>>,
+}
+
+impl Lost {
+    /// Counts one more dropped batch, and the rooms of its effects: a
+    /// broadcast's room, `_introduce`'s or `_retire`'s source (whose
+    /// members missed the change and the message after it), a socket's own
+    /// room for its memberships, an app message's rooms.
+    fn add(&mut self, effects: &[RelayedEffect<'_>]) {
+        self.batches += 1;
+        let Some(rooms) = &mut self.rooms else {
+            return;
+        };
+        for effect in effects {
+            match effect {
+                RelayedEffect::Membership { socket, .. } => rooms.push(socket.to_string()),
+                RelayedEffect::Members { source, .. } => rooms.push(source.to_string()),
+                RelayedEffect::Broadcast { room, .. } => rooms.push(room.to_string()),
+                RelayedEffect::App(message, _) if message.rooms.is_empty() => {
+                    self.rooms = None;
+                    return;
+                }
+                RelayedEffect::App(message, _) => rooms.extend(message.rooms.iter().cloned()),
+            }
+        }
+        rooms.sort_unstable();
+        rooms.dedup();
+        if rooms.len() > LOST_ROOMS_MAX {
+            self.rooms = None;
+        }
+    }
+
+    /// The rooms whose members must fetch again after `missed` batches
+    /// never came; `None`: every socket (this does not account for all of
+    /// them: Redis lost some too).
+    fn rooms_for(lost: Option<&Lost>, missed: u64) -> Option<&[String]> {
+        lost.filter(|l| l.batches == missed)
+            .and_then(|l| l.rooms.as_deref())
+    }
 }
 
 /// One effect as it travels between nodes: an [`Effect`] with its guard in
@@ -168,6 +222,8 @@ pub(crate) struct RelayOut {
     /// waits for it).
     pending: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
+    /// The batches dropped since the last one queued.
+    lost: Arc<std::sync::Mutex<Option<Lost>>>,
 }
 
 impl RelayOut {
@@ -194,10 +250,12 @@ impl RelayOut {
     /// has been unreachable for a while) drops it: the other nodes miss it
     /// (and notice), this node's sockets do not wait.
     fn send(&self, node: &str, effects: Vec<RelayedEffect<'_>>) {
+        let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
         let message = Relayed {
             node: Cow::Borrowed(node),
             n: self.numbered.fetch_add(1, Ordering::AcqRel) + 1,
             effects,
+            lost: lost.clone(),
         };
         let bytes = match serde_json::to_vec(&message) {
             Ok(b) => b,
@@ -206,7 +264,14 @@ impl RelayOut {
             }
         };
         self.pending.fetch_add(1, Ordering::AcqRel);
-        if self.tx.try_send(bytes).is_err() {
+        if self.tx.try_send(bytes).is_ok() {
+            *lost = None;
+        } else {
+            lost.get_or_insert_with(|| Lost {
+                batches: 0,
+                rooms: Some(Vec::new()),
+            })
+            .add(&message.effects);
             self.pending.fetch_sub(1, Ordering::AcqRel);
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
@@ -281,6 +346,7 @@ pub(crate) fn spawn(relay: Arc<dyn Relay>, capacity: usize, pending: Arc<AtomicU
         numbered: Arc::default(),
         pending,
         dropped: Arc::default(),
+        lost: Arc::default(),
     }
 }
 
@@ -432,7 +498,9 @@ impl Sockets {
                 // and never reached this node's sockets: a socket that
                 // comes back for anything before this batch is told to
                 // fetch again rather than given part of its gap, and so is
-                // every socket connected now.
+                // every socket connected now that they concerned: the
+                // members of the rooms the sender says they reached, or
+                // every socket when it cannot say (Redis lost them).
                 let now = crate::replay::now_us();
                 let upto = if highest > 0 { highest } else { now };
                 self.log.lose_upto(match arrival {
@@ -440,7 +508,10 @@ impl Sockets {
                     Arrival::Recalled => upto,
                 });
                 if arrival == Arrival::Live {
-                    self.resync_connected(since);
+                    match Lost::rooms_for(message.lost.as_ref(), missed) {
+                        Some(rooms) => self.resync_members(rooms, since),
+                        None => self.resync_connected(since),
+                    }
                 }
             }
             Place::InOrder => {}
@@ -502,6 +573,74 @@ impl Sockets {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    fn broadcast(room: &str) -> RelayedEffect<'_> {
+        RelayedEffect::Broadcast {
+            room: Cow::Borrowed(room),
+            event: Cow::Borrowed("pet"),
+            payload: Cow::Owned(Value::Null),
+            omit: None,
+            guard: None,
+            seq: Some(1),
+        }
+    }
+
+    fn app(rooms: &[&str]) -> RelayedEffect<'static> {
+        let message = AppMessage {
+            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+            event: "news".into(),
+            payload: Value::Null,
+            omit: None,
+        };
+        RelayedEffect::App(Cow::Owned(message), Some(2))
+    }
+
+    /// What dropped batches concerned is the set of their rooms, until
+    /// one reached every socket (or too many rooms); and it stands for
+    /// the gap only when it counts every batch missing.
+    #[test]
+    fn lost_batches_name_the_rooms_they_concerned() {
+        let mut lost = Lost {
+            batches: 0,
+            rooms: Some(Vec::new()),
+        };
+        lost.add(&[broadcast("pet"), broadcast("pet#1")]);
+        lost.add(&[
+            RelayedEffect::Members {
+                source: Cow::Borrowed("pet"),
+                dest: Cow::Borrowed("pet#2"),
+                join: true,
+                guard: None,
+                seq: Some(3),
+            },
+            RelayedEffect::Membership {
+                socket: Cow::Borrowed("abc"),
+                rooms: Cow::Owned(vec!["user#1".into()]),
+                join: true,
+            },
+            app(&["lobby"]),
+        ]);
+        assert_eq!(
+            Lost::rooms_for(Some(&lost), 2),
+            Some(&["abc".to_owned(), "lobby".into(), "pet".into(), "pet#1".into()][..])
+        );
+        assert_eq!(Lost::rooms_for(Some(&lost), 3), None, "a batch unaccounted");
+        assert_eq!(Lost::rooms_for(None, 2), None);
+
+        lost.add(&[app(&[])]);
+        lost.add(&[broadcast("pet#9")]);
+        assert_eq!(lost.batches, 4);
+        assert_eq!(Lost::rooms_for(Some(&lost), 4), None, "a message to all");
+
+        let mut many = Lost {
+            batches: 0,
+            rooms: Some(Vec::new()),
+        };
+        let rooms: Vec<String> = (0..=LOST_ROOMS_MAX).map(|i| format!("pet#{i}")).collect();
+        let effects: Vec<_> = rooms.iter().map(|r| broadcast(r)).collect();
+        many.add(&effects);
+        assert_eq!(Lost::rooms_for(Some(&many), 1), None, "too many to list");
+    }
 
     /// A Redis link that fails its first write and keeps what it took.
     #[derive(Default)]

@@ -253,17 +253,34 @@ impl Sockets {
     /// back to a gap is told.
     pub(crate) fn resync_connected(&self, since: u64) {
         let sockets = self.guarding.sockets_where(&|_| true);
-        for id in &sockets {
-            let (Ok(sid), Some(rooms)) = (id.parse::<Sid>(), self.backend.local_rooms(id)) else {
+        self.resync_gap(sockets.iter().filter_map(|id| id.parse().ok()), since);
+    }
+
+    /// As [`Sockets::resync_connected`], for the sockets of this node in
+    /// any of `rooms` only.
+    pub(crate) fn resync_members(&self, rooms: &[String], since: u64) {
+        let mut sockets = std::collections::HashSet::with_hasher(crate::guarded::BySid);
+        for room in rooms {
+            sockets.extend(self.backend.local_members(room, None));
+        }
+        self.resync_gap(sockets.into_iter(), since);
+    }
+
+    /// One `topsail:resync` to each of `sockets`, naming its rooms.
+    fn resync_gap(&self, sockets: impl Iterator<Item = Sid>, since: u64) {
+        let mut told = 0;
+        for sid in sockets {
+            let id = sid.to_string();
+            let Some(rooms) = self.backend.local_rooms(&id) else {
                 continue;
             };
-            let rooms = rooms_to_give_back(id, rooms);
+            let rooms = rooms_to_give_back(&id, rooms);
             let message = resync_message("gap", since, &rooms);
             self.backend
                 .emit_to(sid, RESYNC_EVENT, &crate::replay::to_raw(&message), None);
+            told += 1;
         }
-        metrics::counter!("topsail_resyncs_sent_total", "reason" => "relay-gap")
-            .increment(sockets.len() as u64);
+        metrics::counter!("topsail_resyncs_sent_total", "reason" => "relay-gap").increment(told);
     }
 
     /// Parks a socket that dropped, here and, in a cluster, for the other
