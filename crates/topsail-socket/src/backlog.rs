@@ -46,6 +46,8 @@ pub struct SlowReaders {
     /// The most messages that may wait for one socket beyond its outgoing
     /// queue; one more cuts it. Default 1,024. A waiting message costs the
     /// socket a pointer: its text is shared with every other recipient.
+    /// So what waits is bounded by this per socket, and in all by what the
+    /// node publishes within `grace`.
     pub backlog: usize,
 }
 

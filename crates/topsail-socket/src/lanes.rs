@@ -28,7 +28,9 @@ Three things keep the order with what the publisher task does itself:
   ([`Lanes::quiesce`]).
 - A publishing action answers once every lane has handed out what it
   held when the batch was done ([`Lanes::after_handed`]): as in Sails,
-  its recipients are served before the answer goes out.
+  its recipients are served before the answer goes out. A message waiting
+  for a slow reader (see `crate::backlog`) counts as handed: it is that
+  socket's, as a message in a full socket buffer is in Sails.
 
 Room membership is not spread: socketioxide keeps every room in one map
 under one lock, so joins from several lanes would only wait for each
