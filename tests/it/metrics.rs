@@ -124,6 +124,7 @@ async fn a_scripted_scenario_moves_the_metrics(db: Db) {
     assert_eq!(after["topsail_room_memberships"], 3.0);
     assert_eq!(after["topsail_publisher_queue_depth"], 0.0);
     assert_eq!(after["topsail_cluster_up"], 1.0);
+    assert_eq!(after["topsail_slow_readers"], 0.0, "every socket reads");
     assert!(after["topsail_db_connections_max"] >= 1.0);
     // No series names a record or a room.
     assert!(

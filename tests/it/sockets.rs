@@ -771,6 +771,7 @@ async fn a_reader_slower_than_a_burst_is_waited_for_and_hears_everything_in_orde
     });
     // The reader takes a message every 10 ms: 2 s for them all.
     let mut heard = Vec::new();
+    let mut waited_for = 0;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     while heard.len() < USERS {
         let t = match tokio::time::timeout_at(deadline, slow.next()).await {
@@ -791,6 +792,7 @@ async fn a_reader_slower_than_a_burst_is_waited_for_and_hears_everything_in_orde
         {
             heard.push(parts[1]["id"].as_i64().unwrap());
         }
+        waited_for = waited_for.max(sockets.slow_readers_waited_for());
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     burst.await.unwrap();
@@ -798,7 +800,13 @@ async fn a_reader_slower_than_a_burst_is_waited_for_and_hears_everything_in_orde
     in_order.sort_unstable();
     in_order.dedup();
     assert_eq!(heard, in_order, "every create once, in order");
+    assert_eq!(waited_for, 1, "its queue was full, and messages waited");
     assert_eq!(sockets.stalled_disconnects(), 0, "nobody was cut");
+    assert_eq!(
+        sockets.slow_readers_waited_for(),
+        0,
+        "nothing waits once it has all"
+    );
     zoo.stop().await;
 }
 

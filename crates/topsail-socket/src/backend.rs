@@ -84,6 +84,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Spreads the handing out of messages to local sockets over `n`
     /// delivery lanes from now on (see `crate::lanes`).
     fn start_lanes(&self, n: usize, slow: SlowReaders);
+    /// How many sockets messages wait for in the lanes (see
+    /// `crate::backlog`).
+    fn slow_readers(&self) -> usize;
     /// Returns once nothing sent to `socket` earlier is still waiting in a
     /// delivery lane.
     async fn quiesce(&self, socket: Sid);
@@ -586,6 +589,10 @@ impl<A: Adapter> Backend for Io<A> {
     fn start_lanes(&self, n: usize, slow: SlowReaders) {
         let lanes = Lanes::start(n, self.io.clone(), self.cuts.clone(), slow);
         let _ = self.lanes.set(lanes);
+    }
+
+    fn slow_readers(&self) -> usize {
+        self.lanes.get().map_or(0, Lanes::waited_for)
     }
 
     async fn quiesce(&self, socket: Sid) {

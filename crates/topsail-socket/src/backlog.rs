@@ -166,7 +166,7 @@ impl Backlogs {
                 Taken::Some => true,
             },
         );
-        self.count.store(self.waiting.len(), Ordering::Release);
+        self.recount();
     }
 
     /// Drops `quiet` once nothing waits for `socket` (at once when
@@ -177,13 +177,18 @@ impl Backlogs {
         }
     }
 
+    /// Publishes how many sockets wait (see `count`).
+    fn recount(&self) {
+        self.count.store(self.waiting.len(), Ordering::Release);
+    }
+
     fn cut_all<A: Adapter>(&mut self, sockets: Vec<Sid>, io: &SocketIo<A>, cuts: &Cuts) {
         for socket in sockets {
             if let Some(waiting) = self.waiting.remove(&socket) {
                 cut(io, socket, &waiting, cuts);
             }
         }
-        self.count.store(self.waiting.len(), Ordering::Release);
+        self.recount();
     }
 }
 

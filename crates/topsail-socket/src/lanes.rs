@@ -309,6 +309,14 @@ impl<A: Adapter> Lanes<A> {
         let _ = rx.await;
     }
 
+    /// How many sockets messages wait for now (see `crate::backlog`).
+    pub(crate) fn waited_for(&self) -> usize {
+        self.lanes
+            .iter()
+            .map(|l| l.backlogged.load(Ordering::Acquire))
+            .sum()
+    }
+
     /// Runs `then` once every lane has handed out what it was given so
     /// far (at once when none has anything pending).
     pub(crate) async fn after_handed(&self, then: Box<dyn FnOnce() + Send>) {

@@ -622,7 +622,14 @@ mod tests {
         ]);
         assert_eq!(
             Lost::rooms_for(Some(&lost), 2),
-            Some(&["abc".to_owned(), "lobby".into(), "pet".into(), "pet#1".into()][..])
+            Some(
+                &[
+                    "abc".to_owned(),
+                    "lobby".into(),
+                    "pet".into(),
+                    "pet#1".into()
+                ][..]
+            )
         );
         assert_eq!(Lost::rooms_for(Some(&lost), 3), None, "a batch unaccounted");
         assert_eq!(Lost::rooms_for(None, 2), None);

@@ -275,6 +275,13 @@ impl Sockets {
         MISSED_FULL.load(Ordering::Relaxed)
     }
 
+    /// How many sockets of this node messages wait for now, beyond
+    /// their outgoing queue: readers slower than what is published to them
+    /// (see [`RealtimeConfig::slow_readers`](crate::RealtimeConfig::slow_readers)).
+    pub fn slow_readers_waited_for(&self) -> usize {
+        self.backend.slow_readers()
+    }
+
     /// How many batches of effects (one per action) the other nodes of a
     /// cluster missed because the way to them was down (Redis had just
     /// failed: nothing is sent for 2 s after) or full (Redis slow for a
@@ -1019,6 +1026,9 @@ mod tests {
         }
         async fn local_membership(&self, _: Vec<String>, _: Vec<String>, _: Vec<String>, _: bool) {}
         fn start_lanes(&self, _: usize, _: crate::SlowReaders) {}
+        fn slow_readers(&self) -> usize {
+            0
+        }
         async fn quiesce(&self, _: Sid) {}
         async fn after_handed(&self, then: Box<dyn FnOnce() + Send>) {
             then()

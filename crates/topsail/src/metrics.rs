@@ -20,7 +20,8 @@ calling [`Topsail::sample_metrics`] before it renders).
 | `topsail_sockets_connected` | gauge | |
 | `topsail_rooms`, `topsail_room_memberships` | gauge: distinct rooms of this node's sockets, and memberships | |
 | `topsail_slow_consumer_disconnects_total` | counter: sockets disconnected because they stopped reading | |
-| `topsail_messages_missed_total` | counter: deliveries a full socket queue refused | |
+| `topsail_messages_missed_total` | counter: deliveries lost to a full socket queue (a socket cut with messages waiting for it, or not found by its probe) | |
+| `topsail_slow_readers` | gauge: sockets messages wait for beyond their full outgoing queue | |
 | `topsail_relay_dropped_total` | counter: effect batches not relayed to the other nodes (the relay queue was full while Redis was away) | |
 | `topsail_relay_gaps_total` | counter: other nodes' effect batches that never came here (their relay overflowed, or Redis lost them) | |
 | `topsail_relay_repeats_total` | counter: other nodes' effect batches that came twice (a timed-out write Redis had taken, written again) and were dropped | |
@@ -147,6 +148,7 @@ impl Topsail {
                 .absolute(sockets.stalled_disconnects());
             metrics::counter!("topsail_messages_missed_total")
                 .absolute(sockets.missed_by_full_queues());
+            metrics::gauge!("topsail_slow_readers").set(sockets.slow_readers_waited_for() as f64);
             metrics::counter!("topsail_relay_dropped_total").absolute(sockets.relay_dropped());
         }
     }
