@@ -97,9 +97,26 @@ pub(crate) async fn watching_user<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    watching_user_with(stream, addr, None).await
+}
+
+/// As [`watching_user`], with `cookie` in the handshake.
+async fn watching_user_with<S>(
+    stream: S,
+    addr: std::net::SocketAddr,
+    cookie: Option<&str>,
+) -> tokio_tungstenite::WebSocketStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let url =
         format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1");
-    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let mut req = url.into_client_request().unwrap();
+    if let Some(c) = cookie {
+        req.headers_mut().insert("cookie", c.parse().unwrap());
+    }
+    let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
     // The next text frame that is not a ping (answered, as a client does).
     async fn frame<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
     where
@@ -150,16 +167,30 @@ impl Served {
     /// Served as the zoo is: each connection is the connect info, so a
     /// socket whose queue overflows is cut at once.
     async fn start(config: RealtimeConfig, routes: axum::Router) -> Self {
-        Served::serve(config, routes, true).await
+        Served::serve(config, routes, true, std::time::Duration::from_secs(3)).await
     }
 
     /// Served without the connections: such a socket is left to the
     /// heartbeat.
     async fn start_without_connections(config: RealtimeConfig, routes: axum::Router) -> Self {
-        Served::serve(config, routes, false).await
+        Served::serve(config, routes, false, std::time::Duration::from_secs(3)).await
     }
 
-    async fn serve(config: RealtimeConfig, routes: axum::Router, connections: bool) -> Self {
+    /// As [`Served::start`], the kernel closing a connection that has
+    /// taken no data for `stalled_after`.
+    async fn start_stalled_after(
+        config: RealtimeConfig,
+        stalled_after: std::time::Duration,
+    ) -> Self {
+        Served::serve(config, axum::Router::new(), true, stalled_after).await
+    }
+
+    async fn serve(
+        config: RealtimeConfig,
+        routes: axum::Router,
+        connections: bool,
+        stalled_after: std::time::Duration,
+    ) -> Self {
         let (store, cleanup) = fresh_store(Db::Sqlite).await;
         let app = example_zoo::builder()
             .store(store.clone())
@@ -171,9 +202,9 @@ impl Served {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // As an app does: a connection that stops reading is closed (after
-        // 3 s here, once the heartbeat of the tests that shorten it has
-        // disconnected the socket).
-        let listener = topsail::TunedListener::new(listener, std::time::Duration::from_secs(3));
+        // `stalled_after`, 3 s for most tests here, once the heartbeat of
+        // the tests that shorten it has disconnected the socket).
+        let listener = topsail::TunedListener::new(listener, stalled_after);
         let served = router.clone();
         let server = if connections {
             let served = served.into_make_service_with_connect_info::<topsail::Connection>();
@@ -737,6 +768,99 @@ async fn a_socket_more_messages_wait_for_than_its_backlog_holds_is_cut() {
         took < std::time::Duration::from_secs(60),
         "cut by the backlog, not the grace: {took:?}"
     );
+}
+
+/// The ids of the users announced as created in `frame`, if it is that.
+fn created_user(frame: &str) -> Option<i64> {
+    let event = frame.strip_prefix("42")?;
+    let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(event) else {
+        return None;
+    };
+    (parts[0] == "user" && parts[1]["verb"] == "created").then(|| parts[1]["id"].as_i64())?
+}
+
+/// A socket cut because it stopped reading, whose client comes back with
+/// its resume cookie, is given what it had not read: what waited for it
+/// longer than `close_doubt` before the cut too (the replay goes back from
+/// the first message it was known to miss, not only from the cut).
+#[tokio::test]
+async fn a_socket_cut_for_not_reading_is_given_back_what_it_had_not_read() {
+    let config = RealtimeConfig {
+        ping_interval: std::time::Duration::from_secs(60),
+        send_queue: 16,
+        slow_readers: topsail::SlowReaders {
+            grace: std::time::Duration::from_secs(3),
+            backlog: 1_000_000,
+        },
+        replay: topsail::ReplayConfig {
+            close_doubt: std::time::Duration::from_secs(1),
+            ..topsail::ReplayConfig::default()
+        },
+        ..RealtimeConfig::default()
+    };
+    // The kernel would close the connection before the grace is over.
+    let zoo = Served::start_stalled_after(config, std::time::Duration::from_secs(60)).await;
+    let (addr, router) = (zoo.addr, zoo.router.clone());
+    let sockets = zoo.app.sockets().unwrap().clone();
+    let cookie = "topsail.rid=5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e";
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let mut stalled = watching_user_with(tcp, addr, Some(cookie)).await;
+
+    // A 64 KiB user every 10 ms until the socket, reading nothing, is cut
+    // (3 s after its queue first refused a message).
+    let long_name = "n".repeat(64 * 1024);
+    let mut made = Vec::new();
+    while sockets.stalled_disconnects() == 0 && made.len() < 2_000 {
+        let user = json!({"name": long_name, "email": format!("u{}@example.com", made.len())});
+        let r = topsail_tests::call(&router, None, http::Method::POST, "/user", Some(user)).await;
+        assert_eq!(r.status, StatusCode::OK);
+        made.push(r.body["id"].as_i64().unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(sockets.stalled_disconnects(), 1, "cut");
+
+    // What its connection still brings (its kernel buffers), then the end.
+    let mut heard = std::collections::HashSet::new();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(m)) = stalled.next().await {
+            if let Message::Text(t) = m {
+                heard.extend(created_user(&t));
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "its connection ended");
+    let before_resume = heard.len();
+
+    // Its client comes back with its cookie and is replayed the rest.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let url =
+        format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1");
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut back, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    back.send(Message::text("40")).await.unwrap();
+    while let Ok(Some(Ok(m))) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), back.next()).await
+    {
+        match m {
+            Message::Text(t) if t.as_str() == "2" => back.send(Message::text("3")).await.unwrap(),
+            Message::Text(t) => heard.extend(created_user(&t)),
+            _ => {}
+        }
+    }
+    let missing: Vec<_> = made.iter().filter(|id| !heard.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} never reached it ({before_resume} before it came back): {missing:?}",
+        missing.len(),
+        made.len()
+    );
+    zoo.stop().await;
 }
 
 /// A reader slower than a burst, but reading, is not cut: what its full

@@ -53,6 +53,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Whether the socket `socket`, which disconnected, had been cut
     /// because its queue was full (forgotten once asked).
     fn was_cut(&self, socket: Sid) -> bool;
+    /// The number of the oldest message the socket `socket`, cut because
+    /// its queue was full, was known to miss (see `crate::backlog`).
+    fn cut_missed_from(&self, socket: Sid) -> Option<u64>;
     /// The socket `socket` of this node enters (or leaves)
     /// [`AT_ROOM_CAP`].
     fn mark_at_room_cap(&self, socket: &str, at_cap: bool);
@@ -189,33 +192,72 @@ impl<A: Adapter> Io<A> {
     }
 }
 
-/// The sockets whose connection was cut because their queue was full,
-/// until their disconnect is seen.
+/// The sockets whose queue was full: cut because of it, or with messages
+/// waiting for them (see `crate::backlog`), until their disconnect is
+/// seen.
 #[derive(Clone, Default)]
-pub(crate) struct Cuts(Arc<std::sync::Mutex<std::collections::HashSet<Sid>>>);
+pub(crate) struct Cuts(Arc<std::sync::Mutex<std::collections::HashMap<Sid, Strain>>>);
+
+/// What is known of a socket whose queue was full.
+#[derive(Debug, Clone, Copy)]
+struct Strain {
+    cut: bool,
+    /// The number of the first message its full queue refused.
+    missed_from: Option<u64>,
+}
 
 impl Cuts {
     /// Cuts the sockets `op` selects whose queue is full (see
     /// `crate::connection`), and remembers them.
     pub(crate) fn cut_full<A: Adapter>(&self, op: BroadcastOperators<A>) {
-        cut_full(op, |sid| {
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(sid);
-        });
+        cut_full(op, |sid| self.mark(sid, true, None));
     }
 
-    /// Cuts `socket`'s connection, and remembers it.
-    pub(crate) fn cut<A: Adapter>(&self, socket: &socketioxide::extract::SocketRef<A>) {
-        cut(socket, &mut |sid| {
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(sid);
-        });
+    /// Cuts `socket`'s connection, and remembers it; `missed_from`: the
+    /// number of a message it missed.
+    pub(crate) fn cut<A: Adapter>(
+        &self,
+        socket: &socketioxide::extract::SocketRef<A>,
+        missed_from: Option<u64>,
+    ) {
+        cut(socket, &mut |sid| self.mark(sid, true, missed_from));
+    }
+
+    /// Messages wait for `socket` from message `missed_from` on.
+    pub(crate) fn waiting(&self, socket: Sid, missed_from: Option<u64>) {
+        self.mark(socket, false, missed_from);
+    }
+
+    /// Nothing waits for `socket` any more: its queue took it all, or it
+    /// is gone (then its disconnect has been seen).
+    pub(crate) fn done_waiting(&self, socket: Sid) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if all.get(&socket).is_some_and(|s| !s.cut) {
+            all.remove(&socket);
+        }
+    }
+
+    fn mark(&self, socket: Sid, cut: bool, missed_from: Option<u64>) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let strain = all.entry(socket).or_insert(Strain { cut, missed_from });
+        strain.cut |= cut;
+        strain.missed_from = match (strain.missed_from, missed_from) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// The number of the first message `socket`'s full queue refused, if
+    /// it was cut or had messages waiting when it went.
+    fn missed_from(&self, socket: Sid) -> Option<u64> {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(&socket).and_then(|s| s.missed_from)
     }
 
     /// Whether `socket` was cut (forgotten once asked).
     fn take(&self, socket: Sid) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&socket)
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.remove(&socket).is_some_and(|s| s.cut)
     }
 }
 
@@ -396,6 +438,10 @@ impl<A: Adapter> Backend for Io<A> {
 
     fn was_cut(&self, socket: Sid) -> bool {
         self.cuts.take(socket)
+    }
+
+    fn cut_missed_from(&self, socket: Sid) -> Option<u64> {
+        self.cuts.missed_from(socket)
     }
 
     fn is_local(&self, socket: &str) -> bool {
@@ -580,7 +626,7 @@ impl<A: Adapter> Backend for Io<A> {
                 let full = crate::lanes::hand_out(&self.io, &members, frame).await;
                 count_missed_full(event, full.len() as u64);
                 for socket in full.iter().filter_map(|&s| self.io.get_socket(s)) {
-                    self.cuts.cut(&socket);
+                    self.cuts.cut(&socket, seq);
                 }
             }
         }

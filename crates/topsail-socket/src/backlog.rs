@@ -138,10 +138,14 @@ impl Backlogs {
         let now = Instant::now();
         let mut over = Vec::new();
         for socket in sockets {
-            let waiting = self.waiting.entry(socket).or_insert_with(|| Waiting {
-                frames: VecDeque::new(),
-                took_at: now,
-                quiet: Vec::new(),
+            let waiting = self.waiting.entry(socket).or_insert_with(|| {
+                // Should it go, its client is replayed from this message.
+                cuts.waiting(socket, frame.parts().2);
+                Waiting {
+                    frames: VecDeque::new(),
+                    took_at: now,
+                    quiet: Vec::new(),
+                }
             });
             waiting.frames.push_back(frame.clone());
             if waiting.frames.len() > self.limits.backlog {
@@ -158,7 +162,18 @@ impl Backlogs {
         let grace = self.limits.grace;
         self.waiting.retain(
             |&socket, waiting| match waiting.take_what_fits(io, socket, now) {
-                Taken::All | Taken::Gone => false,
+                Taken::All => {
+                    cuts.done_waiting(socket);
+                    false
+                }
+                Taken::Gone => {
+                    // Once its disconnect has been seen (it parked the
+                    // socket with what waited), nothing needs the mark.
+                    if io.get_socket(socket).is_none() {
+                        cuts.done_waiting(socket);
+                    }
+                    false
+                }
                 Taken::Some if now.duration_since(waiting.took_at) > grace => {
                     cut(io, socket, waiting, cuts);
                     false
@@ -215,9 +230,9 @@ impl Waiting {
 
 /// Cuts `socket`'s connection; what waited for it is missed.
 fn cut<A: Adapter>(io: &SocketIo<A>, socket: Sid, waiting: &Waiting, cuts: &Cuts) {
-    let event = waiting.frames.front().map_or("", |f| f.parts().0);
-    count_missed_full(event, waiting.frames.len() as u64);
+    let oldest = waiting.frames.front().map(|f| f.parts());
+    count_missed_full(oldest.map_or("", |o| o.0), waiting.frames.len() as u64);
     if let Some(socket) = io.get_socket(socket) {
-        cuts.cut(&socket);
+        cuts.cut(&socket, oldest.and_then(|o| o.2));
     }
 }

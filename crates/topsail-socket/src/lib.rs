@@ -567,7 +567,12 @@ fn park<A: Adapter>(
     let own = s.id.to_string();
     let rooms = s.rooms().into_iter().map(|r| r.to_string()).collect();
     let rooms = resume::rooms_to_give_back(&own, rooms);
-    let since = now_us().saturating_sub(u64::try_from(doubt.as_micros()).unwrap_or(u64::MAX));
+    let doubt = u64::try_from(doubt.as_micros()).unwrap_or(u64::MAX);
+    // A socket cut because it stopped reading may have left unread what
+    // was sent to it long before the cut: from the doubt before the first
+    // message it was known to miss.
+    let broke_at = sockets.cut_missed_from(s.id).unwrap_or(u64::MAX);
+    let since = now_us().min(broke_at).saturating_sub(doubt);
     let parked = resume::Parked::new(Arc::from(own), rooms, since, floor, principal);
     sockets.left(s.id, key, Some(parked));
 }

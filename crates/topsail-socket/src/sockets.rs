@@ -388,6 +388,12 @@ impl Sockets {
         self.backend.was_cut(socket)
     }
 
+    /// The number of the oldest message the socket `socket`, cut because
+    /// it stopped reading, was known to miss.
+    pub(crate) fn cut_missed_from(&self, socket: Sid) -> Option<u64> {
+        self.backend.cut_missed_from(socket)
+    }
+
     /// Forgets what was counted of a socket that disconnected.
     pub(crate) fn forget(&self, socket: &str) {
         self.room_cap.forget(socket);
@@ -986,6 +992,9 @@ mod tests {
         }
         fn was_cut(&self, _: Sid) -> bool {
             false
+        }
+        fn cut_missed_from(&self, _: Sid) -> Option<u64> {
+            None
         }
         fn mark_at_room_cap(&self, _: &str, _: bool) {}
         async fn emit_local(
