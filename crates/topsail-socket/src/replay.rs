@@ -56,7 +56,10 @@ pub struct ReplayConfig {
     /// closed (rather than timed out): what was written just before a
     /// connection broke may never have arrived. A heartbeat timeout goes
     /// back twice the ping interval plus the ping timeout, the time a dead
-    /// connection can go unnoticed.
+    /// connection can go unnoticed. A socket whose full outgoing queue
+    /// refused messages before it went (see
+    /// [`RealtimeConfig::slow_readers`](crate::RealtimeConfig::slow_readers))
+    /// is replayed from this long before the first of them.
     pub close_doubt: Duration,
     /// A single process (no Redis): a file where it records its sockets
     /// every second (their resume keys, rooms and where they were), read
