@@ -16,7 +16,9 @@ wait for it: a reader that stopped, or one that can never catch up. What
 waited for it is counted as missed
 ([`Sockets::missed_by_full_queues`](crate::Sockets::missed_by_full_queues));
 its client reconnects and takes it back from the replay log (see
-`crate::resume`).
+`crate::resume`), from `close_doubt` before the first message its queue
+refused: while messages wait for a socket, `Cuts` holds that message's
+number for its disconnect to find, however the socket goes.
 
 Each lane keeps the backlogs of its own sockets: nothing here is shared or
 locked, and a lane with none pays nothing per message.
@@ -232,7 +234,9 @@ impl Waiting {
 fn cut<A: Adapter>(io: &SocketIo<A>, socket: Sid, waiting: &Waiting, cuts: &Cuts) {
     let oldest = waiting.frames.front().map(|f| f.parts());
     count_missed_full(oldest.map_or("", |o| o.0), waiting.frames.len() as u64);
-    if let Some(socket) = io.get_socket(socket) {
-        cuts.cut(&socket, oldest.and_then(|o| o.2));
+    match io.get_socket(socket) {
+        Some(socket) => cuts.cut(&socket, oldest.and_then(|o| o.2)),
+        // Its disconnect has been seen already.
+        None => cuts.done_waiting(socket),
     }
 }
