@@ -779,27 +779,32 @@ fn created_user(frame: &str) -> Option<i64> {
     (parts[0] == "user" && parts[1]["verb"] == "created").then(|| parts[1]["id"].as_i64())?
 }
 
-/// A socket cut because it stopped reading, whose client comes back with
-/// its resume cookie, is given what it had not read: what waited for it
-/// longer than `close_doubt` before the cut too (the replay goes back from
-/// the first message it was known to miss, not only from the cut).
-#[tokio::test]
-async fn a_socket_cut_for_not_reading_is_given_back_what_it_had_not_read() {
+/// A socket that stops reading, with a resume cookie, watching users
+/// while a 64 KiB user is created every 10 ms until it is gone: cut after
+/// `grace` without taking anything, or closed by the kernel after
+/// `stalled_after`. Its old connection is read to its end, then its
+/// client comes back with its cookie: every create reached it, what waited
+/// for it longer than `close_doubt` (3 s) before it went too, since the
+/// replay goes back from the first message its queue refused. Returns how
+/// many sockets the server cut (this one, or none).
+async fn stalled_reader_comes_back(
+    grace: std::time::Duration,
+    stalled_after: std::time::Duration,
+) -> u64 {
     let config = RealtimeConfig {
         ping_interval: std::time::Duration::from_secs(60),
         send_queue: 16,
         slow_readers: topsail::SlowReaders {
-            grace: std::time::Duration::from_secs(3),
+            grace,
             backlog: 1_000_000,
         },
         replay: topsail::ReplayConfig {
-            close_doubt: std::time::Duration::from_secs(1),
+            close_doubt: std::time::Duration::from_secs(3),
             ..topsail::ReplayConfig::default()
         },
         ..RealtimeConfig::default()
     };
-    // The kernel would close the connection before the grace is over.
-    let zoo = Served::start_stalled_after(config, std::time::Duration::from_secs(60)).await;
+    let zoo = Served::start_stalled_after(config, stalled_after).await;
     let (addr, router) = (zoo.addr, zoo.router.clone());
     let sockets = zoo.app.sockets().unwrap().clone();
     let cookie = "topsail.rid=5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e";
@@ -808,18 +813,19 @@ async fn a_socket_cut_for_not_reading_is_given_back_what_it_had_not_read() {
     let tcp = socket.connect(addr).await.unwrap();
     let mut stalled = watching_user_with(tcp, addr, Some(cookie)).await;
 
-    // A 64 KiB user every 10 ms until the socket, reading nothing, is cut
-    // (3 s after its queue first refused a message).
     let long_name = "n".repeat(64 * 1024);
     let mut made = Vec::new();
-    while sockets.stalled_disconnects() == 0 && made.len() < 2_000 {
+    let mut waited_for = 0;
+    while sockets.census().sockets > 0 && made.len() < 2_000 {
         let user = json!({"name": long_name, "email": format!("u{}@example.com", made.len())});
         let r = topsail_tests::call(&router, None, http::Method::POST, "/user", Some(user)).await;
         assert_eq!(r.status, StatusCode::OK);
         made.push(r.body["id"].as_i64().unwrap());
+        waited_for = waited_for.max(sockets.slow_readers_waited_for());
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert_eq!(sockets.stalled_disconnects(), 1, "cut");
+    assert_eq!(sockets.census().sockets, 0, "the socket went");
+    assert_eq!(waited_for, 1, "messages waited for it first");
 
     // What its connection still brings (its kernel buffers), then the end.
     let mut heard = std::collections::HashSet::new();
@@ -834,7 +840,8 @@ async fn a_socket_cut_for_not_reading_is_given_back_what_it_had_not_read() {
     assert!(ended.is_ok(), "its connection ended");
     let before_resume = heard.len();
 
-    // Its client comes back with its cookie and is replayed the rest.
+    // Its client comes back with its cookie (and asks nothing, which would
+    // wait for the replay) and is replayed the rest.
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let url =
         format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&__sails_io_sdk_version=1.2.1");
@@ -860,7 +867,30 @@ async fn a_socket_cut_for_not_reading_is_given_back_what_it_had_not_read() {
         missing.len(),
         made.len()
     );
+    let cut = sockets.stalled_disconnects();
     zoo.stop().await;
+    cut
+}
+
+/// A socket cut because it stopped reading (6 s after its queue first
+/// refused a message), whose client comes back with its resume cookie, is
+/// given all it had not read (not only what came within `close_doubt` of
+/// the cut).
+#[tokio::test]
+async fn a_socket_cut_for_not_reading_is_given_back_what_it_had_not_read() {
+    let secs = std::time::Duration::from_secs;
+    // The kernel would close the connection before the grace is over.
+    let cut = stalled_reader_comes_back(secs(6), secs(60)).await;
+    assert_eq!(cut, 1, "cut by the server");
+}
+
+/// The same when the kernel closes the connection of a socket messages
+/// wait for (5 s after it stopped taking data), before its grace is over.
+#[tokio::test]
+async fn a_stalled_socket_whose_connection_dies_is_given_back_what_it_had_not_read() {
+    let secs = std::time::Duration::from_secs;
+    let cut = stalled_reader_comes_back(secs(60), secs(5)).await;
+    assert_eq!(cut, 0, "gone by its connection, not cut");
 }
 
 /// A reader slower than a burst, but reading, is not cut: what its full

@@ -204,6 +204,18 @@ struct Strain {
     cut: bool,
     /// The number of the first message its full queue refused.
     missed_from: Option<u64>,
+    /// Once nothing waits for it any more, until when what it was handed
+    /// may still sit unread in its queue and buffers.
+    unread_until: Option<std::time::Instant>,
+}
+
+impl Strain {
+    fn missed_from(&self) -> Option<u64> {
+        let stale = self
+            .unread_until
+            .is_some_and(|t| std::time::Instant::now() > t);
+        if stale { None } else { self.missed_from }
+    }
 }
 
 impl Cuts {
@@ -228,18 +240,34 @@ impl Cuts {
         self.mark(socket, false, missed_from);
     }
 
-    /// Nothing waits for `socket` any more: its queue took it all, or it
-    /// is gone (then its disconnect has been seen).
-    pub(crate) fn done_waiting(&self, socket: Sid) {
+    /// Nothing waits for `socket` any more: its queue took it all. What it
+    /// took may still sit unread for `unread_for` (a connection that dies
+    /// empties its queue into the void before its disconnect is seen).
+    pub(crate) fn done_waiting(&self, socket: Sid, unread_for: Duration) {
         let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if all.get(&socket).is_some_and(|s| !s.cut) {
-            all.remove(&socket);
+        if let Some(strain) = all.get_mut(&socket).filter(|s| !s.cut) {
+            strain.unread_until = Some(std::time::Instant::now() + unread_for);
         }
+    }
+
+    /// `socket` is gone, and its disconnect was seen.
+    pub(crate) fn gone(&self, socket: Sid) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.remove(&socket);
     }
 
     fn mark(&self, socket: Sid, cut: bool, missed_from: Option<u64>) {
         let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let strain = all.entry(socket).or_insert(Strain { cut, missed_from });
+        let strain = all.entry(socket).or_insert(Strain {
+            cut,
+            missed_from,
+            unread_until: None,
+        });
+        // A strain long over is forgotten: this one starts afresh.
+        if strain.missed_from().is_none() {
+            strain.missed_from = None;
+        }
+        strain.unread_until = None;
         strain.cut |= cut;
         strain.missed_from = match (strain.missed_from, missed_from) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -248,10 +276,10 @@ impl Cuts {
     }
 
     /// The number of the first message `socket`'s full queue refused, if
-    /// it was cut or had messages waiting when it went.
+    /// it was cut, had messages waiting when it went, or went soon after.
     fn missed_from(&self, socket: Sid) -> Option<u64> {
         let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        all.get(&socket).and_then(|s| s.missed_from)
+        all.get(&socket).and_then(Strain::missed_from)
     }
 
     /// Whether `socket` was cut (forgotten once asked).

@@ -165,14 +165,14 @@ impl Backlogs {
         self.waiting.retain(
             |&socket, waiting| match waiting.take_what_fits(io, socket, now) {
                 Taken::All => {
-                    cuts.done_waiting(socket);
+                    cuts.done_waiting(socket, grace);
                     false
                 }
                 Taken::Gone => {
                     // Once its disconnect has been seen (it parked the
                     // socket with what waited), nothing needs the mark.
                     if io.get_socket(socket).is_none() {
-                        cuts.done_waiting(socket);
+                        cuts.gone(socket);
                     }
                     false
                 }
@@ -237,6 +237,6 @@ fn cut<A: Adapter>(io: &SocketIo<A>, socket: Sid, waiting: &Waiting, cuts: &Cuts
     match io.get_socket(socket) {
         Some(socket) => cuts.cut(&socket, oldest.and_then(|o| o.2)),
         // Its disconnect has been seen already.
-        None => cuts.done_waiting(socket),
+        None => cuts.gone(socket),
     }
 }
