@@ -355,10 +355,7 @@ pub(crate) static MISSED_FULL: AtomicU64 = AtomicU64::new(0);
 /// at each doubling; returns how many sockets missed it for that reason
 /// (whose connections the caller then cuts, see `crate::connection`).
 pub(crate) fn missed_by_slow_readers(event: &str, missed: &[SocketError]) -> u64 {
-    let full = missed
-        .iter()
-        .filter(|e| matches!(e, SocketError::InternalChannelFull))
-        .count() as u64;
+    let full = full_queues(missed) as u64;
     count_missed_full(event, full);
     tracing::debug!(
         event,
@@ -367,6 +364,15 @@ pub(crate) fn missed_by_slow_readers(event: &str, missed: &[SocketError]) -> u64
         "a broadcast missed sockets that are not reading"
     );
     full
+}
+
+/// How many of a broadcast's `missed` sockets missed it because their
+/// outgoing queue was full (the others had just closed).
+pub(crate) fn full_queues(missed: &[SocketError]) -> usize {
+    missed
+        .iter()
+        .filter(|e| matches!(e, SocketError::InternalChannelFull))
+        .count()
 }
 
 /// Counts `full` sockets a message missed because their outgoing queue was

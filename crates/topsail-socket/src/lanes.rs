@@ -57,9 +57,8 @@ use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
 
 use socketioxide::BroadcastError;
-use socketioxide::SocketError;
 
-use crate::backend::{Cuts, Sent, count_missed_full, send_to};
+use crate::backend::{Cuts, Sent, count_missed_full, full_queues, send_to};
 use crate::backlog::{Backlogs, SlowReaders};
 use crate::connection::full_among;
 
@@ -134,10 +133,7 @@ pub(crate) async fn hand_out<A: Adapter>(
             return Vec::new();
         }
     };
-    let full = missed
-        .iter()
-        .filter(|e| matches!(e, SocketError::InternalChannelFull))
-        .count();
+    let full = full_queues(&missed);
     if full == 0 {
         Vec::new()
     } else if full == sockets.len() {
