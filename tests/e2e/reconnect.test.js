@@ -258,10 +258,10 @@ describe('a single process restarted (sqlite, RESUME_FILE)', () => {
     await zoo?.stop();
     db?.drop();
     fs.rmSync(file, { force: true });
-    fs.rmSync(`${file}.log`, { force: true });
+    fs.rmSync(`${file}.journal`, { recursive: true, force: true });
   });
 
-  it('SIGTERM (a deploy), then a new process: the stock client gets all it missed from the saved log, not topsail:resync', async () => {
+  it('SIGTERM (a deploy), then a new process: the stock client gets all it missed from the journal, not topsail:resync', async () => {
     const { user, socket } = await setUp(zoo, proxy, false);
     try {
       await sleep(1500);
@@ -279,8 +279,26 @@ describe('a single process restarted (sqlite, RESUME_FILE)', () => {
     }
   });
 
+  it('SIGKILL (a crash) after 200 changes, then a new process: the stock client gets all it missed from the journal, not topsail:resync', async () => {
+    const { user, socket } = await setUp(zoo, proxy, false);
+    try {
+      await sleep(1500);
+      proxy.cut();
+      const expected = await twoHundredChanges(zoo.url, user.id, 'k');
+      zoo.child.kill('SIGKILL');
+      await exitOf(zoo.child);
+      zoo = await startZoo(db.url, { RESUME_FILE: file });
+      proxy.retarget(zoo.port);
+      proxy.restore();
+      await replayedAfterReconnect(socket, expected);
+      await stillSubscribed(zoo, socket, user.id, 'k');
+    } finally {
+      socket.disconnect();
+    }
+  });
+
   for (const how of ['SIGKILL']) {
-    it(`${how}, then a new process: the stock client gets its rooms back and one topsail:resync, never a silent gap`, async () => {
+    it(`${how}, and the journal lost with it: the stock client gets its rooms back and one topsail:resync, never a silent gap`, async () => {
       const { user, socket } = await setUp(zoo, proxy, false);
       try {
         // Recorded every second.
@@ -288,6 +306,7 @@ describe('a single process restarted (sqlite, RESUME_FILE)', () => {
         proxy.cut();
         zoo.child.kill(how);
         await exitOf(zoo.child);
+        fs.rmSync(`${file}.journal`, { recursive: true, force: true });
         zoo = await startZoo(db.url, { RESUME_FILE: file });
         proxy.retarget(zoo.port);
         proxy.restore();

@@ -121,12 +121,13 @@ async fn a_read_is_sent_what_its_rooms_got_between_its_query_and_its_join() {
     cleanup.run().await;
 }
 
-/// A single process with a restart file saves its replay log at a graceful
-/// shutdown, and the next process reads it back before it serves: every
-/// entry, those of a model with a read rule too (with their guards); the
-/// file is gone once read, so a crash after that leaves none to trust.
+/// A single process with a restart file journals its replay log as it
+/// goes, and the next process reads it back before it serves: every entry,
+/// those of a model with a read rule too (with their guards). The journal
+/// goes on: a third process reads both. (A process killed mid-way is
+/// `tests/e2e/reconnect.test.js`'s SIGKILL case.)
 #[tokio::test]
-async fn a_graceful_shutdown_saves_the_log_for_the_next_process() {
+async fn the_next_process_reads_back_the_journal_of_the_last() {
     let (store, cleanup) = fresh_store(Db::Sqlite).await;
     let file = std::env::temp_dir().join(format!(
         "topsail-saved-log-{}-{}.json",
@@ -153,15 +154,31 @@ async fn a_graceful_shutdown_saves_the_log_for_the_next_process() {
     }
     let logged = first.sockets().unwrap().replay_census().0;
     assert!(logged >= 10, "logged {logged}");
+    let journal = std::path::PathBuf::from(format!("{}.journal", file.display()));
+    let journaled = || -> u64 {
+        std::fs::read_dir(&journal)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    assert!(journaled() > 0, "journaled as it went, before any shutdown");
     assert!(first.shutdown(std::time::Duration::from_secs(5)).await);
-    let saved = std::path::PathBuf::from(format!("{}.log", file.display()));
-    assert!(saved.exists(), "saved at shutdown");
 
     let next = build().await.unwrap();
     assert_eq!(next.sockets().unwrap().replay_census().0, logged);
-    assert!(!saved.exists(), "removed once read");
-    next.close_sockets().await;
+    let pets = next.model::<example_zoo::Pet>();
+    for i in 0..5 {
+        pets.create(json!({"name": format!("Q{i}")})).await.unwrap();
+    }
+    let both = next.sockets().unwrap().replay_census().0;
+    assert!(both >= logged + 5, "{both}");
+    assert!(next.shutdown(std::time::Duration::from_secs(5)).await);
+
+    let third = build().await.unwrap();
+    assert_eq!(third.sockets().unwrap().replay_census().0, both);
+    third.close_sockets().await;
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(&journal);
     store.close().await;
     cleanup.run().await;
 }

@@ -672,17 +672,14 @@ pub struct Realtime {
     handshakes: Arc<handshake::Policy>,
     /// What [`Realtime::read_back`] reads, until it does.
     read_back: Arc<std::sync::Mutex<Option<ReadBack>>>,
-    /// Where a single process saves its replay log at a graceful shutdown
-    /// (beside `ReplayConfig::restart_file`).
-    saved_log: Option<std::path::PathBuf>,
 }
 
 /// What earlier processes left for a starting one.
 enum ReadBack {
     /// A cluster node: the cluster's stream.
     Cluster(Box<cluster::Joining>),
-    /// A single process: the log its predecessor saved at shutdown.
-    SavedLog(std::path::PathBuf),
+    /// A single process: what its predecessors journaled.
+    Journal(Box<resume::journal::Found>),
 }
 
 impl std::fmt::Debug for Realtime {
@@ -717,11 +714,6 @@ impl Realtime {
                 let io = io.clone();
                 Box::pin(async move { io.close().await })
             }),
-            saved_log: config
-                .replay
-                .restart_file
-                .as_deref()
-                .map(resume::saved_log::path_of),
             read_back: Arc::default(),
         }
     }
@@ -744,8 +736,17 @@ impl Realtime {
     pub fn local(config: &RealtimeConfig) -> Self {
         let (layer, io) = configure(SocketIo::builder(), config).build_layer();
         let (router, requests, mut sockets) = shared_parts(&io, config);
+        let mut journaled = None;
         if let Some(path) = config.replay.restart_file.as_deref() {
             sockets = sockets.keep_across_restarts(path);
+            if sockets.replays() {
+                let dir = resume::journal::dir_of(path);
+                let (journal, found) = resume::journal::Journal::open(&dir, &config.replay);
+                if let Some(journal) = journal {
+                    sockets = sockets.journal_to(journal);
+                }
+                journaled = Some(found);
+            }
         }
         io.ns(
             "/",
@@ -760,9 +761,9 @@ impl Realtime {
             sockets.snapshot_periodically();
         }
         let realtime = Self::assemble(io, layer, router, sockets, requests, config);
-        if let Some(path) = realtime.saved_log.clone() {
+        if let Some(found) = journaled {
             *realtime.read_back.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(ReadBack::SavedLog(path));
+                Some(ReadBack::Journal(Box::new(found)));
         }
         realtime
     }
@@ -820,9 +821,7 @@ impl Realtime {
         .await
         .map_err(|e| RealtimeError::Namespace(sockets::AdapterFailure::capture(&e)))?;
         sockets.snapshot_periodically();
-        let mut realtime = Self::assemble(io, layer, router, sockets, requests, config);
-        // The cluster's stream keeps the log: nothing to save.
-        realtime.saved_log = None;
+        let realtime = Self::assemble(io, layer, router, sockets, requests, config);
         *realtime.read_back.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(ReadBack::Cluster(Box::new(cluster::Joining {
                 driver: relay,
@@ -850,8 +849,9 @@ impl Realtime {
     /// Reads back into the replay log, before serving (nothing is
     /// delivered), what earlier processes left: a cluster node the
     /// cluster's stream, after which it takes the other nodes' messages; a
-    /// single process with a restart file the log its predecessor saved at
-    /// a graceful shutdown ([`Realtime::save_log`]). Call it once, after the
+    /// single process with a restart file what its predecessors journaled
+    /// (the last one's whole window, after a deploy or a crash). Call it
+    /// once, after the
     /// read rules are set ([`Sockets::guard_with`]): messages of a model
     /// with a read rule are read back with their guards. Does nothing the
     /// second time.
@@ -863,12 +863,14 @@ impl Realtime {
             .take();
         match found {
             None => Ok(()),
-            Some(ReadBack::SavedLog(path)) => {
-                let read = self.sockets.read_saved_log(&path);
+            Some(ReadBack::Journal(found)) => {
+                let started = std::time::Instant::now();
+                let read = self.sockets.read_journal(*found);
                 if read > 0 {
                     tracing::info!(
                         entries = read,
-                        "read back the replay log the previous process saved"
+                        took = ?started.elapsed(),
+                        "read back the replay log the previous process journaled"
                     );
                 }
                 Ok(())
@@ -877,24 +879,18 @@ impl Realtime {
         }
     }
 
-    /// Saves this process's replay log beside its restart file, for the
-    /// next process to read back (see [`Realtime::read_back`]); nothing
-    /// without a restart file or in a cluster (the stream keeps the log).
-    /// Call it at a graceful shutdown, once every message has been
-    /// delivered and nothing more can be published
-    /// (`topsail::Topsail::shutdown` does): the next process takes the
-    /// saved log for everything published until it starts.
-    pub async fn save_log(&self) {
-        let Some(path) = &self.saved_log else {
-            return;
-        };
-        match self.sockets.save_log(path).await {
-            Ok(entries) => {
-                tracing::info!(entries, path = %path.display(), "saved the replay log for the next process")
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, path = %path.display(), "could not save the replay log for the next process")
-            }
+    /// Closes this process's replay journal (beside its restart file):
+    /// syncs it to disk and lets go of it, for the next process to read
+    /// back (see [`Realtime::read_back`]); nothing without a restart file
+    /// or in a cluster (the stream keeps the log). Call it last at a
+    /// graceful shutdown, once nothing more is published
+    /// (`topsail::Topsail::shutdown` does): what is published after it is
+    /// not journaled, and is said so in the log. A process that crashes
+    /// without it loses nothing it delivered: each entry is journaled
+    /// before it is sent.
+    pub fn close_journal(&self) {
+        if let Some(journal) = &self.sockets.journal {
+            journal.close();
         }
     }
 

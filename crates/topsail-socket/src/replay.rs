@@ -64,11 +64,12 @@ pub struct ReplayConfig {
     /// A single process (no Redis): a file where it records its sockets
     /// every second (their resume keys, rooms and where they were), read
     /// when it starts, so that after a restart a stock client that comes
-    /// back gets its rooms again. After a graceful shutdown (a deploy) it
-    /// also gets what it missed: the shutdown saves the replay log beside
-    /// the file (`<file>.log`), and the next process reads it back. After
-    /// a crash it gets one `topsail:resync` instead, since the new
-    /// process's log begins at its start. `None` (the default): a restart
+    /// back gets its rooms again. It also gets what it missed, after a
+    /// deploy or a crash: the process journals its replay log beside the
+    /// file (`<file>.journal/`, each entry before any socket is sent it),
+    /// and the next process reads it back before it serves. One process
+    /// per file: a second one that finds the journal held keeps none.
+    /// `None` (the default): a restart
     /// forgets its sockets, and their clients come back as new ones
     /// without a word. In a cluster, Redis keeps them.
     pub restart_file: Option<std::path::PathBuf>,
@@ -344,32 +345,6 @@ impl Log {
         inner.dropped_upto = inner.dropped_upto.min(seq);
     }
 
-    /// Up to where the log may have lost entries (any room), and the rooms
-    /// that lost some after that: what a saved log must say besides its
-    /// entries (see `crate::resume::saved_log`).
-    pub(crate) fn cuts(&self) -> (u64, Vec<(Arc<str>, u64)>) {
-        let inner = self.lock();
-        let upto = inner.dropped_upto.max(inner.gaps_upto);
-        let rooms = inner
-            .rooms
-            .iter()
-            .filter(|(_, r)| r.dropped_upto > upto)
-            .map(|(room, r)| (room.clone(), r.dropped_upto))
-            .collect();
-        (upto, rooms)
-    }
-
-    /// Takes the cuts of a saved log read back (see [`Log::cuts`]) as this
-    /// log's: it holds everything after them.
-    pub(crate) fn restore_cuts(&self, upto: u64, rooms: Vec<(Arc<str>, u64)>) {
-        let mut inner = self.lock();
-        inner.dropped_upto = upto;
-        for (room, at) in rooms {
-            let log = inner.rooms.entry(room).or_default();
-            log.dropped_upto = log.dropped_upto.max(at);
-        }
-    }
-
     /// The number of the oldest entry kept.
     pub(crate) fn first_seq(&self) -> Option<u64> {
         self.lock().order.front().map(|e| e.seq)
@@ -543,33 +518,5 @@ mod tests {
             l.lost_after("r", arrived + 500_000),
             "merged into one stretch"
         );
-    }
-
-    #[test]
-    fn the_cuts_of_a_log_pass_to_the_next_one() {
-        let old = log(2, 100, Duration::from_secs(60));
-        let seqs: Vec<u64> = (0..4).map(|_| old.next_seq()).collect();
-        for s in &seqs {
-            old.append(*s, vec![Arc::from("busy")], message("pet"));
-        }
-        let (upto, rooms) = old.cuts();
-        assert_eq!(
-            rooms,
-            vec![(Arc::from("busy"), seqs[1])],
-            "the room past its bound"
-        );
-
-        let next = log(2, 100, Duration::from_secs(60));
-        for s in &seqs[2..] {
-            next.append(*s, vec![Arc::from("busy")], message("pet"));
-        }
-        next.restore_cuts(upto, rooms);
-        assert!(next.lost_after("busy", seqs[0]), "the room's cut holds");
-        assert!(!next.lost_after("busy", seqs[1]));
-        assert!(
-            !next.lost_after("quiet", upto),
-            "known from the old log's cut, although it started later"
-        );
-        assert!(next.lost_after("quiet", upto - 1));
     }
 }

@@ -84,6 +84,9 @@ pub struct Sockets {
     /// What was delivered lately, for sockets that come back (see
     /// [`crate::replay`]).
     pub(crate) log: Arc<Log>,
+    /// Where a single process journals its log for the next one (see
+    /// [`crate::resume::journal`]).
+    pub(crate) journal: Option<Arc<crate::resume::journal::Journal>>,
     /// The sockets that dropped lately (see [`crate::resume`]).
     pub(crate) parking: Arc<Parking>,
     /// The publisher task's queue, once [`Sockets::publisher`] started it.
@@ -153,6 +156,7 @@ impl Sockets {
             pending: Arc::default(),
             sampled: Arc::default(),
             log: Arc::new(Log::new(ReplayConfig::default())),
+            journal: None,
             parking: Arc::new(Parking::new(&ReplayConfig::default())),
             work: Arc::default(),
             shared_parking: None,
@@ -482,7 +486,8 @@ impl Sockets {
 
     /// Carries out an app's message on this node's sockets (on the
     /// publisher task): numbered, and kept in the log of each of its rooms
-    /// (a blast in that of [`EVERYONE`]).
+    /// (a blast in that of [`EVERYONE`]), and journaled first (see
+    /// [`crate::resume::journal`]).
     pub(crate) async fn app_message(&self, message: AppMessage, seq: u64) {
         let AppMessage {
             rooms,
@@ -493,6 +498,13 @@ impl Sockets {
         let except: Vec<String> = omit.iter().cloned().collect();
         // Written once, for the sockets and for the log.
         let payload = crate::replay::to_raw(&payload);
+        if let Some(journal) = &self.journal {
+            let mut named: Vec<&str> = rooms.iter().map(String::as_str).collect();
+            if named.is_empty() {
+                named.push(EVERYONE);
+            }
+            journal.message(seq, &named, &event, &payload, omit.as_deref(), None);
+        }
         if rooms.is_empty() {
             self.backend
                 .emit_all_local(except, &event, &payload, Some(seq))
@@ -619,7 +631,8 @@ impl Sockets {
 
     /// `_introduce` (`join`) or `_retire` on this node's sockets, kept in
     /// the replay log (a socket that comes back joins what its rooms'
-    /// members joined meanwhile).
+    /// members joined meanwhile), and journaled before (see
+    /// [`crate::resume::journal`]).
     pub(crate) async fn members(
         &self,
         source: String,
@@ -628,6 +641,9 @@ impl Sockets {
         guard: Option<topsail_core::pubsub::Guard>,
         seq: Option<u64>,
     ) {
+        if let (Some(journal), Some(seq)) = (&self.journal, seq) {
+            journal.members(seq, &source, &dest, join, guard.as_ref());
+        }
         self.change_members(&source, &dest, join, guard.as_ref())
             .await;
         if let Some(seq) = seq {
@@ -641,7 +657,8 @@ impl Sockets {
     }
 
     /// Delivers a message numbered `seq` to this node's members of `room`,
-    /// and keeps it in the replay log.
+    /// and keeps it in the replay log (journaled before anyone is sent it,
+    /// see [`crate::resume::journal`]).
     pub(crate) async fn message(
         &self,
         room: String,
@@ -653,6 +670,9 @@ impl Sockets {
     ) {
         // Written once, for the sockets and for the log.
         let raw = crate::replay::to_raw(&payload);
+        if let (Some(journal), Some(seq)) = (&self.journal, seq) {
+            journal.message(seq, &[&room], event, &raw, omit.as_deref(), guard.as_ref());
+        }
         let shown = Shown {
             value: &payload,
             raw: &raw,
@@ -1074,6 +1094,7 @@ mod tests {
             pending: Arc::default(),
             sampled: Arc::default(),
             log: Arc::new(Log::new(ReplayConfig::default())),
+            journal: None,
             parking: Arc::new(Parking::new(&ReplayConfig::default())),
             work: Arc::default(),
             shared_parking: None,

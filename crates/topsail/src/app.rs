@@ -311,7 +311,9 @@ impl Topsail {
     /// order: socket requests are refused from now on (503) while those in
     /// flight end; writes whose HTTP client went away end; every message
     /// they published is delivered (through Redis in a cluster); then the
-    /// sockets are disconnected cleanly. Returns false, and logs what was
+    /// sockets are disconnected cleanly, and a single process's replay
+    /// journal is closed for the next process (see
+    /// `ReplayConfig::restart_file`). Returns false, and logs what was
     /// left, when `deadline` passed first; the sockets are closed anyway.
     ///
     /// ```no_run
@@ -338,12 +340,9 @@ impl Topsail {
         };
         let clean = requests && writes && delivered;
         if let Some(rt) = &self.realtime {
-            // Only whole: the next process takes it for everything
-            // published until it starts.
-            if clean {
-                rt.save_log().await;
-            }
             rt.close().await;
+            // Whatever was left undone: what was delivered was journaled.
+            rt.close_journal();
         }
         if clean {
             tracing::info!(

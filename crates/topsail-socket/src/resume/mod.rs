@@ -27,8 +27,8 @@ again.
 */
 
 mod file;
+pub(crate) mod journal;
 mod parking;
-pub(crate) mod saved_log;
 mod state;
 
 use std::collections::{HashMap, HashSet};
