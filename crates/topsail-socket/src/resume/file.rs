@@ -6,9 +6,9 @@
 //! used to be taken for a new socket: no rooms, and no word of what it
 //! missed. With the file, the new process knows which keys had sockets
 //! then, and where they were: such a socket gets its rooms back, and what
-//! it missed from the log saved at a graceful shutdown (`super::saved_log`)
-//! or, after a crash, one `topsail:resync` (its gap began before the log
-//! did): never a silent gap.
+//! it missed from the journal of the log (`super::journal`), or one
+//! `topsail:resync` where the journal cannot vouch for its gap: never a
+//! silent gap.
 //!
 //! Written every [`SNAPSHOT_EVERY`](super::SNAPSHOT_EVERY) (less often when
 //! writing it takes long) with the live sockets and those parked, read

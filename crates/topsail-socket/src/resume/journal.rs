@@ -13,9 +13,11 @@
 //!
 //! No `fsync` per entry: a process that crashes or is killed leaves what
 //! it wrote in the kernel's page cache, which the next process reads. Only
-//! the machine itself going down loses the journal's tail; the restart
-//! file's sockets are then gone with the machine's connections anyway.
-//! The journal is synced once, when it is closed at a graceful shutdown.
+//! the machine itself going down loses the journal's tail, and that is
+//! noticed: the journal records the machine's boot (Linux's `boot_id`),
+//! and one left open under another boot is not vouched for (its sockets
+//! are told to fetch again). The journal is synced once, when it is closed
+//! at a graceful shutdown, which marks it closed.
 //!
 //! Layout: a directory beside the restart file (`<file>.journal/`) with
 //! one file per segment, named by the number after which the journal holds
@@ -170,6 +172,30 @@ struct Kept {
     entries: usize,
 }
 
+/// This boot of the machine (Linux), to tell a journal left by a process
+/// from one left by a machine that went down (see the module's
+/// documentation).
+fn this_boot() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// Whether the journal in `dir` may have lost writes the page cache held:
+/// left open (not closed at a shutdown) under another boot of the machine.
+fn machine_went_down(dir: &Path) -> bool {
+    let closed = dir.join(CLOSED).exists();
+    let written_under = std::fs::read_to_string(dir.join(BOOT))
+        .ok()
+        .map(|s| s.trim().to_owned());
+    !closed && written_under != this_boot()
+}
+
+/// The file naming the boot the journal was written under.
+const BOOT: &str = "boot";
+/// The file that says the journal was closed at a shutdown, and synced.
+const CLOSED: &str = "closed";
+
 fn segment_path(dir: &Path, after: u64) -> PathBuf {
     dir.join(format!("{after:020}.jsonl"))
 }
@@ -285,7 +311,16 @@ impl Journal {
         let older = read_segments(&segments, &mut found);
         if let Some((first, _)) = segments.first() {
             found.after = *first;
+            if machine_went_down(dir) {
+                tracing::warn!(dir = %dir.display(), "the replay journal was left open by a machine that went down: its end may be lost, and sockets that come back are told to fetch again");
+                found.lost_upto = now_us();
+            }
         }
+        match std::fs::remove_file(dir.join(CLOSED)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::write(dir.join(BOOT), this_boot().unwrap_or_default())?;
         // This process's entries follow the last one read (nothing was
         // published between that one and this start).
         let after = older.iter().map(|k| k.newest).max().unwrap_or(found.after);
@@ -478,14 +513,25 @@ impl Journal {
     }
 
     /// Closes the journal at a graceful shutdown, once every message was
-    /// delivered: syncs it to disk and lets go of its lock.
+    /// delivered: syncs it to disk, marks it closed (it survives the
+    /// machine going down then) and lets go of its lock.
     pub(crate) fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
-        if let Some(segment) = state.writing.take()
-            && let Err(e) = segment.file.sync_data()
-        {
-            tracing::warn!(path = %segment.path.display(), error = %e, "the replay journal could not be synced at shutdown");
+        let writing = state.writing.take().map(|s| s.path);
+        let paths = state.older.iter().map(|k| k.path.clone()).chain(writing);
+        let synced = paths
+            .map(|path| {
+                File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| (path, e))
+            })
+            .collect::<Result<Vec<()>, _>>()
+            .and_then(|_| {
+                std::fs::write(self.dir.join(CLOSED), b"").map_err(|e| (self.dir.join(CLOSED), e))
+            });
+        if let Err((path, e)) = synced {
+            tracing::warn!(path = %path.display(), error = %e, "the replay journal could not be synced at shutdown: it is trusted after a process restart only");
         }
         state.lock = None;
     }
@@ -792,6 +838,40 @@ mod tests {
             start + 3,
             "complete from its new beginning only"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A journal left open under another boot of the machine (it went
+    /// down, taking the page cache) is not vouched for; one closed at a
+    /// shutdown (and so synced) is.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_journal_left_open_by_a_machine_that_went_down_is_not_vouched_for() {
+        let dir = fresh_dir("reboot");
+        let (journal, found) = Journal::open(&dir, &minute());
+        let (journal, start) = (journal.unwrap(), found.after);
+        pet(&journal, start + 1);
+        drop(journal);
+        std::fs::write(dir.join(BOOT), "another boot").unwrap();
+        let before = now_us();
+        let (journal, found) = Journal::open(&dir, &minute());
+        assert_eq!(seqs(&found), [start + 1]);
+        assert!(found.lost_upto >= before, "{} < {before}", found.lost_upto);
+
+        let (_, found) = {
+            drop(journal);
+            Journal::open(&dir, &minute())
+        };
+        assert_eq!(
+            found.lost_upto, 0,
+            "left open under this boot: a process crashed"
+        );
+
+        let (journal, _) = Journal::open(&dir, &minute());
+        journal.unwrap().close();
+        std::fs::write(dir.join(BOOT), "another boot").unwrap();
+        let (_, found) = Journal::open(&dir, &minute());
+        assert_eq!(found.lost_upto, 0, "closed and synced at a shutdown");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
