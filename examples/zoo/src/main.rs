@@ -8,8 +8,9 @@
 //! 10,000), `REPLAY=off` (no sequence numbers, no replay), `PUBSUB_LANES`
 //! (workers that hand messages to the sockets: one per core; 0 hands them
 //! out on the one publisher task), `RESUME_FILE` (a single process: where
-//! it records its sockets so that, after a restart, those that come back
-//! get their rooms and a `topsail:resync`), `REDIS_PREFIX` (a cluster's
+//! it records its sockets so that, after a restart or a crash, those that
+//! come back get their rooms and what they missed, journaled beside it in
+//! `<file>.journal/`), `REDIS_PREFIX` (a cluster's
 //! keys and channels in Redis: `topsail`), `RUST_LOG`.
 //! `zoo --print-schema sqlite|postgres` prints the DDL of the models.
 
