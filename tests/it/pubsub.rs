@@ -466,3 +466,117 @@ async fn a_typed_write_whose_caller_was_dropped_still_publishes() {
     store.close().await;
     cleanup.run().await;
 }
+
+/// A publisher that takes its time over the batch that names a record
+/// `slow` (300 ms before it records it): the window in which a later change
+/// to the same record, committed after it, could be taken first.
+struct SlowOver(&'static str, topsail::RecordingPublisher);
+
+#[topsail::async_trait]
+impl topsail::Publisher for SlowOver {
+    async fn publish(&self, effects: Vec<Effect>) {
+        let slow = effects.iter().any(
+            |e| matches!(e, Effect::Broadcast { payload, .. } if payload["data"]["name"] == self.0),
+        );
+        if slow {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        self.1.publish(effects).await;
+    }
+}
+
+/// Two updates of one record, the second committed while the first's
+/// messages are still being taken: subscribers hear them in commit order,
+/// and are left with the record as stored. Likewise a destroy after an
+/// update.
+async fn changes_to_one_record_are_published_in_commit_order(db: topsail_tests::Db) {
+    let (store, cleanup) = topsail_tests::fresh_store(db).await;
+    let app = example_zoo::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let published = topsail::RecordingPublisher::new();
+    let engine = topsail::Engine::new(
+        Arc::new(store.clone()),
+        Arc::new(SlowOver("first", published.clone())),
+        topsail::EngineConfig::default(),
+    );
+    let router = topsail::Blueprints::new(engine, app.registry().clone()).router();
+    let pet = topsail_tests::call(
+        &router,
+        None,
+        Method::POST,
+        "/pet",
+        Some(json!({"name": "zero"})),
+    )
+    .await;
+    let path = format!("/pet/{}", pet.body["id"]);
+
+    let first = {
+        let (router, path) = (router.clone(), path.clone());
+        tokio::spawn(async move {
+            topsail_tests::call(
+                &router,
+                None,
+                Method::PATCH,
+                &path,
+                Some(json!({"name": "first"})),
+            )
+            .await
+        })
+    };
+    // The first has committed, and its messages are being taken.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let second = topsail_tests::call(
+        &router,
+        None,
+        Method::PATCH,
+        &path,
+        Some(json!({"name": "second"})),
+    )
+    .await;
+    assert_eq!(second.status, http::StatusCode::OK);
+    assert_eq!(first.await.unwrap().status, http::StatusCode::OK);
+    let verbs: Vec<String> = broadcasts(&published.take())
+        .into_iter()
+        .filter(|(room, ..)| room.starts_with("sails_model_pet_"))
+        .map(|(_, _, p)| format!("{} {}", p["verb"], p["data"]["name"]))
+        .collect();
+    assert_eq!(
+        verbs,
+        [r#""updated" "first""#, r#""updated" "second""#],
+        "in commit order"
+    );
+
+    let first = {
+        let (router, path) = (router.clone(), path.clone());
+        tokio::spawn(async move {
+            topsail_tests::call(
+                &router,
+                None,
+                Method::PATCH,
+                &path,
+                Some(json!({"name": "first"})),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let gone = topsail_tests::call(&router, None, Method::DELETE, &path, None).await;
+    assert_eq!(gone.status, http::StatusCode::OK);
+    assert_eq!(first.await.unwrap().status, http::StatusCode::OK);
+    let verbs: Vec<String> = broadcasts(&published.take())
+        .into_iter()
+        .filter(|(room, ..)| room.starts_with("sails_model_pet_"))
+        .map(|(_, _, p)| p["verb"].to_string())
+        .collect();
+    assert_eq!(verbs, [r#""updated""#, r#""destroyed""#], "in commit order");
+    store.close().await;
+    cleanup.run().await;
+}
+
+topsail_tests::each_db!(
+    changes_to_one_record_are_published_in_commit_order_on,
+    changes_to_one_record_are_published_in_commit_order
+);

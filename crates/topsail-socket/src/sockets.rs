@@ -947,11 +947,19 @@ impl SocketPublisher {
 #[async_trait]
 impl Publisher for SocketPublisher {
     async fn publish(&self, effects: Vec<Effect>) {
+        self.queue(effects).await.await;
+    }
+
+    /// Queued on the publisher task's queue, in order; the sockets are
+    /// handed them later.
+    async fn queue(&self, effects: Vec<Effect>) -> topsail_core::pubsub::Handed {
         let (handed, done) = tokio::sync::oneshot::channel();
         self.send(Work::Local(effects, std::time::Instant::now(), handed))
             .await;
-        // An error: the task has stopped, and `send` said so.
-        let _ = done.await;
+        Box::pin(async move {
+            // An error: the task has stopped, and `send` said so.
+            let _ = done.await;
+        })
     }
 }
 

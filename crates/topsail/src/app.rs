@@ -206,8 +206,18 @@ struct Both(Arc<dyn Publisher>, Arc<dyn Publisher>);
 #[async_trait::async_trait]
 impl Publisher for Both {
     async fn publish(&self, effects: Vec<topsail_core::Effect>) {
-        self.0.publish(effects.clone()).await;
-        self.1.publish(effects).await;
+        self.queue(effects).await.await;
+    }
+
+    /// Taken by both, in order: the app's publisher takes the effects once
+    /// the sockets' queue has.
+    async fn queue(&self, effects: Vec<topsail_core::Effect>) -> topsail_core::pubsub::Handed {
+        let sockets = self.0.queue(effects.clone()).await;
+        let app = self.1.queue(effects).await;
+        Box::pin(async move {
+            sockets.await;
+            app.await;
+        })
     }
 }
 

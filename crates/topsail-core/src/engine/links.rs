@@ -18,6 +18,7 @@ use crate::store::{Conn, Tx};
 use crate::value::SqlValue;
 
 use super::read::{fetch_locked, refetch_populated};
+use super::turns::Turn;
 use super::{Engine, KEYS_PER_STATEMENT, checked_key, values};
 
 impl Engine {
@@ -46,7 +47,7 @@ impl Engine {
         actor: &Actor,
         pre: &Precondition,
     ) -> Result<Record> {
-        let (assoc, parent, child, mut tx) = self
+        let (assoc, parent, child, (turn, mut tx)) = self
             .open_child(model, parent, alias, child, actor, pre)
             .await?;
         let link = link_children(tx.as_mut(), model, assoc, &parent, &[child]).await?;
@@ -56,7 +57,7 @@ impl Engine {
         let record = commit_with_parent(tx, model, &parent).await?;
         let mut plan = self.plan(actor);
         plan.add(model, &parent, &link);
-        self.publish(plan).await;
+        self.publish(plan, Some(turn)).await;
         Ok(self.answer(model, record, actor))
     }
 
@@ -84,7 +85,7 @@ impl Engine {
         actor: &Actor,
         pre: &Precondition,
     ) -> Result<Record> {
-        let (assoc, parent, child, mut tx) = self
+        let (assoc, parent, child, (turn, mut tx)) = self
             .open_child(model, parent, alias, child, actor, pre)
             .await?;
         let children = std::slice::from_ref(&child);
@@ -98,7 +99,7 @@ impl Engine {
         let record = commit_with_parent(tx, model, &parent).await?;
         let mut plan = self.plan(actor);
         plan.remove(model, assoc, &parent, &child);
-        self.publish(plan).await;
+        self.publish(plan, Some(turn)).await;
         Ok(self.answer(model, record, actor))
     }
 
@@ -129,7 +130,7 @@ impl Engine {
     ) -> Result<Record> {
         let (assoc, parent) = collection_of(model, parent, alias)?;
         let ids = replacement_ids(assoc, ids)?;
-        let mut tx = self.lock_parent(model, &parent, actor, pre).await?;
+        let (turn, mut tx) = self.lock_parent(model, &parent, actor, pre).await?;
         let ids = self
             .writable_children(tx.as_mut(), assoc.target(), ids, actor)
             .await?;
@@ -137,13 +138,13 @@ impl Engine {
         let record = commit_with_parent(tx, model, &parent).await?;
         let mut plan = self.plan(actor);
         plan.replace(model, &parent, &r.before, &r.removed, &r.link);
-        self.publish(plan).await;
+        self.publish(plan, Some(turn)).await;
         Ok(self.answer(model, record, actor))
     }
 
     /// What `add` and `remove` start with: the collection, the parent's
-    /// and the child's keys checked, and the transaction with the parent's
-    /// row locked.
+    /// and the child's keys checked, and the parent's turn with the
+    /// transaction that locked its row.
     async fn open_child(
         &self,
         model: &'static ModelDef,
@@ -152,21 +153,21 @@ impl Engine {
         child: &Pk,
         actor: &Actor,
         pre: &Precondition,
-    ) -> Result<(&'static AssocDef, Pk, Pk, Box<dyn Tx>)> {
+    ) -> Result<(&'static AssocDef, Pk, Pk, (Turn<'_>, Box<dyn Tx>))> {
         let (assoc, parent) = collection_of(model, parent, alias)?;
         let child = checked_key(assoc.target(), child, UsageCode::InvalidAssociatedIds)?;
-        let mut tx = self.lock_parent(model, &parent, actor, pre).await?;
+        let (turn, mut tx) = self.lock_parent(model, &parent, actor, pre).await?;
         let allowed = self
             .writable_children(tx.as_mut(), assoc.target(), vec![child.clone()], actor)
             .await?;
         if allowed.is_empty() {
             return Err(Error::NotFound);
         }
-        Ok((assoc, parent, child, tx))
+        Ok((assoc, parent, child, (turn, tx)))
     }
 
-    /// A collection action's transaction, with the parent's row locked
-    /// (404 when there is no such parent, or `actor` may not read it; 403
+    /// The parent's turn (see `super::turns`) and a collection action's
+    /// transaction, with the parent's row locked (404 when there is no such parent, or `actor` may not read it; 403
     /// when it may not change it; 412 when it is not the version `pre`
     /// names, for which the parent is read populated, as its tag covers).
     async fn lock_parent(
@@ -175,17 +176,18 @@ impl Engine {
         parent: &Pk,
         actor: &Actor,
         pre: &Precondition,
-    ) -> Result<Box<dyn Tx>> {
+    ) -> Result<(Turn<'_>, Box<dyn Tx>)> {
         super::rules::require_precondition(model, actor, pre)?;
         let populate = match pre {
             Precondition::OneOf(_) => super::default_populates(model),
             _ => Vec::new(),
         };
+        let turn = self.turn(model, parent).await;
         let mut tx = self.store.begin().await?;
         let record = fetch_locked(tx.as_mut(), model, parent, populate).await?;
         self.check_write(model, &record, actor)?;
         self.check_precondition(model, &record, actor, pre)?;
-        Ok(tx)
+        Ok((turn, tx))
     }
 }
 

@@ -23,6 +23,7 @@ mod loaded;
 mod read;
 mod reads;
 mod rules;
+mod turns;
 mod values;
 mod writes;
 
@@ -64,6 +65,8 @@ pub struct Engine {
     config: EngineConfig,
     writes: Inflight,
     rules: Arc<Rules>,
+    /// Whose turn it is to publish, per record (see [`turns`]).
+    turns: Arc<turns::Turns>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -84,6 +87,7 @@ impl Engine {
             config,
             writes: Inflight::new(),
             rules: Arc::new(Rules::new()),
+            turns: Arc::default(),
         }
     }
 
@@ -145,13 +149,28 @@ impl Engine {
         self.config
     }
 
-    /// Hands a plan's effects to the publisher (after the commit).
-    async fn publish(&self, plan: Plan<'_>) {
-        if !plan.effects.is_empty() {
-            use tracing::Instrument;
-            let span = tracing::debug_span!("publish", effects = plan.effects.len());
-            self.publisher.publish(plan.effects).instrument(span).await;
+    /// Hands a plan's effects to the publisher (after the commit), and
+    /// waits until they are carried out. `turn`, the changed record's
+    /// turn, is let go once the publisher has taken them (see [`turns`]).
+    async fn publish(&self, plan: Plan<'_>, turn: Option<turns::Turn<'_>>) {
+        if plan.effects.is_empty() {
+            return;
         }
+        use tracing::Instrument;
+        let span = tracing::debug_span!("publish", effects = plan.effects.len());
+        async {
+            let handed = self.publisher.queue(plan.effects).await;
+            drop(turn);
+            handed.await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Waits for record `id` of `model` to be this write's turn to change
+    /// and publish (see [`turns`]); taken before its transaction begins.
+    async fn turn(&self, model: &ModelDef, id: &Pk) -> turns::Turn<'_> {
+        self.turns.take(model, id).await
     }
 
     /// A new plan for a request made by `actor`.

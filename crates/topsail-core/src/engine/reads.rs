@@ -91,7 +91,7 @@ impl Engine {
                 plan.watch(model);
             }
             self.subscribe_deep(&mut plan, model, &loaded);
-            self.publish(plan).await;
+            self.publish(plan, None).await;
         }
         Ok(loaded)
     }
@@ -190,7 +190,7 @@ impl Engine {
             let mut plan = self.plan(actor).read_began(began);
             plan.subscribe(model, [id]);
             self.subscribe_deep(&mut plan, model, loaded);
-            self.publish(plan).await;
+            self.publish(plan, None).await;
         }
     }
 

@@ -47,7 +47,7 @@ impl Engine {
 
         let mut plan = self.plan(actor);
         plan.create(model, &id, &row, &record, &links);
-        self.publish(plan).await;
+        self.publish(plan, None).await;
         Ok(self.answer(model, record, actor))
     }
 
@@ -116,6 +116,7 @@ impl Engine {
         values::recheck(model, &mut set, UsageCode::InvalidValuesToSet)?;
         let populate = default_populates(model);
 
+        let turn = self.turn(model, &id).await;
         let mut tx = self.store.begin().await?;
         let previous = fetch_locked(tx.as_mut(), model, &id, populate.clone()).await?;
         self.check_write(model, &previous, actor)?;
@@ -147,7 +148,7 @@ impl Engine {
 
         let mut plan = self.plan(actor);
         plan.update(model, &id, set, &record, previous);
-        self.publish(plan).await;
+        self.publish(plan, Some(turn)).await;
         Ok(self.answer(model, record, actor))
     }
 
@@ -174,6 +175,7 @@ impl Engine {
         super::rules::require_precondition(model, actor, pre)?;
         let id = checked_key(model, id, UsageCode::InvalidCriteria)?;
         let populate = default_populates(model);
+        let turn = self.turn(model, &id).await;
         let mut tx = self.store.begin().await?;
         let previous = fetch_locked(tx.as_mut(), model, &id, populate).await?;
         self.check_write(model, &previous, actor)?;
@@ -195,7 +197,7 @@ impl Engine {
 
         let mut plan = self.plan(actor);
         plan.destroy(model, &id, &previous, &unlinked);
-        self.publish(plan).await;
+        self.publish(plan, Some(turn)).await;
         Ok(self.answer(model, previous, actor))
     }
 }

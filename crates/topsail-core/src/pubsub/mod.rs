@@ -362,6 +362,10 @@ impl Judge<'_> {
     }
 }
 
+/// What waits until the effects [`Publisher::queue`] took were carried
+/// out.
+pub type Handed = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Delivers effects. Implemented by the socket layer; [`NoPublisher`] drops
 /// them and [`RecordingPublisher`] keeps them for tests.
 #[async_trait]
@@ -369,6 +373,18 @@ pub trait Publisher: Send + Sync + 'static {
     /// Carries out `effects` in order. Delivery failures are the
     /// publisher's to log: the change they describe has already committed.
     async fn publish(&self, effects: Vec<Effect>);
+
+    /// Takes `effects` to carry out after every batch it took before, and
+    /// returns once it has (without waiting for their delivery), with what
+    /// waits until they are carried out. The engine holds a record's turn
+    /// until this returns, so the batches about one record are taken in the
+    /// order its changes committed, whatever the order their tasks run in.
+    /// By default, carries them out first: the order holds, and the turn is
+    /// held for the delivery too; a publisher with a queue answers sooner.
+    async fn queue(&self, effects: Vec<Effect>) -> Handed {
+        self.publish(effects).await;
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// A publisher that drops every effect (an app without realtime).
