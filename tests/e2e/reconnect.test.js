@@ -261,41 +261,25 @@ describe('a single process restarted (sqlite, RESUME_FILE)', () => {
     fs.rmSync(`${file}.journal`, { recursive: true, force: true });
   });
 
-  it('SIGTERM (a deploy), then a new process: the stock client gets all it missed from the journal, not topsail:resync', async () => {
-    const { user, socket } = await setUp(zoo, proxy, false);
-    try {
-      await sleep(1500);
-      proxy.cut();
-      const expected = await twoHundredChanges(zoo.url, user.id, 'd');
-      zoo.child.kill('SIGTERM');
-      await exitOf(zoo.child);
-      zoo = await startZoo(db.url, { RESUME_FILE: file });
-      proxy.retarget(zoo.port);
-      proxy.restore();
-      await replayedAfterReconnect(socket, expected);
-      await stillSubscribed(zoo, socket, user.id, 'd');
-    } finally {
-      socket.disconnect();
-    }
-  });
-
-  it('SIGKILL (a crash) after 200 changes, then a new process: the stock client gets all it missed from the journal, not topsail:resync', async () => {
-    const { user, socket } = await setUp(zoo, proxy, false);
-    try {
-      await sleep(1500);
-      proxy.cut();
-      const expected = await twoHundredChanges(zoo.url, user.id, 'k');
-      zoo.child.kill('SIGKILL');
-      await exitOf(zoo.child);
-      zoo = await startZoo(db.url, { RESUME_FILE: file });
-      proxy.retarget(zoo.port);
-      proxy.restore();
-      await replayedAfterReconnect(socket, expected);
-      await stillSubscribed(zoo, socket, user.id, 'k');
-    } finally {
-      socket.disconnect();
-    }
-  });
+  for (const [how, what, tag] of [['SIGTERM', 'a deploy', 'd'], ['SIGKILL', 'a crash', 'k']]) {
+    it(`${how} (${what}) after 200 changes, then a new process: the stock client gets all it missed from the journal, not topsail:resync`, async () => {
+      const { user, socket } = await setUp(zoo, proxy, false);
+      try {
+        await sleep(1500);
+        proxy.cut();
+        const expected = await twoHundredChanges(zoo.url, user.id, tag);
+        zoo.child.kill(how);
+        await exitOf(zoo.child);
+        zoo = await startZoo(db.url, { RESUME_FILE: file });
+        proxy.retarget(zoo.port);
+        proxy.restore();
+        await replayedAfterReconnect(socket, expected);
+        await stillSubscribed(zoo, socket, user.id, tag);
+      } finally {
+        socket.disconnect();
+      }
+    });
+  }
 
   for (const how of ['SIGKILL']) {
     it(`${how}, and the journal lost with it: the stock client gets its rooms back and one topsail:resync, never a silent gap`, async () => {

@@ -485,6 +485,35 @@ impl topsail::Publisher for SlowOver {
     }
 }
 
+/// Renames the pet at `path` "first" (whose messages [`SlowOver`] holds),
+/// then, once that committed, makes request `then` of it; returns the verbs
+/// and names its subscribers heard, in order.
+async fn while_first_is_held(
+    router: &axum::Router,
+    path: &str,
+    then: (Method, Option<Value>),
+    published: &topsail::RecordingPublisher,
+) -> Vec<String> {
+    let first = {
+        let (router, path) = (router.clone(), path.to_owned());
+        let rename = Some(json!({"name": "first"}));
+        tokio::spawn(async move {
+            topsail_tests::call(&router, None, Method::PATCH, &path, rename).await
+        })
+    };
+    // The first has committed, and its messages are being taken.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (method, body) = then;
+    let second = topsail_tests::call(router, None, method, path, body).await;
+    assert_eq!(second.status, http::StatusCode::OK);
+    assert_eq!(first.await.unwrap().status, http::StatusCode::OK);
+    broadcasts(&published.take())
+        .into_iter()
+        .filter(|(room, ..)| room.starts_with("sails_model_pet_"))
+        .map(|(_, _, p)| format!("{} {}", p["verb"], p["data"]["name"]))
+        .collect()
+}
+
 /// Two updates of one record, the second committed while the first's
 /// messages are still being taken: subscribers hear them in commit order,
 /// and are left with the record as stored. Likewise a destroy after an
@@ -513,65 +542,19 @@ async fn changes_to_one_record_are_published_in_commit_order(db: topsail_tests::
     .await;
     let path = format!("/pet/{}", pet.body["id"]);
 
-    let first = {
-        let (router, path) = (router.clone(), path.clone());
-        tokio::spawn(async move {
-            topsail_tests::call(
-                &router,
-                None,
-                Method::PATCH,
-                &path,
-                Some(json!({"name": "first"})),
-            )
-            .await
-        })
-    };
-    // The first has committed, and its messages are being taken.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let second = topsail_tests::call(
-        &router,
-        None,
-        Method::PATCH,
-        &path,
-        Some(json!({"name": "second"})),
-    )
-    .await;
-    assert_eq!(second.status, http::StatusCode::OK);
-    assert_eq!(first.await.unwrap().status, http::StatusCode::OK);
-    let verbs: Vec<String> = broadcasts(&published.take())
-        .into_iter()
-        .filter(|(room, ..)| room.starts_with("sails_model_pet_"))
-        .map(|(_, _, p)| format!("{} {}", p["verb"], p["data"]["name"]))
-        .collect();
+    let then = (Method::PATCH, Some(json!({"name": "second"})));
+    let heard = while_first_is_held(&router, &path, then, &published).await;
     assert_eq!(
-        verbs,
+        heard,
         [r#""updated" "first""#, r#""updated" "second""#],
         "in commit order"
     );
-
-    let first = {
-        let (router, path) = (router.clone(), path.clone());
-        tokio::spawn(async move {
-            topsail_tests::call(
-                &router,
-                None,
-                Method::PATCH,
-                &path,
-                Some(json!({"name": "first"})),
-            )
-            .await
-        })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let gone = topsail_tests::call(&router, None, Method::DELETE, &path, None).await;
-    assert_eq!(gone.status, http::StatusCode::OK);
-    assert_eq!(first.await.unwrap().status, http::StatusCode::OK);
-    let verbs: Vec<String> = broadcasts(&published.take())
-        .into_iter()
-        .filter(|(room, ..)| room.starts_with("sails_model_pet_"))
-        .map(|(_, _, p)| p["verb"].to_string())
-        .collect();
-    assert_eq!(verbs, [r#""updated""#, r#""destroyed""#], "in commit order");
+    let heard = while_first_is_held(&router, &path, (Method::DELETE, None), &published).await;
+    assert_eq!(
+        heard,
+        [r#""updated" "first""#, r#""destroyed" null"#],
+        "in commit order"
+    );
     store.close().await;
     cleanup.run().await;
 }
