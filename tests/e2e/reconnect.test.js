@@ -281,6 +281,43 @@ describe('a single process restarted (sqlite, RESUME_FILE)', () => {
     });
   }
 
+  it('SIGKILL in the middle of 8 concurrent writers: every create that was answered reaches the stock client after it comes back', async () => {
+    const { socket } = await setUp(zoo, proxy, false);
+    try {
+      await sleep(1500);
+      proxy.cut();
+      const answered = [];
+      let killed = false;
+      const writer = async (w) => {
+        for (let i = 0; !killed; i++) {
+          let pet;
+          try {
+            pet = await http(zoo.url, 'POST', '/pet', { name: `m-${w}-${i}` });
+          } catch {
+            return; // the process is gone
+          }
+          answered.push(`pet created ${pet.id} m-${w}-${i}`);
+        }
+      };
+      const writers = Array.from({ length: 8 }, (_, w) => writer(w));
+      await sleep(1000);
+      zoo.child.kill('SIGKILL');
+      killed = true;
+      await Promise.all(writers);
+      await exitOf(zoo.child);
+      assert.ok(answered.length >= 50, `${answered.length} creates answered before the kill`);
+      zoo = await startZoo(db.url, { RESUME_FILE: file });
+      proxy.retarget(zoo.port);
+      proxy.restore();
+      await until(() => socket.ids.length >= 2, 20000, 'the reconnect');
+      const resynced = () => socket.got.some((g) => g.e === 'topsail:resync');
+      await until(() => answered.every((k) => socket.got.some((g) => key(g) === k)) || resynced(), 20000, 'every answered create');
+      assert.deepEqual(socket.got.filter((g) => g.e === 'topsail:resync'), [], 'no topsail:resync');
+    } finally {
+      socket.disconnect();
+    }
+  });
+
   for (const how of ['SIGKILL']) {
     it(`${how}, and the journal lost with it: the stock client gets its rooms back and one topsail:resync, never a silent gap`, async () => {
       const { user, socket } = await setUp(zoo, proxy, false);
