@@ -281,7 +281,7 @@ describe('a single process restarted (sqlite, RESUME_FILE)', () => {
     });
   }
 
-  it('SIGKILL in the middle of 8 concurrent writers: every create that was answered reaches the stock client after it comes back', async () => {
+  it('SIGKILL in the middle of 8 concurrent writers: every create that was answered reaches the stock client after it comes back, or it is told to fetch pets again', async () => {
     const { socket } = await setUp(zoo, proxy, false);
     try {
       await sleep(1500);
@@ -312,7 +312,13 @@ describe('a single process restarted (sqlite, RESUME_FILE)', () => {
       await until(() => socket.ids.length >= 2, 20000, 'the reconnect');
       const resynced = () => socket.got.some((g) => g.e === 'topsail:resync');
       await until(() => answered.every((k) => socket.got.some((g) => key(g) === k)) || resynced(), 20000, 'every answered create');
-      assert.deepEqual(socket.got.filter((g) => g.e === 'topsail:resync'), [], 'no topsail:resync');
+      // A create committed and killed before its messages were journaled
+      // reached no one: the pets' watchers are told to fetch them again.
+      const resyncs = socket.got.filter((g) => g.e === 'topsail:resync');
+      if (resyncs.length > 0) {
+        assert.equal(resyncs.length, 1, JSON.stringify(resyncs));
+        assert.ok(resyncs[0].msg.models.includes('pet'), JSON.stringify(resyncs[0].msg));
+      }
     } finally {
       socket.disconnect();
     }

@@ -302,7 +302,9 @@ impl Log {
                         log.seqs.pop_front();
                         log.dropped_upto = log.dropped_upto.max(gone.seq);
                     }
-                    if log.seqs.is_empty() {
+                    // A room that lost more than the log as a whole (see
+                    // `Log::lose_rooms`) is remembered.
+                    if log.seqs.is_empty() && log.dropped_upto <= gone.seq {
                         inner.rooms.remove(room);
                     }
                 }
@@ -316,6 +318,17 @@ impl Log {
     pub(crate) fn lose_upto(&self, seq: u64) {
         let mut inner = self.lock();
         inner.gaps_upto = inner.gaps_upto.max(seq);
+    }
+
+    /// Takes note that messages of `rooms` up to `upto` may be missing (a
+    /// previous process committed changes whose messages reached no one):
+    /// a socket in one of them is told to fetch again.
+    pub(crate) fn lose_rooms(&self, rooms: impl IntoIterator<Item = Arc<str>>, upto: u64) {
+        let mut inner = self.lock();
+        for room in rooms {
+            let log = inner.rooms.entry(room).or_default();
+            log.dropped_upto = log.dropped_upto.max(upto);
+        }
     }
 
     /// Takes note that entries numbered from `from` came in only at `at`
@@ -517,6 +530,23 @@ mod tests {
         assert!(
             l.lost_after("r", arrived + 500_000),
             "merged into one stretch"
+        );
+    }
+
+    #[test]
+    fn a_room_that_lost_messages_is_remembered_past_its_entries() {
+        let l = log(100, 100, Duration::from_millis(20));
+        let first = l.next_seq();
+        l.append(first, vec![Arc::from("r")], message("pet"));
+        let lost_at = now_us();
+        l.lose_rooms([Arc::from("r")], lost_at);
+        assert!(l.lost_after("r", lost_at - 1));
+        assert!(!l.lost_after("quiet", first), "another room lost nothing");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(l.after(0, 10).is_empty(), "its entry is past the window");
+        assert!(
+            l.lost_after("r", lost_at - 1),
+            "what it lost is not forgotten with its entries"
         );
     }
 }

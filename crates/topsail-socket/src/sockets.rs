@@ -823,7 +823,7 @@ impl Sockets {
             while let Some(work) = rx.recv().await {
                 let mut handed = None;
                 match work {
-                    Work::Local(batch, committed, answer) => {
+                    Work::Local(batch, committed, answer, intent) => {
                         // Numbered before they travel: every node delivers
                         // and keeps a message under the same number.
                         let seqs: Vec<Option<u64>> =
@@ -834,6 +834,9 @@ impl Sockets {
                         for (effect, seq) in batch.into_iter().zip(seqs) {
                             count_message(&effect);
                             sockets.apply(effect, seq).await;
+                        }
+                        if let (Some(journal), Some(intent)) = (&sockets.journal, intent) {
+                            journal.done(intent);
                         }
                         metrics::histogram!("topsail_publish_lag_seconds")
                             .record(committed.elapsed().as_secs_f64());
@@ -863,7 +866,11 @@ impl Sockets {
                 sockets.backend.after_handed(Box::new(then)).await;
             }
         });
-        SocketPublisher { tx, pending }
+        SocketPublisher {
+            tx,
+            pending,
+            journal: self.journal.clone(),
+        }
     }
 }
 
@@ -883,11 +890,13 @@ pub(crate) struct AppMessage {
 #[derive(Debug)]
 enum Work {
     /// This node's effects, with when they were published (just after
-    /// their commit), and whom to tell once every local socket has them.
+    /// their commit), whom to tell once every local socket has them, and
+    /// their intent in the journal (see [`crate::resume::journal`]).
     Local(
         Vec<Effect>,
         std::time::Instant,
         tokio::sync::oneshot::Sender<()>,
+        Option<(u64, u64)>,
     ),
     /// A batch another node relayed, as it came.
     Relayed(Vec<u8>, crate::relay::Arrival),
@@ -903,6 +912,8 @@ pub struct SocketPublisher {
     tx: mpsc::Sender<Work>,
     /// Batches published and not yet carried out (queued, or in progress).
     pending: Arc<AtomicUsize>,
+    /// A single process's journal, told of each batch as it is queued.
+    journal: Option<Arc<crate::resume::journal::Journal>>,
 }
 
 impl SocketPublisher {
@@ -937,6 +948,24 @@ impl SocketPublisher {
     }
 }
 
+/// The rooms under which the log keeps `effects` (see [`Sockets::number`]):
+/// what a batch concerns, should its messages never go out.
+fn logged_rooms(effects: &[Effect]) -> Vec<&str> {
+    let mut rooms: Vec<&str> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Broadcast { room, .. } => Some(room.as_str()),
+            Effect::AddMembers { source, .. } | Effect::RemoveMembers { source, .. } => {
+                Some(source.as_str())
+            }
+            Effect::Join { .. } | Effect::Leave { .. } | Effect::Forget { .. } => None,
+        })
+        .collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    rooms
+}
+
 /// Publishing returns once this node's sockets have been handed every
 /// message and membership of the batch, as Sails does (its broadcasts
 /// reach the sockets' buffers before the action answers): a socket's own
@@ -954,8 +983,12 @@ impl Publisher for SocketPublisher {
     /// handed them later.
     async fn queue(&self, effects: Vec<Effect>) -> topsail_core::pubsub::Handed {
         let (handed, done) = tokio::sync::oneshot::channel();
-        self.send(Work::Local(effects, std::time::Instant::now(), handed))
-            .await;
+        let intent = self
+            .journal
+            .as_ref()
+            .and_then(|journal| journal.intend(&logged_rooms(&effects)));
+        let at = std::time::Instant::now();
+        self.send(Work::Local(effects, at, handed, intent)).await;
         Box::pin(async move {
             // An error: the task has stopped, and `send` said so.
             let _ = done.await;

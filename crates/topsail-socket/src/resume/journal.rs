@@ -28,6 +28,16 @@
 //! bound, so the journal keeps about what the log keeps. The oldest
 //! segment's name is how far back the journal is complete.
 //!
+//! A change commits before its messages are numbered and journaled, on the
+//! publisher task, and a burst can hold many batches in its queue: a
+//! process that dies then leaves committed changes whose messages reached
+//! no one. So each batch is also journaled when it is queued (an
+//! *intent*: its id and the rooms it concerns, right after the commit, on
+//! the writer's task), and marked done once its entries are journaled. The
+//! next process counts the rooms of every intent not done as lost: a
+//! socket in one of them is told to fetch again, rather than replayed
+//! without what it can no longer be given.
+//!
 //! What cannot be trusted is said, never papered over: a line that cannot
 //! be read (other than the last one, which a crash may have cut short
 //! before anyone was sent it) makes everything before the next line read
@@ -80,6 +90,53 @@ enum Said<'a> {
     },
 }
 
+/// A batch queued (see the module's documentation): its id (this
+/// journal's nonce and a count) and the rooms of its entries.
+#[derive(Serialize)]
+struct Intent<'a> {
+    intent: (u64, u64),
+    rooms: &'a [&'a str],
+}
+
+/// A batch whose entries are all journaled.
+#[derive(Serialize)]
+struct Done {
+    done: (u64, u64),
+}
+
+/// A line as it is read back.
+#[derive(Debug)]
+enum ReadLine {
+    Entry(Box<Saved>),
+    Intent(ReadIntent),
+    Done(ReadDone),
+}
+
+#[derive(Debug, Deserialize)]
+struct ReadIntent {
+    intent: (u64, u64),
+    rooms: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReadDone {
+    done: (u64, u64),
+}
+
+impl ReadLine {
+    /// Told apart by their first key, as they are written (serde's
+    /// untagged enums cannot hold an entry's `RawValue`).
+    fn parse(line: &[u8]) -> serde_json::Result<Self> {
+        if line.starts_with(br#"{"intent":"#) {
+            serde_json::from_slice(line).map(ReadLine::Intent)
+        } else if line.starts_with(br#"{"done":"#) {
+            serde_json::from_slice(line).map(ReadLine::Done)
+        } else {
+            serde_json::from_slice(line).map(ReadLine::Entry)
+        }
+    }
+}
+
 /// A log entry as it is read back (the same shape as [`Line`]).
 #[derive(Debug, Deserialize)]
 pub(crate) struct Saved {
@@ -113,6 +170,8 @@ pub(crate) struct Found {
     /// Entries up to this number may be missing (lines that could not be
     /// read); 0 when none.
     lost_upto: u64,
+    /// The rooms of batches queued and never journaled whole.
+    unfinished: Vec<String>,
 }
 
 impl Found {
@@ -121,6 +180,7 @@ impl Found {
             after: now_us().saturating_sub(1),
             entries: Vec::new(),
             lost_upto: 0,
+            unfinished: Vec::new(),
         }
     }
 }
@@ -135,6 +195,9 @@ pub(crate) struct Journal {
     per_segment: usize,
     window_us: u64,
     max_entries: usize,
+    /// This journal's part of an intent's id (see [`Intent`]).
+    nonce: u64,
+    intents: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
 }
 
@@ -225,6 +288,8 @@ fn read_segments(segments: &[(u64, PathBuf)], found: &mut Found) -> Vec<Kept> {
     // A line that could not be read: what came before the next one read
     // may be missing.
     let mut unreadable = false;
+    let mut open_intents: std::collections::HashMap<(u64, u64), Vec<String>> =
+        std::collections::HashMap::new();
     for (i, (after, path)) in segments.iter().enumerate() {
         let last_segment = i + 1 == segments.len();
         let mut newest = *after;
@@ -237,14 +302,22 @@ fn read_segments(segments: &[(u64, PathBuf)], found: &mut Found) -> Vec<Kept> {
                     if line.is_empty() {
                         continue;
                     }
-                    match serde_json::from_slice::<Saved>(line) {
-                        Ok(saved) => {
+                    match ReadLine::parse(line) {
+                        Ok(ReadLine::Entry(saved)) => {
                             if std::mem::take(&mut unreadable) {
                                 found.lost_upto = found.lost_upto.max(saved.seq.saturating_sub(1));
                             }
                             newest = newest.max(saved.seq);
                             entries += 1;
-                            found.entries.push(saved);
+                            found.entries.push(*saved);
+                        }
+                        Ok(ReadLine::Intent(ReadIntent { intent, rooms })) => {
+                            entries += 1;
+                            open_intents.insert(intent, rooms);
+                        }
+                        Ok(ReadLine::Done(ReadDone { done })) => {
+                            entries += 1;
+                            open_intents.remove(&done);
                         }
                         // A crash cut this write short: it was never
                         // handed to anyone (that comes after the write).
@@ -273,6 +346,16 @@ fn read_segments(segments: &[(u64, PathBuf)], found: &mut Found) -> Vec<Kept> {
         // Nothing read after it: how far it went is unknown.
         found.lost_upto = now_us();
     }
+    let mut unfinished: Vec<String> = open_intents.into_values().flatten().collect();
+    unfinished.sort_unstable();
+    unfinished.dedup();
+    if !unfinished.is_empty() {
+        tracing::warn!(
+            rooms = unfinished.len(),
+            "changes committed by the previous process never reached its sockets: the sockets of their rooms are told to fetch again"
+        );
+    }
+    found.unfinished = unfinished;
     kept
 }
 
@@ -330,6 +413,8 @@ impl Journal {
             per_segment: (cfg.max_messages / 4).max(1),
             window_us: u64::try_from(cfg.window.as_micros()).unwrap_or(u64::MAX),
             max_entries: cfg.max_messages.max(1),
+            nonce: random_nonce(),
+            intents: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(State {
                 lock: Some(lock),
                 writing: Some(Segment::begin(dir, after)?),
@@ -348,6 +433,25 @@ impl Journal {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Journals that a batch concerning `rooms` was queued; returns its id,
+    /// for [`Journal::done`] (`None` when it concerns none).
+    pub(crate) fn intend(&self, rooms: &[&str]) -> Option<(u64, u64)> {
+        if rooms.is_empty() {
+            return None;
+        }
+        let n = self
+            .intents
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let intent = (self.nonce, n);
+        self.write(&Intent { intent, rooms }, None);
+        Some(intent)
+    }
+
+    /// Journals that batch `intent`'s entries are all journaled.
+    pub(crate) fn done(&self, intent: (u64, u64)) {
+        self.write(&Done { done: intent }, None);
+    }
+
     /// Journals message `seq` to `rooms`, before anyone is sent it.
     pub(crate) fn message(
         &self,
@@ -358,7 +462,7 @@ impl Journal {
         omit: Option<&str>,
         guard: Option<&Guard>,
     ) {
-        self.write(&Line {
+        let line = Line {
             seq,
             rooms,
             what: Said::Message {
@@ -367,7 +471,8 @@ impl Journal {
                 omit,
                 guard: guard.map(WireGuard::from),
             },
-        });
+        };
+        self.write(&line, Some(seq));
     }
 
     /// Journals that the members of `source` joined or left `dest`
@@ -380,7 +485,7 @@ impl Journal {
         join: bool,
         guard: Option<&Guard>,
     ) {
-        self.write(&Line {
+        let line = Line {
             seq,
             rooms: &[source],
             what: Said::Members {
@@ -388,14 +493,16 @@ impl Journal {
                 join,
                 guard: guard.map(WireGuard::from),
             },
-        });
+        };
+        self.write(&line, Some(seq));
     }
 
     // A write to the page cache, on the publisher task: a few
     // microseconds per entry (docs/BENCHMARKS.md), against a message's
     // delivery to its sockets; handing it to a thread would add a wake-up
     // per entry before the delivery could begin.
-    fn write(&self, line: &Line<'_>) {
+    // `seq`: an entry's number (`None` for an intent or its end).
+    fn write(&self, line: &impl Serialize, seq: Option<u64>) {
         let mut state = self.lock();
         if state.closed {
             if !std::mem::replace(&mut state.told_closed, true) {
@@ -406,10 +513,11 @@ impl Journal {
             return;
         }
         if let Some(until) = state.failed_until {
-            if Instant::now() < until {
+            // Begun again with an entry: it is complete from there on.
+            let Some(seq) = seq.filter(|_| Instant::now() >= until) else {
                 return;
-            }
-            match Segment::begin(&self.dir, line.seq.saturating_sub(1)) {
+            };
+            match Segment::begin(&self.dir, seq.saturating_sub(1)) {
                 Ok(segment) => {
                     tracing::info!(dir = %self.dir.display(), "the replay journal is written again");
                     state.failed_until = None;
@@ -437,7 +545,7 @@ impl Journal {
         buf.push(b'\n');
         match segment.file.write_all(buf) {
             Ok(()) => {
-                segment.last = Some(line.seq);
+                segment.last = seq.or(segment.last);
                 segment.entries += 1;
             }
             Err(e) => self.fail(&mut state, e),
@@ -537,6 +645,14 @@ impl Journal {
     }
 }
 
+/// A number no other process's journal uses for its intents.
+fn random_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(now_us());
+    hasher.finish()
+}
+
 impl Segment {
     /// A new segment holding what comes after `after` (a file of that
     /// name left empty by an earlier process is begun again).
@@ -600,6 +716,9 @@ impl Sockets {
         if found.lost_upto > 0 {
             self.log.lose_upto(found.lost_upto);
         }
+        // Committed, and sent to no one: whoever is in those rooms missed it.
+        self.log
+            .lose_rooms(found.unfinished.into_iter().map(Arc::from), now_us());
         read
     }
 }
@@ -872,6 +991,38 @@ mod tests {
         std::fs::write(dir.join(BOOT), "another boot").unwrap();
         let (_, found) = Journal::open(&dir, &minute());
         assert_eq!(found.lost_upto, 0, "closed and synced at a shutdown");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A batch queued and never journaled whole (the process died with it
+    /// in the publisher's queue) leaves its rooms counted as lost; one
+    /// journaled whole, nothing.
+    #[test]
+    fn a_batch_queued_and_never_journaled_whole_leaves_its_rooms_lost() {
+        let dir = fresh_dir("intents");
+        let (journal, found) = Journal::open(&dir, &minute());
+        let (journal, start) = (journal.unwrap(), found.after);
+        assert_eq!(journal.intend(&[]), None, "a batch that concerns no room");
+        let whole = journal.intend(&["sails_model_create_user"]).unwrap();
+        let stuck = journal.intend(&["sails_model_user_1", "sails_model_create_pet"]);
+        pet(&journal, start + 1);
+        journal.done(whole);
+        assert!(stuck.is_some());
+        drop(journal);
+
+        let (journal, found) = Journal::open(&dir, &minute());
+        assert_eq!(seqs(&found), [start + 1]);
+        assert_eq!(
+            found.unfinished,
+            ["sails_model_create_pet", "sails_model_user_1"]
+        );
+        assert_eq!(found.lost_upto, 0, "the entries themselves are whole");
+        // Read once: the next process's intents are its own.
+        let again = journal
+            .unwrap()
+            .intend(&["sails_model_create_pet"])
+            .unwrap();
+        assert_ne!(again.0, whole.0, "another process's nonce");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
