@@ -1118,10 +1118,9 @@ mod tests {
     /// The publisher queue holds `publisher_queue` batches: past it a
     /// publish waits (back pressure on the writer, nothing dropped), the
     /// depth says how many wait, and `flush` returns once all are out.
-    #[tokio::test]
-    async fn a_full_publisher_queue_makes_the_writer_wait_and_drops_nothing() {
-        let gate = Arc::new(Semaphore::new(0));
-        let sockets = Sockets {
+    /// Sockets whose deliveries wait for a permit of `gate`.
+    fn gated(gate: &Arc<Semaphore>) -> Sockets {
+        Sockets {
             backend: Arc::new(Gated(gate.clone())),
             queue: DEFAULT_PUBLISHER_QUEUE,
             lanes: default_lanes(),
@@ -1143,7 +1142,12 @@ mod tests {
             late: Arc::default(),
             resume_turns: Arc::new(tokio::sync::Semaphore::new(1)),
         }
-        .publisher_queue(1);
+    }
+
+    #[tokio::test]
+    async fn a_full_publisher_queue_makes_the_writer_wait_and_drops_nothing() {
+        let gate = Arc::new(Semaphore::new(0));
+        let sockets = gated(&gate).publisher_queue(1);
         let publisher = sockets.publisher();
         let publish = || {
             let p = publisher.clone();
@@ -1168,5 +1172,42 @@ mod tests {
             "all delivered"
         );
         assert_eq!(publisher.queue_depth(), 0);
+    }
+
+    /// A batch queued behind one the sockets are slow to take is in the
+    /// journal as an intent, not done, until it is carried out: a process
+    /// that died then would leave its rooms counted as lost.
+    #[tokio::test]
+    async fn a_batch_waiting_in_the_queue_is_journaled_as_an_intent_until_done() {
+        let dir = std::env::temp_dir().join(format!(
+            "topsail-intents-{}-{}",
+            std::process::id(),
+            crate::replay::now_us()
+        ));
+        let (journal, _) = crate::resume::journal::Journal::open(&dir, &ReplayConfig::default());
+        let gate = Arc::new(Semaphore::new(0));
+        let sockets = gated(&gate).journal_to(journal.expect("opened"));
+        let publisher = sockets.publisher();
+        let publish = || {
+            let p = publisher.clone();
+            tokio::spawn(async move { p.publish(message()).await })
+        };
+        let (first, second) = (publish(), publish());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let held = crate::resume::journal::peek(&dir);
+        assert_eq!(held.unfinished(), ["sails_model_create_pet"]);
+        assert_eq!(
+            held.entries(),
+            1,
+            "the first is journaled, held in its delivery"
+        );
+
+        gate.add_permits(2);
+        first.await.unwrap();
+        second.await.unwrap();
+        let done = crate::resume::journal::peek(&dir);
+        assert!(done.unfinished().is_empty(), "{:?}", done.unfinished());
+        assert_eq!(done.entries(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

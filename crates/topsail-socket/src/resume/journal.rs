@@ -174,7 +174,28 @@ pub(crate) struct Found {
     unfinished: Vec<String>,
 }
 
+/// What the journal in `dir` holds, read without its lock (a test looks
+/// at the journal of a process still running).
+#[cfg(test)]
+pub(crate) fn peek(dir: &Path) -> Found {
+    let mut found = Found::nothing();
+    read_segments(&segments_in(dir).unwrap_or_default(), &mut found);
+    found
+}
+
 impl Found {
+    /// The rooms of batches queued and never journaled whole.
+    #[cfg(test)]
+    pub(crate) fn unfinished(&self) -> &[String] {
+        &self.unfinished
+    }
+
+    /// How many entries it holds.
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> usize {
+        self.entries.len()
+    }
+
     fn nothing() -> Self {
         Found {
             after: now_us().saturating_sub(1),
