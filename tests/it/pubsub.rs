@@ -467,8 +467,8 @@ async fn a_typed_write_whose_caller_was_dropped_still_publishes() {
     cleanup.run().await;
 }
 
-/// A publisher that takes its time over the batch that names a record
-/// `slow` (300 ms before it records it): the window in which a later change
+/// A publisher that takes its time over a batch that renames a record to
+/// its name (300 ms before it records it): the window in which a later change
 /// to the same record, committed after it, could be taken first.
 struct SlowOver(&'static str, topsail::RecordingPublisher);
 

@@ -575,10 +575,7 @@ impl Sockets {
     /// The sequence number of `effect`, when it is a message or a change
     /// of a room's members (what the replay log keeps).
     fn number(&self, effect: &Effect) -> Option<u64> {
-        let logged = matches!(
-            effect,
-            Effect::Broadcast { .. } | Effect::AddMembers { .. } | Effect::RemoveMembers { .. }
-        );
+        let logged = logged_room(effect).is_some();
         (logged && self.replays()).then(|| self.log.next_seq())
     }
 
@@ -948,19 +945,21 @@ impl SocketPublisher {
     }
 }
 
-/// The rooms under which the log keeps `effects` (see [`Sockets::number`]):
-/// what a batch concerns, should its messages never go out.
+/// The room under which the replay log keeps `effect`: a message's room,
+/// or the source of a change of members; `None` for what it does not keep
+/// (a socket's own joins and leaves).
+fn logged_room(effect: &Effect) -> Option<&str> {
+    match effect {
+        Effect::Broadcast { room, .. } => Some(room),
+        Effect::AddMembers { source, .. } | Effect::RemoveMembers { source, .. } => Some(source),
+        Effect::Join { .. } | Effect::Leave { .. } | Effect::Forget { .. } => None,
+    }
+}
+
+/// The rooms under which the log keeps `effects`: what a batch concerns,
+/// should its messages never go out.
 fn logged_rooms(effects: &[Effect]) -> Vec<&str> {
-    let mut rooms: Vec<&str> = effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Broadcast { room, .. } => Some(room.as_str()),
-            Effect::AddMembers { source, .. } | Effect::RemoveMembers { source, .. } => {
-                Some(source.as_str())
-            }
-            Effect::Join { .. } | Effect::Leave { .. } | Effect::Forget { .. } => None,
-        })
-        .collect();
+    let mut rooms: Vec<&str> = effects.iter().filter_map(logged_room).collect();
     rooms.sort_unstable();
     rooms.dedup();
     rooms
@@ -1105,6 +1104,12 @@ mod tests {
         }
     }
 
+    /// Publishes [`message`] through `publisher` on a task of its own.
+    fn spawn_publish(publisher: &SocketPublisher) -> tokio::task::JoinHandle<()> {
+        let p = publisher.clone();
+        tokio::spawn(async move { p.publish(message()).await })
+    }
+
     fn message() -> Vec<Effect> {
         vec![Effect::Broadcast {
             room: "sails_model_create_pet".into(),
@@ -1149,10 +1154,7 @@ mod tests {
         let gate = Arc::new(Semaphore::new(0));
         let sockets = gated(&gate).publisher_queue(1);
         let publisher = sockets.publisher();
-        let publish = || {
-            let p = publisher.clone();
-            tokio::spawn(async move { p.publish(message()).await })
-        };
+        let publish = || spawn_publish(&publisher);
         // The first batch is taken by the task (and waits in emit), the
         // second fills the queue of one, the third waits for room.
         let (first, second) = (publish(), publish());
@@ -1188,10 +1190,7 @@ mod tests {
         let gate = Arc::new(Semaphore::new(0));
         let sockets = gated(&gate).journal_to(journal.expect("opened"));
         let publisher = sockets.publisher();
-        let publish = || {
-            let p = publisher.clone();
-            tokio::spawn(async move { p.publish(message()).await })
-        };
+        let publish = || spawn_publish(&publisher);
         let (first, second) = (publish(), publish());
         tokio::time::sleep(Duration::from_millis(50)).await;
         let held = crate::resume::journal::peek(&dir);

@@ -666,12 +666,10 @@ impl Journal {
     }
 }
 
-/// A number no other process's journal uses for its intents.
+/// A number no other process's journal uses for its intents (random; the
+/// clock, which only rises between processes, should the system refuse).
 fn random_nonce() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(now_us());
-    hasher.finish()
+    getrandom::u64().unwrap_or_else(|_| now_us())
 }
 
 impl Segment {
@@ -772,6 +770,14 @@ mod tests {
         config(Duration::from_secs(60), 1_000)
     }
 
+    /// A fresh journal with [`minute`]'s bounds: its directory, the
+    /// journal, and the number after which it is complete.
+    fn begun(name: &str) -> (PathBuf, Journal, u64) {
+        let dir = fresh_dir(name);
+        let (journal, found) = Journal::open(&dir, &minute());
+        (dir, journal.expect("opened"), found.after)
+    }
+
     fn pet(journal: &Journal, seq: u64) {
         let payload = crate::replay::to_raw(&json!({"verb": "created", "id": seq}));
         journal.message(
@@ -851,9 +857,7 @@ mod tests {
     /// A last line cut short by a crash was never sent: nothing is lost.
     #[test]
     fn a_last_entry_cut_short_by_a_crash_costs_nothing() {
-        let dir = fresh_dir("torn");
-        let (journal, found) = Journal::open(&dir, &minute());
-        let (journal, start) = (journal.unwrap(), found.after);
+        let (dir, journal, start) = begun("torn");
         pet(&journal, start + 1);
         drop(journal);
         append_bytes(&newest_segment(&dir), br#"{"seq":99,"rooms":["sails_mo"#);
@@ -869,9 +873,7 @@ mod tests {
     /// (whole, so not cut short), everything until now.
     #[test]
     fn an_unreadable_entry_counts_as_lost_up_to_the_next_one_read() {
-        let dir = fresh_dir("garbled");
-        let (journal, found) = Journal::open(&dir, &minute());
-        let (journal, start) = (journal.unwrap(), found.after);
+        let (dir, journal, start) = begun("garbled");
         pet(&journal, start + 1);
         drop(journal);
         append_bytes(&newest_segment(&dir), b"{garbled}\n");
@@ -987,9 +989,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_journal_left_open_by_a_machine_that_went_down_is_not_vouched_for() {
-        let dir = fresh_dir("reboot");
-        let (journal, found) = Journal::open(&dir, &minute());
-        let (journal, start) = (journal.unwrap(), found.after);
+        let (dir, journal, start) = begun("reboot");
         pet(&journal, start + 1);
         drop(journal);
         std::fs::write(dir.join(BOOT), "another boot").unwrap();
@@ -1020,9 +1020,7 @@ mod tests {
     /// journaled whole, nothing.
     #[test]
     fn a_batch_queued_and_never_journaled_whole_leaves_its_rooms_lost() {
-        let dir = fresh_dir("intents");
-        let (journal, found) = Journal::open(&dir, &minute());
-        let (journal, start) = (journal.unwrap(), found.after);
+        let (dir, journal, start) = begun("intents");
         assert_eq!(journal.intend(&[]), None, "a batch that concerns no room");
         let whole = journal.intend(&["sails_model_create_user"]).unwrap();
         let stuck = journal.intend(&["sails_model_user_1", "sails_model_create_pet"]);
