@@ -24,6 +24,15 @@ describe('the notes page, two accounts', () => {
       // A signed-out page's `GET /me` is a 401 by contract: the browser logs it.
       page.on('console', (m) => { if (m.type() === 'error' && !/status of 401/.test(m.text())) errors.push(`${name}: ${m.text()}`); });
       page.on('pageerror', (e) => errors.push(`${name}: ${e}`));
+      // What the page did on the wire, told if its socket never connects.
+      const wire = [];
+      const at = () => `${Date.now() % 100000} ms`;
+      page.on('requestfailed', (r) => wire.push(`${at()} failed ${r.url()} ${r.failure()?.errorText}`));
+      page.on('websocket', (ws) => {
+        wire.push(`${at()} websocket ${ws.url()}`);
+        ws.on('close', () => wire.push(`${at()} websocket closed`));
+      });
+      page.on('response', (r) => r.url().includes('/socket.io/') && wire.push(`${at()} ${r.status()} ${r.url()}`));
       await page.goto(app.url + '/');
       await page.fill('#signup-form input[name=name]', name);
       await page.fill('#signup-form input[name=email]', email);
@@ -31,7 +40,9 @@ describe('the notes page, two accounts', () => {
       await page.click('#signup-form button');
       // The page reloads signed in; its socket connects with the cookie.
       await page.waitForSelector('#who:not([hidden])');
-      await page.waitForSelector('.status.online');
+      await page.waitForSelector('.status.online').catch((e) => {
+        throw new Error(`${name}'s socket never connected: ${e.message}\n${wire.join('\n')}\nserver log:\n${app.log.join('')}`);
+      });
       await page.waitForSelector('#note-list li');
       return page;
     };
