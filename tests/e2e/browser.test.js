@@ -7,7 +7,7 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const fs = require('node:fs');
-const { freshDatabase, startZoo, launchChromium } = require('./helpers');
+const { freshDatabase, startZoo, launchChromium, sleep } = require('./helpers');
 
 const ARTIFACTS = path.join(__dirname, '..', 'artifacts');
 
@@ -63,6 +63,21 @@ describe('the demo page', () => {
     await pet(one, 'Max').locator('button', { hasText: 'Tag' }).click();
     await pet(two, 'Max').locator('.chip', { hasText: 'good boy' }).waitFor();
     await two.waitForSelector('#tag-list li:has-text("1 pet")');
+  });
+
+  it('goes live when its script arrives after the socket connected', async () => {
+    // sails.io.js connects as soon as the page's first scripts have run; a
+    // page script that comes later finds `connect` already fired.
+    const context = await browser.newContext();
+    await context.route('**/app.js', async (route) => { await sleep(1500); await route.continue(); });
+    const late = await context.newPage();
+    late.on('pageerror', (e) => errors.push(`late: ${e}`));
+    const connected = late.waitForEvent('websocket');
+    await late.goto(zoo.url + '/');
+    await connected;
+    await late.waitForSelector('.status.online', { timeout: 5000 });
+    await late.locator('#pet-list li[data-id]').first().waitFor({ timeout: 5000 });
+    await context.close();
   });
 
   it('deletes in one window and the other follows; both logged the events', async () => {

@@ -95,6 +95,21 @@ describe('the notes page, two accounts', () => {
     await bo.screenshot({ path: path.join(ARTIFACTS, 'notes-bo.png') });
   });
 
+  it('goes online when its script arrives after the socket connected', async () => {
+    // sails.io.js connects as soon as the page's first scripts have run; a
+    // page script that comes later finds `connect` already fired.
+    await ann.context().route('**/app.js', async (route) => { await sleep(1500); await route.continue(); });
+    const late = await ann.context().newPage();
+    late.on('pageerror', (e) => errors.push(`late: ${e}`));
+    const connected = late.waitForEvent('websocket');
+    await late.goto(app.url + '/');
+    await connected;
+    await late.waitForSelector('.status.online', { timeout: 5000 });
+    await note(late, 'Ann private').waitFor({ timeout: 5000 });
+    await ann.context().unroute('**/app.js');
+    await late.close();
+  });
+
   it('a deletion reaches the other account; the consoles show no error', async () => {
     await note(ann, 'Ann private').locator('button[title=Delete]').click();
     await bo.locator('#note-list li[data-id]', { hasText: 'Ann private' }).waitFor({ state: 'detached' });

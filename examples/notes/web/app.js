@@ -90,11 +90,16 @@ async function load() {
   render();
 }
 
-io.socket.on('connect', () => {
+function online() {
   $('#status').textContent = 'online';
   $('#status').className = 'status online';
   load();
-});
+}
+io.socket.on('connect', online);
+// sails.io.js connects once the page's first scripts have run, but a
+// script still downloading does not hold it back: when this one arrived
+// after the socket's handshake, `connect` has fired already.
+if (io.socket.isConnected()) online();
 io.socket.on('disconnect', () => { $('#status').textContent = 'offline'; $('#status').className = 'status'; });
 
 async function start() {

@@ -177,12 +177,17 @@ async function load() {
   render();
 }
 
-socket.on('connect', () => {
+function online() {
   const s = $('#status');
   s.textContent = 'live';
   s.className = 'status online';
   load().catch((e) => showError('user', e));
-});
+}
+socket.on('connect', online);
+// sails.io.js connects once the page's first scripts have run, but a
+// script still downloading does not hold it back: when this one arrived
+// after the socket's handshake, `connect` has fired already.
+if (socket.isConnected()) online();
 socket.on('disconnect', () => {
   const s = $('#status');
   s.textContent = 'offline';
