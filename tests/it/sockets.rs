@@ -1164,3 +1164,148 @@ async fn a_request_sent_the_moment_a_socket_connects_is_answered() {
     store.close().await;
     cleanup.run().await;
 }
+
+/// The pet events (`verb`, `id`) a socket receives within `for_ms`.
+async fn pet_events(ws: &mut Ws, for_ms: u64) -> Vec<(String, i64)> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(for_ms);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        let Message::Text(t) = m else { continue };
+        if t.as_str() == "2" {
+            let _ = ws.send(Message::text("3")).await;
+        } else if let Some(event) = t.strip_prefix("42")
+            && let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(event)
+            && parts[0] == "pet"
+        {
+            let verb = parts[1]["verb"].as_str().unwrap_or_default().to_owned();
+            got.push((verb, parts[1]["id"].as_i64().unwrap_or(-1)));
+        }
+    }
+    got
+}
+
+/// `/my-rooms`, and `/leave?room=`: the socket leaves a room.
+fn rooms_and_leave() -> axum::Router {
+    my_rooms().route(
+        "/leave",
+        axum::routing::get(
+            |socket: topsail::SocketRequest,
+             axum::extract::Query(q): axum::extract::Query<
+                std::collections::HashMap<String, String>,
+            >| async move {
+                socket
+                    .sockets()
+                    .leave(socket.id(), q["room"].clone())
+                    .await
+                    .unwrap();
+                "left"
+            },
+        ),
+    )
+}
+
+/// Whenever introductions are carried out (at once, once the node caught
+/// up, or only when something looks), a watcher is subscribed to exactly
+/// the records created while it watched, as in Sails: it hears their
+/// updates and sees their rooms; a socket that starts watching later is
+/// not subscribed to them; one that leaves a record's room hears no more
+/// of it. With `WhenNeeded` every check below meets a noted introduction
+/// (each record is created just before), so each way of looking is the
+/// one that carries it out.
+#[tokio::test]
+async fn a_watcher_is_subscribed_to_exactly_the_records_created_while_it_watched() {
+    for when in [
+        topsail::Introductions::WhenNeeded,
+        topsail::Introductions::WhenCaughtUp,
+        topsail::Introductions::AtOnce,
+    ] {
+        let config = RealtimeConfig {
+            introductions: when,
+            ..RealtimeConfig::default()
+        };
+        let zoo = Served::start(config, rooms_and_leave()).await;
+        let pets = zoo.app.model::<example_zoo::Pet>();
+        let pets = &pets;
+        let create = |name: &'static str| async move {
+            pets.create(json!({ "name": name })).await.unwrap().id
+        };
+        let rename = |id: i64, name: &'static str| async move {
+            pets.update(id, json!({ "name": name })).await.unwrap();
+        };
+        let room = |id: i64| format!("sails_model_pet_{id}:pet");
+        let mut watcher = zoo.socket().await;
+        let watched =
+            virtual_request(&mut watcher, 1, "get", json!({"url": "/pet?name=none"})).await;
+        assert_eq!(watched["statusCode"], 200);
+
+        // A message to the new record's room.
+        let first = create("First").await;
+        rename(first, "First again").await;
+        assert_eq!(
+            pet_events(&mut watcher, 400).await,
+            vec![("created".into(), first), ("updated".into(), first)],
+            "{when:?}: the watcher hears the update of a record created while it watched"
+        );
+
+        // Another socket starting to watch (the class room's members change).
+        let second = create("Second").await;
+        let mut late = zoo.socket().await;
+        virtual_request(&mut late, 1, "get", json!({"url": "/pet?name=none"})).await;
+        rename(second, "Second again").await;
+        assert_eq!(
+            pet_events(&mut late, 400).await,
+            vec![],
+            "{when:?}: a socket that watches from now on is not subscribed to an earlier record"
+        );
+        assert_eq!(
+            pet_events(&mut watcher, 100).await,
+            vec![("created".into(), second), ("updated".into(), second)],
+            "{when:?}"
+        );
+
+        // The watcher's rooms, through the sockets API.
+        let third = create("Third").await;
+        let rooms = virtual_request(&mut watcher, 2, "get", json!({"url": "/my-rooms"})).await;
+        let rooms: Vec<String> = serde_json::from_value(rooms["body"].clone()).unwrap();
+        for id in [first, second, third] {
+            assert!(
+                rooms.contains(&room(id)),
+                "{when:?}: {} in {rooms:?}",
+                room(id)
+            );
+        }
+
+        // Leaving a record's room.
+        let fourth = create("Fourth").await;
+        let left = virtual_request(
+            &mut watcher,
+            3,
+            "get",
+            json!({"url": format!("/leave?room={}", room(fourth))}),
+        )
+        .await;
+        assert_eq!(left["statusCode"], 200);
+        rename(fourth, "Fourth again").await;
+        rename(first, "First once more").await;
+        let heard = pet_events(&mut watcher, 400).await;
+        assert!(
+            !heard.contains(&("updated".into(), fourth)),
+            "{when:?}: left the record's room: {heard:?}"
+        );
+        assert!(
+            heard.contains(&("updated".into(), first)),
+            "{when:?}: {heard:?}"
+        );
+        // The late watcher was introduced to the records created since.
+        assert_eq!(
+            pet_events(&mut late, 100).await,
+            vec![
+                ("created".into(), third),
+                ("created".into(), fourth),
+                ("updated".into(), fourth)
+            ],
+            "{when:?}"
+        );
+        zoo.stop().await;
+    }
+}

@@ -21,6 +21,7 @@ use socketioxide::{BroadcastError, SocketError, SocketIo};
 use crate::backlog::SlowReaders;
 use crate::connection::{cut, cut_full};
 use crate::error::{AdapterFailure, SocketsError};
+use crate::introductions::{CHUNK, Introductions, MAX_NOTED, Noted};
 use crate::lanes::{Frame, Lanes};
 
 /// The operations topsail needs from a socket.io server, object-safe so
@@ -105,6 +106,36 @@ pub(crate) trait Backend: Send + Sync + 'static {
         rooms: Vec<String>,
         join: bool,
     );
+    /// `_introduce` on this node's sockets: the members of `source` but
+    /// those at their room cap join `dest`, now or later as
+    /// [`Introductions`] says (see `crate::introductions`).
+    async fn introduce(&self, source: &str, dest: &str) {
+        let (within, except) = (vec![source.to_owned()], vec![AT_ROOM_CAP.to_owned()]);
+        self.local_membership(within, except, vec![dest.to_owned()], true)
+            .await
+    }
+    /// `_retire` on this node's sockets: the members of `source` leave
+    /// `dest` (an introduction to it still noted is forgotten).
+    async fn retire(&self, source: &str, dest: &str) {
+        let within = vec![source.to_owned()];
+        self.local_membership(within, Vec::new(), vec![dest.to_owned()], false)
+            .await
+    }
+    /// Carries out noted introductions as [`Introductions`] says, after
+    /// the publisher task did a piece of work (`queue_empty`: and has no
+    /// more waiting).
+    async fn carry_noted(&self, _queue_empty: bool) {}
+    /// Whether introductions are noted that wait for the node to catch
+    /// up: the publisher task then looks again soon.
+    fn awaits_catch_up(&self) -> bool {
+        false
+    }
+    /// A socket's `rooms` with the introductions noted for it.
+    fn with_noted(&self, rooms: Vec<String>) -> Vec<String> {
+        rooms
+    }
+    /// When introductions are carried out from now on.
+    fn set_introductions(&self, _when: Introductions) {}
 }
 
 /// Carries the engine's effects to the other nodes of a cluster (see
@@ -161,6 +192,10 @@ pub(crate) struct Io<A: Adapter> {
     pub(crate) cuts: Cuts,
     /// The delivery lanes, once started.
     lanes: std::sync::OnceLock<Lanes<A>>,
+    /// Introductions not carried out yet (see `crate::introductions`).
+    noted: Noted,
+    /// When they are (set when the publisher starts).
+    introductions: std::sync::OnceLock<Introductions>,
 }
 
 impl<A: Adapter> Io<A> {
@@ -170,6 +205,59 @@ impl<A: Adapter> Io<A> {
             alone_until: AtomicU64::new(0),
             cuts: Cuts::default(),
             lanes: std::sync::OnceLock::new(),
+            noted: Noted::default(),
+            introductions: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn introductions(&self) -> Introductions {
+        self.introductions
+            .get()
+            .copied()
+            .unwrap_or(Introductions::AtOnce)
+    }
+
+    /// Carries out the oldest `limit` noted introductions (all without
+    /// one).
+    async fn carry(&self, limit: Option<usize>) {
+        let _turn = self.noted.carrying.lock().await;
+        let batch = self.noted.peek(limit);
+        for (source, dests) in &batch {
+            let (within, except) = (vec![source.clone()], vec![AT_ROOM_CAP.to_owned()]);
+            self.membership_now(within, except, dests.clone(), true)
+                .await;
+        }
+        self.noted.done(&batch);
+    }
+
+    /// Carries out every noted introduction, for an operation of the
+    /// sockets API that may look at any room.
+    async fn carry_all(&self) {
+        if self.noted.any() {
+            self.carry(None).await
+        }
+    }
+
+    /// This node's members of any of `within` but `except` join (or
+    /// leave) `rooms`, as the rooms are now.
+    async fn membership_now(
+        &self,
+        within: Vec<String>,
+        except: Vec<String>,
+        rooms: Vec<String>,
+        join: bool,
+    ) {
+        if within.is_empty() || rooms.is_empty() {
+            return;
+        }
+        let op = self.io.local().within(within).except(except);
+        let done = if join {
+            op.join(rooms).await
+        } else {
+            op.leave(rooms).await
+        };
+        if let Err(e) = done {
+            tracing::error!(error = %e, "could not change the rooms of local sockets");
         }
     }
 
@@ -439,6 +527,7 @@ impl<A: Adapter> Io<A> {
         rooms: Vec<String>,
         join: bool,
     ) -> Result<(), SocketsError> {
+        self.carry_all().await;
         let run = |local: bool| {
             let op = self.ops(local).within(target.to_owned());
             let rooms = rooms.clone();
@@ -492,6 +581,7 @@ impl<A: Adapter> Backend for Io<A> {
         event: &str,
         data: &Value,
     ) -> Result<(), SocketsError> {
+        self.carry_all().await;
         let build = |local: bool| {
             let mut op = self.ops(local);
             if !rooms.is_empty() {
@@ -537,6 +627,7 @@ impl<A: Adapter> Backend for Io<A> {
     }
 
     async fn leave_all(&self, room: &str) -> Result<(), SocketsError> {
+        self.carry_all().await;
         let local = self.alone();
         let members = match self
             .cluster(self.ops(local).within(room.to_owned()).fetch_sockets())
@@ -570,7 +661,7 @@ impl<A: Adapter> Backend for Io<A> {
     fn local_rooms(&self, socket: &str) -> Option<Vec<String>> {
         let sid = socket.parse().ok()?;
         let rooms = self.io.get_socket(sid)?.rooms();
-        Some(rooms.into_iter().map(|r| r.to_string()).collect())
+        Some(self.with_noted(rooms.into_iter().map(|r| r.to_string()).collect()))
     }
 
     fn census(&self) -> Census {
@@ -579,10 +670,11 @@ impl<A: Adapter> Backend for Io<A> {
         let mut memberships = 0;
         for socket in &sockets {
             let own = socket.id.to_string();
-            for room in socket.rooms() {
+            let held = socket.rooms().into_iter().map(|r| r.to_string()).collect();
+            for room in self.with_noted(held) {
                 // Its own id room, and the mark of a socket at its cap,
                 // are topsail's bookkeeping, not rooms an app sees.
-                if room != own.as_str() && room != AT_ROOM_CAP {
+                if room != own && room != AT_ROOM_CAP {
                     memberships += 1;
                     rooms.insert(room);
                 }
@@ -600,11 +692,20 @@ impl<A: Adapter> Backend for Io<A> {
     }
 
     fn local_members(&self, room: &str, except: Option<&str>) -> Vec<Sid> {
-        let mut op = self.io.local().to(room.to_owned());
-        if let Some(e) = except {
-            op = op.except(e.to_owned());
+        let members = |room: String, except: Vec<String>| {
+            let op = self.io.local().to(room).except(except);
+            op.sockets().into_iter().map(|s| s.id)
+        };
+        let except: Vec<String> = except.map(str::to_owned).into_iter().collect();
+        let mut found: Vec<Sid> = members(room.to_owned(), except.clone()).collect();
+        // The watchers a noted introduction makes members of it.
+        if let Some(source) = self.noted.source_of(room) {
+            let held: std::collections::HashSet<Sid> = found.iter().copied().collect();
+            let mut except = except;
+            except.push(AT_ROOM_CAP.to_owned());
+            found.extend(members(source, except).filter(|s| !held.contains(s)));
         }
-        op.sockets().into_iter().map(|s| s.id).collect()
+        found
     }
 
     fn mark_at_room_cap(&self, socket: &str, at_cap: bool) {
@@ -628,6 +729,9 @@ impl<A: Adapter> Backend for Io<A> {
     ) {
         if to.is_empty() {
             return;
+        }
+        if self.noted.delivers_to(&to) {
+            self.carry(None).await;
         }
         let op = || self.io.local().to(to.clone()).except(except.clone());
         self.emit_selected(op, event, data, seq).await
@@ -702,21 +806,66 @@ impl<A: Adapter> Backend for Io<A> {
         rooms: Vec<String>,
         join: bool,
     ) {
-        if within.is_empty() || rooms.is_empty() {
-            return;
+        if self.noted.touches(&within, &except, &rooms) {
+            self.carry(None).await;
         }
-        let op = self.io.local().within(within).except(except);
-        let done = if join {
-            op.join(rooms).await
-        } else {
-            op.leave(rooms).await
-        };
-        if let Err(e) = done {
-            tracing::error!(error = %e, "could not change the rooms of local sockets");
+        self.membership_now(within, except, rooms, join).await
+    }
+
+    async fn introduce(&self, source: &str, dest: &str) {
+        match self.introductions() {
+            Introductions::AtOnce => {
+                let (within, except) = (vec![source.to_owned()], vec![AT_ROOM_CAP.to_owned()]);
+                self.local_membership(within, except, vec![dest.to_owned()], true)
+                    .await
+            }
+            Introductions::WhenCaughtUp | Introductions::WhenNeeded => {
+                self.noted.note(source, dest)
+            }
         }
     }
 
+    async fn retire(&self, source: &str, dest: &str) {
+        if self.noted.any() {
+            let _turn = self.noted.carrying.lock().await;
+            self.noted.cancel(source, dest);
+        }
+        let within = vec![source.to_owned()];
+        self.local_membership(within, Vec::new(), vec![dest.to_owned()], false)
+            .await
+    }
+
+    async fn carry_noted(&self, queue_empty: bool) {
+        if !self.noted.any() {
+            return;
+        }
+        let caught_up = || queue_empty && self.lanes.get().is_none_or(Lanes::caught_up);
+        match self.introductions() {
+            Introductions::AtOnce => self.carry(None).await,
+            Introductions::WhenCaughtUp if caught_up() => self.carry(None).await,
+            _ if self.noted.len() > MAX_NOTED => self.carry(Some(CHUNK)).await,
+            _ => {}
+        }
+    }
+
+    fn awaits_catch_up(&self) -> bool {
+        self.introductions() == Introductions::WhenCaughtUp && self.noted.any()
+    }
+
+    fn with_noted(&self, rooms: Vec<String>) -> Vec<String> {
+        // A socket at its room cap is introduced to nothing more.
+        if rooms.iter().any(|r| r == AT_ROOM_CAP) {
+            return rooms;
+        }
+        self.noted.with_noted(rooms)
+    }
+
+    fn set_introductions(&self, when: Introductions) {
+        let _ = self.introductions.set(when);
+    }
+
     async fn rooms_of(&self, socket: &str) -> Result<Vec<String>, SocketsError> {
+        self.carry_all().await;
         let local = self.alone();
         let found = self
             .cluster(self.ops(local).within(socket.to_owned()).fetch_sockets())

@@ -313,6 +313,14 @@ impl<A: Adapter> Lanes<A> {
             .sum()
     }
 
+    /// Whether every lane has handed out every job it was given (messages
+    /// may still wait for slow readers, see `crate::backlog`).
+    pub(crate) fn caught_up(&self) -> bool {
+        self.lanes
+            .iter()
+            .all(|l| l.pending.load(Ordering::Acquire) == 0)
+    }
+
     /// Runs `then` once every lane has handed out what it was given so
     /// far (at once when none has anything pending).
     pub(crate) async fn after_handed(&self, then: Box<dyn FnOnce() + Send>) {

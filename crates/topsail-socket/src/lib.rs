@@ -18,6 +18,7 @@ mod error;
 mod extract;
 mod guarded;
 mod handshake;
+mod introductions;
 mod jar;
 mod lanes;
 mod relay;
@@ -48,6 +49,7 @@ pub use cluster::DEFAULT_REDIS_PREFIX;
 pub use connection::{Connection, TunedListener, TunedStream};
 pub use extract::{NotASocketRequest, SocketRequest};
 pub use handshake::{BeforeConnect, ConnectRequest};
+pub use introductions::{Introductions, MAX_NOTED};
 pub use lanes::{INLINE_MAX, default_lanes};
 pub use replay::{ReplayConfig, now_us};
 pub use resume::{
@@ -148,6 +150,13 @@ pub struct RealtimeConfig {
     /// holds a bounded backlog for a bounded time. With `lanes: 0` a
     /// socket whose queue is full is cut at once.
     pub slow_readers: SlowReaders,
+    /// When each new record's introduction to its model's watchers (they
+    /// join its room, as in Sails) is carried out: by default once the
+    /// node has caught up with what it delivers, so a burst of creates
+    /// reaches the watchers first. Until then anything that looks at or
+    /// changes those rooms on this node sees them carried out. See
+    /// [`Introductions`].
+    pub introductions: Introductions,
     /// How many actions' effects may wait to be delivered; a write that
     /// finds the queue full waits (after its commit) for room. See
     /// [`Sockets::publisher_queue`].
@@ -194,6 +203,7 @@ impl Default for RealtimeConfig {
             request_timeout: Duration::from_secs(30),
             send_queue: 128,
             slow_readers: SlowReaders::default(),
+            introductions: Introductions::default(),
             max_rooms_per_socket: DEFAULT_MAX_ROOMS_PER_SOCKET,
             publisher_queue: DEFAULT_PUBLISHER_QUEUE,
             lanes: default_lanes(),
@@ -282,6 +292,7 @@ fn shared_parts<A: Adapter>(
         .publisher_queue(config.publisher_queue)
         .lanes(config.lanes)
         .slow_readers(config.slow_readers)
+        .introductions(config.introductions)
         .replay(config.replay.clone())
         .late_window(config.ping_interval + config.ping_timeout + Duration::from_secs(5));
     (Arc::new(OnceLock::new()), Requests::new(), sockets)
@@ -566,7 +577,7 @@ fn park<A: Adapter>(
     };
     let own = s.id.to_string();
     let rooms = s.rooms().into_iter().map(|r| r.to_string()).collect();
-    let rooms = resume::rooms_to_give_back(&own, rooms);
+    let rooms = resume::rooms_to_give_back(&own, sockets.backend.with_noted(rooms));
     let doubt = u64::try_from(doubt.as_micros()).unwrap_or(u64::MAX);
     // A socket cut because it stopped reading may have left unread what
     // was sent to it long before the cut: from the doubt before the first

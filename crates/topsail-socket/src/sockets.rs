@@ -26,7 +26,7 @@ use crate::guarded::Guarding;
 use crate::lanes::default_lanes;
 use crate::replay::{EVERYONE, Log, ReplayConfig, What};
 use crate::resume::{Finish, Parking};
-use crate::room_cap::{AT_ROOM_CAP, CHECK_EVERY, RoomCap};
+use crate::room_cap::{CHECK_EVERY, RoomCap};
 
 /// A name for this node on the relay, unique enough among a cluster's
 /// processes: its pid, start time and a random number.
@@ -66,6 +66,8 @@ pub struct Sockets {
     lanes: usize,
     /// How the lanes wait for slow readers (see [`Sockets::slow_readers`]).
     slow_readers: crate::SlowReaders,
+    /// When `_introduce` is carried out (see [`Sockets::introductions`]).
+    introductions: crate::Introductions,
     stalled: Arc<AtomicU64>,
     /// The rooms of this node's sockets, for their cap.
     pub(crate) room_cap: Arc<RoomCap>,
@@ -128,6 +130,9 @@ pub const CLUSTER_REPLAY_MARGIN: Duration = Duration::from_secs(2);
 pub const DEFAULT_MAX_ROOMS_PER_SOCKET: usize = 10_000;
 /// The default of [`Sockets::publisher_queue`].
 pub const DEFAULT_PUBLISHER_QUEUE: usize = 4_096;
+/// How soon the publisher task looks again whether the lanes caught up,
+/// while introductions wait for it (see `crate::introductions`).
+const LOOK_AGAIN: Duration = Duration::from_millis(1);
 
 impl std::fmt::Debug for Sockets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,6 +152,7 @@ impl Sockets {
             queue: DEFAULT_PUBLISHER_QUEUE,
             lanes: default_lanes(),
             slow_readers: crate::SlowReaders::default(),
+            introductions: crate::Introductions::default(),
             stalled: Arc::new(AtomicU64::new(0)),
             room_cap: Arc::new(RoomCap::new(DEFAULT_MAX_ROOMS_PER_SOCKET)),
             guarding: Guarding::default(),
@@ -362,6 +368,14 @@ impl Sockets {
     /// [`RealtimeConfig::slow_readers`](crate::RealtimeConfig::slow_readers)).
     pub fn slow_readers(mut self, slow: crate::SlowReaders) -> Self {
         self.slow_readers = slow;
+        self
+    }
+
+    /// When the introductions of new records to their model's watchers are
+    /// carried out (see
+    /// [`RealtimeConfig::introductions`](crate::RealtimeConfig::introductions)).
+    pub fn introductions(mut self, when: crate::Introductions) -> Self {
+        self.introductions = when;
         self
     }
 
@@ -736,17 +750,8 @@ impl Sockets {
         }
         match guard {
             Some(guard) if join => self.introduce_guarded(source, dest, guard).await,
-            _ => {
-                let except = if join {
-                    vec![AT_ROOM_CAP.to_owned()]
-                } else {
-                    Vec::new()
-                };
-                let (within, dest) = (vec![source.to_owned()], vec![dest.to_owned()]);
-                self.backend
-                    .local_membership(within, except, dest, join)
-                    .await
-            }
+            _ if join => self.backend.introduce(source, dest).await,
+            _ => self.backend.retire(source, dest).await,
         }
     }
 
@@ -812,12 +817,27 @@ impl Sockets {
         if self.lanes > 0 {
             self.backend.start_lanes(self.lanes, self.slow_readers);
         }
+        self.backend.set_introductions(self.introductions);
         let pending = self.pending.clone();
         let relay_out = self.relay.clone();
         let sockets = self.clone();
         let done = pending.clone();
         tokio::spawn(async move {
-            while let Some(work) = rx.recv().await {
+            loop {
+                let work = if sockets.backend.awaits_catch_up() {
+                    // Noted introductions wait for the lanes to catch up:
+                    // look again soon when no work comes.
+                    tokio::select! {
+                        work = rx.recv() => work,
+                        () = tokio::time::sleep(LOOK_AGAIN) => {
+                            sockets.backend.carry_noted(rx.is_empty()).await;
+                            continue;
+                        }
+                    }
+                } else {
+                    rx.recv().await
+                };
+                let Some(work) = work else { break };
                 let mut handed = None;
                 match work {
                     Work::Local(batch, committed, answer, intent) => {
@@ -861,6 +881,7 @@ impl Sockets {
                     done.fetch_sub(1, Ordering::AcqRel);
                 };
                 sockets.backend.after_handed(Box::new(then)).await;
+                sockets.backend.carry_noted(rx.is_empty()).await;
             }
         });
         SocketPublisher {
@@ -1130,6 +1151,7 @@ mod tests {
             queue: DEFAULT_PUBLISHER_QUEUE,
             lanes: default_lanes(),
             slow_readers: crate::SlowReaders::default(),
+            introductions: crate::Introductions::default(),
             stalled: Arc::default(),
             room_cap: Arc::new(RoomCap::new(DEFAULT_MAX_ROOMS_PER_SOCKET)),
             guarding: Guarding::default(),

@@ -31,9 +31,9 @@ pub use topsail_core::{
 pub use topsail_macros::Model;
 pub use topsail_socket::{
     AdapterFailure, BeforeConnect, Census, ConnectRequest, Connection, DEFAULT_REDIS_PREFIX,
-    DEFAULT_STALLED_AFTER, NotASocketRequest, RESUME_COOKIE, RESUME_SCRIPT_PATH, RESUMES_AT_ONCE,
-    RESYNC_EVENT, RealtimeConfig, ReplayConfig, SlowReaders, SocketRequest, Sockets, SocketsError,
-    TunedListener, tune_tcp,
+    DEFAULT_STALLED_AFTER, Introductions, NotASocketRequest, RESUME_COOKIE, RESUME_SCRIPT_PATH,
+    RESUMES_AT_ONCE, RESYNC_EVENT, RealtimeConfig, ReplayConfig, SlowReaders, SocketRequest,
+    Sockets, SocketsError, TunedListener, tune_tcp,
 };
 pub use topsail_sql::{
     ConnectError, DEFAULT_STATEMENT_TIMEOUT, MigrateError, Migration, Pooled, SqlStore,

@@ -7,7 +7,9 @@
 //! each room the replay log keeps for sockets that come back: 120 and
 //! 10,000), `REPLAY=off` (no sequence numbers, no replay), `PUBSUB_LANES`
 //! (workers that hand messages to the sockets: one per core; 0 hands them
-//! out on the one publisher task), `RESUME_FILE` (a single process: where
+//! out on the one publisher task), `PUBSUB_INTRODUCTIONS` (`at-once` or
+//! `when-needed`: when watchers join the rooms of new records; unset: once
+//! the node caught up), `RESUME_FILE` (a single process: where
 //! it records its sockets so that, after a restart or a crash, those that
 //! come back get their rooms and what they missed, journaled beside it in
 //! `<file>.journal/`), `REDIS_PREFIX` (a cluster's
@@ -90,6 +92,12 @@ async fn main() -> ExitCode {
     // The benchmarks compare the lanes with one publisher task (`0`).
     if let Ok(n) = env_or("PUBSUB_LANES", "").parse() {
         realtime.lanes = n;
+    }
+    // ... and introductions carried out at once with the default.
+    match env_or("PUBSUB_INTRODUCTIONS", "").as_str() {
+        "at-once" => realtime.introductions = topsail::Introductions::AtOnce,
+        "when-needed" => realtime.introductions = topsail::Introductions::WhenNeeded,
+        _ => {}
     }
     let (app, router) =
         match example_zoo::app_with(&database_url, redis_url.as_deref(), realtime).await {
