@@ -21,7 +21,7 @@ use socketioxide::{BroadcastError, SocketError, SocketIo};
 use crate::backlog::SlowReaders;
 use crate::connection::{cut, cut_full};
 use crate::error::{AdapterFailure, SocketsError};
-use crate::introductions::{CHUNK, Introductions, MAX_NOTED, Noted};
+use crate::introductions::{Batch, CHUNK, Introductions, MAX_NOTED, Noted};
 use crate::lanes::{Frame, Lanes};
 
 /// The operations topsail needs from a socket.io server, object-safe so
@@ -217,15 +217,21 @@ impl<A: Adapter> Io<A> {
             .unwrap_or(Introductions::AtOnce)
     }
 
-    /// Carries out the oldest `limit` noted introductions (all without
-    /// one).
-    async fn carry(&self, limit: Option<usize>) {
+    /// Carries out the noted introductions `pick` chooses, one record at
+    /// a time (socketioxide holds every room under one lock while a
+    /// record's watchers join it).
+    async fn carry(&self, pick: impl FnOnce(&Noted) -> Batch) {
+        if !self.noted.any() {
+            return;
+        }
         let _turn = self.noted.carrying.lock().await;
-        let batch = self.noted.peek(limit);
+        let batch = pick(&self.noted);
         for (source, dests) in &batch {
-            let (within, except) = (vec![source.clone()], vec![AT_ROOM_CAP.to_owned()]);
-            self.membership_now(within, except, dests.clone(), true)
-                .await;
+            for dest in dests {
+                let (within, except) = (vec![source.clone()], vec![AT_ROOM_CAP.to_owned()]);
+                self.membership_now(within, except, vec![dest.clone()], true)
+                    .await;
+            }
         }
         self.noted.done(&batch);
     }
@@ -233,9 +239,7 @@ impl<A: Adapter> Io<A> {
     /// Carries out every noted introduction, for an operation of the
     /// sockets API that may look at any room.
     async fn carry_all(&self) {
-        if self.noted.any() {
-            self.carry(None).await
-        }
+        self.carry(|noted| noted.peek(None)).await
     }
 
     /// This node's members of any of `within` but `except` join (or
@@ -730,9 +734,7 @@ impl<A: Adapter> Backend for Io<A> {
         if to.is_empty() {
             return;
         }
-        if self.noted.delivers_to(&to) {
-            self.carry(None).await;
-        }
+        self.carry(|noted| noted.needed_for(&to, &[], &[])).await;
         let op = || self.io.local().to(to.clone()).except(except.clone());
         self.emit_selected(op, event, data, seq).await
     }
@@ -806,9 +808,8 @@ impl<A: Adapter> Backend for Io<A> {
         rooms: Vec<String>,
         join: bool,
     ) {
-        if self.noted.touches(&within, &except, &rooms) {
-            self.carry(None).await;
-        }
+        self.carry(|noted| noted.needed_for(&within, &except, &rooms))
+            .await;
         self.membership_now(within, except, rooms, join).await
     }
 
@@ -839,12 +840,15 @@ impl<A: Adapter> Backend for Io<A> {
         if !self.noted.any() {
             return;
         }
+        // A chunk at a time: new work waits for no more than one.
         let caught_up = || queue_empty && self.lanes.get().is_none_or(Lanes::caught_up);
-        match self.introductions() {
-            Introductions::AtOnce => self.carry(None).await,
-            Introductions::WhenCaughtUp if caught_up() => self.carry(None).await,
-            _ if self.noted.len() > MAX_NOTED => self.carry(Some(CHUNK)).await,
-            _ => {}
+        let due = match self.introductions() {
+            Introductions::AtOnce => true,
+            Introductions::WhenCaughtUp => caught_up() || self.noted.len() > MAX_NOTED,
+            Introductions::WhenNeeded => self.noted.len() > MAX_NOTED,
+        };
+        if due {
+            self.carry(|noted| noted.peek(Some(CHUNK))).await
         }
     }
 

@@ -60,8 +60,10 @@ pub enum Introductions {
 /// carried out.
 pub const MAX_NOTED: usize = 4_096;
 
-/// How many noted introductions one carrying-out takes when too many wait.
-pub(crate) const CHUNK: usize = 256;
+/// How many noted introductions one carrying-out takes, when the node has
+/// caught up or too many wait: each is one join per watcher, and new work
+/// waits for it.
+pub(crate) const CHUNK: usize = 16;
 
 /// Introductions noted and not yet carried out, on this node.
 #[derive(Debug, Default)]
@@ -168,32 +170,39 @@ impl Noted {
         self.any.store(!state.order.is_empty(), Ordering::Release);
     }
 
-    /// Whether changing the members of `rooms`, as selected by `within`
-    /// and `except`, must wait for the noted introductions: when it
-    /// changes a source's or a destination's members, or selects sockets
-    /// by a destination's members.
-    pub(crate) fn touches(&self, within: &[String], except: &[String], rooms: &[String]) -> bool {
+    /// The noted introductions that changing the members of `rooms`, as
+    /// selected by `within` and `except`, must wait for: every one from a
+    /// source whose members change, and those to a destination whose
+    /// members change or select. (A message to `rooms` selects their
+    /// members: `needed_for(rooms, &[], &[])`.)
+    pub(crate) fn needed_for(
+        &self,
+        within: &[String],
+        except: &[String],
+        rooms: &[String],
+    ) -> Batch {
         if !self.any() {
-            return false;
+            return Batch::new();
         }
         let state = self.state();
-        rooms
-            .iter()
-            .any(|r| state.dests.contains_key(r) || state.sources.contains_key(r))
-            || within
-                .iter()
-                .chain(except)
-                .any(|r| state.dests.contains_key(r))
-    }
-
-    /// Whether a message to `rooms` would miss members a noted
-    /// introduction gives them.
-    pub(crate) fn delivers_to(&self, rooms: &[String]) -> bool {
-        if !self.any() {
-            return false;
+        let mut batch = Batch::new();
+        let mut add =
+            |source: &String, dest: &String| match batch.iter_mut().find(|(s, _)| s == source) {
+                Some((_, dests)) if !dests.contains(dest) => dests.push(dest.clone()),
+                Some(_) => {}
+                None => batch.push((source.clone(), vec![dest.clone()])),
+            };
+        for room in rooms {
+            if let Some(dests) = state.sources.get(room) {
+                dests.iter().for_each(|d| add(room, d));
+            }
         }
-        let state = self.state();
-        rooms.iter().any(|r| state.dests.contains_key(r))
+        for room in rooms.iter().chain(within).chain(except) {
+            if let Some(source) = state.dests.get(room) {
+                add(source, room);
+            }
+        }
+        batch
     }
 
     /// The source whose members a noted introduction makes members of
@@ -262,19 +271,47 @@ mod tests {
     }
 
     #[test]
-    fn what_touches_a_source_or_a_destination_waits_for_them() {
+    fn what_touches_a_source_or_a_destination_waits_for_those_it_touches() {
         let noted = Noted::default();
-        assert!(!noted.touches(&rooms(&["pets"]), &[], &rooms(&["pet#1"])));
+        assert!(
+            noted
+                .needed_for(&rooms(&["pets"]), &[], &rooms(&["pet#1"]))
+                .is_empty()
+        );
         noted.note("pets", "pet#1");
-        // A watcher joining or leaving the class room, anyone joining the
-        // record's room, or the record room's members selected.
-        assert!(noted.touches(&rooms(&["s1"]), &[], &rooms(&["pets"])));
-        assert!(noted.touches(&rooms(&["s1"]), &[], &rooms(&["pet#1"])));
-        assert!(noted.touches(&rooms(&["pet#1"]), &[], &rooms(&["x"])));
-        // Selecting the watchers to join another room does not.
-        assert!(!noted.touches(&rooms(&["pets"]), &[], &rooms(&["pet#2"])));
-        assert!(noted.delivers_to(&rooms(&["pet#1"])));
-        assert!(!noted.delivers_to(&rooms(&["pets"])));
+        noted.note("pets", "pet#2");
+        noted.note("users", "user#1");
+        let all_pets = vec![("pets".to_owned(), rooms(&["pet#1", "pet#2"]))];
+        let one = |d: &str| vec![("pets".to_owned(), rooms(&[d]))];
+        let sorted = |mut b: Batch| {
+            b.iter_mut().for_each(|(_, d)| d.sort());
+            b
+        };
+        // A watcher joining or leaving the class room: all of its own.
+        assert_eq!(
+            sorted(noted.needed_for(&rooms(&["s1"]), &[], &rooms(&["pets"]))),
+            all_pets
+        );
+        // Anyone joining the record's room, or its members selected (to
+        // join elsewhere, or for a message): that one.
+        assert_eq!(
+            noted.needed_for(&rooms(&["s1"]), &[], &rooms(&["pet#1"])),
+            one("pet#1")
+        );
+        assert_eq!(
+            noted.needed_for(&rooms(&["pet#2"]), &[], &rooms(&["x"])),
+            one("pet#2")
+        );
+        assert_eq!(
+            noted.needed_for(&rooms(&["pet#1", "pets"]), &[], &[]),
+            one("pet#1")
+        );
+        // Selecting the watchers to join another room needs none.
+        assert!(
+            noted
+                .needed_for(&rooms(&["pets"]), &[], &rooms(&["pet#9"]))
+                .is_empty()
+        );
     }
 
     #[test]
@@ -295,10 +332,14 @@ mod tests {
             ]
         );
         // Still noted while it is carried out.
-        assert!(noted.delivers_to(&rooms(&["r2"])));
+        assert_eq!(noted.source_of("r2").as_deref(), Some("pets"));
         noted.done(&first);
         assert_eq!(noted.len(), 2);
-        assert!(!noted.delivers_to(&rooms(&["r0", "r1", "r2"])));
+        assert!(
+            noted
+                .needed_for(&rooms(&["r0", "r1", "r2"]), &[], &[])
+                .is_empty()
+        );
         let rest = noted.peek(None);
         noted.done(&rest);
         assert!(!noted.any());
