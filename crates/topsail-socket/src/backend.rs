@@ -175,6 +175,10 @@ pub struct Census {
 /// `crate::room_cap`): `_introduce` leaves its members out.
 pub(crate) const AT_ROOM_CAP: &str = "topsail#room-cap";
 
+/// How long the lanes must have been caught up before noted introductions
+/// are carried out (see `crate::introductions`).
+const QUIET: Duration = Duration::from_millis(5);
+
 /// How long a cluster operation may take before this node gives up on the
 /// other nodes for now.
 const CLUSTER_DEADLINE: Duration = Duration::from_secs(1);
@@ -196,6 +200,27 @@ pub(crate) struct Io<A: Adapter> {
     noted: Noted,
     /// When they are (set when the publisher starts).
     introductions: std::sync::OnceLock<Introductions>,
+    /// Since when the lanes have been caught up, and when the next chunk
+    /// of noted introductions may be carried out (see [`Io::carry_noted`]).
+    quiet: std::sync::Mutex<Quiet>,
+}
+
+/// How [`Io::carry_noted`] paces itself.
+#[derive(Debug, Default)]
+struct Quiet {
+    since: Option<std::time::Instant>,
+    next: Option<std::time::Instant>,
+}
+
+impl Quiet {
+    /// How long the node has been caught up, as of `now`.
+    fn caught_up_for(&mut self, caught_up: bool, now: std::time::Instant) -> Duration {
+        if !caught_up {
+            self.since = None;
+            return Duration::ZERO;
+        }
+        now - *self.since.get_or_insert(now)
+    }
 }
 
 impl<A: Adapter> Io<A> {
@@ -207,6 +232,7 @@ impl<A: Adapter> Io<A> {
             lanes: std::sync::OnceLock::new(),
             noted: Noted::default(),
             introductions: std::sync::OnceLock::new(),
+            quiet: std::sync::Mutex::default(),
         }
     }
 
@@ -840,15 +866,28 @@ impl<A: Adapter> Backend for Io<A> {
         if !self.noted.any() {
             return;
         }
-        // A chunk at a time: new work waits for no more than one.
-        let caught_up = || queue_empty && self.lanes.get().is_none_or(Lanes::caught_up);
+        // A chunk at a time: new work waits for no more than one. Once
+        // caught up, the lanes have handed everything to the sockets'
+        // queues, but their writers may still be writing it (for a while,
+        // to 10,000 sockets): so only after `QUIET`, and on at most a
+        // quarter of a core.
+        let over = self.noted.len() > MAX_NOTED;
         let due = match self.introductions() {
             Introductions::AtOnce => true,
-            Introductions::WhenCaughtUp => caught_up() || self.noted.len() > MAX_NOTED,
-            Introductions::WhenNeeded => self.noted.len() > MAX_NOTED,
+            Introductions::WhenCaughtUp => {
+                let caught_up = queue_empty && self.lanes.get().is_none_or(Lanes::caught_up);
+                let now = std::time::Instant::now();
+                let mut quiet = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
+                let paced = quiet.next.is_none_or(|next| now >= next);
+                over || (quiet.caught_up_for(caught_up, now) >= QUIET && paced)
+            }
+            Introductions::WhenNeeded => over,
         };
         if due {
-            self.carry(|noted| noted.peek(Some(CHUNK))).await
+            let started = std::time::Instant::now();
+            self.carry(|noted| noted.peek(Some(CHUNK))).await;
+            let mut quiet = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
+            quiet.next = Some(std::time::Instant::now() + started.elapsed() * 3);
         }
     }
 

@@ -10,9 +10,11 @@ deliver the `created` message itself, which goes to the watchers' class
 room. So an introduction is noted rather than carried out, and the
 publisher task carries out what is noted as [`Introductions`] says: by
 default once the lanes have handed out everything they were given (the
-node has caught up with its burst), and at the latest when
-[`MAX_NOTED`] are waiting (the oldest [`CHUNK`] then, so that one
-carrying-out never holds socketioxide's rooms for long).
+node has caught up with its burst) for a few milliseconds, a few records
+at a time ([`CHUNK`]) and on at most a quarter of a core (the sockets'
+writers may still be writing the burst), and at the latest when
+[`MAX_NOTED`] are waiting. Each record's watchers join in one call, so
+socketioxide's rooms are never held for long.
 
 A noted introduction counts as carried out for everything that looks,
 so no client or app can tell the difference on this node:
@@ -63,7 +65,7 @@ pub const MAX_NOTED: usize = 4_096;
 /// How many noted introductions one carrying-out takes, when the node has
 /// caught up or too many wait: each is one join per watcher, and new work
 /// waits for it.
-pub(crate) const CHUNK: usize = 16;
+pub(crate) const CHUNK: usize = 4;
 
 /// Introductions noted and not yet carried out, on this node.
 #[derive(Debug, Default)]
