@@ -21,8 +21,8 @@ so no client or app can tell the difference on this node:
 
 - whatever changes the members of a room a noted introduction concerns
   (its source, the class room, or its destination, the record's room), or
-  delivers to its destination, carries out every noted introduction
-  first ([`Noted::touches`], [`Noted::delivers_to`]);
+  delivers to its destination, carries out first the noted introductions
+  of that source, or of that record ([`Noted::needed_for`]);
 - the rooms of a socket and the members of a destination include them
   ([`Noted::with_noted`], [`Noted::source_of`]);
 - the sockets API (join, leave, rooms of, ..., cluster-wide) carries them
