@@ -246,20 +246,26 @@ impl<A: Adapter> Io<A> {
     /// Carries out the noted introductions `pick` chooses, one record at
     /// a time (socketioxide holds every room under one lock while a
     /// record's watchers join it).
-    async fn carry(&self, pick: impl FnOnce(&Noted) -> Batch) {
-        if !self.noted.any() {
+    async fn carry(&self, pick: impl Fn(&Noted) -> Batch) {
+        // Most deliveries in a burst need none: they pass without the turn.
+        if !self.noted.any() || pick(&self.noted).is_empty() {
             return;
         }
         let _turn = self.noted.carrying.lock().await;
         let batch = pick(&self.noted);
         for (source, dests) in &batch {
             for dest in dests {
-                let (within, except) = (vec![source.clone()], vec![AT_ROOM_CAP.to_owned()]);
-                self.membership_now(within, except, vec![dest.clone()], true)
-                    .await;
+                self.introduce_now(source, dest).await;
             }
         }
         self.noted.done(&batch);
+    }
+
+    /// The members of `source` but those at their room cap join `dest`.
+    async fn introduce_now(&self, source: &str, dest: &str) {
+        let (within, except) = (vec![source.to_owned()], vec![AT_ROOM_CAP.to_owned()]);
+        self.membership_now(within, except, vec![dest.to_owned()], true)
+            .await
     }
 
     /// Carries out every noted introduction, for an operation of the
@@ -700,7 +706,7 @@ impl<A: Adapter> Backend for Io<A> {
         let mut memberships = 0;
         for socket in &sockets {
             let own = socket.id.to_string();
-            let held = socket.rooms().into_iter().map(|r| r.to_string()).collect();
+            let held = socket.rooms().into_iter().map(|r| r.into_owned()).collect();
             for room in self.with_noted(held) {
                 // Its own id room, and the mark of a socket at its cap,
                 // are topsail's bookkeeping, not rooms an app sees.
@@ -841,11 +847,7 @@ impl<A: Adapter> Backend for Io<A> {
 
     async fn introduce(&self, source: &str, dest: &str) {
         match self.introductions() {
-            Introductions::AtOnce => {
-                let (within, except) = (vec![source.to_owned()], vec![AT_ROOM_CAP.to_owned()]);
-                self.local_membership(within, except, vec![dest.to_owned()], true)
-                    .await
-            }
+            Introductions::AtOnce => self.introduce_now(source, dest).await,
             Introductions::WhenCaughtUp | Introductions::WhenNeeded => {
                 self.noted.note(source, dest)
             }
