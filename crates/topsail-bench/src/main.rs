@@ -302,6 +302,44 @@ const HTTP_ROUTES: [(&str, &str, &str, Option<&str>); 2] = [
 ];
 
 /// Server CPU per delivered event, topsail over the limit.
+/// Rounds of each side of a burst fan-out comparison, alternating, without
+/// `--quick` (`--rounds N` sets it): one burst's p99 on a 2-core machine
+/// moves by a third from run to run of the same server, so a comparison
+/// of two single runs says as much about the machine as about the code.
+const FANOUT_ROUNDS: usize = 3;
+
+/// The median of each figure over `rounds` (each a [`fanout`] row), with
+/// the rounds themselves under `"rounds"`. Figures from different rounds
+/// may meet in it: the medians are each figure's, not one round's.
+fn medians(rounds: &[Value]) -> Value {
+    let Some(Value::Object(first)) = rounds.first() else {
+        return Value::Null;
+    };
+    let mut row = serde_json::Map::new();
+    for (key, v) in first {
+        if v.is_number() {
+            let mut all: Vec<f64> = rounds.iter().filter_map(|r| r[key].as_f64()).collect();
+            all.sort_by(f64::total_cmp);
+            row.insert(key.clone(), json!(all[all.len() / 2]));
+        } else {
+            row.insert(key.clone(), v.clone());
+        }
+    }
+    if rounds.len() > 1 {
+        row.insert("rounds".into(), Value::Array(rounds.to_vec()));
+    }
+    Value::Object(row)
+}
+
+/// Each round's `key` on `ours` over the same round's on `theirs`.
+fn round_ratios(ours: &[Value], theirs: &[Value], key: &str) -> Vec<f64> {
+    let figure = |v: &Value| v[key].as_f64().unwrap_or(0.0);
+    ours.iter()
+        .zip(theirs)
+        .map(|(a, b)| figure(a) / figure(b).max(0.001))
+        .collect()
+}
+
 fn cpu_ratio(topsail: &Value, limit: &Value) -> f64 {
     let per_event = |v: &Value| v["server_cpu_us_per_event"].as_f64();
     per_event(topsail).unwrap_or(0.0) / per_event(limit).unwrap_or(1.0).max(0.001)
@@ -411,6 +449,15 @@ async fn run() -> Res<()> {
         .position(|a| a == "--subscribers")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok());
+    // `--rounds N`: rounds of each burst fan-out (topsail, raw
+    // socketioxide and Sails), compared by their medians.
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if quick { 1 } else { FANOUT_ROUNDS })
+        .max(1);
     let pg_admin =
         std::env::var("BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let db = "topsail_bench";
@@ -471,8 +518,20 @@ async fn run() -> Res<()> {
             if subscribers.is_some_and(|only| only != subs) {
                 continue;
             }
-            let t = fanout(&zoo, &[&zoo], subs, n, false, Load::Burst).await?;
-            let l = fanout(&limit, &[&limit], subs, n, true, Load::Burst).await?;
+            // Bursts: topsail and raw socketioxide in alternating rounds
+            // (the machine's drift falls on both), compared by medians.
+            let (mut ours, mut raw) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                ours.push(fanout(&zoo, &[&zoo], subs, n, false, Load::Burst).await?);
+                raw.push(fanout(&limit, &[&limit], subs, n, true, Load::Burst).await?);
+            }
+            let (t, l) = (medians(&ours), medians(&raw));
+            if rounds > 1 {
+                println!(
+                    "   {subs} x {n} burst p99 / raw's, round by round: {:.2?}",
+                    round_ratios(&ours, &raw, "p99_ms")
+                );
+            }
             // The same sizes at 100,000 events/s offered (creates on a
             // schedule): the latency a subscriber sees under steady load.
             let rate = 100_000.0 / subs as f64;
@@ -647,7 +706,11 @@ async fn run() -> Res<()> {
         print_row("Sails 2. GET /user/1 over sockets (32 clients)", &t);
         row.insert("socket_get".into(), t);
         let (subs, n) = if quick { (200, 100) } else { (200, 500) };
-        let t = fanout(&sails, &[&sails], subs, n, false, Load::Burst).await?;
+        let mut theirs = Vec::new();
+        for _ in 0..rounds {
+            theirs.push(fanout(&sails, &[&sails], subs, n, false, Load::Burst).await?);
+        }
+        let t = medians(&theirs);
         print_row(
             &format!("Sails 1. fan-out {subs} subscribers x {n} creates"),
             &t,
@@ -682,6 +745,10 @@ async fn run() -> Res<()> {
             let p99 = |v: &Value| v["p99_ms"].as_f64().unwrap_or(0.0);
             ratios.insert("fanout_events".into(), json!(ev(ours) / ev(t).max(0.001)));
             ratios.insert("fanout_p99".into(), json!(p99(ours) / p99(t).max(0.001)));
+            if let Some(each) = ours["rounds"].as_array() {
+                let each = round_ratios(each, &theirs, "p99_ms");
+                ratios.insert("fanout_p99_rounds".into(), json!(each));
+            }
         }
         print_row("topsail / Sails", &Value::Object(ratios.clone()));
         row.insert("topsail_over_sails".into(), Value::Object(ratios));

@@ -21,7 +21,7 @@ use socketioxide::{BroadcastError, SocketError, SocketIo};
 use crate::backlog::SlowReaders;
 use crate::connection::{cut, cut_full};
 use crate::error::{AdapterFailure, SocketsError};
-use crate::introductions::{Batch, CHUNK, Introductions, MAX_NOTED, Noted};
+use crate::introductions::{Batch, CHUNK_TIME, Introductions, MAX_NOTED, Noted};
 use crate::lanes::{Frame, Lanes};
 
 /// The operations topsail needs from a socket.io server, object-safe so
@@ -175,9 +175,27 @@ pub struct Census {
 /// `crate::room_cap`): `_introduce` leaves its members out.
 pub(crate) const AT_ROOM_CAP: &str = "topsail#room-cap";
 
-/// How long the lanes must have been caught up before noted introductions
-/// are carried out (see `crate::introductions`).
+/// How long the node must have been quiet before noted introductions are
+/// carried out (see `crate::introductions`).
 const QUIET: Duration = Duration::from_millis(5);
+
+/// The share of one core under which the process counts as idle: the
+/// lanes can be caught up while the sockets' writers still write what
+/// they were handed (for hundreds of milliseconds, to 10,000 sockets).
+const IDLE_SHARE: f64 = 0.25;
+
+/// The process's CPU time so far, where the platform tells it.
+fn process_cpu() -> Option<Duration> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        Some(Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        None
+    }
+}
 
 /// How long a cluster operation may take before this node gives up on the
 /// other nodes for now.
@@ -208,18 +226,52 @@ pub(crate) struct Io<A: Adapter> {
 /// How [`Io::carry_noted`] paces itself.
 #[derive(Debug, Default)]
 struct Quiet {
+    /// Since when the lanes have been caught up and the process idle.
     since: Option<std::time::Instant>,
+    /// When the next chunk may be carried out.
     next: Option<std::time::Instant>,
+    /// The last look at the process's CPU clock: when, and what it said.
+    looked: Option<(std::time::Instant, Duration)>,
+    /// Whether the process was idle between the last two looks.
+    busy: bool,
+    /// CPU the chunks carried out since the last look took.
+    own: Duration,
 }
 
 impl Quiet {
-    /// How long the node has been caught up, as of `now`.
-    fn caught_up_for(&mut self, caught_up: bool, now: std::time::Instant) -> Duration {
-        if !caught_up {
+    /// How long the node has been quiet as of `now`: the lanes caught up,
+    /// and the process (its `cpu` so far, less the chunks' own) idle.
+    fn quiet_for(
+        &mut self,
+        caught_up: bool,
+        now: std::time::Instant,
+        cpu: Option<Duration>,
+    ) -> Duration {
+        self.look(now, cpu);
+        if !caught_up || self.busy {
             self.since = None;
             return Duration::ZERO;
         }
         now - *self.since.get_or_insert(now)
+    }
+
+    /// Whether the process was busy since the last look; a look sooner
+    /// than a millisecond after it keeps the last answer (the share of so
+    /// short a time says nothing).
+    fn look(&mut self, now: std::time::Instant, cpu: Option<Duration>) {
+        let Some(cpu) = cpu else { return };
+        let Some((at, was)) = self.looked else {
+            self.looked = Some((now, cpu));
+            return;
+        };
+        let wall = now - at;
+        if wall < Duration::from_millis(1) {
+            return;
+        }
+        let others = cpu.saturating_sub(was).saturating_sub(self.own);
+        self.busy = others.as_secs_f64() > IDLE_SHARE * wall.as_secs_f64();
+        self.looked = Some((now, cpu));
+        self.own = Duration::ZERO;
     }
 }
 
@@ -307,7 +359,10 @@ impl<A: Adapter> Io<A> {
         seq: Option<u64>,
     ) {
         match self.lanes.get() {
-            Some(_) => {
+            Some(lanes) => {
+                if lanes.broadcast_if_idle(&op, (event, data, seq)).await {
+                    return;
+                }
                 let ids = op().sockets().into_iter().map(|s| s.id).collect();
                 self.emit_members(ids, event, data, seq).await
             }
@@ -871,8 +926,8 @@ impl<A: Adapter> Backend for Io<A> {
         // A chunk at a time: new work waits for no more than one. Once
         // caught up, the lanes have handed everything to the sockets'
         // queues, but their writers may still be writing it (for a while,
-        // to 10,000 sockets): so only after `QUIET`, and on at most a
-        // quarter of a core.
+        // to 10,000 sockets): so only once the process has been idle for
+        // `QUIET`, and on at most a quarter of a core.
         let over = self.noted.len() > MAX_NOTED;
         let due = match self.introductions() {
             Introductions::AtOnce => true,
@@ -881,15 +936,23 @@ impl<A: Adapter> Backend for Io<A> {
                 let now = std::time::Instant::now();
                 let mut quiet = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
                 let paced = quiet.next.is_none_or(|next| now >= next);
-                over || (quiet.caught_up_for(caught_up, now) >= QUIET && paced)
+                let quiet_for = quiet.quiet_for(caught_up, now, process_cpu());
+                over || (quiet_for >= QUIET && paced)
             }
             Introductions::WhenNeeded => over,
         };
         if due {
             let started = std::time::Instant::now();
-            self.carry(|noted| noted.peek(Some(CHUNK))).await;
+            loop {
+                self.carry(|noted| noted.peek(Some(1))).await;
+                if !self.noted.any() || started.elapsed() >= CHUNK_TIME {
+                    break;
+                }
+            }
+            let took = started.elapsed();
             let mut quiet = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
-            quiet.next = Some(std::time::Instant::now() + started.elapsed() * 3);
+            quiet.next = Some(std::time::Instant::now() + took * 3);
+            quiet.own += took;
         }
     }
 
@@ -925,5 +988,66 @@ impl<A: Adapter> Backend for Io<A> {
             .filter(|r| r != AT_ROOM_CAP)
             .map(|r| r.to_string())
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{QUIET, Quiet, process_cpu};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_node_is_quiet_only_once_its_cpu_has_stayed_under_a_quarter_of_a_core() {
+        let (t0, mut q) = (Instant::now(), Quiet::default());
+        let cpu = Duration::from_secs(1);
+        assert_eq!(q.quiet_for(true, t0, Some(cpu)), Duration::ZERO);
+        // 2 ms of CPU in 4 ms: busy (the writers still write).
+        let busy = q.quiet_for(true, t0 + 4 * MS, Some(cpu + 2 * MS));
+        assert_eq!(busy, Duration::ZERO);
+        // Then 0.5 ms in 4 ms, twice: quiet since the first of those looks.
+        assert_eq!(
+            q.quiet_for(true, t0 + 8 * MS, Some(cpu + 2 * MS + MS / 2)),
+            Duration::ZERO
+        );
+        let quiet = q.quiet_for(true, t0 + 14 * MS, Some(cpu + 3 * MS));
+        assert_eq!(quiet, 6 * MS);
+        assert!(quiet >= QUIET);
+        // Lanes not caught up: not quiet, whatever the CPU.
+        assert_eq!(
+            q.quiet_for(false, t0 + 18 * MS, Some(cpu + 3 * MS)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn the_chunks_own_cpu_does_not_make_the_node_busy() {
+        let (t0, mut q) = (Instant::now(), Quiet::default());
+        let cpu = Duration::from_secs(1);
+        q.quiet_for(true, t0, Some(cpu));
+        // 3 ms of CPU in 4 ms, all of it a chunk carried out: still quiet.
+        q.own += 3 * MS;
+        q.quiet_for(true, t0 + 4 * MS, Some(cpu + 3 * MS));
+        assert!(!q.busy);
+        // A look sooner than a millisecond keeps the last answer.
+        q.quiet_for(true, t0 + 4 * MS + MS / 2, Some(cpu + 4 * MS));
+        assert!(!q.busy);
+        q.quiet_for(true, t0 + 8 * MS, Some(cpu + 6 * MS));
+        assert!(q.busy);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_process_cpu_clock_moves_with_work() {
+        let before = process_cpu().expect("Linux has a process CPU clock");
+        let mut x = 0u64;
+        let spin = Instant::now();
+        while spin.elapsed() < 20 * MS {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = process_cpu().expect("the clock read once");
+        assert!(after - before >= 10 * MS, "{:?}", after - before);
     }
 }

@@ -9,12 +9,12 @@ burst of creates (`docs/BENCHMARKS.md`), and none of it is needed to
 deliver the `created` message itself, which goes to the watchers' class
 room. So an introduction is noted rather than carried out, and the
 publisher task carries out what is noted as [`Introductions`] says: by
-default once the lanes have handed out everything they were given (the
-node has caught up with its burst) for a few milliseconds, a few records
-at a time ([`CHUNK`]) and on at most a quarter of a core (the sockets'
-writers may still be writing the burst), and at the latest when
-[`MAX_NOTED`] are waiting. Each record's watchers join in one call, so
-socketioxide's rooms are never held for long.
+default once the lanes have handed out everything they were given and
+the process has been idle for a few milliseconds (the sockets' writers
+have written the burst), about a millisecond's worth at a time
+([`CHUNK_TIME`]) and on at most a quarter of a core, and at the latest
+when [`MAX_NOTED`] are waiting. Each record's watchers join in one call,
+so socketioxide's rooms are never held for long.
 
 A noted introduction counts as carried out for everything that looks,
 so no client or app can tell the difference on this node:
@@ -58,14 +58,14 @@ pub enum Introductions {
     WhenNeeded,
 }
 
-/// The most introductions noted at once; past it the oldest [`CHUNK`] are
-/// carried out.
+/// The most introductions noted at once; past it the oldest are carried
+/// out, [`CHUNK_TIME`] at a time.
 pub const MAX_NOTED: usize = 4_096;
 
-/// How many noted introductions one carrying-out takes, when the node has
-/// caught up or too many wait: each is one join per watcher, and new work
-/// waits for it.
-pub(crate) const CHUNK: usize = 4;
+/// How long one carrying-out of noted introductions goes on, when the node
+/// is quiet or too many wait (at least one record, whatever it takes):
+/// each record is one join per watcher, and new work waits for them.
+pub(crate) const CHUNK_TIME: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Introductions noted and not yet carried out, on this node.
 #[derive(Debug, Default)]
