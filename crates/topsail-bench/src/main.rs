@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use topsail_bench::process::{Server, cpu_us, rss_kb, start, start_cmd};
+use topsail_bench::process::{Server, cpu_us, machine_ticks, rss_kb, start, start_cmd};
 use topsail_bench::{Http, OnEvent, Socket, percentile};
 
 mod reconnect;
@@ -201,6 +201,7 @@ async fn fanout(
         eprintln!("fan-out: creates start (pid {})", server.child.id());
     }
     let cpu0 = subs_at.iter().map(|s| cpu_us(s.child.id())).sum::<u64>();
+    let (own0, machine0) = (cpu_us(std::process::id()), machine_ticks());
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
@@ -243,6 +244,10 @@ async fn fanout(
     }
     let all_secs = start.elapsed().as_secs_f64();
     let cpu = subs_at.iter().map(|s| cpu_us(s.child.id())).sum::<u64>() - cpu0;
+    let own = cpu_us(std::process::id()).saturating_sub(own0);
+    let machine = machine_ticks();
+    let steal = machine.1.saturating_sub(machine0.1) as f64
+        / machine.0.saturating_sub(machine0.0).max(1) as f64;
     if std::env::var_os("BENCH_TRACE").is_some() {
         eprintln!("fan-out: measured phase ends (pid {})", server.child.id());
     }
@@ -259,6 +264,10 @@ async fn fanout(
         "delivered": got, "expected": expected, "missing": expected.saturating_sub(got),
         "events_per_s": got as f64 / all_secs, "p50_ms": percentile(&lat, 0.5) as f64 / 1000.0, "p99_ms": percentile(&lat, 0.99) as f64 / 1000.0,
         "server_cpu_us_per_event": if got > 0 { cpu as f64 / got as f64 } else { 0.0 },
+        // What else shared the machine: the harness's own reading, and the
+        // share of the cores' time the hypervisor gave another guest.
+        "client_cpu_us_per_event": if got > 0 { own as f64 / got as f64 } else { 0.0 },
+        "steal_pct": 100.0 * steal,
     }))
 }
 
@@ -739,7 +748,9 @@ async fn run() -> Res<()> {
             .get("fanout")
             .and_then(|f| f.get(0))
             .map(|f| &f["topsail"]);
-        if let Some(ours) = ours.filter(|o| o["subscribers"] == json!(subs)) {
+        // Compared as numbers: a median row holds its figures as floats.
+        let same_size = |o: &&Value| o["subscribers"].as_f64() == Some(subs as f64);
+        if let Some(ours) = ours.filter(same_size) {
             let t = &row["fanout"];
             let ev = |v: &Value| v["events_per_s"].as_f64().unwrap_or(0.0);
             let p99 = |v: &Value| v["p99_ms"].as_f64().unwrap_or(0.0);

@@ -110,6 +110,26 @@ fn stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The machine's CPU time so far from the first line of `/proc/stat`, in
+/// clock ticks: all of it, and the share stolen by the hypervisor (time
+/// this machine's cores were runnable but another guest ran).
+pub fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    machine_ticks_of(stat.lines().next().unwrap_or_default())
+}
+
+/// `(total, steal)` of a `/proc/stat` `cpu` line: user, nice, system, idle,
+/// iowait, irq, softirq, steal (guest time is already in user and nice).
+fn machine_ticks_of(line: &str) -> (u64, u64) {
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    (ticks.iter().sum(), ticks.get(7).copied().unwrap_or(0))
+}
+
 /// Resident memory of process `pid`, in KiB, from `/proc/<pid>/status`.
 pub fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -124,7 +144,16 @@ pub fn rss_kb(pid: u32) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::stat_cpu_ticks;
+    use super::{machine_ticks_of, stat_cpu_ticks};
+
+    #[test]
+    fn machine_ticks_sum_the_first_eight_fields_and_take_steal_from_the_eighth() {
+        let line = "cpu  134122 0 26748 180880 571 0 2878 12225 0 0";
+        assert_eq!(
+            machine_ticks_of(line),
+            (134122 + 26748 + 180880 + 571 + 2878 + 12225, 12225)
+        );
+    }
 
     #[test]
     fn cpu_ticks_are_utime_plus_stime_when_tpgid_is_minus_one() {
