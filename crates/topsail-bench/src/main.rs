@@ -319,7 +319,8 @@ const FANOUT_ROUNDS: usize = 3;
 
 /// The median of each figure over `rounds` (each a [`fanout`] row), with
 /// the rounds themselves under `"rounds"`. Figures from different rounds
-/// may meet in it: the medians are each figure's, not one round's.
+/// may meet in it: the medians are each figure's, not one round's. Each
+/// is the round's own value, so a count stays an integer.
 fn medians(rounds: &[Value]) -> Value {
     let Some(Value::Object(first)) = rounds.first() else {
         return Value::Null;
@@ -327,9 +328,12 @@ fn medians(rounds: &[Value]) -> Value {
     let mut row = serde_json::Map::new();
     for (key, v) in first {
         if v.is_number() {
-            let mut all: Vec<f64> = rounds.iter().filter_map(|r| r[key].as_f64()).collect();
-            all.sort_by(f64::total_cmp);
-            row.insert(key.clone(), json!(all[all.len() / 2]));
+            let mut all: Vec<(f64, &Value)> = rounds
+                .iter()
+                .filter_map(|r| Some((r[key].as_f64()?, &r[key])))
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0));
+            row.insert(key.clone(), all[all.len() / 2].1.clone());
         } else {
             row.insert(key.clone(), v.clone());
         }
@@ -748,9 +752,7 @@ async fn run() -> Res<()> {
             .get("fanout")
             .and_then(|f| f.get(0))
             .map(|f| &f["topsail"]);
-        // Compared as numbers: a median row holds its figures as floats.
-        let same_size = |o: &&Value| o["subscribers"].as_f64() == Some(subs as f64);
-        if let Some(ours) = ours.filter(same_size) {
+        if let Some(ours) = ours.filter(|o| o["subscribers"] == json!(subs)) {
             let t = &row["fanout"];
             let ev = |v: &Value| v["events_per_s"].as_f64().unwrap_or(0.0);
             let p99 = |v: &Value| v["p99_ms"].as_f64().unwrap_or(0.0);
@@ -817,4 +819,26 @@ async fn run() -> Res<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::medians;
+
+    #[test]
+    fn medians_take_each_figures_middle_round_and_keep_counts_integers() {
+        let rounds = [
+            json!({"subscribers": 200, "p99_ms": 30.5, "load": "burst"}),
+            json!({"subscribers": 200, "p99_ms": 12.0, "load": "burst"}),
+            json!({"subscribers": 200, "p99_ms": 21.25, "load": "burst"}),
+        ];
+        let row = medians(&rounds);
+        // Compared with `==` by the Sails ratio: 200, not 200.0.
+        assert_eq!(row["subscribers"], json!(200));
+        assert_eq!(row["p99_ms"], json!(21.25));
+        assert_eq!(row["load"], json!("burst"));
+        assert_eq!(row["rounds"].as_array().map(Vec::len), Some(3));
+    }
 }

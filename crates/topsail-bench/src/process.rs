@@ -119,15 +119,19 @@ pub fn machine_ticks() -> (u64, u64) {
 }
 
 /// `(total, steal)` of a `/proc/stat` `cpu` line: user, nice, system, idle,
-/// iowait, irq, softirq, steal (guest time is already in user and nice).
+/// iowait, irq, softirq, steal (guest time is already in user and nice);
+/// `(0, 0)` for a line that is not one, rather than figures shifted.
 fn machine_ticks_of(line: &str) -> (u64, u64) {
-    let ticks: Vec<u64> = line
+    let ticks: Option<Vec<u64>> = line
         .split_whitespace()
         .skip(1)
         .take(8)
-        .filter_map(|t| t.parse().ok())
+        .map(|t| t.parse().ok())
         .collect();
-    (ticks.iter().sum(), ticks.get(7).copied().unwrap_or(0))
+    match ticks.as_deref() {
+        Some(t @ [.., steal]) if t.len() == 8 => (t.iter().sum(), *steal),
+        _ => (0, 0),
+    }
 }
 
 /// Resident memory of process `pid`, in KiB, from `/proc/<pid>/status`.
@@ -153,6 +157,11 @@ mod tests {
             machine_ticks_of(line),
             (134122 + 26748 + 180880 + 571 + 2878 + 12225, 12225)
         );
+        assert_eq!(
+            machine_ticks_of("cpu  134122 x 26748 180880 571 0 2878 12225"),
+            (0, 0)
+        );
+        assert_eq!(machine_ticks_of("intr 1 2 3"), (0, 0));
     }
 
     #[test]
