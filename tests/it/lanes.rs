@@ -239,3 +239,85 @@ async fn a_small_message_never_overtakes_a_big_one_queued_on_its_lane() {
     }
     served.stop().await;
 }
+
+/// Watchers of `pet` in the burst below: enough that the creates waiting
+/// together in the publisher's queue are handed to each socket as one run
+/// rather than broadcast one by one.
+const MANY_WATCHERS: usize = 1_100;
+
+/// A burst of creates from several tasks at once, so that the publisher
+/// task finds several waiting and hands each watcher their messages as
+/// one run, while a user one watcher follows is updated in between: every
+/// watcher gets every create once, and that one gets both kinds
+/// interleaved exactly in publish order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_handed_out_in_runs_keeps_every_message_once_and_in_order() {
+    let served = Served::with_two_lanes().await;
+    let (app, addr) = (&served.app, served.addr);
+    let user = app
+        .model::<example_zoo::User>()
+        .create(json!({"name": "Bo", "email": "bo@example.com"}))
+        .await
+        .unwrap();
+    let (tasks, per_task, updates) = (8, 6, 20);
+    let pets = tasks * per_task;
+
+    let mut watchers = Vec::new();
+    for chunk in 0..MANY_WATCHERS.div_ceil(100) {
+        let joining: Vec<_> = (0..100.min(MANY_WATCHERS - chunk * 100))
+            .map(|j| {
+                let follows_user = chunk == 0 && j == 0;
+                let url = format!("/user/{}", user.id);
+                tokio::spawn(async move {
+                    let mut ws = connected(addr).await;
+                    let watched =
+                        virtual_request(&mut ws, 1, "get", json!({"url": "/pet?limit=1"})).await;
+                    assert_eq!(watched["statusCode"], 200);
+                    if follows_user {
+                        let read = virtual_request(&mut ws, 2, "get", json!({ "url": url })).await;
+                        assert_eq!(read["statusCode"], 200);
+                    }
+                    ws
+                })
+            })
+            .collect();
+        for j in joining {
+            watchers.push(j.await.unwrap());
+        }
+    }
+    let readers: Vec<_> = watchers
+        .into_iter()
+        .enumerate()
+        .map(|(i, ws)| {
+            let users = if i == 0 { updates } else { 0 };
+            tokio::spawn(numbers_received(ws, pets, users))
+        })
+        .collect();
+
+    let creating = futures_util::future::join_all((0..tasks).map(|t| async move {
+        let pets = app.model::<example_zoo::Pet>();
+        for i in 0..per_task {
+            let name = format!("pet {t}.{i}");
+            pets.create(json!({ "name": name })).await.unwrap();
+        }
+    }));
+    let updating = async {
+        let users = app.model::<example_zoo::User>();
+        for i in 0..updates {
+            let name = format!("Bo {i}");
+            users
+                .update(user.id, json!({ "name": name }))
+                .await
+                .unwrap();
+        }
+    };
+    tokio::join!(creating, updating);
+
+    for (i, reader) in readers.into_iter().enumerate() {
+        let got = reader.await.unwrap();
+        let expected = if i == 0 { pets + updates } else { pets };
+        assert_eq!(got.len(), expected, "watcher {i}: {got:?}");
+        assert_in_publish_order(i, &got);
+    }
+    served.stop().await;
+}

@@ -88,6 +88,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Spreads the handing out of messages to local sockets over `n`
     /// delivery lanes from now on (see `crate::lanes`).
     fn start_lanes(&self, n: usize, slow: SlowReaders);
+    /// From now until [`Backend::hand_out_gathered`], messages the
+    /// publisher task emits to the same rooms one after the other are
+    /// gathered, then handed to each socket as one run: its writer wakes
+    /// once for them all. Anything else that sends or changes rooms hands
+    /// out what is gathered first, so every order stays as it was.
+    fn gather(&self) {}
+    /// Hands out what was gathered, and gathers no more.
+    async fn hand_out_gathered(&self) {}
     /// How many sockets messages wait for in the lanes (see
     /// `crate::backlog`).
     fn slow_readers(&self) -> usize;
@@ -221,7 +229,27 @@ pub(crate) struct Io<A: Adapter> {
     /// Since when the lanes have been caught up, and when the next chunk
     /// of noted introductions may be carried out (see [`Io::carry_noted`]).
     quiet: std::sync::Mutex<Quiet>,
+    /// Whether messages are gathered now (see [`Backend::gather`]).
+    gathering: std::sync::atomic::AtomicBool,
+    /// The messages gathered, all to the same rooms.
+    gathered: std::sync::Mutex<Option<Gathered>>,
+    /// Held while what was gathered is handed out.
+    handing_out: tokio::sync::Mutex<()>,
 }
+
+/// Messages to the same rooms, gathered to be handed out together (see
+/// [`Backend::gather`]).
+struct Gathered {
+    to: Vec<String>,
+    except: Vec<String>,
+    frames: Vec<Frame>,
+}
+
+/// Recipients under which gathered messages are broadcast one by one, each
+/// encoded once, rather than handed to each socket as a run, which encodes
+/// each message once per socket: at 200 watchers of a burst the run cost
+/// more CPU than the wake-ups it saved, at 10,000 it was the cheaper.
+const RUN_RECIPIENTS_MIN: usize = 1_000;
 
 /// How [`Io::carry_noted`] paces itself.
 #[derive(Debug, Default)]
@@ -285,7 +313,97 @@ impl<A: Adapter> Io<A> {
             noted: Noted::default(),
             introductions: std::sync::OnceLock::new(),
             quiet: std::sync::Mutex::default(),
+            gathering: std::sync::atomic::AtomicBool::new(false),
+            gathered: std::sync::Mutex::default(),
+            handing_out: tokio::sync::Mutex::const_new(()),
         }
+    }
+
+    /// [`Backend::emit_members`], but behind nothing gathered.
+    async fn emit_members_now(
+        &self,
+        members: Vec<Sid>,
+        event: &str,
+        data: &RawValue,
+        seq: Option<u64>,
+    ) {
+        match self.lanes.get() {
+            Some(lanes) => lanes.deliver(members, Frame::new(event, data, seq)).await,
+            None => {
+                // Without lanes nothing keeps messages for a slow reader:
+                // one whose queue is full is cut at once.
+                let frame = (event, data, seq);
+                let full = crate::lanes::hand_out(&self.io, &members, frame).await;
+                count_missed_full(event, full.len() as u64);
+                for socket in full.iter().filter_map(|&s| self.io.get_socket(s)) {
+                    self.cuts.cut(&socket, seq);
+                }
+            }
+        }
+    }
+
+    /// Hands out the messages gathered so far (see [`Backend::gather`]).
+    async fn flush_gathered(&self) {
+        if !self.gathering.load(Ordering::Acquire) {
+            return;
+        }
+        let _turn = self.handing_out.lock().await;
+        let taken = self
+            .gathered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(Gathered { to, except, frames }) = taken else {
+            return;
+        };
+        let op = || self.io.local().to(to.clone()).except(except.clone());
+        if let Some(lanes) = self.lanes.get().filter(|_| frames.len() > 1) {
+            let sockets = op().sockets();
+            if sockets.len() >= RUN_RECIPIENTS_MIN && lanes.hand_out_runs(&sockets, &frames).await {
+                return;
+            }
+        }
+        for frame in &frames {
+            let (event, data, seq) = frame.parts();
+            self.emit_selected(op, event, data, seq).await;
+        }
+    }
+
+    /// Gathers a message to `to` but `except`, handing out first what was
+    /// gathered for other rooms; returns `false` when not gathering.
+    async fn gather_emit(
+        &self,
+        to: &[String],
+        except: &[String],
+        (event, data, seq): (&str, &RawValue, Option<u64>),
+    ) -> bool {
+        if !self.gathering.load(Ordering::Acquire) {
+            return false;
+        }
+        let same = {
+            let g = self.gathered.lock().unwrap_or_else(|e| e.into_inner());
+            g.as_ref().is_some_and(|g| g.to == to && g.except == except)
+        };
+        // An introduction carried out now changes who is in `to`: what was
+        // gathered before it goes out first.
+        let carries = self.noted.any() && !self.noted.needed_for(to, &[], &[]).is_empty();
+        if !same || carries {
+            self.flush_gathered().await;
+        }
+        self.carry(|noted| noted.needed_for(to, &[], &[])).await;
+        let frame = Frame::new(event, data, seq);
+        let mut g = self.gathered.lock().unwrap_or_else(|e| e.into_inner());
+        match g.as_mut() {
+            Some(g) => g.frames.push(frame),
+            None => {
+                *g = Some(Gathered {
+                    to: to.to_vec(),
+                    except: except.to_vec(),
+                    frames: vec![frame],
+                })
+            }
+        }
+        true
     }
 
     fn introductions(&self) -> Introductions {
@@ -303,6 +421,7 @@ impl<A: Adapter> Io<A> {
         if !self.noted.any() || pick(&self.noted).is_empty() {
             return;
         }
+        self.flush_gathered().await;
         let _turn = self.noted.carrying.lock().await;
         let batch = pick(&self.noted);
         for (source, dests) in &batch {
@@ -364,7 +483,7 @@ impl<A: Adapter> Io<A> {
                     return;
                 }
                 let ids = op().sockets().into_iter().map(|s| s.id).collect();
-                self.emit_members(ids, event, data, seq).await
+                self.emit_members_now(ids, event, data, seq).await
             }
             None => emit_counted(op(), &op, event, data, seq, &self.cuts).await,
         }
@@ -818,7 +937,7 @@ impl<A: Adapter> Backend for Io<A> {
         data: &RawValue,
         seq: Option<u64>,
     ) {
-        if to.is_empty() {
+        if to.is_empty() || self.gather_emit(&to, &except, (event, data, seq)).await {
             return;
         }
         self.carry(|noted| noted.needed_for(&to, &[], &[])).await;
@@ -833,6 +952,7 @@ impl<A: Adapter> Backend for Io<A> {
         data: &RawValue,
         seq: Option<u64>,
     ) {
+        self.flush_gathered().await;
         let op = || self.io.local().except(except.clone());
         self.emit_selected(op, event, data, seq).await
     }
@@ -844,19 +964,8 @@ impl<A: Adapter> Backend for Io<A> {
         data: &RawValue,
         seq: Option<u64>,
     ) {
-        match self.lanes.get() {
-            Some(lanes) => lanes.deliver(members, Frame::new(event, data, seq)).await,
-            None => {
-                // Without lanes nothing keeps messages for a slow reader:
-                // one whose queue is full is cut at once.
-                let frame = (event, data, seq);
-                let full = crate::lanes::hand_out(&self.io, &members, frame).await;
-                count_missed_full(event, full.len() as u64);
-                for socket in full.iter().filter_map(|&s| self.io.get_socket(s)) {
-                    self.cuts.cut(&socket, seq);
-                }
-            }
-        }
+        self.flush_gathered().await;
+        self.emit_members_now(members, event, data, seq).await
     }
 
     fn start_lanes(&self, n: usize, slow: SlowReaders) {
@@ -864,17 +973,32 @@ impl<A: Adapter> Backend for Io<A> {
         let _ = self.lanes.set(lanes);
     }
 
+    fn gather(&self) {
+        // Only through the lanes: without them a message is broadcast at
+        // once, and a full queue cuts its socket.
+        if self.lanes.get().is_some() {
+            self.gathering.store(true, Ordering::Release);
+        }
+    }
+
+    async fn hand_out_gathered(&self) {
+        self.flush_gathered().await;
+        self.gathering.store(false, Ordering::Release);
+    }
+
     fn slow_readers(&self) -> usize {
         self.lanes.get().map_or(0, Lanes::waited_for)
     }
 
     async fn quiesce(&self, socket: Sid) {
+        self.flush_gathered().await;
         if let Some(lanes) = self.lanes.get() {
             lanes.quiesce(socket).await
         }
     }
 
     async fn after_handed(&self, then: Box<dyn FnOnce() + Send>) {
+        self.flush_gathered().await;
         match self.lanes.get() {
             Some(lanes) => lanes.after_handed(then).await,
             None => then(),
@@ -895,6 +1019,7 @@ impl<A: Adapter> Backend for Io<A> {
         rooms: Vec<String>,
         join: bool,
     ) {
+        self.flush_gathered().await;
         self.carry(|noted| noted.needed_for(&within, &except, &rooms))
             .await;
         self.membership_now(within, except, rooms, join).await
@@ -902,7 +1027,10 @@ impl<A: Adapter> Backend for Io<A> {
 
     async fn introduce(&self, source: &str, dest: &str) {
         match self.introductions() {
-            Introductions::AtOnce => self.introduce_now(source, dest).await,
+            Introductions::AtOnce => {
+                self.flush_gathered().await;
+                self.introduce_now(source, dest).await
+            }
             Introductions::WhenCaughtUp | Introductions::WhenNeeded => {
                 self.noted.note(source, dest)
             }

@@ -327,6 +327,50 @@ impl<A: Adapter> Lanes<A> {
         true
     }
 
+    /// Hands each of `sockets` every one of `frames`, in order, one
+    /// socket after the other, when no lane holds anything (else returns
+    /// `false` and does nothing): each socket's writer then wakes once for
+    /// the whole run. A socket whose queue fills up midway waits for the
+    /// rest in its lane (see `crate::backlog`).
+    pub(crate) async fn hand_out_runs(
+        &self,
+        sockets: &[socketioxide::extract::SocketRef<A>],
+        frames: &[Frame],
+    ) -> bool {
+        if !self.lanes.iter().all(Lane::idle) {
+            return false;
+        }
+        let mut full_from = Vec::new();
+        for socket in sockets {
+            for (i, frame) in frames.iter().enumerate() {
+                match send_to(socket, frame.parts()) {
+                    Sent::Queued => {}
+                    Sent::Full => {
+                        full_from.push((socket.id, i));
+                        break;
+                    }
+                    Sent::Gone => break,
+                }
+            }
+        }
+        if full_from.is_empty() {
+            return true;
+        }
+        let frames: Vec<Arc<Frame>> = frames
+            .iter()
+            .map(|f| {
+                let (event, data, seq) = f.parts();
+                Arc::new(Frame::new(event, data, seq))
+            })
+            .collect();
+        for (socket, from) in full_from {
+            for frame in &frames[from..] {
+                self.hold(vec![socket], frame).await;
+            }
+        }
+        true
+    }
+
     /// `frame` waits for `sockets`, whose queues were full, each in its
     /// lane (see `crate::backlog`).
     async fn hold(&self, sockets: Vec<Sid>, frame: &Arc<Frame>) {

@@ -802,6 +802,69 @@ impl Sockets {
         }
     }
 
+    /// Carries out one work of the publisher task; returns whom to tell
+    /// once every local socket has been handed its messages.
+    async fn carry_out(
+        &self,
+        work: Work,
+        relay_out: Option<&crate::relay::RelayOut>,
+    ) -> Option<tokio::sync::oneshot::Sender<()>> {
+        match work {
+            Work::Local(batch, committed, answer, intent) => {
+                // Numbered before they travel: every node delivers and
+                // keeps a message under the same number.
+                let seqs: Vec<Option<u64>> = batch.iter().map(|e| self.number(e)).collect();
+                if let Some(out) = relay_out {
+                    out.offer(self, &batch, &seqs);
+                }
+                for (effect, seq) in batch.into_iter().zip(seqs) {
+                    count_message(&effect);
+                    self.apply(effect, seq).await;
+                }
+                if let (Some(journal), Some(intent)) = (&self.journal, intent) {
+                    journal.done(intent);
+                }
+                metrics::histogram!("topsail_publish_lag_seconds")
+                    .record(committed.elapsed().as_secs_f64());
+                Some(answer)
+            }
+            Work::Relayed(bytes, arrival) => {
+                self.receive_relayed(&bytes, arrival).await;
+                None
+            }
+            Work::Finish(finish) => {
+                self.finish(*finish).await;
+                None
+            }
+            Work::App(message, answer) => {
+                let seq = self.log.next_seq();
+                if let Some(out) = relay_out {
+                    out.offer_app(self, &message, seq);
+                }
+                self.app_message(message, seq).await;
+                Some(answer)
+            }
+        }
+    }
+
+    /// Tells `answers` once the lanes have handed every message so far to
+    /// its sockets (a publishing request may answer then; it may have gone:
+    /// nothing waits then), and counts the works done.
+    async fn answer_once_handed(
+        &self,
+        answers: Vec<Option<tokio::sync::oneshot::Sender<()>>>,
+        done: &Arc<AtomicUsize>,
+    ) {
+        let (done, works) = (done.clone(), answers.len());
+        let then = move || {
+            for answer in answers.into_iter().flatten() {
+                let _ = answer.send(());
+            }
+            done.fetch_sub(works, Ordering::AcqRel);
+        };
+        self.backend.after_handed(Box::new(then)).await;
+    }
+
     /// A publisher that carries out effects through these sockets, in the
     /// order they were published, without holding up the request that
     /// caused them.
@@ -838,49 +901,26 @@ impl Sockets {
                     rx.recv().await
                 };
                 let Some(work) = work else { break };
-                let mut handed = None;
-                match work {
-                    Work::Local(batch, committed, answer, intent) => {
-                        // Numbered before they travel: every node delivers
-                        // and keeps a message under the same number.
-                        let seqs: Vec<Option<u64>> =
-                            batch.iter().map(|e| sockets.number(e)).collect();
-                        if let Some(out) = &relay_out {
-                            out.offer(&sockets, &batch, &seqs);
-                        }
-                        for (effect, seq) in batch.into_iter().zip(seqs) {
-                            count_message(&effect);
-                            sockets.apply(effect, seq).await;
-                        }
-                        if let (Some(journal), Some(intent)) = (&sockets.journal, intent) {
-                            journal.done(intent);
-                        }
-                        metrics::histogram!("topsail_publish_lag_seconds")
-                            .record(committed.elapsed().as_secs_f64());
-                        handed = Some(answer);
-                    }
-                    Work::Relayed(bytes, arrival) => sockets.receive_relayed(&bytes, arrival).await,
-                    Work::Finish(finish) => sockets.finish(*finish).await,
-                    Work::App(message, answer) => {
-                        let seq = sockets.log.next_seq();
-                        if let Some(out) = &relay_out {
-                            out.offer_app(&sockets, &message, seq);
-                        }
-                        sockets.app_message(message, seq).await;
-                        handed = Some(answer);
-                    }
+                // The local works already waiting behind this one are taken
+                // with it: what they send to the same rooms is handed to
+                // each socket as one run (see `Backend::gather`).
+                let (run, after) = waiting_run(work, &mut rx);
+                let gathered = run.len() > 1;
+                if gathered {
+                    sockets.backend.gather();
                 }
-                // Carried out once the lanes have handed it to every
-                // socket: the publishing request may answer then (it may
-                // have gone: nothing waits then).
-                let done = done.clone();
-                let then = move || {
-                    if let Some(answer) = handed {
-                        let _ = answer.send(());
-                    }
-                    done.fetch_sub(1, Ordering::AcqRel);
-                };
-                sockets.backend.after_handed(Box::new(then)).await;
+                let mut answers = Vec::with_capacity(run.len());
+                for work in run {
+                    answers.push(sockets.carry_out(work, relay_out.as_ref()).await);
+                }
+                if gathered {
+                    sockets.backend.hand_out_gathered().await;
+                }
+                sockets.answer_once_handed(answers, &done).await;
+                if let Some(work) = after {
+                    let answer = sockets.carry_out(work, relay_out.as_ref()).await;
+                    sockets.answer_once_handed(vec![answer], &done).await;
+                }
                 sockets.backend.carry_noted(rx.is_empty()).await;
             }
         });
@@ -900,6 +940,27 @@ pub(crate) struct AppMessage {
     pub(crate) event: String,
     pub(crate) payload: Value,
     pub(crate) omit: Option<String>,
+}
+
+/// Local works taken together at most (see [`waiting_run`]).
+const RUN_MAX: usize = 64;
+
+/// `first` and the local works waiting behind it (at most [`RUN_MAX`]),
+/// when `first` is one; and the first other work found, to be carried out
+/// after them.
+fn waiting_run(first: Work, rx: &mut mpsc::Receiver<Work>) -> (Vec<Work>, Option<Work>) {
+    let mut run = vec![first];
+    if !matches!(run[0], Work::Local(..)) {
+        return (run, None);
+    }
+    while run.len() < RUN_MAX {
+        match rx.try_recv() {
+            Ok(work @ Work::Local(..)) => run.push(work),
+            Ok(other) => return (run, Some(other)),
+            Err(_) => break,
+        }
+    }
+    (run, None)
 }
 
 /// What the publisher task carries out, in order: this node's effects, and
