@@ -17,7 +17,7 @@ A socket whose outgoing queue is full is waited for, within bounds: what
 it refused and what comes after for it wait in its lane, which goes on with
 its other sockets (see `crate::backlog`).
 
-Three things keep the order with what the publisher task does itself:
+Four things keep the order with what the publisher task does itself:
 
 - A message to whole rooms while no lane holds anything is handed out by
   the publisher task in one broadcast ([`Lanes::broadcast_if_idle`]),
@@ -27,6 +27,10 @@ Three things keep the order with what the publisher task does itself:
   most [`INLINE_MAX`] sockets) whose lane has nothing pending is handed
   out by the publisher task at once too: nothing of that lane can then
   come before it, and a quiet server does not pay a hop per message.
+- Messages the publisher task gathered in a burst (see
+  `crate::backend::Backend::gather`) are handed to each socket as one
+  run ([`Lanes::hand_out_runs`]) only while no lane holds anything, for
+  the same reason.
 - Before the publisher task sends to one socket itself (a replay, see
   `crate::resume`) it waits for that socket's lane to be idle
   ([`Lanes::quiesce`]).
