@@ -150,24 +150,34 @@ async fn every_socket_gets_its_messages_in_publish_order_through_the_lanes() {
             pets.create(json!({ "name": name })).await.unwrap();
         }
     };
-    let updating = async {
-        for i in 0..CHANGES {
-            let name = format!("Ann {i}");
-            users
-                .update(user.id, json!({ "name": name }))
-                .await
-                .unwrap();
-        }
-    };
+    let updating = renamed(&users, user.id, "Ann", CHANGES);
     tokio::join!(creating, updating);
 
+    every_watcher_got(readers, CHANGES, CHANGES).await;
+    served.stop().await;
+}
+
+/// Renames user `id` `n` times (`{prefix} 0`, `{prefix} 1`, ...).
+async fn renamed(users: &topsail::Models<'_, example_zoo::User>, id: i64, prefix: &str, n: usize) {
+    for i in 0..n {
+        let name = format!("{prefix} {i}");
+        users.update(id, json!({ "name": name })).await.unwrap();
+    }
+}
+
+/// Every watcher got `pets` creates, and the first `users` updates too,
+/// each once and in publish order.
+async fn every_watcher_got(
+    readers: Vec<tokio::task::JoinHandle<Vec<(String, u64)>>>,
+    pets: usize,
+    users: usize,
+) {
     for (i, reader) in readers.into_iter().enumerate() {
         let got = reader.await.unwrap();
-        let expected = if i == 0 { 2 * CHANGES } else { CHANGES };
+        let expected = if i == 0 { pets + users } else { pets };
         assert_eq!(got.len(), expected, "watcher {i}: {got:?}");
         assert_in_publish_order(i, &got);
     }
-    served.stop().await;
 }
 
 /// A raw Engine.IO 4 socket to `addr`, and its id (from the connect
@@ -301,23 +311,9 @@ async fn a_burst_handed_out_in_runs_keeps_every_message_once_and_in_order() {
             pets.create(json!({ "name": name })).await.unwrap();
         }
     }));
-    let updating = async {
-        let users = app.model::<example_zoo::User>();
-        for i in 0..updates {
-            let name = format!("Bo {i}");
-            users
-                .update(user.id, json!({ "name": name }))
-                .await
-                .unwrap();
-        }
-    };
-    tokio::join!(creating, updating);
+    let users = app.model::<example_zoo::User>();
+    tokio::join!(creating, renamed(&users, user.id, "Bo", updates));
 
-    for (i, reader) in readers.into_iter().enumerate() {
-        let got = reader.await.unwrap();
-        let expected = if i == 0 { pets + updates } else { pets };
-        assert_eq!(got.len(), expected, "watcher {i}: {got:?}");
-        assert_in_publish_order(i, &got);
-    }
+    every_watcher_got(readers, pets, updates).await;
     served.stop().await;
 }
