@@ -242,7 +242,7 @@ pub(crate) struct Io<A: Adapter> {
 struct Gathered {
     to: Vec<String>,
     except: Vec<String>,
-    frames: Vec<Frame>,
+    frames: Vec<Arc<Frame>>,
 }
 
 /// Recipients under which gathered messages are broadcast one by one, each
@@ -357,7 +357,10 @@ impl<A: Adapter> Io<A> {
             return;
         };
         let op = || self.io.local().to(to.clone()).except(except.clone());
-        if let Some(lanes) = self.lanes.get().filter(|_| frames.len() > 1) {
+        // Listed only when a run may go out: not for one message, nor
+        // while a lane holds something.
+        let lanes = self.lanes.get().filter(|l| frames.len() > 1 && l.idle());
+        if let Some(lanes) = lanes {
             let sockets = op().sockets();
             if sockets.len() >= RUN_RECIPIENTS_MIN && lanes.hand_out_runs(&sockets, &frames).await {
                 return;
@@ -391,7 +394,7 @@ impl<A: Adapter> Io<A> {
             self.flush_gathered().await;
         }
         self.carry(|noted| noted.needed_for(to, &[], &[])).await;
-        let frame = Frame::new(event, data, seq);
+        let frame = Arc::new(Frame::new(event, data, seq));
         let mut g = self.gathered.lock().unwrap_or_else(|e| e.into_inner());
         match g.as_mut() {
             Some(g) => g.frames.push(frame),

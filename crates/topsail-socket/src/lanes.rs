@@ -305,7 +305,7 @@ impl<A: Adapter> Lanes<A> {
         op: impl Fn() -> BroadcastOperators<A>,
         (event, data, seq): (&str, &RawValue, Option<u64>),
     ) -> bool {
-        if !self.lanes.iter().all(Lane::idle) {
+        if !self.idle() {
             return false;
         }
         let sent = match seq {
@@ -331,6 +331,11 @@ impl<A: Adapter> Lanes<A> {
         true
     }
 
+    /// Whether no lane holds anything.
+    pub(crate) fn idle(&self) -> bool {
+        self.lanes.iter().all(Lane::idle)
+    }
+
     /// Hands each of `sockets` every one of `frames`, in order, one
     /// socket after the other, when no lane holds anything (else returns
     /// `false` and does nothing): each socket's writer then wakes once for
@@ -339,9 +344,9 @@ impl<A: Adapter> Lanes<A> {
     pub(crate) async fn hand_out_runs(
         &self,
         sockets: &[socketioxide::extract::SocketRef<A>],
-        frames: &[Frame],
+        frames: &[Arc<Frame>],
     ) -> bool {
-        if !self.lanes.iter().all(Lane::idle) {
+        if !self.idle() {
             return false;
         }
         let mut full_from = Vec::new();
@@ -357,16 +362,6 @@ impl<A: Adapter> Lanes<A> {
                 }
             }
         }
-        if full_from.is_empty() {
-            return true;
-        }
-        let frames: Vec<Arc<Frame>> = frames
-            .iter()
-            .map(|f| {
-                let (event, data, seq) = f.parts();
-                Arc::new(Frame::new(event, data, seq))
-            })
-            .collect();
         for (socket, from) in full_from {
             for frame in &frames[from..] {
                 self.hold(vec![socket], frame).await;
